@@ -1,0 +1,52 @@
+"""labcluster: Jupyter-first interactive distributed computing on Dask, with Ray's API.
+
+>>> import labcluster as lc
+>>> @lc.remote
+... def square(x):
+...     return x * x
+>>> with lc.init(num_cpus=2, processes=False):
+...     lc.get([square.remote(i) for i in range(4)])
+[0, 1, 4, 9]
+"""
+
+from . import config as _config  # noqa: F401  (registers labcluster.yaml with dask.config)
+from . import exceptions
+from .api.objects import cancel, get, put, wait
+from .api.refs import ObjectRef
+from .api.remote import RemoteFunction, remote
+from .api.session import Session, current_session, init, is_initialized, shutdown
+from .api.state import (
+    RuntimeContext,
+    available_resources,
+    cluster_resources,
+    get_gpu_ids,
+    get_runtime_context,
+    nodes,
+)
+from .cluster.groups import WorkerGroup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef",
+    "RemoteFunction",
+    "RuntimeContext",
+    "Session",
+    "WorkerGroup",
+    "__version__",
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "current_session",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "get_runtime_context",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]

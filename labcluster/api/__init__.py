@@ -1,0 +1,1 @@
+"""The Ray-style API on Dask: sessions, remote functions, objects and cluster state."""

@@ -1,0 +1,156 @@
+"""``get``, ``put``, ``wait`` and ``cancel`` with Ray's semantics, on Dask futures.
+
+Errors arrive as labcluster's types: a task's exception as ``TaskError`` (also an instance of the
+user's type), a cancelled task as ``TaskCancelledError``, a task whose workers kept dying as
+``WorkerCrashedError``, a wait past ``timeout`` as ``GetTimeoutError`` (the tasks keep running).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import CancelledError
+from typing import Any, overload
+
+import distributed
+from distributed import KilledWorker
+
+from ..exceptions import GetTimeoutError, SerializationError, TaskCancelledError, WorkerCrashedError
+from .blocking import blocked
+from .refs import ObjectRef
+from .session import current_client
+
+
+def _as_list(refs: Any, fn: str) -> tuple[list[ObjectRef], bool]:
+    if isinstance(refs, ObjectRef):
+        return [refs], True
+    if isinstance(refs, (list, tuple)):
+        bad = [type(r).__name__ for r in refs if not isinstance(r, ObjectRef)]
+        if bad:
+            raise TypeError(f"lc.{fn}() takes ObjectRefs (from f.remote() or lc.put()), but got {bad[0]} in the list")
+        return list(refs), False
+    raise TypeError(f"lc.{fn}() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}")
+
+
+def _translate(e: BaseException, refs: Sequence[ObjectRef]) -> BaseException:
+    if isinstance(e, KilledWorker):
+        return WorkerCrashedError(str(e.task), str(e))
+    if isinstance(e, CancelledError):
+        key = next((r.key for r in refs if r.state == "cancelled"), refs[0].key if refs else "?")
+        return TaskCancelledError(key)
+    return e
+
+
+@overload
+def get(refs: ObjectRef, *, timeout: float | None = None) -> Any: ...
+@overload
+def get(refs: Sequence[ObjectRef], *, timeout: float | None = None) -> list[Any]: ...
+
+
+def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+    """Fetch the value of one ref, or the values of a list of refs (same order, duplicates allowed).
+
+    ``timeout`` (seconds) raises :class:`GetTimeoutError` if results are not ready by then; the tasks
+    keep running. Inside a task, ``get`` hands the task's thread and CPU slots back while it waits.
+
+    >>> lc.get([square.remote(i) for i in range(3)])   # doctest: +SKIP
+    [0, 1, 4]
+    """
+    items, single = _as_list(refs, "get")
+    if not items:
+        return []
+    client = current_client()
+    futures = [r.future for r in items]
+    try:
+        with blocked():
+            if timeout is not None:
+                try:
+                    distributed.wait(futures, timeout=timeout)
+                except TimeoutError:
+                    pending = sum(1 for f in futures if not f.done())
+                    raise GetTimeoutError(pending, len(futures), timeout) from None
+            values = client.gather(futures)
+    except GetTimeoutError:
+        raise
+    except BaseException as e:
+        translated = _translate(e, items)
+        if translated is e:
+            raise
+        raise translated from None
+    return values[0] if single else list(values)
+
+
+def put(value: Any) -> ObjectRef:
+    """Store ``value`` in the cluster (on a worker) and return a ref to it.
+
+    >>> ref = lc.put(list(range(3)))       # doctest: +SKIP
+    >>> lc.get(ref)                        # doctest: +SKIP
+    [0, 1, 2]
+    """
+    if isinstance(value, ObjectRef):
+        raise TypeError("lc.put() of an ObjectRef is not allowed: the ref already names an object in the cluster; "
+                        "pass the ref itself")
+    client = current_client()
+    try:
+        # a one-element list: scatter would otherwise split lists and dicts into one object per element
+        [future] = client.scatter([value], hash=False)
+    except (TypeError, AttributeError) as e:
+        if "pickle" in str(e).lower() or "serializ" in str(e).lower():
+            raise SerializationError("lc.put() value", type(value).__name__, f"{type(e).__name__}: {e}") from e
+        raise
+    return ObjectRef(future, "put")
+
+
+def wait(
+    refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Wait until ``num_returns`` refs are ready (done or failed) or ``timeout`` passes.
+
+    Returns ``(ready, not_ready)``, both in input order; ``ready`` has at most ``num_returns`` refs.
+    ``fetch_local`` is accepted for Ray compatibility; results stay on the workers until ``get``.
+
+    >>> ready, pending = lc.wait(refs, num_returns=2, timeout=5)   # doctest: +SKIP
+    """
+    items, single = _as_list(refs, "wait")
+    if single:
+        raise TypeError("lc.wait() takes a list of ObjectRefs; wrap a single ref: lc.wait([ref])")
+    if len(set(items)) != len(items):
+        raise ValueError("lc.wait() requires a list of unique ObjectRefs")
+    if not isinstance(num_returns, int) or not 1 <= num_returns <= max(1, len(items)):
+        raise ValueError(f"num_returns must be between 1 and len(refs)={len(items)}, got {num_returns!r}")
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with blocked():
+        while True:
+            done = [r for r in items if r.future.done()]
+            if len(done) >= num_returns:
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            pending = [r.future for r in items if not r.future.done()]
+            try:
+                distributed.wait(pending, timeout=remaining, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                break
+    ready = set(done[:num_returns])
+    return [r for r in items if r in ready], [r for r in items if r not in ready]
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task behind ``ref``; ``lc.get(ref)`` then raises :class:`TaskCancelledError`.
+
+    A finished task is left alone (as in Ray). A task already running finishes on its worker and its
+    result is dropped (Dask does not interrupt a running thread); ``force`` is accepted for Ray
+    compatibility. ``recursive`` is accepted; Dask cancels the task and whatever depends on it.
+    """
+    if not isinstance(ref, ObjectRef):
+        raise TypeError(f"lc.cancel() takes an ObjectRef, got {type(ref).__name__}")
+    if ref.future.status == "finished":
+        return
+    current_client().cancel([ref.future], force=force)

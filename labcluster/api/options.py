@@ -1,0 +1,83 @@
+"""Task options with Ray's names, validated once, when they are given.
+
+>>> TaskOptions().merged(num_gpus=1).request()
+{'CPU': 1.0, 'GPU': 1.0}
+>>> TaskOptions().merged(num_gpu=1)
+Traceback (most recent call last):
+  ...
+TypeError: unknown option 'num_gpu'; valid options are: max_retries, name, num_cpus, num_gpus, num_returns, resources, retry_exceptions
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import config
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """What ``@lc.remote(...)`` and ``.options(...)`` accept for a task."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: Mapping[str, float] = field(default_factory=dict)
+    #: how often a task is re-run when its worker dies; None means the cluster default (Ray: 3); -1: forever
+    max_retries: int | None = None
+    #: re-run on application exceptions too: True (any), or a tuple of exception types
+    retry_exceptions: bool | tuple[type[BaseException], ...] = False
+    num_returns: int = 1
+    name: str | None = None
+
+    @classmethod
+    def valid_names(cls) -> list[str]:
+        return sorted(f.name for f in dataclasses.fields(cls))
+
+    def merged(self, **overrides: Any) -> TaskOptions:
+        """Return a copy with ``overrides`` applied; an unknown or ill-typed option raises at once."""
+        valid = self.valid_names()
+        for key in overrides:
+            if key not in valid:
+                raise TypeError(f"unknown option {key!r}; valid options are: {', '.join(valid)}")
+        new = dataclasses.replace(self, **overrides)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        for label, v in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"{label} must be a number >= 0, got {v!r}")
+        if not isinstance(self.resources, Mapping):
+            raise TypeError(f"resources must be a dict like {{'special': 1}}, got {type(self.resources).__name__}")
+        for k, v in self.resources.items():
+            if k in ("CPU", "GPU"):
+                raise ValueError(f"use num_cpus= / num_gpus= instead of resources={{{k!r}: ...}}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"resource {k!r} must be a number >= 0, got {v!r}")
+        if self.max_retries is not None and (not isinstance(self.max_retries, int) or self.max_retries < -1):
+            raise ValueError(f"max_retries must be an int >= -1 (-1: retry forever), got {self.max_retries!r}")
+        if not isinstance(self.num_returns, int) or isinstance(self.num_returns, bool) or self.num_returns < 1:
+            raise ValueError(f"num_returns must be an int >= 1, got {self.num_returns!r}")
+        if not isinstance(self.retry_exceptions, bool):
+            if isinstance(self.retry_exceptions, list):
+                object.__setattr__(self, "retry_exceptions", tuple(self.retry_exceptions))
+            if not isinstance(self.retry_exceptions, tuple) or not all(
+                isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_exceptions
+            ):
+                raise TypeError(f"retry_exceptions must be True/False or a list of exception types, "
+                                f"got {self.retry_exceptions!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+
+    def request(self) -> dict[str, float]:
+        """The Dask resource restrictions: CPU slots, GPUs and custom resources (zeros dropped)."""
+        req = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus)}
+        req.update({k: float(v) for k, v in self.resources.items()})
+        return {k: v for k, v in req.items() if v}
+
+    @property
+    def effective_max_retries(self) -> int:
+        return int(config.get("max-retries")) if self.max_retries is None else self.max_retries

@@ -1,0 +1,81 @@
+"""``ObjectRef``: a reference to a value in the cluster, wrapping a Dask future.
+
+Hashable (by key), awaitable, picklable (a ref passed inside a container reaches the task as a ref),
+and shown with its state, function and -- in HTML -- the worker holding it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from collections.abc import Generator
+from typing import Any
+
+from distributed import Future
+
+
+class ObjectRef:
+    """A reference to an object in the cluster; ``lc.get(ref)`` fetches it.
+
+    >>> ref = square.remote(3)            # doctest: +SKIP
+    >>> ref                               # doctest: +SKIP
+    ObjectRef(square-5d0c..., state=finished)
+    """
+
+    __slots__ = ("__weakref__", "_function", "_future")
+
+    def __init__(self, future: Future, function: str | None = None) -> None:
+        self._future = future
+        self._function = function
+
+    @property
+    def key(self) -> str:
+        return str(self._future.key)
+
+    def hex(self) -> str:
+        """The object's id (the Dask key), as Ray's ``ObjectRef.hex()``."""
+        return self.key
+
+    @property
+    def future(self) -> Future:
+        """The underlying Dask future, to mix with Dask APIs."""
+        return self._future
+
+    @property
+    def state(self) -> str:
+        """``pending``, ``finished``, ``error``, ``cancelled`` or ``lost``, as Dask reports it."""
+        return str(self._future.status)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other.key == self.key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A Dask future unpickles bound to the client of the process it lands in (the worker's).
+        return (ObjectRef, (self._future, self._function))
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        from .objects import get
+
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(None, get, self).__await__()
+
+    def __repr__(self) -> str:
+        fn = f", function={self._function}" if self._function else ""
+        return f"ObjectRef({self.key}, state={self.state}{fn})"
+
+    def _repr_html_(self) -> str:
+        workers = "?"
+        try:
+            who = self._future.client.who_has([self._future])
+            workers = ", ".join(who.get(self._future.key, ())) or "-"
+        except Exception:
+            pass  # a closed client or a lost key: the repr must still render
+        color = {"finished": "#2a7f2a", "error": "#b00020", "pending": "#8a6d00"}.get(self.state, "#555")
+        return (
+            f"<div><strong>ObjectRef</strong> <code>{html.escape(self.key)}</code> "
+            f"<span style='color:{color}'>{html.escape(self.state)}</span>"
+            f"<br>function: {html.escape(self._function or '-')} &middot; held by: {html.escape(workers)}</div>"
+        )

@@ -1,0 +1,218 @@
+"""``@lc.remote``: Ray-style remote functions on Dask.
+
+``f.remote(*args)`` submits one Dask task whose key starts with the function's name (so Dask's
+dashboard groups by function), asks for ``CPU: num_cpus`` (+ GPUs and custom resources) and returns
+an :class:`ObjectRef`. Refs passed as top-level arguments become dependencies and arrive as values;
+refs inside containers arrive as refs (Ray's rule).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+import os
+import traceback
+import uuid
+import warnings
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from distributed import get_worker
+
+from .. import config
+from ..exceptions import TaskError
+from . import feasibility, serialization
+from .options import TaskOptions
+from .refs import ObjectRef
+from .session import current_client
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _TaskRunner:
+    """What actually runs on the worker: the user's function plus Ray's error and retry rules."""
+
+    __slots__ = ("fn", "name", "num_returns", "retries", "retry_exceptions")
+
+    def __init__(self, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+        self.fn = fn
+        self.name = name
+        self.num_returns = options.num_returns
+        self.retry_exceptions = options.retry_exceptions
+        self.retries = options.effective_max_retries if options.retry_exceptions else 0
+
+    def __call__(self, kwargs: dict[str, Any], *args: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                result = self.fn(*args, **kwargs)
+                break
+            except Exception as e:
+                if self._should_retry(e, attempt):
+                    attempt += 1
+                    continue
+                raise self._task_error(e) from None
+        if self.num_returns > 1 and (not isinstance(result, (tuple, list)) or len(result) != self.num_returns):
+            got = f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
+            raise self._task_error(ValueError(
+                f"task {self.name!r} has num_returns={self.num_returns} but returned {got}; return a tuple "
+                f"of {self.num_returns} values or change num_returns"))
+        return result
+
+    def _should_retry(self, e: Exception, attempt: int) -> bool:
+        if isinstance(e, TaskError) or not self.retry_exceptions:
+            return False
+        if self.retries != -1 and attempt >= self.retries:
+            return False
+        return self.retry_exceptions is True or isinstance(e, self.retry_exceptions)  # type: ignore[arg-type]
+
+    def _task_error(self, e: Exception) -> Exception:
+        if isinstance(e, TaskError):  # a failure of a task this one waited for: keep the original
+            return e
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
+        try:
+            import pickle
+
+            pickle.loads(pickle.dumps(e))
+            cause: BaseException | None = e
+        except Exception:  # an exception that cannot travel: keep its text, lose its type
+            cause = None
+        try:
+            worker = get_worker()
+            where, pid = str(worker.address), os.getpid()
+        except ValueError:
+            where, pid = None, os.getpid()
+        return TaskError(self.name, tb, cause, where, pid).as_instanceof_cause()
+
+
+def _to_dependency(value: Any) -> Any:
+    return value.future if isinstance(value, ObjectRef) else value
+
+
+class RemoteFunction(Generic[P, R]):
+    """A function that runs as a task: call ``.remote(...)``, get an :class:`ObjectRef`.
+
+    >>> import labcluster as lc
+    >>> @lc.remote(num_cpus=1)
+    ... def add(a, b):
+    ...     return a + b
+    >>> add
+    RemoteFunction(add, num_cpus=1)
+    """
+
+    def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
+        self._fn = fn
+        self._options = options
+        self._name = options.name or getattr(fn, "__name__", "task").replace("-", "_") or "task"
+        self._runner = _TaskRunner(fn, self._name, options)
+        self._pickle_checked = False
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote functions cannot be called directly. Instead of running '{self._name}()', "
+            f"try '{self._name}.remote()'."
+        )
+
+    def options(self, **overrides: Any) -> RemoteFunction[P, R]:
+        """Return a copy with other options; the original is unchanged."""
+        return RemoteFunction(self._fn, self._options.merged(**overrides))
+
+    @property
+    def task_options(self) -> TaskOptions:
+        return self._options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit the task; returns an ObjectRef (a list of them when ``num_returns > 1``)."""
+        opts = self._options
+        client = current_client()
+        what = f"task {self._name!r}"
+        if not self._pickle_checked:
+            serialization.check_function(self._fn, what)
+            _warn_retry_divergence(opts)
+            self._pickle_checked = True
+        serialization.check_arguments(args, kwargs, what)
+        request = opts.request()
+        feasibility.check(client, request, what)
+        key = f"{self._name}-{uuid.uuid4().hex}"
+        dep_args = [_to_dependency(a) for a in args]
+        dep_kwargs = {k: _to_dependency(v) for k, v in kwargs.items()}
+        future = client.submit(self._runner, dep_kwargs, *dep_args, key=key, resources=request or None,
+                               pure=False)
+        if opts.num_returns == 1:
+            return ObjectRef(future, self._name)
+        # one tiny task per return value, on one CPU slot, so slot accounting stays exact
+        item_request = {"CPU": 1.0} if "CPU" in request else None
+        return [
+            ObjectRef(client.submit(operator.getitem, future, i, key=f"{self._name}-{i}-{uuid.uuid4().hex}",
+                                    resources=item_request, pure=False), self._name)
+            for i in range(opts.num_returns)
+        ]
+
+    def __repr__(self) -> str:
+        diffs = []
+        for name in TaskOptions.valid_names():
+            value = getattr(self._options, name)
+            default = getattr(TaskOptions(), name)
+            if value != default and name != "name":
+                diffs.append(f"{name}={value!r}")
+        if not diffs:
+            diffs.append(f"num_cpus={self._options.num_cpus:g}")
+        return f"RemoteFunction({self._name}, {', '.join(diffs)})"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<code>{html.escape(repr(self))}</code>"
+
+
+_warned_retries: set[int] = set()
+
+
+def _warn_retry_divergence(opts: TaskOptions) -> None:
+    """Dask counts worker deaths per cluster, not per task: say so when a task asks otherwise."""
+    if opts.max_retries is None:
+        return
+    cluster_value = int(config.get("max-retries"))
+    if opts.max_retries != cluster_value and opts.max_retries not in _warned_retries:
+        _warned_retries.add(opts.max_retries)
+        warnings.warn(
+            f"max_retries={opts.max_retries} applies to application exceptions (retry_exceptions); for worker "
+            f"deaths Dask's scheduler uses one cluster-wide limit (distributed.scheduler.allowed-failures, set "
+            f"from labcluster.max-retries={cluster_value} on clusters labcluster starts)",
+            stacklevel=4,
+        )
+
+
+@overload
+def remote(__fn: Callable[P, R]) -> RemoteFunction[P, R]: ...
+@overload
+def remote(**options: Any) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """Make a function a remote function: ``@lc.remote`` or ``@lc.remote(num_cpus=2, num_gpus=1, ...)``.
+
+    Options (Ray's): ``num_cpus`` (CPU slots, default 1), ``num_gpus``, ``resources``, ``max_retries``
+    (default 3), ``retry_exceptions`` (bool or list of exception types), ``num_returns``, ``name``.
+    """
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make(args[0], TaskOptions())
+    if args:
+        raise TypeError("@lc.remote takes either no arguments (@lc.remote) or keyword options "
+                        "(@lc.remote(num_cpus=2)); got positional arguments")
+    base = TaskOptions().merged(**options)
+    return lambda fn: _make(fn, base)
+
+
+def _make(fn: Any, options: TaskOptions) -> Any:
+    if inspect.isclass(fn):
+        raise TypeError(f"@lc.remote on a class (an actor) is not available yet: {fn.__name__} cannot be made "
+                        f"an actor in this version. Use a remote function, or a Dask actor "
+                        f"(client.submit(Class, actor=True)) for now")
+    if not callable(fn):
+        raise TypeError(f"@lc.remote needs a function, got {type(fn).__name__}")
+    return RemoteFunction(fn, options)
+

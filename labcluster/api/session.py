@@ -1,0 +1,273 @@
+"""The session: one Dask client per driver process, and the cluster labcluster started (if any).
+
+``lc.init()`` creates it; ``lc.shutdown()`` closes what ``init`` started and nothing else. Inside a
+task, every API call uses the worker's own client instead (``distributed.get_client``), so tasks can
+submit tasks and ``lc.get`` their results.
+"""
+
+from __future__ import annotations
+
+import atexit
+import html
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dask.config
+from distributed import Client, get_worker
+from distributed.deploy import Cluster
+
+from .. import config
+from ..cluster import info as cluster_info
+from ..cluster.groups import WorkerGroup
+from ..cluster.local import default_groups, local_dask_config, start_local_cluster
+from ..exceptions import ClusterError, WorkerStartTimeout
+
+logger = logging.getLogger("labcluster")
+
+_lock = threading.RLock()
+_session: Session | None = None
+
+
+class Session:
+    """A connection to a cluster: the object ``lc.init()`` returns.
+
+    Use it as a context manager to shut down on exit::
+
+        with lc.init(num_cpus=2, num_gpus=1) as ctx:
+            print(ctx.workers())
+    """
+
+    def __init__(self, client: Client, cluster: Any | None, owns_cluster: bool, config_ctx: Any | None) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.owns_cluster = owns_cluster
+        self._config_ctx = config_ctx
+        self._closed = False
+
+    # -- what the cluster has -------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        return str(self.client.scheduler.address)
+
+    @property
+    def dashboard_link(self) -> str | None:
+        try:
+            return str(self.client.dashboard_link)
+        except Exception:  # a scheduler without a dashboard
+            return None
+
+    def workers(self) -> list[cluster_info.WorkerInfo]:
+        """Every worker, freshly read from the scheduler."""
+        return cluster_info.workers_from_info(self.client.scheduler_info(n_workers=-1))
+
+    def _summary(self) -> tuple[str, list[cluster_info.WorkerInfo], dict[str, float]]:
+        kind = "local" if self.owns_cluster else "connected"
+        if self._closed:
+            return "closed", [], {}
+        try:
+            workers = self.workers()
+        except Exception:
+            return f"{kind}, unreachable", [], {}
+        return kind, workers, cluster_info.total_resources(workers)
+
+    def __repr__(self) -> str:
+        kind, workers, total = self._summary()
+        res = ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if k != "memory")
+        sim = sum(1 for w in workers if w.simulated)
+        sim_note = f", {sim} simulated GPU(s)" if sim else ""
+        return f"<labcluster.Session {kind} {self.address} workers={len(workers)} {{{res}}}{sim_note}>"
+
+    def _repr_html_(self) -> str:
+        kind, workers, total = self._summary()
+        res = ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if k != "memory")
+        link = self.dashboard_link
+        dash = f" &middot; <a href='{html.escape(link)}' target='_blank'>dashboard</a>" if link else ""
+        return (
+            f"<div><strong>labcluster session</strong> ({kind}) <code>{html.escape(self.address)}</code>{dash}"
+            f"<br>{len(workers)} workers &middot; {html.escape(res)}"
+            f"{cluster_info.workers_html(workers)}</div>"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Disconnect; close the cluster too if this session started it."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.client.close(timeout=10)
+        finally:
+            try:
+                if self.owns_cluster and self.cluster is not None:
+                    self.cluster.close(timeout=20)
+            finally:
+                if self._config_ctx is not None:
+                    self._config_ctx.__exit__(None, None, None)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutdown()
+
+
+_INIT_KEYWORDS = ("address", "cluster", "workers", "num_cpus", "num_gpus", "resources", "simulate_gpus",
+                  "processes", "host", "dashboard_address", "include_dashboard", "security",
+                  "ignore_reinit_error", "timeout")
+
+
+def init(
+    address: str | None = None,
+    *,
+    cluster: Cluster | Any | None = None,
+    workers: Sequence[WorkerGroup] | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    resources: Mapping[str, float] | None = None,
+    simulate_gpus: int | None = None,
+    processes: bool | None = None,
+    host: str | None = None,
+    dashboard_address: str | None = None,
+    include_dashboard: bool = True,
+    security: Any | None = None,
+    ignore_reinit_error: bool = False,
+    timeout: float | None = None,
+    **unknown: Any,
+) -> Session:
+    """Start a local heterogeneous cluster, or connect to one; returns the :class:`Session`.
+
+    - ``lc.init()``: a CPU worker sized to this machine plus one GPU worker per GPU NVML finds
+      (none without GPUs, unless ``simulate_gpus=N``).
+    - ``lc.init(num_cpus=4, num_gpus=2, resources={"special": 1})``: Ray's keywords; GPUs the
+      machine lacks are simulated (a GPU slot, labelled simulated everywhere).
+    - ``lc.init(workers=[lc.WorkerGroup("cpu", n=2), lc.WorkerGroup("gpu", resources={"GPU": 1})])``.
+    - ``lc.init("tcp://10.0.0.5:8786")`` or ``lc.init(cluster=any_dask_cluster)``: connect; ``shutdown``
+      then leaves that cluster running.
+
+    >>> import labcluster as lc
+    >>> with lc.init(num_cpus=2, processes=False) as ctx:
+    ...     lc.cluster_resources()["CPU"]
+    2.0
+    """
+    global _session
+    if unknown:
+        raise TypeError(f"lc.init() got unknown keyword(s) {sorted(unknown)}; valid ones are "
+                        f"{', '.join(_INIT_KEYWORDS)}")
+    with _lock:
+        if _session is not None:
+            if ignore_reinit_error:
+                return _session
+            raise RuntimeError("lc.init() was already called in this process; call lc.shutdown() first, or "
+                               "pass ignore_reinit_error=True to reuse the running session")
+        if address is not None and cluster is not None:
+            raise ValueError("pass address= or cluster=, not both")
+        remote = address is not None or cluster is not None
+        local_only = {"workers": workers, "num_cpus": num_cpus, "num_gpus": num_gpus, "resources": resources,
+                      "simulate_gpus": simulate_gpus, "processes": processes}
+        given = sorted(k for k, v in local_only.items() if v is not None)
+        if remote and given:
+            raise ValueError(f"{', '.join(given)} describe a local cluster; they cannot be used with "
+                             f"address= or cluster= (size a remote cluster where it runs)")
+        if workers is not None and any(v is not None for v in (num_cpus, num_gpus, resources, simulate_gpus)):
+            raise ValueError("pass workers= or num_cpus/num_gpus/resources/simulate_gpus, not both")
+        if remote:
+            _session = _connect(address, cluster, security, timeout)
+        else:
+            groups = list(workers) if workers is not None else default_groups(
+                num_cpus, num_gpus, resources, simulate_gpus)
+            dash = dashboard_address if include_dashboard else None
+            _session = _start_local(groups, processes, host, dash, include_dashboard, timeout)
+        return _session
+
+
+def _connect(address: str | None, cluster: Any | None, security: Any | None, timeout: float | None) -> Session:
+    timeout = timeout if timeout is not None else config.seconds("timeouts.connect")
+    target = cluster if cluster is not None else address
+    try:
+        client = Client(target, timeout=timeout, security=security)
+    except (OSError, TimeoutError) as e:
+        raise ClusterError(f"could not reach a Dask scheduler at {address!r} within {timeout:g}s ({e}); "
+                           f"check the address (e.g. 'tcp://127.0.0.1:8786'), that `labcluster scheduler` "
+                           f"or `dask scheduler` runs there, and any TLS settings (security=)") from e
+    return Session(client, cluster, owns_cluster=False, config_ctx=None)
+
+
+def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | None,
+                 dashboard_address: str | None, include_dashboard: bool, timeout: float | None) -> Session:
+    # allowed-failures is how many worker deaths a task survives: Ray's max_retries default.
+    settings = {**local_dask_config(), "distributed.scheduler.allowed-failures": int(config.get("max-retries"))}
+    config_ctx = dask.config.set(settings)
+    cluster = None
+    try:
+        if not include_dashboard:
+            dashboard_address = None
+        cluster = start_local_cluster(groups, host=host, dashboard_address=dashboard_address, processes=processes)
+        client = Client(cluster)
+        expected = sum(g.n for g in groups)
+        wait = timeout if timeout is not None else config.seconds("timeouts.worker-start")
+        try:
+            client.wait_for_workers(expected, timeout=wait)
+        except TimeoutError as e:
+            arrived = len(client.scheduler_info(n_workers=-1)["workers"])
+            client.close()
+            raise WorkerStartTimeout(arrived, expected, wait) from e
+    except BaseException:
+        if cluster is not None:
+            cluster.close(timeout=10)
+        config_ctx.__exit__(None, None, None)
+        raise
+    return Session(client, cluster, owns_cluster=True, config_ctx=config_ctx)
+
+
+def shutdown() -> None:
+    """Disconnect and stop what ``init`` started (a connected cluster keeps running). Safe to call twice."""
+    global _session
+    with _lock:
+        session, _session = _session, None
+    if session is not None:
+        session.close()
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    """True if ``lc.init()`` ran in this process (and was not shut down), or inside a task."""
+    return _session is not None or in_task()
+
+
+def in_task() -> bool:
+    """True when called from a task running on a worker."""
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def current_session(auto_init: bool = True) -> Session:
+    """The driver's session; the first call without ``init`` starts a default local cluster, as Ray does."""
+    session = _session
+    if session is not None:
+        return session
+    if not auto_init:
+        raise RuntimeError("labcluster is not initialized; call lc.init() first")
+    with _lock:
+        if _session is None:
+            started = time.monotonic()
+            init()
+            logger.info("started a local cluster (lc.init()) in %.1fs", time.monotonic() - started)
+        assert _session is not None
+        return _session
+
+
+def current_client() -> Client:
+    """The client for the calling context: the worker's inside a task, else the driver session's."""
+    if in_task():
+        from distributed import get_client
+
+        return get_client()
+    return current_session().client

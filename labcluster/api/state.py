@@ -1,0 +1,130 @@
+"""What the cluster has and where the caller runs: Ray's ``cluster_resources``, ``nodes``, ... on Dask.
+
+One Dask worker plays the part of one Ray node, so ``nodes()`` lists workers and a node id is a
+worker address.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+from distributed import get_worker
+from distributed.worker import thread_state
+
+from ..cluster.groups import WORKER_INFO_KEY
+from ..cluster.info import WorkerInfo, total_resources, workers_from_info
+from . import _on_scheduler
+from .session import current_client, current_session, in_task
+
+cloudpickle.register_pickle_by_value(_on_scheduler)
+
+
+def _workers() -> list[WorkerInfo]:
+    return workers_from_info(current_client().scheduler_info(n_workers=-1))
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources: ``CPU`` slots, ``GPU``, custom resources, ``memory`` (bytes).
+
+    >>> lc.cluster_resources()          # doctest: +SKIP
+    {'CPU': 3.0, 'GPU': 1.0, 'memory': 25769803776.0}
+    """
+    return total_resources(_workers())
+
+
+def available_resources() -> dict[str, float]:
+    """Resources not held by running tasks right now (resources with nothing free are left out, as Ray does)."""
+    client = current_client()
+    workers = workers_from_info(client.scheduler_info(n_workers=-1))
+    used = client.run_on_scheduler(_on_scheduler.used_resources)
+    total = total_resources(workers)
+    for w in workers:
+        for k, v in used.get(w.address, {}).items():
+            total[k] = total.get(k, 0.0) - float(v)
+    return {k: v for k, v in total.items() if v > 1e-9}
+
+
+def nodes() -> list[dict[str, Any]]:
+    """One dict per worker with Ray's keys (``NodeID``, ``Alive``, ``Resources``, ...) plus labcluster's
+    (``Group``, ``GPUMode``: ``"nvml"``, ``"simulated"`` or ``"none"``, ``GPUIds``, ``PID``)."""
+    return [
+        {
+            "NodeID": w.address,
+            "Alive": True,
+            "NodeName": w.name,
+            "NodeManagerAddress": w.host,
+            "Resources": dict(w.resources, memory=float(w.memory_limit)),
+            "Group": w.group,
+            "GPUMode": w.gpu_mode,
+            "GPUIds": list(w.gpu_ids),
+            "PID": w.pid,
+        }
+        for w in _workers()
+    ]
+
+
+def _worker_description() -> dict[str, Any]:
+    worker = get_worker()
+    describe = worker.metrics.get(WORKER_INFO_KEY)
+    return dict(describe(worker)) if describe else {}
+
+
+def get_gpu_ids() -> list[int]:
+    """GPU ids given to the calling task's worker (simulated ids on simulated GPUs); ``[]`` on the driver."""
+    if not in_task():
+        return []
+    return list(_worker_description().get("gpu_ids", []))
+
+
+@dataclass(frozen=True)
+class RuntimeContext:
+    """Where the caller runs: Ray's ``RuntimeContext`` (``lc.get_runtime_context()``)."""
+
+    job_id: str | None
+    node_id: str
+    worker_id: str
+    task_id: str | None
+    assigned_resources: dict[str, float] = field(default_factory=dict)
+    gpu_mode: str = "none"
+
+    def get_job_id(self) -> str | None:
+        return self.job_id
+
+    def get_node_id(self) -> str:
+        return self.node_id
+
+    def get_worker_id(self) -> str:
+        return self.worker_id
+
+    def get_task_id(self) -> str | None:
+        return self.task_id
+
+    def get_actor_id(self) -> None:
+        return None
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        return dict(self.assigned_resources)
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<code>{html.escape(repr(self))}</code>"
+
+
+def get_runtime_context() -> RuntimeContext:
+    """The calling task's ids (task key, worker, node = worker address), or the driver's."""
+    if in_task():
+        worker = get_worker()
+        key = getattr(thread_state, "key", None)
+        ts = worker.state.tasks.get(key) if key is not None else None
+        assigned = dict(ts.resource_restrictions or {}) if ts is not None else {}
+        desc = _worker_description()
+        return RuntimeContext(job_id=None, node_id=str(worker.address), worker_id=str(worker.id),
+                              task_id=None if key is None else str(key), assigned_resources=assigned,
+                              gpu_mode=str(desc.get("gpu_mode", "none")))
+    session = current_session()
+    return RuntimeContext(job_id=str(session.client.id), node_id=f"driver@{socket.gethostname()}",
+                          worker_id=str(session.client.id), task_id=None)

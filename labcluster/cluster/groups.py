@@ -1,0 +1,189 @@
+"""Worker groups: the unit a heterogeneous cluster is described in, turned into a Dask SpecCluster spec.
+
+A cluster is a list of :class:`WorkerGroup`. Each group is ``n`` identical workers with a number of
+threads, custom resources and, for GPU groups, one GPU per worker. Every worker advertises the
+resource ``CPU`` equal to its thread count, which is what makes ``num_cpus`` mean CPU *slots*:
+every labcluster task asks for ``CPU: num_cpus``, so a ``num_cpus=2`` task on a 2-thread worker
+never shares it with another task.
+
+>>> spec = build_spec([WorkerGroup("cpu", n=2, nthreads=2), WorkerGroup("gpu", resources={"GPU": 1})])
+>>> sorted(spec)
+['cpu-0', 'cpu-1', 'gpu-0']
+>>> spec["gpu-0"]["options"]["resources"]
+{'CPU': 1, 'GPU': 1}
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from distributed import Nanny, Worker
+
+from ..diagnostics import nvml
+
+GPUMode = Literal["nvml", "simulated", "none"]
+
+#: key under which each worker reports :func:`describe_worker` in the scheduler's worker metrics
+WORKER_INFO_KEY = "labcluster"
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    """``n`` identical workers: threads, custom resources and (for GPU groups) one GPU each.
+
+    Parameters
+    ----------
+    name:
+        Group name; workers are named ``<name>-0``, ``<name>-1``, ...
+    n:
+        Number of workers in the group.
+    nthreads:
+        Threads per worker; the worker advertises ``CPU: nthreads`` slots.
+    resources:
+        Extra resources per worker, e.g. ``{"GPU": 1}`` or ``{"special": 2}``.
+    simulated:
+        Only for groups with a ``GPU`` resource. ``None``: pin real GPUs when this machine has enough,
+        else simulate them. ``True``: always simulate. ``False``: require real GPUs.
+    memory_limit:
+        Per worker, as Dask takes it (``"auto"``, ``"4GiB"``, bytes, or ``0`` for no limit).
+    env:
+        Environment variables for the worker processes.
+
+    >>> WorkerGroup("gpu", n=2, resources={"GPU": 1})
+    WorkerGroup('gpu', n=2, nthreads=1, resources={'GPU': 1})
+    """
+
+    name: str
+    n: int = 1
+    nthreads: int = 1
+    resources: Mapping[str, float] = field(default_factory=dict)
+    simulated: bool | None = None
+    memory_limit: str | int | float | None = "auto"
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: set by :func:`pin_gpus`: the devices of the group's workers, one per worker
+    devices: tuple[nvml.GPUDevice, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"worker group name must be letters, digits, '-' or '_', got {self.name!r}")
+        if self.n < 0 or self.nthreads < 1:
+            raise ValueError(f"worker group {self.name!r}: need n >= 0 and nthreads >= 1, got n={self.n}, "
+                             f"nthreads={self.nthreads}")
+        for k, v in self.resources.items():
+            if k == "CPU":
+                raise ValueError(f"worker group {self.name!r}: CPU slots come from nthreads=, not resources=")
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"worker group {self.name!r}: resource {k!r} must be a number >= 0, got {v!r}")
+        if self.gpus_per_worker not in (0, 1) and self.simulated is not True:
+            raise ValueError(f"worker group {self.name!r}: real GPU workers hold exactly one GPU each "
+                             f"(one process per device); use n= for more GPUs, or simulated=True")
+
+    def __repr__(self) -> str:
+        extra = f", resources={dict(self.resources)}" if self.resources else ""
+        sim = f", simulated={self.simulated}" if self.simulated is not None else ""
+        return f"WorkerGroup({self.name!r}, n={self.n}, nthreads={self.nthreads}{extra}{sim})"
+
+    @property
+    def gpus_per_worker(self) -> float:
+        return float(self.resources.get("GPU", 0))
+
+    @property
+    def gpu_mode(self) -> GPUMode:
+        if not self.gpus_per_worker:
+            return "none"
+        return "nvml" if self.devices else "simulated"
+
+
+def pin_gpus(groups: Sequence[WorkerGroup], probe: nvml.ProbeResult) -> list[WorkerGroup]:
+    """Give each real-GPU worker its own device; GPU groups that cannot have real ones become simulated.
+
+    Devices are handed out in order across groups; a group with ``simulated=False`` that cannot get
+    enough devices is an error naming what the machine has.
+    """
+    free = list(probe.devices)
+    out = []
+    for g in groups:
+        if not g.gpus_per_worker or g.simulated:
+            out.append(g)
+            continue
+        if len(free) >= g.n:
+            taken, free = free[: g.n], free[g.n :]
+            out.append(_replace(g, devices=tuple(taken)))
+        elif g.simulated is False:
+            raise ValueError(
+                f"worker group {g.name!r} needs {g.n} real GPU(s) but {len(free)} are free "
+                f"(NVML: {probe.state.value}{'; ' + probe.detail if probe.detail else ''}); "
+                f"ask for fewer, or pass simulated=True to teach on simulated GPUs"
+            )
+        else:
+            out.append(_replace(g, simulated=True))
+    return out
+
+
+def _replace(g: WorkerGroup, **changes: Any) -> WorkerGroup:
+    from dataclasses import replace
+
+    return replace(g, **changes)
+
+
+def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list[int],
+                    gpu_uuids: list[str]) -> dict[str, Any]:
+    """What a labcluster worker tells the scheduler about itself (sent with every heartbeat).
+
+    Registered as a Dask worker ``metrics`` entry, so it works the same for local workers and for
+    ``labcluster worker`` processes on other machines.
+    """
+    return {"group": group, "gpu_mode": gpu_mode, "gpu_ids": gpu_ids, "gpu_uuids": gpu_uuids,
+            "pid": os.getpid()}
+
+
+def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True) -> dict[str, Any]:
+    """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group``."""
+    env = dict(group.env)
+    gpu_ids: list[int] = []
+    gpu_uuids: list[str] = []
+    if group.gpu_mode == "nvml":
+        device = group.devices[index]
+        env["CUDA_VISIBLE_DEVICES"] = device.uuid
+        gpu_ids, gpu_uuids = [device.index], [device.uuid]
+    elif group.gpu_mode == "simulated":
+        gpu_ids = [index]
+        gpu_uuids = [f"simulated-{group.name}-{index}"]
+    metric = functools.partial(describe_worker, group=group.name, gpu_mode=group.gpu_mode,
+                               gpu_ids=gpu_ids, gpu_uuids=gpu_uuids)
+    options: dict[str, Any] = {
+        "name": f"{group.name}-{index}",
+        "nthreads": group.nthreads,
+        "resources": {"CPU": group.nthreads, **group.resources},
+        "memory_limit": group.memory_limit,
+        "host": host,
+        "metrics": {WORKER_INFO_KEY: metric},
+    }
+    if processes:
+        options["env"] = env
+        # the worker process logs warnings and up only: its INFO chatter would land in notebook cells
+        options["silence_logs"] = logging.WARNING
+    elif env:
+        raise ValueError(f"worker group {group.name!r}: env= and real GPUs need processes=True "
+                         f"(threads share one environment)")
+    return options
+
+
+def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1",
+               processes: bool = True) -> dict[str, dict[str, Any]]:
+    """Turn worker groups into a ``SpecCluster`` worker spec ``{name: {"cls", "options"}}``."""
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise ValueError(f"worker group names must be unique, got {names}")
+    cls = Nanny if processes else Worker
+    spec = {}
+    for g in groups:
+        for i in range(g.n):
+            opts = worker_options(g, i, host, processes)
+            spec[opts["name"]] = {"cls": cls, "options": opts}
+    return spec

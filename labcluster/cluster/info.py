@@ -1,0 +1,117 @@
+"""Read what a cluster has from the scheduler: workers, their groups, resources and GPUs.
+
+Works for any Dask cluster. Workers started by labcluster (locally or with ``labcluster worker``)
+describe themselves (group, GPU mode, GPU ids) through a worker metric; other Dask workers show as
+group ``"dask"`` with GPU mode ``"none"``.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .groups import WORKER_INFO_KEY
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One worker as the scheduler sees it."""
+
+    address: str
+    name: str
+    group: str
+    nthreads: int
+    resources: Mapping[str, float]
+    memory_limit: int
+    pid: int | None
+    gpu_mode: str = "none"
+    gpu_ids: tuple[int, ...] = ()
+    gpu_uuids: tuple[str, ...] = ()
+    host: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def simulated(self) -> bool:
+        return self.gpu_mode == "simulated"
+
+    @property
+    def gpu_label(self) -> str:
+        """``"-"``, ``"1 GPU"`` or ``"1 GPU (simulated)"``: what every listing shows."""
+        n = self.resources.get("GPU", 0)
+        if not n:
+            return "-"
+        return f"{n:g} GPU" + (" (simulated)" if self.simulated else "")
+
+
+def workers_from_info(info: Mapping[str, Any]) -> list[WorkerInfo]:
+    """Turn ``Client.scheduler_info()`` into :class:`WorkerInfo` records, sorted by name."""
+    out = []
+    for addr, w in info.get("workers", {}).items():
+        desc = (w.get("metrics") or {}).get(WORKER_INFO_KEY) or {}
+        out.append(
+            WorkerInfo(
+                address=addr,
+                name=str(w.get("name", addr)),
+                group=str(desc.get("group", "dask")),
+                nthreads=int(w.get("nthreads", 0)),
+                resources={k: float(v) for k, v in (w.get("resources") or {}).items()},
+                memory_limit=int(w.get("memory_limit") or 0),
+                pid=desc.get("pid", w.get("pid")),
+                gpu_mode=str(desc.get("gpu_mode", "none")),
+                gpu_ids=tuple(desc.get("gpu_ids", ())),
+                gpu_uuids=tuple(desc.get("gpu_uuids", ())),
+                host=str(w.get("host", "")),
+            )
+        )
+    return sorted(out, key=lambda w: (w.group, _natural(w.name)))
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    head, _, tail = name.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (name, 0)
+
+
+def total_resources(workers: Sequence[WorkerInfo]) -> dict[str, float]:
+    """Sum of every worker's resources plus ``memory`` (bytes), Ray's ``cluster_resources()`` shape."""
+    total: dict[str, float] = {}
+    for w in workers:
+        for k, v in w.resources.items():
+            total[k] = total.get(k, 0.0) + v
+        total["memory"] = total.get("memory", 0.0) + w.memory_limit
+    return total
+
+
+def _fmt_resources(res: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}: {v:g}" for k, v in sorted(res.items()) if k not in ("CPU", "GPU")) or "-"
+
+
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n else "no limit"
+
+
+def workers_table(workers: Sequence[WorkerInfo]) -> str:
+    """A fixed-width text table of workers (used by reprs and ``labcluster status``)."""
+    rows = [("worker", "group", "CPU", "GPU", "other resources", "memory", "pid", "address")]
+    for w in workers:
+        rows.append((w.name, w.group, f"{w.resources.get('CPU', w.nthreads):g}", w.gpu_label,
+                     _fmt_resources(w.resources), _fmt_bytes(w.memory_limit), str(w.pid or "?"), w.address))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
+
+
+def workers_html(workers: Sequence[WorkerInfo]) -> str:
+    """The same table as HTML; simulated GPUs are labelled and tinted."""
+    head = "".join(f"<th style='text-align:left'>{h}</th>" for h in
+                   ("worker", "group", "CPU", "GPU", "other resources", "memory", "pid", "address"))
+    body = []
+    for w in workers:
+        gpu = html.escape(w.gpu_label)
+        if w.simulated:
+            gpu = f"<span style='color:#b35900' title='simulated GPU: a GPU slot with no device'>{gpu}</span>"
+        cells = [html.escape(w.name), html.escape(w.group), f"{w.resources.get('CPU', w.nthreads):g}", gpu,
+                 html.escape(_fmt_resources(w.resources)), _fmt_bytes(w.memory_limit), str(w.pid or "?"),
+                 f"<code>{html.escape(w.address)}</code>"]
+        body.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

@@ -1,0 +1,1 @@
+"""Diagnostics: the GPU probe (pynvml) now; lineage and timeline records later."""

@@ -1,0 +1,191 @@
+"""labcluster's exceptions, with Ray's names where Ray has one.
+
+::
+
+    LabclusterError
+     ├── TaskError                  a task raised; also an instance of the user's exception type
+     ├── GetTimeoutError            lc.get(timeout=...) ran out (also a TimeoutError); the task keeps running
+     ├── TaskCancelledError         the object's task was cancelled with lc.cancel
+     ├── WorkerCrashedError         the task's worker died more often than max_retries allowed
+     ├── ObjectLostError            no copy of an object is left and it cannot be recomputed
+     ├── InfeasibleResourceError    no worker can ever satisfy a resource request (also a ValueError)
+     ├── SerializationError         a function or argument cannot be pickled (also a TypeError)
+     └── ClusterError               the cluster could not be started, reached or used
+          └── WorkerStartTimeout    too few workers registered in time
+
+Every message says what was expected, what arrived, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+class LabclusterError(Exception):
+    """Base class of every labcluster error."""
+
+
+class TaskError(LabclusterError):
+    """A task raised an exception.
+
+    ``lc.get`` raises a subclass of both ``TaskError`` and the user's exception type, so
+    ``except ValueError`` and ``except lc.exceptions.TaskError`` both catch it, as in Ray.
+
+    Attributes: ``cause`` (the original exception), ``function_name``, ``traceback_str`` (the remote
+    traceback, as text), ``worker`` (address of the worker the task ran on), ``pid`` (its process id).
+    """
+
+    def __init__(
+        self,
+        function_name: str,
+        traceback_str: str,
+        cause: BaseException | None = None,
+        worker: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.worker = worker
+        self.pid = pid
+        Exception.__init__(self, function_name, traceback_str, cause, worker, pid)
+
+    def __str__(self) -> str:
+        where = f" on worker {self.worker} (pid={self.pid})" if self.worker else ""
+        return f"task {self.function_name!r} failed{where}:\n\n{self.traceback_str.rstrip()}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.worker, self.pid))
+
+    def as_instanceof_cause(self) -> TaskError:
+        """Return a copy whose class also derives from the cause's class (Ray's behaviour)."""
+        if self.cause is None or isinstance(self.cause, TaskError):
+            return self
+        cls = _dual_class(type(self.cause))
+        if cls is None:
+            return self
+        err = cls.__new__(cls)
+        TaskError.__init__(err, self.function_name, self.traceback_str, self.cause, self.worker, self.pid)
+        err.__cause__ = None
+        return err
+
+
+_DUAL_CLASSES: dict[type[BaseException], type[TaskError] | None] = {}
+
+
+def _dual_class(cause_cls: type[BaseException]) -> type[TaskError] | None:
+    """``TaskError(<cause>)``: a class deriving from TaskError and the user's class, cached per class."""
+    if cause_cls not in _DUAL_CLASSES:
+        try:
+            cls: type[TaskError] | None = type(
+                f"TaskError({cause_cls.__name__})",
+                (TaskError, cause_cls),
+                {
+                    "__init__": TaskError.__init__,
+                    "__str__": TaskError.__str__,
+                    "__reduce__": TaskError.__reduce__,
+                    # attributes of the user's exception (e.g. err.errno, err.response) still work
+                    "__getattr__": lambda self, name: getattr(self.__dict__["cause"], name),
+                    "__module__": __name__,
+                },
+            )
+        except TypeError:  # e.g. instance lay-out conflicts between builtin bases
+            cls = None
+        _DUAL_CLASSES[cause_cls] = cls
+    return _DUAL_CLASSES[cause_cls]
+
+
+def _rebuild_task_error(
+    function_name: str, traceback_str: str, cause: BaseException | None, worker: str | None, pid: int | None
+) -> TaskError:
+    return TaskError(function_name, traceback_str, cause, worker, pid).as_instanceof_cause()
+
+
+class GetTimeoutError(LabclusterError, builtins.TimeoutError):
+    """``lc.get`` or ``lc.wait`` gave up waiting; the tasks keep running."""
+
+    def __init__(self, pending: int, total: int, timeout: float) -> None:
+        self.pending, self.total, self.timeout = pending, total, timeout
+        super().__init__(
+            f"get timed out after {timeout:g}s with {pending}/{total} object(s) not ready; the tasks "
+            f"keep running: call lc.get again, pass a larger timeout=, or lc.cancel them"
+        )
+
+
+class TaskCancelledError(LabclusterError):
+    """The task that produces this object was cancelled."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"task {key!r} was cancelled (lc.cancel), so its result will never exist")
+
+
+class WorkerCrashedError(LabclusterError):
+    """The worker running a task died more often than the task's ``max_retries`` allows."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        super().__init__(
+            f"task {key!r} was running on a worker that died, and it has no retries left ({detail}); "
+            f"raise max_retries in @lc.remote(max_retries=...) or find why the worker dies (memory?)"
+        )
+
+
+class ObjectLostError(LabclusterError):
+    """No copy of an object remains and it cannot be rebuilt from lineage."""
+
+    def __init__(self, key: str, detail: str = "") -> None:
+        self.key = key
+        super().__init__(
+            f"object {key!r} is lost: every copy was on workers that died and it was created by lc.put, "
+            f"so there is no task to recompute it from{': ' + detail if detail else ''}; put it again"
+        )
+
+
+class InfeasibleResourceError(LabclusterError, ValueError):
+    """No worker in the cluster can ever satisfy a task's resource request."""
+
+    def __init__(self, what: str, request: Mapping[str, float], workers: Sequence[tuple[str, Mapping[str, float]]]):
+        self.request = dict(request)
+        self.workers = list(workers)
+        if workers:
+            have = "; ".join(f"{name}: {_fmt(res)}" for name, res in workers)
+        else:
+            have = "no workers at all"
+        super().__init__(
+            f"{what} asks for {_fmt(request)} but no worker has that much; the cluster has {have}. "
+            f"Lower the request, start a worker that fits (e.g. lc.init(num_gpus=1) simulates GPUs), or set "
+            f"dask.config 'labcluster.infeasible' to 'warn' if your cluster autoscales"
+        )
+
+
+class SerializationError(LabclusterError, TypeError):
+    """A function or argument cannot be pickled, so it cannot be sent to a worker."""
+
+    def __init__(self, what: str, culprit: str, reason: str) -> None:
+        self.what, self.culprit = what, culprit
+        super().__init__(
+            f"cannot send {what} to a worker: {culprit} cannot be pickled ({reason}). Create it inside the "
+            f"task instead of capturing it, or pass something picklable (a path, a config) and open it there"
+        )
+
+
+class ClusterError(LabclusterError):
+    """The cluster could not be started, reached or used."""
+
+
+class WorkerStartTimeout(ClusterError):
+    """Fewer workers than requested registered before the timeout."""
+
+    def __init__(self, arrived: int, expected: int, timeout: float) -> None:
+        self.arrived, self.expected, self.timeout = arrived, expected, timeout
+        super().__init__(
+            f"only {arrived}/{expected} workers arrived after {timeout:g}s; check the worker logs above, "
+            f"ask for fewer workers, or raise dask.config 'labcluster.timeouts.worker-start'"
+        )
+
+
+def _fmt(resources: Mapping[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
