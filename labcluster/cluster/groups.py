@@ -142,8 +142,9 @@ def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list
             "pid": os.getpid()}
 
 
-def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True) -> dict[str, Any]:
-    """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group``."""
+def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True,
+                   prefix: str = "") -> dict[str, Any]:
+    """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group`` (named ``<prefix><group>-<i>``)."""
     env = dict(group.env)
     gpu_ids: list[int] = []
     gpu_uuids: list[str] = []
@@ -157,7 +158,7 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
     metric = functools.partial(describe_worker, group=group.name, gpu_mode=group.gpu_mode,
                                gpu_ids=gpu_ids, gpu_uuids=gpu_uuids)
     options: dict[str, Any] = {
-        "name": f"{group.name}-{index}",
+        "name": f"{prefix}{group.name}-{index}",
         "nthreads": group.nthreads,
         "resources": {"CPU": group.nthreads, **group.resources},
         "memory_limit": group.memory_limit,
@@ -174,9 +175,12 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
     return options
 
 
-def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1",
-               processes: bool = True) -> dict[str, dict[str, Any]]:
-    """Turn worker groups into a ``SpecCluster`` worker spec ``{name: {"cls", "options"}}``."""
+def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes: bool = True,
+               prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Turn worker groups into a ``SpecCluster`` worker spec ``{name: {"cls", "options"}}``.
+
+    ``prefix`` keeps worker names unique when several machines run the same groups.
+    """
     names = [g.name for g in groups]
     if len(set(names)) != len(names):
         raise ValueError(f"worker group names must be unique, got {names}")
@@ -184,6 +188,6 @@ def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1",
     spec = {}
     for g in groups:
         for i in range(g.n):
-            opts = worker_options(g, i, host, processes)
+            opts = worker_options(g, i, host, processes, prefix)
             spec[opts["name"]] = {"cls": cls, "options": opts}
     return spec

@@ -1,0 +1,119 @@
+"""The ``labcluster`` command: ``demo``, ``scheduler``, ``worker``, ``status``.
+
+Assemble a multi-process cluster by hand on one machine::
+
+    labcluster scheduler --port 8786 &
+    labcluster worker tcp://127.0.0.1:8786 --nthreads 2 --gpus sim:1 --resources special=1 &
+    labcluster status tcp://127.0.0.1:8786
+
+Every listener binds 127.0.0.1 unless ``--host`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+from collections.abc import Sequence
+
+
+def _resources(items: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"labcluster worker: --resources takes NAME=NUMBER, got {item!r}") from None
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labcluster", description=__doc__.split("\n")[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="start a local heterogeneous cluster and run the demo pipeline")
+    demo.add_argument("--items", type=int, default=24, help="items to push through the pipeline")
+
+    sch = sub.add_parser("scheduler", help="run a Dask scheduler (Ctrl-C or SIGTERM stops it)")
+    sch.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    sch.add_argument("--port", type=int, default=8786)
+    sch.add_argument("--dashboard-address", default="127.0.0.1:8787", help="'' disables the dashboard")
+
+    wk = sub.add_parser("worker", help="run this machine's workers: a CPU worker plus one per GPU")
+    wk.add_argument("address", help="scheduler address, e.g. tcp://127.0.0.1:8786")
+    wk.add_argument("--nthreads", type=int, default=None, help="CPU slots of the CPU worker (default: cores)")
+    wk.add_argument("--gpus", default="auto", help="auto (what NVML finds), N (real GPUs), or sim:N (simulated)")
+    wk.add_argument("--resources", nargs="*", default=[], metavar="NAME=N", help="custom resources, e.g. special=1")
+    wk.add_argument("--host", default="127.0.0.1", help="interface the workers bind (default 127.0.0.1)")
+    wk.add_argument("--name", default=None, help="prefix for worker names (default: hostname-pid)")
+
+    st = sub.add_parser("status", help="show a cluster's workers and resources")
+    st.add_argument("address")
+    st.add_argument("--json", action="store_true", help="print lc.nodes() as JSON")
+    st.add_argument("--timeout", type=float, default=10.0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import run
+
+        run(n=args.items)
+        return 0
+    if args.command == "scheduler":
+        from .cluster.node import run_scheduler
+
+        asyncio.run(run_scheduler(args.host, args.port, args.dashboard_address or None))
+        return 0
+    if args.command == "worker":
+        from .cluster.node import node_groups, run_workers
+        from .diagnostics import nvml
+
+        probe = nvml.probe()
+        try:
+            groups = node_groups(args.nthreads, args.gpus, _resources(args.resources), probe)
+        except ValueError as e:
+            print(f"labcluster worker: {e}", file=sys.stderr)
+            return 2
+        prefix = (args.name or f"{socket.gethostname()}-{os.getpid()}") + "-"
+        asyncio.run(run_workers(args.address, groups, args.host, prefix, probe))
+        return 0
+    if args.command == "status":
+        return _status(args.address, args.json, args.timeout)
+    return 2
+
+
+def _status(address: str, as_json: bool, timeout: float) -> int:
+    import labcluster as lc
+
+    from .cluster.info import total_resources, workers_table
+    from .exceptions import ClusterError
+
+    try:
+        session = lc.init(address, timeout=timeout)
+    except ClusterError as e:
+        print(f"labcluster status: {e}", file=sys.stderr)
+        return 1
+    try:
+        if as_json:
+            print(json.dumps(lc.nodes(), indent=2))
+        else:
+            workers = session.workers()
+            total = total_resources(workers)
+            print(f"scheduler {session.address}: {len(workers)} workers, "
+                  + ", ".join(f"{k} {v:g}" for k, v in sorted(total.items()) if k != "memory"))
+            print(workers_table(workers))
+    finally:
+        lc.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""Run a scheduler, or one machine's worker groups, as a long-lived process (the CLI's engine).
+
+Built on Dask's own ``Scheduler`` and ``Nanny``; we only choose the groups and bind addresses.
+Both run until SIGINT or SIGTERM, then close cleanly (each Nanny stops its worker process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from distributed import Nanny, Scheduler
+
+from ..diagnostics import nvml
+from .groups import WorkerGroup, build_spec, pin_gpus
+from .local import default_groups
+
+
+def parse_gpus(spec: str, probe: nvml.ProbeResult) -> tuple[int | None, int | None]:
+    """``auto`` | ``N`` | ``sim:N`` -> ``(num_gpus, simulate_gpus)`` for :func:`default_groups`.
+
+    ``N`` means N *real* GPUs: on a worker machine a silently simulated GPU would be a bug.
+    """
+    if spec == "auto":
+        return None, None
+    if spec.startswith("sim:") and spec[4:].isdigit():
+        return None, int(spec[4:])
+    if spec.isdigit():
+        n = int(spec)
+        if n > probe.count:
+            raise ValueError(f"--gpus {n}: this machine has {probe.count} GPU(s) ({probe.state.value}); "
+                             f"use --gpus auto, a smaller number, or --gpus sim:{n} to simulate them")
+        return n, None
+    raise ValueError(f"--gpus takes auto, a number, or sim:N (simulated GPUs), got {spec!r}")
+
+
+def node_groups(nthreads: int | None, gpus: str, resources: Mapping[str, float],
+                probe: nvml.ProbeResult) -> list[WorkerGroup]:
+    num_gpus, simulate = parse_gpus(gpus, probe)
+    return default_groups(nthreads, num_gpus, resources, simulate, probe=probe)
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_scheduler(host: str, port: int, dashboard_address: str | None) -> None:
+    async with Scheduler(host=host, port=port, dashboard_address=dashboard_address) as scheduler:
+        print(f"labcluster scheduler at {scheduler.address}", flush=True)
+        if scheduler.dashboard_link if hasattr(scheduler, "dashboard_link") else None:
+            print(f"dashboard at {scheduler.dashboard_link}", flush=True)
+        await _until_signal()
+
+
+async def run_workers(address: str, groups: Sequence[WorkerGroup], host: str, prefix: str,
+                      probe: nvml.ProbeResult) -> None:
+    groups = pin_gpus(groups, probe)
+    spec = build_spec(groups, host=host, processes=True, prefix=prefix)
+    nannies: list[Any] = [Nanny(address, **entry["options"]) for entry in spec.values()]
+    try:
+        await asyncio.gather(*(n.start() for n in nannies))
+        for name, n in zip(spec, nannies, strict=True):
+            print(f"labcluster worker {name} at {n.worker_address} -> {address}", flush=True)
+        await _until_signal()
+    finally:
+        await asyncio.gather(*(n.close(timeout=10) for n in nannies), return_exceptions=True)
+        sys.stdout.flush()
