@@ -14,6 +14,14 @@ from typing import Any
 from distributed import Future
 
 
+def _rebuild(key: str, function: str | None) -> ObjectRef:
+    # Unpickling happens on the worker's event loop while it decodes the task, where no client may be
+    # made (that would block the loop); the ref binds to a client on first use, in the task's thread.
+    ref = ObjectRef.__new__(ObjectRef)
+    ref._future, ref._key, ref._function = None, key, function
+    return ref
+
+
 class ObjectRef:
     """A reference to an object in the cluster; ``lc.get(ref)`` fetches it.
 
@@ -22,15 +30,16 @@ class ObjectRef:
     ObjectRef(square-5d0c..., state=finished)
     """
 
-    __slots__ = ("__weakref__", "_function", "_future")
+    __slots__ = ("__weakref__", "_function", "_future", "_key")
 
     def __init__(self, future: Future, function: str | None = None) -> None:
-        self._future = future
+        self._future: Future | None = future
+        self._key = str(future.key)
         self._function = function
 
     @property
     def key(self) -> str:
-        return str(self._future.key)
+        return self._key
 
     def hex(self) -> str:
         """The object's id (the Dask key), as Ray's ``ObjectRef.hex()``."""
@@ -39,12 +48,20 @@ class ObjectRef:
     @property
     def future(self) -> Future:
         """The underlying Dask future, to mix with Dask APIs."""
+        if self._future is None:
+            from distributed import get_client
+
+            client = get_client()
+            self._future = Future(self._key, client)
+            # A bare Future never hears about its key; this is how Dask itself subscribes a client to
+            # a key it did not submit (fire_and_forget, reconnects): the scheduler then reports it.
+            client._send_to_scheduler({"op": "client-desires-keys", "keys": [self._key]})
         return self._future
 
     @property
     def state(self) -> str:
         """``pending``, ``finished``, ``error``, ``cancelled`` or ``lost``, as Dask reports it."""
-        return str(self._future.status)
+        return str(self.future.status)
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -53,8 +70,10 @@ class ObjectRef:
         return isinstance(other, ObjectRef) and other.key == self.key
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # A Dask future unpickles bound to the client of the process it lands in (the worker's).
-        return (ObjectRef, (self._future, self._function))
+        # A ref nested in an argument travels as its key and is re-bound, where it lands, to that
+        # process's client (the worker's), which then holds the object alive too. The sender must keep
+        # its own ref until the task has started (Ray's borrowing protocol is not modelled).
+        return (_rebuild, (self.key, self._function))
 
     def __await__(self) -> Generator[Any, None, Any]:
         from .objects import get
@@ -69,8 +88,8 @@ class ObjectRef:
     def _repr_html_(self) -> str:
         workers = "?"
         try:
-            who = self._future.client.who_has([self._future])
-            workers = ", ".join(who.get(self._future.key, ())) or "-"
+            who = self.future.client.who_has([self.future])
+            workers = ", ".join(who.get(self.key, ())) or "-"
         except Exception:
             pass  # a closed client or a lost key: the repr must still render
         color = {"finished": "#2a7f2a", "error": "#b00020", "pending": "#8a6d00"}.get(self.state, "#555")

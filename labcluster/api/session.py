@@ -46,11 +46,13 @@ class Session:
         self.owns_cluster = owns_cluster
         self._config_ctx = config_ctx
         self._closed = False
+        self._address = str(client.scheduler.address)
 
     # -- what the cluster has -------------------------------------------------------------------
     @property
     def address(self) -> str:
-        return str(self.client.scheduler.address)
+        """The scheduler's address, e.g. ``tcp://127.0.0.1:8786``."""
+        return self._address
 
     @property
     def dashboard_link(self) -> str | None:

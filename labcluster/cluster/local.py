@@ -91,7 +91,10 @@ def start_local_cluster(
         "options": {"host": host, "dashboard_address": dashboard_address, "port": 0},
     }
     if not processes:
-        scheduler["options"]["protocol"] = "inproc://"
+        # threads in this process talk over Dask's in-process transport, which has no host to bind
+        scheduler["options"] = {"protocol": "inproc://", "dashboard_address": dashboard_address}
+        for entry in spec.values():
+            entry["options"].pop("host")
     logger.info("starting local cluster with groups %s", list(groups))
     return SpecCluster(workers=spec, scheduler=scheduler, name="labcluster",
                        silence_logs=logging.WARNING)

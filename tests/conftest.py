@@ -1,0 +1,107 @@
+"""Shared fixtures: real Dask clusters (in-process threads where speed matters, processes where a
+test kills, isolates or pins something), and a fake NVML only where the hardware boundary is."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import psutil
+import pytest
+
+import labcluster as lc
+
+
+@pytest.fixture
+def shutdown_after() -> Iterator[None]:
+    """Make sure a test that calls lc.init leaves no session behind."""
+    lc.shutdown()
+    yield
+    lc.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hetero() -> Iterator[lc.Session]:
+    """Process workers: a 2-slot CPU worker and one simulated-GPU worker."""
+    lc.shutdown()
+    session = lc.init(num_cpus=2, simulate_gpus=1, include_dashboard=False)
+    yield session
+    lc.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()
+            and p.status() != psutil.STATUS_ZOMBIE}
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+class CLIProcess:
+    """A `labcluster ...` subprocess stopped by its PID (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "labcluster", *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+
+    def wait_for_line(self, needle: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line:
+                self.lines.append(line)
+                if needle in line:
+                    return line
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not printed in {timeout}s; output so far:\n{''.join(self.lines)}")
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+
+def fake_pynvml(devices: list[tuple[str, str, int]]) -> SimpleNamespace:
+    """A stand-in for the pynvml module: NVML is the hardware boundary we cannot have here.
+
+    ``devices``: (uuid, name, memory bytes) per index; a repeated UUID models one GPU listed twice.
+    """
+    def handle(i: int) -> int:
+        return i
+
+    return SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetCount=lambda: len(devices),
+        nvmlDeviceGetHandleByIndex=handle,
+        nvmlDeviceGetUUID=lambda h: devices[h][0],
+        nvmlDeviceGetName=lambda h: devices[h][1].encode(),
+        nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(total=devices[h][2]),
+    )

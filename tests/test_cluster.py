@@ -1,0 +1,147 @@
+"""Starting, connecting to and stopping clusters: real schedulers and worker processes."""
+
+import os
+
+import pytest
+from conftest import CLIProcess, children, fake_pynvml, free_port, wait_until
+from distributed import LocalCluster
+
+import labcluster as lc
+from labcluster.diagnostics import nvml
+from labcluster.exceptions import ClusterError
+
+
+@lc.remote
+def whoami() -> dict:
+    ctx = lc.get_runtime_context()
+    return {"node": ctx.get_node_id(), "gpus": lc.get_gpu_ids(), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "mode": ctx.gpu_mode, "resources": ctx.get_assigned_resources()}
+
+
+def test_ray_keywords_declare_what_the_local_cluster_advertises(shutdown_after: None) -> None:
+    with lc.init(num_cpus=3, num_gpus=2, resources={"special": 1}, include_dashboard=False) as session:
+        total = lc.cluster_resources()
+        assert (total["CPU"], total["GPU"], total["special"]) == (3 + 2, 2, 1)  # 1 CPU slot per GPU worker
+        assert lc.is_initialized()
+        nodes = lc.nodes()
+        assert sorted(n["GPUMode"] for n in nodes) == ["none", "simulated", "simulated"]
+        assert "simulated" in repr(session) and "simulated" in session._repr_html_()
+        out = lc.get(whoami.options(num_gpus=1).remote())
+        assert out["mode"] == "simulated" and out["gpus"] in ([0], [1])
+        assert out["resources"] == {"CPU": 1.0, "GPU": 1.0}
+    assert not lc.is_initialized()
+
+
+def test_real_gpus_are_pinned_one_per_worker(shutdown_after: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    GiB = 2**30
+    monkeypatch.setattr(nvml, "_import_pynvml",
+                        lambda: fake_pynvml([("GPU-1111", "A100", 40 * GiB), ("GPU-2222", "A100", 40 * GiB)]))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    lc.init(num_cpus=1, include_dashboard=False)
+    seen = {tuple(lc.get(whoami.options(num_gpus=1).remote())["gpus"]) for _ in range(12)}
+    outs = [lc.get(whoami.options(num_gpus=1).remote()) for _ in range(8)]
+    assert {o["cuda"] for o in outs} <= {"GPU-1111", "GPU-2222"}
+    assert all(o["mode"] == "nvml" for o in outs)
+    assert seen <= {(0,), (1,)}
+    cpu_out = lc.get(whoami.options(num_cpus=1).remote())
+    assert cpu_out["node"] in {n["NodeID"] for n in lc.nodes()}
+
+
+def test_explicit_worker_groups_with_custom_resources(shutdown_after: None) -> None:
+    lc.init(workers=[lc.WorkerGroup("cpu", n=2, nthreads=1), lc.WorkerGroup("fat", nthreads=2,
+                                                                            resources={"bigmem": 1})],
+            include_dashboard=False)
+    names = sorted(n["NodeName"] for n in lc.nodes())
+    assert names == ["cpu-0", "cpu-1", "fat-0"]
+    out = lc.get(whoami.options(resources={"bigmem": 1}).remote())
+    fat = next(n for n in lc.nodes() if n["NodeName"] == "fat-0")
+    assert out["node"] == fat["NodeID"]
+
+
+def test_init_twice_shutdown_and_init_again(shutdown_after: None) -> None:
+    first = lc.init(num_cpus=1, processes=False)
+    with pytest.raises(RuntimeError, match="already called"):
+        lc.init(num_cpus=1)
+    assert lc.init(ignore_reinit_error=True) is first
+    lc.shutdown()
+    lc.shutdown()  # twice is fine
+    lc.init(num_cpus=1, processes=False)
+    assert lc.get(whoami.remote())["mode"] == "none"
+
+
+def test_bad_init_arguments_say_what_is_wrong(shutdown_after: None) -> None:
+    with pytest.raises(TypeError, match="unknown keyword.*num_cpu.*valid ones are"):
+        lc.init(num_cpu=2)
+    with pytest.raises(ValueError, match="describe a local cluster"):
+        lc.init("tcp://127.0.0.1:1", num_cpus=2)
+    with pytest.raises(ClusterError, match="could not reach a Dask scheduler"):
+        lc.init(f"tcp://127.0.0.1:{free_port()}", timeout=1)
+    assert not lc.is_initialized()
+
+
+def test_first_remote_call_starts_a_default_cluster(shutdown_after: None) -> None:
+    assert not lc.is_initialized()
+    with __import__("dask").config.set({"labcluster.local.processes": False}):
+        assert lc.get(whoami.remote())["mode"] == "none"
+    assert lc.is_initialized()
+
+
+def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
+    before = children()
+    lc.init(num_cpus=2, simulate_gpus=2, include_dashboard=False)
+    started = children() - before
+    assert len(started) >= 3  # one process per worker (plus multiprocessing helpers)
+    pids = {n["PID"] for n in lc.nodes()}
+    assert pids <= started
+    lc.shutdown()
+    assert wait_until(lambda: not (children() & started), timeout=15), children() & started
+
+
+def test_connect_to_a_cluster_object_and_leave_it_running(shutdown_after: None) -> None:
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                      resources={"CPU": 2}) as cluster:
+        session = lc.init(cluster=cluster)
+        assert not session.owns_cluster
+        assert lc.get(whoami.remote())["mode"] == "none"  # a plain Dask worker shows as group "dask"
+        assert lc.nodes()[0]["Group"] == "dask"
+        lc.shutdown()
+        assert cluster.status.name == "running"
+        assert len(cluster.scheduler_info["workers"]) == 1
+
+
+def test_cli_scheduler_worker_status_and_connect_by_address(shutdown_after: None) -> None:
+    port = free_port()
+    scheduler = CLIProcess("scheduler", "--port", str(port), "--dashboard-address", "")
+    worker = None
+    try:
+        line = scheduler.wait_for_line("labcluster scheduler at")
+        address = line.split(" at ")[1].strip()
+        assert address == f"tcp://127.0.0.1:{port}"
+        worker = CLIProcess("worker", address, "--nthreads", "2", "--gpus", "sim:1", "--resources", "special=2",
+                            "--name", "node1")
+        worker.wait_for_line("node1-gpu-0")
+        lc.init(address)
+        assert wait_until(lambda: len(lc.nodes()) == 2)
+        total = lc.cluster_resources()
+        assert (total["CPU"], total["GPU"], total["special"]) == (3, 1, 2)
+        assert lc.get(whoami.options(num_gpus=1).remote())["mode"] == "simulated"
+        lc.shutdown()
+        status = CLIProcess("status", address)
+        assert status.proc.wait(timeout=60) == 0
+        assert status.proc.stdout is not None
+        text = status.proc.stdout.read()
+        assert "node1-gpu-0" in text and "1 GPU (simulated)" in text and "special: 2" in text
+        assert worker.stop() == 0
+        assert scheduler.proc.poll() is None  # workers leaving does not stop the scheduler
+    finally:
+        if worker is not None and worker.proc.poll() is None:
+            worker.stop()
+        assert scheduler.stop() == 0
+
+
+def test_cli_worker_rejects_bad_gpu_spec() -> None:
+    proc = CLIProcess("worker", "tcp://127.0.0.1:1", "--gpus", "2")
+    assert proc.proc.wait(timeout=60) == 2
+    assert proc.proc.stdout is not None
+    assert "--gpus 2: this machine has 0 GPU(s)" in proc.proc.stdout.read()
+

@@ -1,0 +1,39 @@
+import subprocess
+import sys
+import types
+
+import labcluster
+
+
+def test_all_is_sorted_and_complete() -> None:
+    assert labcluster.__all__ == sorted(labcluster.__all__)
+    public = {
+        name for name, value in vars(labcluster).items()
+        if not name.startswith("_") and not (isinstance(value, types.ModuleType) and name != "exceptions")
+    }
+    public.add("__version__")
+    assert set(labcluster.__all__) == public
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    for name in labcluster.__all__:
+        obj = getattr(labcluster, name)
+        if callable(obj) or isinstance(obj, types.ModuleType):
+            assert obj.__doc__, name
+
+
+def test_import_does_not_import_ipython() -> None:
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('IPython', 'ipywidgets', 'jupyter_server', 'ipykernel'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import labcluster, labcluster.cli, labcluster.demo\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'IPython']\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

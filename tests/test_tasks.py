@@ -1,0 +1,186 @@
+"""Ray Core semantics of tasks and objects on a real heterogeneous cluster (process workers)."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import labcluster as lc
+from labcluster.exceptions import TaskCancelledError
+
+
+@lc.remote
+def square(x: int) -> int:
+    return x * x
+
+
+@lc.remote(num_cpus=1)
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@lc.remote
+def slow(x: float, seconds: float) -> float:
+    time.sleep(seconds)
+    return x
+
+
+@lc.remote
+def describe(value: object) -> str:
+    return type(value).__name__
+
+
+@lc.remote(num_returns=3)
+def three() -> tuple[int, int, int]:
+    return 1, 2, 3
+
+
+def test_bare_and_optioned_decorators_and_direct_call_error(hetero: lc.Session) -> None:
+    assert lc.get(square.remote(7)) == 49
+    with pytest.raises(TypeError, match=r"Instead of running 'square\(\)', try 'square.remote\(\)'"):
+        square(3)
+    heavier = square.options(num_cpus=2, name="sq2")
+    assert heavier.task_options.num_cpus == 2 and square.task_options.num_cpus == 1  # a copy
+    ref = heavier.remote(3)
+    assert ref.key.startswith("sq2-") and lc.get(ref) == 9
+    with pytest.raises(TypeError, match="unknown option 'num_gpu'.*valid options are: .*num_gpus"):
+        square.options(num_gpu=1)
+    with pytest.raises(TypeError, match="either no arguments"):
+        lc.remote(1)  # type: ignore[call-overload]
+
+
+def test_get_preserves_shape_order_and_duplicates(hetero: lc.Session) -> None:
+    refs = [square.remote(i) for i in range(20)]
+    assert lc.get(refs) == [i * i for i in range(20)]
+    assert lc.get((refs[3], refs[3], refs[1])) == [9, 9, 1]
+    assert lc.get([]) == []
+    with pytest.raises(TypeError, match="ObjectRef or a list of ObjectRefs"):
+        lc.get(42)  # type: ignore[call-overload]
+
+
+def test_put_get_and_refs_as_arguments(hetero: lc.Session) -> None:
+    data = list(range(10))
+    ref = lc.put(data)
+    assert lc.get(ref) == data  # a list stays one object
+    assert lc.get(add.remote(lc.put(2), square.remote(3))) == 11  # top-level refs arrive as values
+    assert lc.get(describe.remote(ref)) == "list"
+    assert lc.get(describe.remote([ref])) == "list"
+    with pytest.raises(TypeError, match="ObjectRef is not allowed"):
+        lc.put(ref)
+
+
+@lc.remote
+def unwrap(holder: dict) -> int:
+    inner = holder["ref"]
+    assert isinstance(inner, lc.ObjectRef), type(inner)
+    return lc.get(inner) + 1
+
+
+def test_nested_refs_stay_refs(hetero: lc.Session) -> None:
+    ref = square.remote(4)
+    assert lc.get(unwrap.remote({"ref": ref})) == 17
+
+
+def test_num_returns(hetero: lc.Session) -> None:
+    refs = three.remote()
+    assert isinstance(refs, list) and len(refs) == 3
+    assert lc.get(refs) == [1, 2, 3]
+    bad = three.options(num_returns=2).remote()
+    with pytest.raises(ValueError, match="num_returns=2 but returned 3 values"):
+        lc.get(bad[0])
+
+
+def test_wait_returns_ready_and_not_ready_in_input_order(hetero: lc.Session) -> None:
+    fast = [slow.remote(i, 0) for i in range(3)]
+    late = slow.remote(99, 3)
+    refs = [late, *fast]
+    ready, not_ready = lc.wait(refs, num_returns=2, timeout=10)
+    assert len(ready) == 2 and ready == [r for r in refs if r in ready]  # input order
+    assert late in not_ready and len(not_ready) == 2
+    ready, not_ready = lc.wait(refs, num_returns=4, timeout=0.1)
+    assert late in not_ready and ready == fast
+    with pytest.raises(ValueError, match="unique"):
+        lc.wait([late, late])
+    with pytest.raises(ValueError, match="num_returns must be between 1 and"):
+        lc.wait(fast, num_returns=5)
+    lc.cancel(late)
+
+
+def test_cancel(hetero: lc.Session) -> None:
+    blocker = slow.options(num_cpus=2).remote(0, 1.5)
+    queued = slow.options(num_cpus=2).remote(1, 0)  # waits for blocker's two slots
+    lc.cancel(queued)
+    with pytest.raises(TaskCancelledError, match="was cancelled"):
+        lc.get(queued, timeout=10)
+    done = square.remote(5)
+    assert lc.get(done) == 25
+    lc.cancel(done)  # finished: a no-op, as in Ray
+    assert lc.get(done) == 25
+    assert lc.get(blocker) == 0
+
+
+@lc.remote
+def interval(tag: str, seconds: float) -> tuple[str, float, float, int]:
+    start = time.time()
+    time.sleep(seconds)
+    return tag, start, time.time(), threading.get_ident()
+
+
+def test_num_cpus_2_never_shares_a_2_slot_worker(hetero: lc.Session) -> None:
+    wide = interval.options(num_cpus=2).remote("wide", 0.6)
+    narrow = [interval.remote(f"n{i}", 0.2) for i in range(4)]
+    results = lc.get([wide, *narrow])
+    _, w_start, w_end, _ = results[0]
+    cpu_worker_runs = []
+    for tag, start, end, _ in results[1:]:
+        cpu_worker_runs.append((tag, start, end))
+    # narrow tasks may run on the GPU worker's one CPU slot meanwhile; none may overlap the wide
+    # task on the CPU worker, whose two slots it holds
+    nodes = {n["NodeName"]: n["NodeID"] for n in lc.nodes()}
+    where = {r.key: w for r, (w,) in zip([wide, *narrow], [
+        tuple(hetero.client.who_has([r.future])[r.key]) for r in [wide, *narrow]], strict=True)}
+    overlapping = [tag for (tag, s, e), ref in zip(cpu_worker_runs, narrow, strict=True)
+                   if where[ref.key] == nodes["cpu-0"] and s < w_end and e > w_start]
+    assert where[wide.key] == nodes["cpu-0"]
+    assert overlapping == []
+
+
+def test_object_ref_repr_hash_and_await(hetero: lc.Session) -> None:
+    ref = square.remote(6)
+    assert lc.get(ref) == 36
+    assert repr(ref).startswith(f"ObjectRef({ref.key}, state=finished") and "function=square" in repr(ref)
+    html = ref._repr_html_()
+    assert "finished" in html and "tcp://127.0.0.1" in html  # names the worker holding it
+    assert len({ref, ref}) == 1 and ref.hex() == ref.key
+
+    async def main() -> int:
+        return await square.remote(8)
+
+    assert asyncio.run(main()) == 64
+
+
+def test_available_resources_drop_while_a_task_holds_slots(hetero: lc.Session) -> None:
+    assert lc.available_resources()["CPU"] == 3
+    ref = slow.options(num_cpus=2).remote(0, 1.5)
+    from conftest import wait_until
+
+    assert wait_until(lambda: lc.available_resources().get("CPU") == 1, timeout=10)
+    lc.get(ref)
+    assert wait_until(lambda: lc.available_resources().get("CPU") == 3, timeout=10)
+
+
+def test_runtime_context_on_driver_and_in_task(hetero: lc.Session) -> None:
+    ctx = lc.get_runtime_context()
+    assert ctx.get_task_id() is None and ctx.get_job_id()
+    assert lc.get_gpu_ids() == []
+
+    @lc.remote(num_gpus=1)
+    def inside() -> tuple[str | None, str, list[int]]:
+        c = lc.get_runtime_context()
+        return c.get_task_id(), c.get_node_id(), lc.get_gpu_ids()
+
+    ref = inside.remote()
+    task_id, node, gpus = lc.get(ref)
+    assert task_id == ref.key and gpus == [0]
+    assert node == next(n["NodeID"] for n in lc.nodes() if n["GPUMode"] == "simulated")
