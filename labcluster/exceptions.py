@@ -139,8 +139,9 @@ class ObjectLostError(LabclusterError):
     def __init__(self, key: str, detail: str = "") -> None:
         self.key = key
         super().__init__(
-            f"object {key!r} is lost: every copy was on workers that died and it was created by lc.put, "
-            f"so there is no task to recompute it from{': ' + detail if detail else ''}; put it again"
+            f"object {key!r} is lost: it, or an input it needs, was created by lc.put and its only copy was on a "
+            f"worker that died, so there is no task to recompute it from{' (' + detail + ')' if detail else ''}; "
+            f"put the data again, or create it inside a task so it can be rebuilt"
         )
 
 

@@ -15,7 +15,13 @@ from typing import Any, overload
 import distributed
 from distributed import KilledWorker
 
-from ..exceptions import GetTimeoutError, SerializationError, TaskCancelledError, WorkerCrashedError
+from ..exceptions import (
+    GetTimeoutError,
+    ObjectLostError,
+    SerializationError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
 from .blocking import blocked
 from .refs import ObjectRef
 from .session import current_client
@@ -32,12 +38,20 @@ def _as_list(refs: Any, fn: str) -> tuple[list[ObjectRef], bool]:
     raise TypeError(f"lc.{fn}() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}")
 
 
+#: the ``reason`` lc.cancel gives Dask, to tell a user's cancel from the scheduler dropping a key
+CANCEL_REASON = "lc.cancel"
+
+
 def _translate(e: BaseException, refs: Sequence[ObjectRef]) -> BaseException:
     if isinstance(e, KilledWorker):
         return WorkerCrashedError(str(e.task), str(e))
     if isinstance(e, CancelledError):
-        key = next((r.key for r in refs if r.state == "cancelled"), refs[0].key if refs else "?")
-        return TaskCancelledError(key)
+        key = str(getattr(e, "key", None) or next((r.key for r in refs if r.state == "cancelled"), "?"))
+        reason = getattr(e, "reason", None)
+        if reason == CANCEL_REASON:
+            return TaskCancelledError(key)
+        # The scheduler dropped the key: an input it needs was lc.put data whose only copy was lost.
+        return ObjectLostError(key, f"Dask cancelled it ({reason}: {getattr(e, 'msg', None) or 'no detail'})")
     return e
 
 
@@ -153,4 +167,4 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
         raise TypeError(f"lc.cancel() takes an ObjectRef, got {type(ref).__name__}")
     if ref.future.status == "finished":
         return
-    current_client().cancel([ref.future], force=force)
+    current_client().cancel([ref.future], force=force, reason=CANCEL_REASON)

@@ -34,10 +34,11 @@ R = TypeVar("R")
 class _TaskRunner:
     """What actually runs on the worker: the user's function plus Ray's error and retry rules."""
 
-    __slots__ = ("fn", "name", "num_returns", "retries", "retry_exceptions")
+    __slots__ = ("fn", "name", "num_returns", "retries", "retry_exceptions", "source")
 
     def __init__(self, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
         self.fn = fn
+        self.source = _source_of(fn)
         self.name = name
         self.num_returns = options.num_returns
         self.retry_exceptions = options.retry_exceptions
@@ -71,7 +72,7 @@ class _TaskRunner:
     def _task_error(self, e: Exception) -> Exception:
         if isinstance(e, TaskError):  # a failure of a task this one waited for: keep the original
             return e
-        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__.tb_next if e.__traceback__ else None))
+        tb = self._format(e)
         try:
             import pickle
 
@@ -85,6 +86,29 @@ class _TaskRunner:
         except ValueError:
             where, pid = None, os.getpid()
         return TaskError(self.name, tb, cause, where, pid).as_instanceof_cause()
+
+    def _format(self, e: BaseException) -> str:
+        """The remote traceback, with the user's source lines even when the worker has no copy of the file
+        (functions defined in a notebook cell or a test module travel by value, without their source)."""
+        frames = traceback.extract_tb(e.__traceback__.tb_next if e.__traceback__ else None)
+        if self.source is not None:
+            filename, first, lines = self.source
+            code_name = getattr(self.fn, "__name__", "")
+            for i, fs in enumerate(frames):
+                if fs.name == code_name and not fs.line and fs.lineno is not None and 0 <= fs.lineno - first < len(lines):
+                    frames[i] = traceback.FrameSummary(filename, fs.lineno, fs.name, line=lines[fs.lineno - first])
+        return "".join(["Traceback (most recent call last):\n", *frames.format(),
+                        *traceback.format_exception_only(type(e), e)])
+
+
+def _source_of(fn: Callable[..., Any]) -> tuple[str, int, list[str]] | None:
+    """``(file, first line number, lines)`` of ``fn``, read on the driver where the source exists."""
+    try:
+        lines, first = inspect.getsourcelines(fn)
+        filename = inspect.getsourcefile(fn) or fn.__code__.co_filename
+    except (OSError, TypeError, AttributeError):
+        return None
+    return filename, max(first, 1), [line.strip() for line in lines]
 
 
 def _to_dependency(value: Any) -> Any:

@@ -1,0 +1,174 @@
+"""Every error a newcomer can hit: its type, its message (what, what arrived, the fix), and its speed."""
+
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import dask.config
+import pytest
+
+import labcluster as lc
+from labcluster.exceptions import GetTimeoutError, InfeasibleResourceError, SerializationError, TaskError
+
+
+class CustomError(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"code {code}")
+        self.code = code
+
+
+@lc.remote
+def explode(code: int) -> None:
+    raise CustomError(code)
+
+
+@lc.remote
+def fail_key() -> None:
+    {}["missing"]
+
+
+def test_task_exception_is_task_error_and_the_users_type(hetero: lc.Session) -> None:
+    ref = explode.remote(7)
+    with pytest.raises(CustomError) as info:
+        lc.get(ref)
+    err = info.value
+    assert isinstance(err, TaskError) and isinstance(err, CustomError)
+    assert err.code == 7  # the user's attributes still work
+    assert "raise CustomError(code)" in err.traceback_str and "in explode" in err.traceback_str
+    assert err.worker in {n["NodeID"] for n in lc.nodes()} and err.pid
+    assert "task 'explode' failed on worker" in str(err)
+    with pytest.raises(KeyError):
+        lc.get(fail_key.remote())
+    # a failure propagates to dependents with the original type
+    with pytest.raises(CustomError):
+        lc.get(explode.options(name="again").remote(lc.put(1)))
+
+
+@lc.remote
+def dependent(x: object) -> object:
+    return x
+
+
+def test_dependents_of_a_failed_task_fail_with_its_error(hetero: lc.Session) -> None:
+    with pytest.raises(CustomError, match="code 3"):
+        lc.get(dependent.remote(explode.remote(3)))
+
+
+def test_unpicklable_function_fails_at_remote_naming_the_culprit(hetero: lc.Session) -> None:
+    lock = threading.Lock()
+
+    @lc.remote
+    def uses_lock() -> bool:
+        with lock:
+            return True
+
+    started = time.monotonic()
+    with pytest.raises(SerializationError, match=r"closure variable 'lock' \(lock\)") as info:
+        uses_lock.remote()
+    assert isinstance(info.value, TypeError)
+    assert "Create it inside the task" in str(info.value)
+    assert time.monotonic() - started < 2
+
+
+def test_unpicklable_argument_fails_at_remote(hetero: lc.Session) -> None:
+    with pytest.raises(SerializationError, match=r"keyword argument 'x' \(lock\)"):
+        dependent.remote(x=threading.Lock())
+    with pytest.raises(SerializationError, match=r"argument 0 \(generator\)"):
+        dependent.remote(i for i in range(3))
+
+
+@lc.remote(num_gpus=1)
+def on_gpu() -> int:
+    return 1
+
+
+def test_infeasible_requests_fail_fast_listing_the_cluster(shutdown_after: None) -> None:
+    lc.init(num_cpus=2, processes=False)  # no GPU worker at all
+    started = time.monotonic()
+    with pytest.raises(InfeasibleResourceError) as info:
+        on_gpu.remote()
+    assert time.monotonic() - started < 2
+    msg = str(info.value)
+    assert "asks for {CPU: 1, GPU: 1}" in msg and "cpu-0: {CPU: 2}" in msg and "num_gpus=1" in msg
+    with pytest.raises(InfeasibleResourceError, match="asks for {CPU: 3}"):
+        dependent.options(num_cpus=3).remote(1)
+    with pytest.raises(InfeasibleResourceError, match="special"):
+        dependent.options(resources={"special": 1}).remote(1)
+    assert lc.get(dependent.options(num_cpus=2).remote(5)) == 5
+
+
+def test_infeasible_can_be_a_warning_for_autoscaling_clusters(shutdown_after: None) -> None:
+    lc.init(num_cpus=1, processes=False)
+    with dask.config.set({"labcluster.infeasible": "warn"}), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ref = on_gpu.remote()
+    assert any("asks for {CPU: 1, GPU: 1}" in str(w.message) for w in seen)
+    assert ref.state == "pending"
+    lc.cancel(ref)
+
+
+@lc.remote
+def sleepy(seconds: float) -> str:
+    time.sleep(seconds)
+    return "done"
+
+
+def test_get_timeout_raises_and_the_task_keeps_running(hetero: lc.Session) -> None:
+    ref = sleepy.remote(1.5)
+    started = time.monotonic()
+    with pytest.raises(GetTimeoutError, match=r"1/1 object\(s\) not ready; the tasks keep running") as info:
+        lc.get(ref, timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+    assert time.monotonic() - started < 1.5
+    assert lc.get(ref, timeout=30) == "done"
+
+
+def test_unknown_options_list_the_valid_ones() -> None:
+    with pytest.raises(TypeError, match="unknown option 'num_cpu'; valid options are: max_retries, name, num_cpus"):
+        lc.remote(num_cpu=1)
+    with pytest.raises(ValueError, match="num_gpus must be a number >= 0"):
+        lc.remote(num_gpus=-1)
+    with pytest.raises(ValueError, match="use num_cpus= / num_gpus= instead"):
+        lc.remote(resources={"GPU": 1})
+    with pytest.raises(TypeError, match="retry_exceptions must be"):
+        lc.remote(retry_exceptions=["ValueError"])
+
+
+class Flaky(Exception):
+    pass
+
+
+@lc.remote(max_retries=3, retry_exceptions=[Flaky])
+def flaky(counter: str, failures: int) -> int:
+    path = Path(counter)
+    n = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(n + 1))
+    if n < failures:
+        raise Flaky(f"attempt {n}")
+    return n
+
+
+@lc.remote(max_retries=3, retry_exceptions=True)
+def flaky_any(counter: str) -> int:
+    path = Path(counter)
+    n = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(n + 1))
+    raise ValueError(f"attempt {n}")
+
+
+def test_application_exceptions_are_retried_only_when_asked(hetero: lc.Session, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert lc.get(flaky.remote(str(tmp_path / "a"), 2)) == 2  # third attempt succeeds
+        with pytest.raises(Flaky, match="attempt 3"):
+            lc.get(flaky.remote(str(tmp_path / "b"), 10))  # 1 try + 3 retries
+        assert (tmp_path / "b").read_text() == "4"
+        with pytest.raises(ValueError, match="attempt 3"):
+            lc.get(flaky_any.remote(str(tmp_path / "c")))
+        no_retry = flaky.options(retry_exceptions=False)
+        with pytest.raises(Flaky, match="attempt 0"):
+            lc.get(no_retry.remote(str(tmp_path / "d"), 1))
+        with pytest.raises(ValueError, match="attempt 0"):  # other exception types are not retried
+            lc.get(flaky.options(retry_exceptions=[KeyError]).remote(str(tmp_path / "e"), 1)
+                   if False else flaky_any.options(retry_exceptions=[KeyError]).remote(str(tmp_path / "e")))

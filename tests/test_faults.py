@@ -1,0 +1,44 @@
+"""Faults injected for real: SIGKILL of a worker process, by its PID, while work runs."""
+
+import os
+import signal
+import threading
+import time
+
+import labcluster as lc
+
+
+@lc.remote
+def step(x: int) -> int:
+    time.sleep(0.01)
+    return x + 1
+
+
+def test_sigkill_a_worker_during_200_chained_tasks(shutdown_after: None) -> None:
+    lc.init(workers=[lc.WorkerGroup("cpu", n=2, nthreads=1)], include_dashboard=False)
+    victim = next(n for n in lc.nodes() if n["NodeName"] == "cpu-1")
+    chains = []
+    killer_done = {"killed": False}
+
+    def kill_soon() -> None:
+        time.sleep(0.6)
+        os.kill(victim["PID"], signal.SIGKILL)
+        killer_done["killed"] = True
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    # two interleaved chains of 100 keep both workers busy, so the victim holds chain results
+    for start in (0, 1000):
+        ref = step.remote(start - 1)
+        chain = [ref]
+        for _ in range(99):
+            ref = step.remote(ref)
+            chain.append(ref)
+        chains.append(chain)
+    killer.join()
+    results = lc.get([r for chain in chains for r in chain], timeout=120)
+    assert results == [*range(0, 100), *range(1000, 1100)]
+    assert killer_done["killed"]
+    # the Nanny brought a fresh worker process back under the same name
+    assert {n["NodeName"] for n in lc.nodes()} >= {"cpu-0"}
+    assert victim["PID"] not in {n["PID"] for n in lc.nodes()}
