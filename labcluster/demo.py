@@ -47,7 +47,7 @@ def run(n: int = 24, out: Any = print) -> list[dict[str, Any]]:
         refs = [postprocess.remote(infer.remote(decode.remote(i))) for i in range(n)]
         pending = list(refs)
         while pending:
-            ready, pending = lc.wait(pending, num_returns=len(pending), timeout=0.5)
+            _, pending = lc.wait(pending, num_returns=len(pending), timeout=0.5)
             out(f"  {n - len(pending)}/{n} items done")
         results = lc.get(refs, timeout=120)
         wall = time.perf_counter() - started

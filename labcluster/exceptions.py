@@ -151,10 +151,7 @@ class InfeasibleResourceError(LabclusterError, ValueError):
     def __init__(self, what: str, request: Mapping[str, float], workers: Sequence[tuple[str, Mapping[str, float]]]):
         self.request = dict(request)
         self.workers = list(workers)
-        if workers:
-            have = "; ".join(f"{name}: {_fmt(res)}" for name, res in workers)
-        else:
-            have = "no workers at all"
+        have = "; ".join(f"{name}: {_fmt(res)}" for name, res in workers) if workers else "no workers at all"
         super().__init__(
             f"{what} asks for {_fmt(request)} but no worker has that much; the cluster has {have}. "
             f"Lower the request, start a worker that fits (e.g. lc.init(num_gpus=1) simulates GPUs), or set "

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from distributed import get_worker, rejoin, secede
-from distributed.worker import thread_state
+from distributed.threadpoolexecutor import thread_state
 
 _local = threading.local()
 

@@ -81,7 +81,7 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
                 try:
                     distributed.wait(futures, timeout=timeout)
                 except TimeoutError:
-                    pending = sum(1 for f in futures if not f.done())
+                    pending = len([f for f in futures if not f.done()])
                     raise GetTimeoutError(pending, len(futures), timeout) from None
             values = client.gather(futures)
     except GetTimeoutError:

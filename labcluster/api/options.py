@@ -2,10 +2,10 @@
 
 >>> TaskOptions().merged(num_gpus=1).request()
 {'CPU': 1.0, 'GPU': 1.0}
->>> TaskOptions().merged(num_gpu=1)
+>>> TaskOptions().merged(num_gpu=1)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
   ...
-TypeError: unknown option 'num_gpu'; valid options are: max_retries, name, num_cpus, num_gpus, num_returns, resources, retry_exceptions
+TypeError: unknown option 'num_gpu'; valid options are: max_retries, name, num_cpus, num_gpus, ...
 """
 
 from __future__ import annotations

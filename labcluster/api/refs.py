@@ -32,8 +32,8 @@ class ObjectRef:
 
     __slots__ = ("__weakref__", "_function", "_future", "_key")
 
-    def __init__(self, future: Future, function: str | None = None) -> None:
-        self._future: Future | None = future
+    def __init__(self, future: Future[Any], function: str | None = None) -> None:
+        self._future: Future[Any] | None = future
         self._key = str(future.key)
         self._function = function
 
@@ -46,7 +46,7 @@ class ObjectRef:
         return self.key
 
     @property
-    def future(self) -> Future:
+    def future(self) -> Future[Any]:
         """The underlying Dask future, to mix with Dask APIs."""
         if self._future is None:
             from distributed import get_client

@@ -95,8 +95,9 @@ class _TaskRunner:
             filename, first, lines = self.source
             code_name = getattr(self.fn, "__name__", "")
             for i, fs in enumerate(frames):
-                if fs.name == code_name and not fs.line and fs.lineno is not None and 0 <= fs.lineno - first < len(lines):
-                    frames[i] = traceback.FrameSummary(filename, fs.lineno, fs.name, line=lines[fs.lineno - first])
+                offset = (fs.lineno or 0) - first
+                if not fs.line and fs.name == code_name and 0 <= offset < len(lines):
+                    frames[i] = traceback.FrameSummary(filename, fs.lineno, fs.name, line=lines[offset])
         return "".join(["Traceback (most recent call last):\n", *frames.format(),
                         *traceback.format_exception_only(type(e), e)])
 
@@ -132,7 +133,7 @@ class RemoteFunction(Generic[P, R]):
         self._name = options.name or getattr(fn, "__name__", "task").replace("-", "_") or "task"
         self._runner = _TaskRunner(fn, self._name, options)
         self._pickle_checked = False
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -17,7 +17,7 @@ from typing import Any
 
 import dask.config
 from distributed import Client, get_worker
-from distributed.deploy import Cluster
+from distributed.deploy.cluster import Cluster
 
 from .. import config
 from ..cluster import info as cluster_info
@@ -46,7 +46,7 @@ class Session:
         self.owns_cluster = owns_cluster
         self._config_ctx = config_ctx
         self._closed = False
-        self._address = str(client.scheduler.address)
+        self._address = str(client.scheduler.address) if client.scheduler is not None else "?"
 
     # -- what the cluster has -------------------------------------------------------------------
     @property

@@ -12,7 +12,7 @@ from typing import Any
 
 import cloudpickle
 from distributed import get_worker
-from distributed.worker import thread_state
+from distributed.threadpoolexecutor import thread_state
 
 from ..cluster.groups import WORKER_INFO_KEY
 from ..cluster.info import WorkerInfo, total_resources, workers_from_info

@@ -13,6 +13,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 from dataclasses import dataclass, field
@@ -62,7 +63,8 @@ def _import_pynvml() -> ModuleType | None:
         import pynvml
     except ImportError:
         return None
-    return pynvml
+    module: ModuleType = pynvml
+    return module
 
 
 def _decode(value: Any) -> str:
@@ -85,10 +87,9 @@ def probe(visible: str | None = None) -> ProbeResult:
     try:
         devices = _list_devices(pynvml)
     finally:
-        try:
+        # shutting down a library that failed half-way must not hide the result
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:
-            pass  # shutting down a library that failed half-way must not hide the result
     if not devices:
         return ProbeResult(NVMLState.DISABLED_NO_DEVICES)
     if visible is None:
