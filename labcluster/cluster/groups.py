@@ -25,6 +25,7 @@ from typing import Any, Literal
 from distributed import Nanny, Worker
 
 from ..diagnostics import nvml
+from .worker_plugin import LabclusterWorkerPlugin
 
 GPUMode = Literal["nvml", "simulated", "none"]
 
@@ -164,6 +165,7 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
         "memory_limit": group.memory_limit,
         "host": host,
         "metrics": {WORKER_INFO_KEY: metric},
+        "plugins": (LabclusterWorkerPlugin(),),
     }
     if processes:
         options["env"] = env
