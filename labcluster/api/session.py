@@ -23,6 +23,7 @@ from .. import config
 from ..cluster import info as cluster_info
 from ..cluster.groups import WorkerGroup
 from ..cluster.local import default_groups, local_dask_config, start_local_cluster
+from ..cluster.tuning import batched_send_interval, tune_client
 from ..exceptions import ClusterError, WorkerStartTimeout
 
 logger = logging.getLogger("labcluster")
@@ -207,7 +208,8 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
         if not include_dashboard:
             dashboard_address = None
         cluster = start_local_cluster(groups, host=host, dashboard_address=dashboard_address, processes=processes)
-        client = Client(cluster)
+        client = Client(cluster, direct_to_workers=bool(config.get("local.direct-to-workers")))
+        tune_client(client, batched_send_interval())
         expected = sum(g.n for g in groups)
         wait = timeout if timeout is not None else config.seconds("timeouts.worker-start")
         try:

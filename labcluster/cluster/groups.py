@@ -144,7 +144,7 @@ def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list
 
 
 def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True,
-                   prefix: str = "") -> dict[str, Any]:
+                   prefix: str = "", batched_send_interval: float | None = None) -> dict[str, Any]:
     """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group`` (named ``<prefix><group>-<i>``)."""
     env = dict(group.env)
     gpu_ids: list[int] = []
@@ -165,7 +165,7 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
         "memory_limit": group.memory_limit,
         "host": host,
         "metrics": {WORKER_INFO_KEY: metric},
-        "plugins": (LabclusterWorkerPlugin(),),
+        "plugins": (LabclusterWorkerPlugin(batched_send_interval),),
     }
     if processes:
         options["env"] = env
@@ -178,7 +178,7 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
 
 
 def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes: bool = True,
-               prefix: str = "") -> dict[str, dict[str, Any]]:
+               prefix: str = "", batched_send_interval: float | None = None) -> dict[str, dict[str, Any]]:
     """Turn worker groups into a ``SpecCluster`` worker spec ``{name: {"cls", "options"}}``.
 
     ``prefix`` keeps worker names unique when several machines run the same groups.
@@ -190,6 +190,6 @@ def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes
     spec = {}
     for g in groups:
         for i in range(g.n):
-            opts = worker_options(g, i, host, processes, prefix)
+            opts = worker_options(g, i, host, processes, prefix, batched_send_interval)
             spec[opts["name"]] = {"cls": cls, "options": opts}
     return spec

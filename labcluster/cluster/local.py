@@ -18,6 +18,7 @@ from distributed import Scheduler, SpecCluster
 from .. import config
 from ..diagnostics import nvml
 from .groups import WorkerGroup, build_spec, pin_gpus
+from .tuning import LatencySchedulerPlugin, batched_send_interval
 
 logger = logging.getLogger(__name__)
 
@@ -85,14 +86,16 @@ def start_local_cluster(
     dashboard_address = dashboard_address or config.get("local.dashboard-address")
     if any(g.gpus_per_worker and g.simulated is not True for g in groups):
         groups = pin_gpus(groups, probe if probe is not None else nvml.probe())
-    spec = build_spec(groups, host=host, processes=bool(processes))
+    interval = batched_send_interval()
+    spec = build_spec(groups, host=host, processes=bool(processes), batched_send_interval=interval)
+    plugins = [LatencySchedulerPlugin(interval)]
     scheduler: dict[str, Any] = {
         "cls": Scheduler,
-        "options": {"host": host, "dashboard_address": dashboard_address, "port": 0},
+        "options": {"host": host, "dashboard_address": dashboard_address, "port": 0, "plugins": plugins},
     }
     if not processes:
         # threads in this process talk over Dask's in-process transport, which has no host to bind
-        scheduler["options"] = {"protocol": "inproc://", "dashboard_address": dashboard_address}
+        scheduler["options"] = {"protocol": "inproc://", "dashboard_address": dashboard_address, "plugins": plugins}
         for entry in spec.values():
             entry["options"].pop("host")
     logger.info("starting local cluster with groups %s", list(groups))

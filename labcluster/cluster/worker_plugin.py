@@ -1,6 +1,7 @@
 """The worker plugin every labcluster-started worker runs.
 
-It drops two of distributed's log records that only repeat what the user already has, and that would
+It applies labcluster's batched-send interval to the worker's stream (see ``tuning.py``), and it
+drops two of distributed's log records that only repeat what the user already has, and that would
 land in whatever notebook cell happens to be running (ipykernel forwards worker output):
 
 - "Compute Failed": labcluster hands the same error, with the user's type and traceback, to whoever
@@ -30,7 +31,12 @@ class LabclusterWorkerPlugin(WorkerPlugin):
 
     name = "labcluster"
 
+    def __init__(self, batched_send_interval: float | None = None) -> None:
+        self.batched_send_interval = batched_send_interval
+
     def setup(self, worker: Any) -> None:
+        if self.batched_send_interval is not None:  # see labcluster/cluster/tuning.py
+            worker.batched_stream.interval = self.batched_send_interval
         for name in ("distributed.worker", "distributed.worker.state_machine"):
             logger = logging.getLogger(name)
             if not any(isinstance(f, _DropRepeats) for f in logger.filters):

@@ -1,0 +1,207 @@
+"""Core benchmarks for issue #2, measured side by side in one run, on one cluster shape.
+
+Systems (columns):
+
+- ``labcluster``: ``lc.init(num_cpus=2)`` with labcluster's tuned local settings;
+- ``dask-same``: raw ``client.submit`` on that very cluster: the ratio to it is labcluster's own overhead;
+- ``dask-default``: ``LocalCluster(n_workers=1, threads_per_worker=2)`` with Dask's defaults (process worker);
+- ``ray`` / ``pyspark``: when importable (``ray.init(num_cpus=2)``; ``local[2]``).
+
+Measurements: no-op task throughput (5,000 async), sync round trip per task, put + get of a 100 MB
+array, cold start to first result (a fresh process each time). Medians of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+N_ASYNC = 5_000
+N_SYNC = 300
+MB_100 = 100 * 2**20
+
+
+def noop() -> None:
+    return None
+
+
+def _median(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+class System:
+    name = "?"
+
+    def submit_many(self, n: int) -> None: ...
+    def round_trip(self) -> None: ...
+    def put_get(self, value: Any) -> Any: ...
+    def close(self) -> None: ...
+
+    def measure(self, repeat: int) -> dict[str, float]:
+        self.submit_many(200)  # warm up: imports, connections, function caches
+        for _ in range(20):
+            self.round_trip()
+        arr = np.random.default_rng(0).random(MB_100 // 8)
+        self.put_get(arr[:1000])
+
+        def throughput() -> float:
+            t = time.perf_counter()
+            self.submit_many(N_ASYNC)
+            return N_ASYNC / (time.perf_counter() - t)
+
+        def rtt() -> float:
+            t = time.perf_counter()
+            for _ in range(N_SYNC):
+                self.round_trip()
+            return (time.perf_counter() - t) / N_SYNC * 1e3
+
+        def put_get() -> float:
+            t = time.perf_counter()
+            out = self.put_get(arr)
+            dt = time.perf_counter() - t
+            assert out.shape == arr.shape and out[123] == arr[123]
+            return MB_100 / dt / 1e9
+
+        return {"tasks_per_s": _median(throughput, repeat), "round_trip_ms": _median(rtt, repeat),
+                "put_get_GBps": _median(put_get, repeat)}
+
+
+class Labcluster(System):
+    name = "labcluster"
+
+    def __init__(self) -> None:
+        import labcluster as lc
+
+        self.lc = lc
+        self.session = lc.init(num_cpus=2, include_dashboard=False)
+        self.fn = lc.remote(noop)
+
+    def submit_many(self, n: int) -> None:
+        self.lc.get([self.fn.remote() for _ in range(n)])
+
+    def round_trip(self) -> None:
+        self.lc.get(self.fn.remote())
+
+    def put_get(self, value: Any) -> Any:
+        return self.lc.get(self.lc.put(value))
+
+    def close(self) -> None:
+        self.lc.shutdown()
+
+
+class DaskClient(System):
+    def __init__(self, client: Any, name: str, cluster: Any = None) -> None:
+        self.client, self.name, self.cluster = client, name, cluster
+
+    def submit_many(self, n: int) -> None:
+        self.client.gather([self.client.submit(noop, pure=False) for _ in range(n)])
+
+    def round_trip(self) -> None:
+        self.client.submit(noop, pure=False).result()
+
+    def put_get(self, value: Any) -> Any:
+        [fut] = self.client.scatter([value], hash=False)
+        return fut.result()
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.client.close()
+            self.cluster.close()
+
+
+def dask_default() -> DaskClient:
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None)
+    return DaskClient(Client(cluster), "dask-default", cluster)
+
+
+class Ray(System):
+    name = "ray"
+
+    def __init__(self) -> None:
+        import ray
+
+        self.ray = ray
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        self.fn = ray.remote(noop)
+
+    def submit_many(self, n: int) -> None:
+        self.ray.get([self.fn.remote() for _ in range(n)])
+
+    def round_trip(self) -> None:
+        self.ray.get(self.fn.remote())
+
+    def put_get(self, value: Any) -> Any:
+        return self.ray.get(self.ray.put(value))
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+class PySpark(System):
+    """Spark has no task-per-call API; the closest: one partition per task, collect() to wait."""
+
+    name = "pyspark"
+
+    def __init__(self) -> None:
+        from pyspark.sql import SparkSession
+
+        self.spark = SparkSession.builder.master("local[2]").appName("bench").getOrCreate()
+        self.sc = self.spark.sparkContext
+
+    def submit_many(self, n: int) -> None:
+        self.sc.parallelize(range(n), min(n, 1000)).map(lambda _: None).collect()
+
+    def round_trip(self) -> None:
+        self.sc.parallelize([0], 1).map(lambda _: None).collect()
+
+    def put_get(self, value: Any) -> Any:
+        return self.sc.broadcast(value).value
+
+    def close(self) -> None:
+        self.spark.stop()
+
+
+COLD = {
+    "labcluster": ("import labcluster as lc\n"
+                   "lc.init(num_cpus=2, include_dashboard=False)\n"
+                   "assert lc.get(lc.remote(lambda: 1).remote()) == 1\n"
+                   "lc.shutdown()\n"),
+    "dask-default": ("from distributed import Client, LocalCluster\n"
+                     "cluster = LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None)\n"
+                     "client = Client(cluster)\n"
+                     "assert client.submit(lambda: 1).result() == 1\n"
+                     "client.close(); cluster.close()\n"),
+    "dask-LocalCluster()": ("from distributed import Client, LocalCluster\n"
+                            "cluster = LocalCluster(dashboard_address=None)\n"
+                            "client = Client(cluster)\n"
+                            "assert client.submit(lambda: 1).result() == 1\n"
+                            "client.close(); cluster.close()\n"),
+    "ray": ("import ray\nray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)\n"
+            "assert ray.get(ray.remote(lambda: 1).remote()) == 1\nray.shutdown()\n"),
+}
+
+
+def cold_start(system: str, repeat: int) -> float:
+    """Seconds from interpreter start (imports included) to the first task result, in a fresh process."""
+    body = COLD[system].replace("== 1\n", "== 1\nprint(time.perf_counter() - _t0, flush=True)\n", 1)
+    code = "import time\n_t0 = time.perf_counter()\n" + body
+    runs = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", "if __name__ == '__main__':\n" + _indent(code)],
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"cold start of {system} failed:\n{out.stderr[-2000:]}")
+        runs.append(float(out.stdout.strip().splitlines()[0]))
+    return statistics.median(runs)
+
+
+def _indent(code: str) -> str:
+    return "".join("    " + line + "\n" for line in code.splitlines())
