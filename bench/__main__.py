@@ -57,8 +57,8 @@ def run(repeat: int, only: set[str] | None) -> dict[str, Any]:
             "when": time.strftime("%Y-%m-%d %H:%M:%S"), "repeat": repeat, "results": results}
 
 
-METRICS = [("tasks_per_s", "no-op tasks/s (5,000 async)", True), ("round_trip_ms", "sync round trip (ms)", False),
-           ("put_get_GBps", "put + get 100 MB (GB/s)", True), ("cold_start_s", "cold start to first result (s)", False)]
+METRICS = [("tasks_per_s", "no-op tasks/s (5,000 async)"), ("round_trip_ms", "sync round trip (ms)"),
+           ("put_get_GBps", "put + get 100 MB (GB/s)"), ("cold_start_s", "cold start to first result (s)")]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -66,7 +66,7 @@ def markdown(report: dict[str, Any]) -> str:
     systems = list(res)
     lines = ["| metric | " + " | ".join(systems) + " | labcluster / dask-same | labcluster / dask-default |",
              "|---" * (len(systems) + 3) + "|"]
-    for key, label, higher_better in METRICS:
+    for key, label in METRICS:
         cells = [f"{res[s][key]:.3g}" if key in res[s] else "-" for s in systems]
         ratios = []
         for base in ("dask-same", "dask-default"):

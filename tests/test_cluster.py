@@ -1,7 +1,10 @@
 """Starting, connecting to and stopping clusters: real schedulers and worker processes."""
 
 import os
+import urllib.error
+import urllib.request
 
+import psutil
 import pytest
 from conftest import CLIProcess, children, fake_pynvml, free_port, wait_until
 from distributed import LocalCluster
@@ -145,3 +148,29 @@ def test_cli_worker_rejects_bad_gpu_spec() -> None:
     assert proc.proc.stdout is not None
     assert "--gpus 2: this machine has 0 GPU(s)" in proc.proc.stdout.read()
 
+
+
+def _status_code(url: str) -> int:
+    try:
+        return int(urllib.request.urlopen(url, timeout=10).status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_dashboard_on_by_default_off_when_asked(shutdown_after: None) -> None:
+    session = lc.init(num_cpus=1, processes=False, dashboard_address="127.0.0.1:0")
+    assert session.dashboard_link and session.dashboard_link.startswith("http://127.0.0.1:")
+    assert _status_code(session.dashboard_link) == 200
+    port = session.client.scheduler_info(n_workers=0)["services"]["dashboard"]
+    lc.shutdown()
+    session = lc.init(num_cpus=1, include_dashboard=False)
+    port = session.client.scheduler_info(n_workers=0)["services"]["dashboard"]  # health/metrics routes only
+    assert _status_code(f"http://127.0.0.1:{port}/status") == 404
+
+
+def test_every_listener_binds_loopback(shutdown_after: None) -> None:
+    lc.init(num_cpus=1, simulate_gpus=1)
+    pids = {os.getpid(), *(n["PID"] for n in lc.nodes())}
+    listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid in pids]
+    assert len(listening) >= 5  # scheduler, its HTTP server, and each worker's comm and HTTP ports
+    assert {c.laddr.ip for c in listening} == {"127.0.0.1"}

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from distributed import get_worker, rejoin, secede
-from distributed.threadpoolexecutor import thread_state
+from distributed.utils import thread_state  # type: ignore[attr-defined]  # not re-exported; the one the worker sets
 
 _local = threading.local()
 

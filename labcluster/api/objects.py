@@ -8,6 +8,7 @@ user's type), a cancelled task as ``TaskCancelledError``, a task whose workers k
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
 from typing import Any, overload
@@ -38,8 +39,10 @@ def _as_list(refs: Any, fn: str) -> tuple[list[ObjectRef], bool]:
     raise TypeError(f"lc.{fn}() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}")
 
 
-#: the ``reason`` lc.cancel gives Dask, to tell a user's cancel from the scheduler dropping a key
-CANCEL_REASON = "lc.cancel"
+#: keys lc.cancel cancelled (bounded), to tell a user's cancel from the scheduler dropping a key: Dask's
+#: own ``reason`` is overwritten by the scheduler's cancellation report, so it cannot carry this
+_user_cancelled: OrderedDict[str, None] = OrderedDict()
+_USER_CANCELLED_MAX = 100_000
 
 
 def _translate(e: BaseException, refs: Sequence[ObjectRef]) -> BaseException:
@@ -48,7 +51,7 @@ def _translate(e: BaseException, refs: Sequence[ObjectRef]) -> BaseException:
     if isinstance(e, CancelledError):
         key = str(getattr(e, "key", None) or next((r.key for r in refs if r.state == "cancelled"), "?"))
         reason = getattr(e, "reason", None)
-        if reason == CANCEL_REASON:
+        if key in _user_cancelled or any(r.key in _user_cancelled for r in refs if r.state == "cancelled"):
             return TaskCancelledError(key)
         # The scheduler dropped the key: an input it needs was lc.put data whose only copy was lost.
         return ObjectLostError(key, f"Dask cancelled it ({reason}: {getattr(e, 'msg', None) or 'no detail'})")
@@ -167,4 +170,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
         raise TypeError(f"lc.cancel() takes an ObjectRef, got {type(ref).__name__}")
     if ref.future.status == "finished":
         return
-    current_client().cancel([ref.future], force=force, reason=CANCEL_REASON)
+    _user_cancelled[ref.key] = None
+    while len(_user_cancelled) > _USER_CANCELLED_MAX:
+        _user_cancelled.popitem(last=False)
+    current_client().cancel([ref.future], force=force)

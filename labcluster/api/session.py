@@ -41,8 +41,11 @@ class Session:
             print(ctx.workers())
     """
 
-    def __init__(self, client: Client, cluster: Any | None, owns_cluster: bool, config_ctx: Any | None) -> None:
+    def __init__(self, client: Client, cluster: Any | None, owns_cluster: bool, config_ctx: Any | None,
+                 dashboard_host: str | None = None) -> None:
         self.client = client
+        #: for clusters labcluster starts: the host the dashboard binds, or None when it is off
+        self._dashboard_host = dashboard_host
         self.cluster = cluster
         self.owns_cluster = owns_cluster
         self._config_ctx = config_ctx
@@ -57,6 +60,14 @@ class Session:
 
     @property
     def dashboard_link(self) -> str | None:
+        """The scheduler's dashboard URL, or None when it has none."""
+        if self.owns_cluster:
+            if self._dashboard_host is None:
+                return None
+            # built from where it binds: Dask derives it from the scheduler's address, which for
+            # in-process clusters is the machine's IP, not the loopback the dashboard listens on
+            port = self.client.scheduler_info(n_workers=0).get("services", {}).get("dashboard")
+            return f"http://{self._dashboard_host}:{port}/status" if port else None
         try:
             return str(self.client.dashboard_link)
         except Exception:  # a scheduler without a dashboard
@@ -181,8 +192,7 @@ def init(
         else:
             groups = list(workers) if workers is not None else default_groups(
                 num_cpus, num_gpus, resources, simulate_gpus)
-            dash = dashboard_address if include_dashboard else None
-            _session = _start_local(groups, processes, host, dash, include_dashboard, timeout)
+            _session = _start_local(groups, processes, host, dashboard_address, include_dashboard, timeout)
         return _session
 
 
@@ -205,9 +215,8 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
     config_ctx = dask.config.set(settings)
     cluster = None
     try:
-        if not include_dashboard:
-            dashboard_address = None
-        cluster = start_local_cluster(groups, host=host, dashboard_address=dashboard_address, processes=processes)
+        cluster = start_local_cluster(groups, host=host, dashboard_address=dashboard_address, processes=processes,
+                                      include_dashboard=include_dashboard)
         client = Client(cluster, direct_to_workers=bool(config.get("local.direct-to-workers")))
         tune_client(client, batched_send_interval())
         expected = sum(g.n for g in groups)
@@ -223,7 +232,8 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
             cluster.close(timeout=10)
         config_ctx.__exit__(None, None, None)
         raise
-    return Session(client, cluster, owns_cluster=True, config_ctx=config_ctx)
+    dashboard_host = (host or config.get("local.host")) if include_dashboard else None
+    return Session(client, cluster, owns_cluster=True, config_ctx=config_ctx, dashboard_host=dashboard_host)
 
 
 def shutdown() -> None:

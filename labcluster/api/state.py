@@ -12,7 +12,7 @@ from typing import Any
 
 import cloudpickle
 from distributed import get_worker
-from distributed.threadpoolexecutor import thread_state
+from distributed.utils import thread_state  # type: ignore[attr-defined]  # not re-exported; the one the worker sets
 
 from ..cluster.groups import WORKER_INFO_KEY
 from ..cluster.info import WorkerInfo, total_resources, workers_from_info

@@ -75,6 +75,7 @@ def start_local_cluster(
     dashboard_address: str | None = None,
     processes: bool | None = None,
     probe: nvml.ProbeResult | None = None,
+    include_dashboard: bool = True,
 ) -> SpecCluster:
     """Start a ``SpecCluster`` for ``groups``; all listeners bind ``host`` (default 127.0.0.1).
 
@@ -83,7 +84,8 @@ def start_local_cluster(
     """
     host = host or config.get("local.host")
     processes = config.get("local.processes") if processes is None else processes
-    dashboard_address = dashboard_address or config.get("local.dashboard-address")
+    # no bokeh server when include_dashboard is False: saves ~0.35 s of start-up
+    dashboard_address = (dashboard_address or config.get("local.dashboard-address")) if include_dashboard else None
     if any(g.gpus_per_worker and g.simulated is not True for g in groups):
         groups = pin_gpus(groups, probe if probe is not None else nvml.probe())
     interval = batched_send_interval()
@@ -91,11 +93,13 @@ def start_local_cluster(
     plugins = [LatencySchedulerPlugin(interval)]
     scheduler: dict[str, Any] = {
         "cls": Scheduler,
-        "options": {"host": host, "dashboard_address": dashboard_address, "port": 0, "plugins": plugins},
+        "options": {"host": host, "dashboard_address": dashboard_address, "dashboard": include_dashboard, "port": 0,
+                    "plugins": plugins},
     }
     if not processes:
         # threads in this process talk over Dask's in-process transport, which has no host to bind
-        scheduler["options"] = {"protocol": "inproc://", "dashboard_address": dashboard_address, "plugins": plugins}
+        scheduler["options"] = {"protocol": "inproc://", "dashboard_address": dashboard_address,
+                                "dashboard": include_dashboard, "plugins": plugins}
         for entry in spec.values():
             entry["options"].pop("host")
     logger.info("starting local cluster with groups %s", list(groups))
