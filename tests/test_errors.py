@@ -172,3 +172,15 @@ def test_application_exceptions_are_retried_only_when_asked(hetero: lc.Session, 
         with pytest.raises(ValueError, match="attempt 0"):  # other exception types are not retried
             lc.get(flaky.options(retry_exceptions=[KeyError]).remote(str(tmp_path / "e"), 1)
                    if False else flaky_any.options(retry_exceptions=[KeyError]).remote(str(tmp_path / "e")))
+
+
+def test_script_without_main_guard_gets_told_the_fix(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_guard.py"
+    script.write_text("import labcluster as lc\nlc.init(num_cpus=1, include_dashboard=False)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("labcluster.exceptions.ClusterError") and 'if __name__ == "__main__":' in last

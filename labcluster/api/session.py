@@ -10,6 +10,8 @@ from __future__ import annotations
 import atexit
 import html
 import logging
+import multiprocessing
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -208,8 +210,21 @@ def _connect(address: str | None, cluster: Any | None, security: Any | None, tim
     return Session(client, cluster, owns_cluster=False, config_ctx=None)
 
 
+_MAIN_GUARD_HINT = (
+    "if this is a script, put the code that calls lc.init() (or the first .remote()) under "
+    "`if __name__ == \"__main__\":` -- worker processes are started with multiprocessing's 'spawn', which "
+    "imports your script again in each worker, and an unguarded lc.init() there tries to start another cluster"
+)
+
+
+def _check_not_bootstrapping() -> None:
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(f"lc.init() was called while a worker process was importing your script; {_MAIN_GUARD_HINT}")
+
+
 def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | None,
                  dashboard_address: str | None, include_dashboard: bool, timeout: float | None) -> Session:
+    _check_not_bootstrapping()
     # allowed-failures is how many worker deaths a task survives: Ray's max_retries default.
     settings = {**local_dask_config(), "distributed.scheduler.allowed-failures": int(config.get("max-retries"))}
     config_ctx = dask.config.set(settings)
@@ -227,10 +242,15 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
             arrived = len(client.scheduler_info(n_workers=-1)["workers"])
             client.close()
             raise WorkerStartTimeout(arrived, expected, wait) from e
-    except BaseException:
+    except BaseException as e:
         if cluster is not None:
             cluster.close(timeout=10)
         config_ctx.__exit__(None, None, None)
+        if isinstance(e, RuntimeError) and "failed to start" in str(e):
+            main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+            hint = f"; {_MAIN_GUARD_HINT}" if main_file else ""
+            raise ClusterError(f"the local cluster's worker processes failed to start ({e}); the worker's own error "
+                               f"is printed above{hint}") from e
         raise
     dashboard_host = (host or config.get("local.host")) if include_dashboard else None
     return Session(client, cluster, owns_cluster=True, config_ctx=config_ctx, dashboard_host=dashboard_host)
