@@ -24,7 +24,7 @@ from distributed.deploy.cluster import Cluster
 from .. import config
 from ..cluster import info as cluster_info
 from ..cluster.groups import WorkerGroup
-from ..cluster.local import default_groups, local_dask_config, start_local_cluster
+from ..cluster.local import default_groups, in_process_address, local_dask_config, start_local_cluster
 from ..cluster.tuning import batched_send_interval, tune_client
 from ..exceptions import ClusterError, WorkerStartTimeout
 
@@ -232,7 +232,9 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
     try:
         cluster = start_local_cluster(groups, host=host, dashboard_address=dashboard_address, processes=processes,
                                       include_dashboard=include_dashboard)
-        client = Client(cluster, direct_to_workers=bool(config.get("local.direct-to-workers")))
+        direct = bool(config.get("local.direct-to-workers"))
+        inproc = in_process_address(cluster) if processes is not False else None
+        client = Client(inproc or cluster, direct_to_workers=direct)
         tune_client(client, batched_send_interval())
         expected = sum(g.n for g in groups)
         wait = timeout if timeout is not None else config.seconds("timeouts.worker-start")
@@ -253,7 +255,9 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
                                f"is printed above{hint}") from e
         raise
     dashboard_host = (host or config.get("local.host")) if include_dashboard else None
-    return Session(client, cluster, owns_cluster=True, config_ctx=config_ctx, dashboard_host=dashboard_host)
+    session = Session(client, cluster, owns_cluster=True, config_ctx=config_ctx, dashboard_host=dashboard_host)
+    session._address = str(cluster.scheduler_address)  # the TCP address others can connect to
+    return session
 
 
 def shutdown() -> None:

@@ -91,9 +91,13 @@ def start_local_cluster(
     interval = batched_send_interval()
     spec = build_spec(groups, host=host, processes=bool(processes), batched_send_interval=interval)
     plugins = [LatencySchedulerPlugin(interval)]
+    options: dict[str, Any] = {"host": host, "port": 0}
+    if config.get("local.in-process-client"):
+        # a second, in-process listener for this process's own client (see in_process_address)
+        options = {"host": [host, None], "port": [0, None], "protocol": ["tcp://", "inproc://"]}
     scheduler: dict[str, Any] = {
         "cls": Scheduler,
-        "options": {"host": host, "dashboard_address": dashboard_address, "dashboard": include_dashboard, "port": 0,
+        "options": {**options, "dashboard_address": dashboard_address, "dashboard": include_dashboard,
                     "plugins": plugins},
     }
     if not processes:
@@ -105,6 +109,16 @@ def start_local_cluster(
     logger.info("starting local cluster with groups %s", list(groups))
     return SpecCluster(workers=spec, scheduler=scheduler, name="labcluster",
                        silence_logs=logging.WARNING)
+
+
+def in_process_address(cluster: SpecCluster) -> str | None:
+    """The scheduler's in-process listener address, when it has one (``local.in-process-client``)."""
+    scheduler = getattr(cluster, "scheduler", None)
+    for listener in getattr(scheduler, "listeners", ()):
+        address = str(listener.contact_address)
+        if address.startswith("inproc://"):
+            return address
+    return None
 
 
 def with_local_config() -> Any:

@@ -5,8 +5,8 @@ and scheduler->client 2 ms). A message sent within that interval of the previous
 so a sync round trip (submit, then get) waits out the client's 10 ms almost every time: ~12 ms per
 task on a 2-core machine (bench/, raw Dask). ``labcluster.local.batched-send-interval`` sets all four;
 the scheduler side through this plugin, the worker side through the worker plugin, the client side
-in :func:`tune_client`. Throughput is not hurt: under load messages still arrive faster than the
-interval and are batched (bench/ measures both, side by side).
+in :func:`tune_client`. Throughput is not hurt: messages that queue while a write is in flight still
+leave together (bench/ measures both, side by side).
 """
 
 from __future__ import annotations
