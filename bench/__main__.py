@@ -31,7 +31,7 @@ def run(repeat: int, only: set[str] | None) -> dict[str, Any]:
         return only is None or name in only
 
     if want("labcluster") or want("dask-same"):
-        lab = core.Labcluster()
+        lab = core.labcluster_system()
         try:
             if want("labcluster"):
                 results["labcluster"] = lab.measure(repeat)
@@ -39,8 +39,11 @@ def run(repeat: int, only: set[str] | None) -> dict[str, Any]:
                 results["dask-same"] = core.DaskClient(lab.session.client, "dask-same").measure(repeat)
         finally:
             lab.close()
-    factories: list[tuple[str, Any, str | None]] = [("dask-default", core.dask_default, None),
-                                                    ("ray", core.Ray, "ray"), ("pyspark", core.PySpark, "pyspark")]
+    factories: list[tuple[str, Any, str | None]] = [
+        ("dask-default", core.dask_default, None),
+        ("ray", core.ray_system, "ray"),
+        ("pyspark", core.PySpark, "pyspark"),
+    ]
     for name, factory, module in factories:
         if not want(name) or (module and not _available(module)):
             continue
