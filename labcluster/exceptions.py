@@ -136,13 +136,14 @@ class WorkerCrashedError(LabclusterError):
 class ObjectLostError(LabclusterError):
     """No copy of an object remains and it cannot be rebuilt from lineage."""
 
-    def __init__(self, key: str, detail: str = "") -> None:
-        self.key = key
-        super().__init__(
-            f"object {key!r} is lost: it, or an input it needs, was created by lc.put and its only copy was on a "
-            f"worker that died, so there is no task to recompute it from{' (' + detail + ')' if detail else ''}; "
-            f"put the data again, or create it inside a task so it can be rebuilt"
-        )
+    #: the usual cause: lc.put data whose only copy was on a worker that died
+    PUT_LOST = ("it, or an input it needs, was created by lc.put and its only copy was on a worker that died, so "
+                "there is no task to recompute it from", "put the data again, or create it inside a task so it can be "
+                "rebuilt")
+
+    def __init__(self, key: str, reason: str = PUT_LOST[0], fix: str = PUT_LOST[1]) -> None:
+        self.key, self.reason = key, reason
+        super().__init__(f"object {key!r} is lost: {reason}; {fix}")
 
 
 class InfeasibleResourceError(LabclusterError, ValueError):

@@ -184,3 +184,17 @@ def test_script_without_main_guard_gets_told_the_fix(tmp_path: Path) -> None:
     assert out.returncode != 0
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("labcluster.exceptions.ClusterError") and 'if __name__ == "__main__":' in last
+
+
+def test_put_of_something_unpicklable_and_get_after_shutdown(shutdown_after: None) -> None:
+    from labcluster.exceptions import ObjectLostError
+
+    lc.init(num_cpus=1, processes=False)
+    with pytest.raises(SerializationError, match=r"lc.put\(\) value to a worker: lock cannot be pickled"):
+        lc.put(threading.Lock())
+    ref = dependent.remote(1)
+    assert lc.get(ref) == 1
+    lc.shutdown()
+    lc.init(num_cpus=1, processes=False)
+    with pytest.raises(ObjectLostError, match="its session was shut down"):
+        lc.get(ref, timeout=5)

@@ -23,6 +23,7 @@ from ..exceptions import (
     TaskCancelledError,
     WorkerCrashedError,
 )
+from . import serialization
 from .blocking import blocked
 from .refs import ObjectRef
 from .session import current_client
@@ -54,8 +55,21 @@ def _translate(e: BaseException, refs: Sequence[ObjectRef]) -> BaseException:
         if key in _user_cancelled or any(r.key in _user_cancelled for r in refs if r.state == "cancelled"):
             return TaskCancelledError(key)
         # The scheduler dropped the key: an input it needs was lc.put data whose only copy was lost.
-        return ObjectLostError(key, f"Dask cancelled it ({reason}: {getattr(e, 'msg', None) or 'no detail'})")
+        detail = f" (Dask: {reason}: {getattr(e, 'msg', None)})" if reason or getattr(e, "msg", None) else ""
+        return ObjectLostError(key, ObjectLostError.PUT_LOST[0] + detail)
     return e
+
+
+def _check_same_session(items: Sequence[ObjectRef], futures: Sequence[Any], client: Any) -> None:
+    for ref, future in zip(items, futures, strict=True):
+        owner = future.client
+        if owner is None or owner is client:
+            continue
+        if getattr(owner, "status", "") in ("closing", "closed"):
+            raise ObjectLostError(ref.key, "its session was shut down (lc.shutdown), which frees every object it made",
+                                  "objects do not outlive their session: compute it again in the new one")
+        raise ObjectLostError(ref.key, "it belongs to another session or client than the one in use",
+                              "get it through the client that created it")
 
 
 @overload
@@ -78,6 +92,7 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
         return []
     client = current_client()
     futures = [r.future for r in items]
+    _check_same_session(items, futures, client)
     try:
         with blocked():
             if timeout is not None:
@@ -108,6 +123,7 @@ def put(value: Any) -> ObjectRef:
         raise TypeError("lc.put() of an ObjectRef is not allowed: the ref already names an object in the cluster; "
                         "pass the ref itself")
     client = current_client()
+    serialization.check_arguments([value], {}, "lc.put() value", name_arguments=False)
     try:
         # a one-element list: scatter would otherwise split lists and dicts into one object per element
         [future] = client.scatter([value], hash=False)

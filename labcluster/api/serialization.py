@@ -43,8 +43,9 @@ def check_function(fn: Callable[..., Any], what: str) -> None:
     raise SerializationError(what, culprit, reason)
 
 
-def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any], what: str) -> None:
-    """Raise SerializationError naming the first argument that cannot be pickled."""
+def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any], what: str, name_arguments: bool = True) -> None:
+    """Raise SerializationError naming the first argument (or, without ``name_arguments``, the value's type)
+    that cannot be pickled."""
     for label, value in [*((f"argument {i}", a) for i, a in enumerate(args)),
                          *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
         if isinstance(value, (int, float, str, bytes, bool, type(None))):
@@ -52,4 +53,5 @@ def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any], what: str) -
         try:
             _dumps(value)
         except Exception as e:
-            raise SerializationError(what, f"{label} ({type(value).__name__})", f"{type(e).__name__}: {e}") from None
+            culprit = f"{label} ({type(value).__name__})" if name_arguments else type(value).__name__
+            raise SerializationError(what, culprit, f"{type(e).__name__}: {e}") from None
