@@ -87,6 +87,10 @@ def test_first_remote_call_starts_a_default_cluster(shutdown_after: None) -> Non
     with __import__("dask").config.set({"labcluster.local.processes": False}):
         assert lc.get(whoami.remote())["mode"] == "none"
     assert lc.is_initialized()
+    from dask.system import CPU_COUNT
+
+    assert lc.cluster_resources()["CPU"] == CPU_COUNT  # sized to the machine
+    assert [n["GPUMode"] for n in lc.nodes()] == ["none"]  # no GPU here, none simulated unless asked
 
 
 def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
