@@ -42,3 +42,41 @@ def test_sigkill_a_worker_during_200_chained_tasks(shutdown_after: None) -> None
     # the Nanny brought a fresh worker process back under the same name
     assert {n["NodeName"] for n in lc.nodes()} >= {"cpu-0"}
     assert victim["PID"] not in {n["PID"] for n in lc.nodes()}
+
+
+def test_sigkill_of_the_driver_leaves_no_orphan_workers(tmp_path: "os.PathLike[str]") -> None:
+    """A kernel that dies (SIGKILL) must not leave worker processes behind."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import wait_until
+
+    script = Path(tmp_path) / "driver.py"
+    script.write_text(
+        "import time, labcluster as lc\n"
+        "if __name__ == '__main__':\n"
+        "    lc.init(num_cpus=1, simulate_gpus=1, include_dashboard=False)\n"
+        "    print(' '.join(str(n['PID']) for n in lc.nodes()), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    try:
+        assert driver.stdout is not None
+        worker_pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(worker_pids) == 2
+        assert all(_alive(p) for p in worker_pids)
+    finally:
+        driver.kill()
+        driver.wait(timeout=10)
+    assert wait_until(lambda: not any(_alive(p) for p in worker_pids), timeout=20)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
