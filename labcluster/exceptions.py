@@ -24,7 +24,21 @@ from typing import Any
 
 
 class LabclusterError(Exception):
-    """Base class of every labcluster error."""
+    """Base class of every labcluster error.
+
+    Errors travel between processes (raised in a task, re-raised by ``lc.get``), so they pickle by state
+    rather than by re-calling ``__init__`` with the message.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild_error(cls: type[LabclusterError], args: tuple[Any, ...], state: dict[str, Any]) -> LabclusterError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
 
 
 class TaskError(LabclusterError):

@@ -109,6 +109,7 @@ def test_connect_to_a_cluster_object_and_leave_it_running(shutdown_after: None) 
                       resources={"CPU": 2}) as cluster:
         session = lc.init(cluster=cluster)
         assert not session.owns_cluster
+        assert not session.per_task_retries  # a plain Dask scheduler: Dask's cluster-wide limit applies
         assert lc.get(whoami.remote())["mode"] == "none"  # a plain Dask worker shows as group "dask"
         assert lc.nodes()[0]["Group"] == "dask"
         lc.shutdown()
@@ -127,7 +128,7 @@ def test_cli_scheduler_worker_status_and_connect_by_address(shutdown_after: None
         worker = CLIProcess("worker", address, "--nthreads", "2", "--gpus", "sim:1", "--resources", "special=2",
                             "--name", "node1")
         worker.wait_for_line("node1-gpu-0")
-        lc.init(address)
+        assert lc.init(address).per_task_retries  # the CLI scheduler runs labcluster's retry plugin
         assert wait_until(lambda: len(lc.nodes()) == 2)
         total = lc.cluster_resources()
         assert (total["CPU"], total["GPU"], total["special"]) == (3, 1, 2)

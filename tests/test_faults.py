@@ -80,3 +80,52 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@lc.remote
+def report_pid_then_sleep(path: str, seconds: float) -> int:
+    from pathlib import Path
+
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def _kill_runner(path: "os.PathLike[str]", timeout: float = 30) -> int:
+    from pathlib import Path
+
+    from conftest import wait_until
+
+    p = Path(path)
+    assert wait_until(lambda: p.exists() and p.read_text().strip() != "", timeout=timeout)
+    pid = int(p.read_text())
+    p.unlink()
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_max_retries_per_task_for_worker_deaths(shutdown_after: None, tmp_path: "os.PathLike[str]") -> None:
+    from pathlib import Path
+
+    import pytest
+
+    from labcluster.exceptions import WorkerCrashedError
+
+    lc.init(workers=[lc.WorkerGroup("cpu", n=2, nthreads=1)], include_dashboard=False)
+    marker = str(Path(tmp_path) / "pid")
+    # max_retries=0: the first death fails it, with the reason
+    fragile = report_pid_then_sleep.options(max_retries=0).remote(marker, 30)
+    _kill_runner(marker)
+    with pytest.raises(WorkerCrashedError, match="1 worker\\(s\\) died while running it and max_retries=0"):
+        lc.get(fragile, timeout=60)
+    # max_retries=1: survives one death, fails on the second
+    once = report_pid_then_sleep.options(max_retries=1).remote(marker, 30)
+    first = _kill_runner(marker)
+    second = _kill_runner(marker)
+    assert first != second
+    with pytest.raises(WorkerCrashedError, match="2 worker\\(s\\) died while running it and max_retries=1"):
+        lc.get(once, timeout=60)
+    # the default (Ray's 3): one death is survived and the task finishes elsewhere
+    sturdy = report_pid_then_sleep.remote(marker, 1)
+    killed = _kill_runner(marker)
+    assert lc.get(sturdy, timeout=60) != killed

@@ -18,14 +18,15 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from dask.base import annotate
 from distributed import get_worker
 
-from .. import config
+from ..cluster.retries import ANNOTATION as RETRY_ANNOTATION
 from ..exceptions import TaskError
 from . import feasibility, serialization
 from .options import TaskOptions
 from .refs import ObjectRef
-from .session import current_client
+from .session import current_client, current_session, in_task
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -164,8 +165,13 @@ class RemoteFunction(Generic[P, R]):
         key = f"{self._name}-{uuid.uuid4().hex}"
         dep_args = [_to_dependency(a) for a in args]
         dep_kwargs = {k: _to_dependency(v) for k, v in kwargs.items()}
-        future = client.submit(self._runner, dep_kwargs, *dep_args, key=key, resources=request or None,
-                               pure=False)
+        if opts.max_retries is None:
+            future = client.submit(self._runner, dep_kwargs, *dep_args, key=key, resources=request or None,
+                                   pure=False)
+        else:  # the scheduler's retry plugin reads the task's own limit from this annotation
+            with annotate(**{RETRY_ANNOTATION: opts.max_retries}):
+                future = client.submit(self._runner, dep_kwargs, *dep_args, key=key, resources=request or None,
+                                       pure=False)
         if opts.num_returns == 1:
             return ObjectRef(future, self._name)
         # one tiny task per return value, on one CPU slot, so slot accounting stays exact
@@ -193,22 +199,23 @@ class RemoteFunction(Generic[P, R]):
         return f"<code>{html.escape(repr(self))}</code>"
 
 
-_warned_retries: set[int] = set()
+_warned_retries = False
 
 
 def _warn_retry_divergence(opts: TaskOptions) -> None:
-    """Dask counts worker deaths per cluster, not per task: say so when a task asks otherwise."""
-    if opts.max_retries is None:
+    """On a scheduler without labcluster's retry plugin, Dask counts worker deaths per cluster: say so."""
+    global _warned_retries
+    if opts.max_retries is None or _warned_retries or in_task():
         return
-    cluster_value = int(config.get("max-retries"))
-    if opts.max_retries != cluster_value and opts.max_retries not in _warned_retries:
-        _warned_retries.add(opts.max_retries)
-        warnings.warn(
-            f"max_retries={opts.max_retries} applies to application exceptions (retry_exceptions); for worker "
-            f"deaths Dask's scheduler uses one cluster-wide limit (distributed.scheduler.allowed-failures, set "
-            f"from labcluster.max-retries={cluster_value} on clusters labcluster starts)",
-            stacklevel=4,
-        )
+    if current_session().per_task_retries:
+        return
+    _warned_retries = True
+    warnings.warn(
+        f"max_retries={opts.max_retries}: this scheduler does not run labcluster's retry plugin (it was not started "
+        f"by labcluster), so for worker deaths Dask applies one cluster-wide limit "
+        f"(distributed.scheduler.allowed-failures); max_retries still applies to retry_exceptions",
+        stacklevel=4,
+    )
 
 
 @overload

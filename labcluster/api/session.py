@@ -52,6 +52,8 @@ class Session:
         self.owns_cluster = owns_cluster
         self._config_ctx = config_ctx
         self._closed = False
+        #: whether the scheduler runs labcluster's retry plugin (per-task max_retries for worker deaths)
+        self.per_task_retries = owns_cluster or _has_retry_plugin(client)
         self._address = str(client.scheduler.address) if client.scheduler is not None else "?"
 
     # -- what the cluster has -------------------------------------------------------------------
@@ -128,6 +130,20 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         shutdown()
+
+
+def _has_retry_plugin(client: Client) -> bool:
+    from ..cluster.retries import RetryLimitPlugin
+
+    try:
+        plugins = client.run_on_scheduler(_scheduler_plugin_names)
+    except Exception:  # a scheduler that refuses to run functions: assume the plain Dask behaviour
+        return False
+    return RetryLimitPlugin.name in plugins
+
+
+def _scheduler_plugin_names(dask_scheduler: Any) -> list[str]:
+    return list(dask_scheduler.plugins)
 
 
 _INIT_KEYWORDS = ("address", "cluster", "workers", "num_cpus", "num_gpus", "resources", "simulate_gpus",
@@ -225,8 +241,9 @@ def _check_not_bootstrapping() -> None:
 def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | None,
                  dashboard_address: str | None, include_dashboard: bool, timeout: float | None) -> Session:
     _check_not_bootstrapping()
-    # allowed-failures is how many worker deaths a task survives: Ray's max_retries default.
-    settings = {**local_dask_config(), "distributed.scheduler.allowed-failures": int(config.get("max-retries"))}
+    # the scheduler-wide ceiling; each task's own max_retries is applied by cluster/retries.py
+    settings = {**local_dask_config(),
+                "distributed.scheduler.allowed-failures": int(config.get("max-retries-ceiling"))}
     config_ctx = dask.config.set(settings)
     cluster = None
     try:

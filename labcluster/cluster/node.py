@@ -52,7 +52,13 @@ async def _until_signal() -> None:
 
 
 async def run_scheduler(host: str, port: int, dashboard_address: str | None) -> None:
-    async with Scheduler(host=host, port=port, dashboard_address=dashboard_address) as scheduler:
+    from .. import config
+    from .retries import RetryLimitPlugin
+
+    # per-task max_retries for worker deaths, as on local clusters (see retries.py)
+    async with Scheduler(host=host, port=port, dashboard_address=dashboard_address,
+                         allowed_failures=int(config.get("max-retries-ceiling")),
+                         plugins=[RetryLimitPlugin(int(config.get("max-retries")))]) as scheduler:
         print(f"labcluster scheduler at {scheduler.address}", flush=True)
         if scheduler.dashboard_link if hasattr(scheduler, "dashboard_link") else None:
             print(f"dashboard at {scheduler.dashboard_link}", flush=True)

@@ -1,0 +1,55 @@
+"""Per-task ``max_retries`` for worker deaths, on Dask's scheduler.
+
+Dask counts, per task, how many workers died while running it (``TaskState.suspicious``) and fails
+the task once that passes one cluster-wide number (``distributed.scheduler.allowed-failures``).
+Ray lets each task choose. So clusters labcluster starts set the cluster-wide number to a ceiling
+(``labcluster.max-retries-ceiling``) and this plugin applies each task's own limit: a task carries it as
+the annotation ``labcluster_max_retries`` (tasks without one get ``labcluster.max-retries``, Ray's 3).
+When a death takes a task past its limit, the plugin swaps the task's run spec for one that raises
+:class:`~labcluster.exceptions.WorkerCrashedError`, so the task fails through Dask's normal paths,
+on a live worker, with a message that names the count.
+
+The transition hook runs after the scheduler has counted the death (``Scheduler.remove_worker``
+increments ``suspicious`` before it applies the recommendations).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dask._task_spec import Task
+from distributed import SchedulerPlugin
+
+from ..exceptions import WorkerCrashedError
+
+#: the annotation a task carries its own limit in (``dask.annotate(labcluster_max_retries=n)``)
+ANNOTATION = "labcluster_max_retries"
+
+
+def worker_died_too_often(key: str, deaths: int, limit: int) -> None:
+    """The run spec of a task that used up its retries: fail with the reason."""
+    raise WorkerCrashedError(key, f"{deaths} worker(s) died while running it and max_retries={limit}")
+
+
+class RetryLimitPlugin(SchedulerPlugin):
+    """Fail a task once more workers died running it than its ``max_retries`` allows."""
+
+    name = "labcluster-retries"
+
+    def __init__(self, default: int) -> None:
+        self.default = default
+        self.scheduler: Any = None
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if start != "processing" or finish != "released" or self.scheduler is None:
+            return
+        ts = self.scheduler.tasks.get(key)
+        if ts is None or not ts.suspicious or ts.run_spec is None:
+            return
+        limit = (ts.annotations or {}).get(ANNOTATION, self.default)
+        if limit is None or limit < 0 or ts.suspicious <= limit:
+            return
+        ts.run_spec = Task(key, worker_died_too_often, str(key), int(ts.suspicious), int(limit))

@@ -1,0 +1,34 @@
+"""Every labcluster error survives a trip between processes (pickle) with its message and fields."""
+
+import pickle
+
+import pytest
+
+from labcluster import exceptions as ex
+
+CASES = [
+    pytest.param(ex.GetTimeoutError(1, 2, 0.5), id="GetTimeoutError"),
+    pytest.param(ex.TaskCancelledError("k"), id="TaskCancelledError"),
+    pytest.param(ex.WorkerCrashedError("k", "2 deaths"), id="WorkerCrashedError"),
+    pytest.param(ex.ObjectLostError("k"), id="ObjectLostError"),
+    pytest.param(ex.InfeasibleResourceError("task 'f'", {"GPU": 1}, [("cpu-0", {"CPU": 2})]), id="Infeasible"),
+    pytest.param(ex.SerializationError("task 'f'", "argument 0 (lock)", "TypeError"), id="SerializationError"),
+    pytest.param(ex.WorkerStartTimeout(1, 2, 30), id="WorkerStartTimeout"),
+    pytest.param(ex.TaskError("f", "Traceback...", ValueError("x"), "tcp://a:1", 7).as_instanceof_cause(),
+                 id="TaskError"),
+]
+
+
+@pytest.mark.parametrize("err", CASES)
+def test_errors_round_trip_through_pickle(err: Exception) -> None:
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back).__name__ == type(err).__name__
+    assert str(back) == str(err)
+    assert {k: v for k, v in vars(back).items() if k != "cause"} == {k: v for k, v in vars(err).items()
+                                                                     if k != "cause"}
+
+
+def test_task_error_is_also_the_cause_type_after_pickling() -> None:
+    err = ex.TaskError("f", "tb", KeyError("k")).as_instanceof_cause()
+    back = pickle.loads(pickle.dumps(err))
+    assert isinstance(back, KeyError) and isinstance(back, ex.TaskError)
