@@ -198,3 +198,16 @@ def test_put_of_something_unpicklable_and_get_after_shutdown(shutdown_after: Non
     lc.init(num_cpus=1, processes=False)
     with pytest.raises(ObjectLostError, match="its session was shut down"):
         lc.get(ref, timeout=5)
+
+
+def test_code_from_stdin_can_start_process_workers() -> None:
+    import subprocess
+    import sys
+
+    code = ("import labcluster as lc\n"
+            "lc.init(num_cpus=1, include_dashboard=False)\n"
+            "print(lc.get(lc.remote(lambda: 41).remote()) + 1)\n"
+            "lc.shutdown()\n")
+    out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "42"

@@ -11,6 +11,7 @@ import atexit
 import html
 import logging
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -233,14 +234,21 @@ _MAIN_GUARD_HINT = (
 )
 
 
-def _check_not_bootstrapping() -> None:
+def _prepare_main_for_spawn() -> None:
+    """Worker processes start with multiprocessing's 'spawn', which re-imports ``__main__`` from its file."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(f"lc.init() was called while a worker process was importing your script; {_MAIN_GUARD_HINT}")
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is not None and isinstance(path, str) and not os.path.isfile(path):
+        # code read from stdin (`python - <<EOF`) has the fake path "<stdin>": spawn would try to run that file in
+        # each worker and fail. Without a path, spawn skips re-importing __main__, as it does for notebooks.
+        del main.__file__
 
 
 def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | None,
                  dashboard_address: str | None, include_dashboard: bool, timeout: float | None) -> Session:
-    _check_not_bootstrapping()
+    _prepare_main_for_spawn()
     # the scheduler-wide ceiling; each task's own max_retries is applied by cluster/retries.py
     settings = {**local_dask_config(),
                 "distributed.scheduler.allowed-failures": int(config.get("max-retries-ceiling"))}
@@ -267,7 +275,7 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
         config_ctx.__exit__(None, None, None)
         if isinstance(e, RuntimeError) and "failed to start" in str(e):
             main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-            hint = f"; {_MAIN_GUARD_HINT}" if main_file else ""
+            hint = f"; {_MAIN_GUARD_HINT}" if main_file and os.path.isfile(main_file) else ""
             raise ClusterError(f"the local cluster's worker processes failed to start ({e}); the worker's own error "
                                f"is printed above{hint}") from e
         raise
