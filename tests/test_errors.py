@@ -38,6 +38,7 @@ def test_task_exception_is_task_error_and_the_users_type(hetero: lc.Session) -> 
     assert "raise CustomError(code)" in err.traceback_str and "in explode" in err.traceback_str
     assert err.worker in {n["NodeID"] for n in lc.nodes()} and err.pid
     assert "task 'explode' failed on worker" in str(err)
+    assert "CustomError: code 7" in ref._repr_html_()  # the failed ref shows what failed
     with pytest.raises(KeyError):
         lc.get(fail_key.remote())
     # a failure propagates to dependents with the original type

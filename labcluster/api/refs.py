@@ -92,9 +92,16 @@ class ObjectRef:
             workers = ", ".join(who.get(self.key, ())) or "-"
         except Exception:
             pass  # a closed client or a lost key: the repr must still render
-        color = {"finished": "#2a7f2a", "error": "#b00020", "pending": "#8a6d00"}.get(self.state, "#555")
+        state = self.state
+        color = {"finished": "#2a7f2a", "error": "#b00020", "pending": "#8a6d00"}.get(state, "#555")
+        error = ""
+        if state == "error":
+            exc = self.future.exception(timeout=1)
+            cause = getattr(exc, "cause", None) or exc
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+            error = f"<br><span style='color:{color}'>{html.escape(type(cause).__name__)}: {html.escape(first)}</span>"
         return (
             f"<div><strong>ObjectRef</strong> <code>{html.escape(self.key)}</code> "
-            f"<span style='color:{color}'>{html.escape(self.state)}</span>"
-            f"<br>function: {html.escape(self._function or '-')} &middot; held by: {html.escape(workers)}</div>"
+            f"<span style='color:{color}'>{html.escape(state)}</span>"
+            f"<br>function: {html.escape(self._function or '-')} &middot; held by: {html.escape(workers)}{error}</div>"
         )
