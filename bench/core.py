@@ -31,6 +31,13 @@ def noop() -> None:
     return None
 
 
+def _by_value() -> Any:
+    """A no-op function that cloudpickle sends by value, like a function defined in a notebook cell."""
+    namespace: dict[str, Any] = {}
+    exec("def cell_noop():\n    return None\n", namespace)
+    return namespace["cell_noop"]
+
+
 def _median(fn: Callable[[], float], repeat: int) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
@@ -42,6 +49,9 @@ class System:
     def round_trip(self) -> None: ...
     def put_get(self, value: Any) -> Any: ...
     def close(self) -> None: ...
+
+    def submit_many_by_value(self, n: int) -> None:
+        """Like submit_many, with a function that travels by value (as every notebook function does)."""
 
     def measure(self, repeat: int) -> dict[str, float]:
         self.submit_many(200)  # warm up: imports, connections, function caches
@@ -69,7 +79,14 @@ class System:
             assert out.shape == arr.shape and out[123] == arr[123]
             return MB_100 / dt / 1e9
 
+        def throughput_by_value() -> float:
+            t = time.perf_counter()
+            self.submit_many_by_value(N_ASYNC)
+            return N_ASYNC / (time.perf_counter() - t)
+
+        self.submit_many_by_value(200)
         return {"tasks_per_s": _median(throughput, repeat), "round_trip_ms": _median(rtt, repeat),
+                "by_value_tasks_per_s": _median(throughput_by_value, repeat),
                 "put_get_GBps": _median(put_get, repeat)}
 
 
@@ -79,6 +96,10 @@ class RayAPI(System):
     def __init__(self, name: str, module: Any, session: Any = None) -> None:
         self.name, self.api, self.session = name, module, session
         self.fn = module.remote(noop)
+        self.by_value = module.remote(_by_value())
+
+    def submit_many_by_value(self, n: int) -> None:
+        self.api.get([self.by_value.remote() for _ in range(n)])
 
     def submit_many(self, n: int) -> None:
         self.api.get([self.fn.remote() for _ in range(n)])
@@ -115,6 +136,10 @@ class DaskClient(System):
 
     def round_trip(self) -> None:
         self.client.submit(noop, pure=False).result()
+
+    def submit_many_by_value(self, n: int) -> None:
+        fn = _by_value()
+        self.client.gather([self.client.submit(fn, pure=False) for _ in range(n)])
 
     def put_get(self, value: Any) -> Any:
         [fut] = self.client.scatter([value], hash=False)

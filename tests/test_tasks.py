@@ -184,3 +184,20 @@ def test_runtime_context_on_driver_and_in_task(hetero: lc.Session) -> None:
     task_id, node, gpus = lc.get(ref)
     assert task_id == ref.key and gpus == [0]
     assert node == next(n["NodeID"] for n in lc.nodes() if n["GPUMode"] == "simulated")
+
+
+def test_wait_on_many_refs_returns_exactly_num_returns_in_input_order(hetero: lc.Session) -> None:
+    refs = [square.remote(i) for i in range(600)]
+    ready, not_ready = lc.wait(refs, num_returns=300, timeout=60)
+    assert len(ready) == 300 and len(not_ready) == 300
+    position = {r: i for i, r in enumerate(refs)}
+    assert [position[r] for r in ready] == sorted(position[r] for r in ready)
+    assert set(ready).isdisjoint(not_ready) and set(ready) | set(not_ready) == set(refs)
+    ready, not_ready = lc.wait(refs, num_returns=600, timeout=60)
+    assert ready == refs and not_ready == []
+
+
+def test_lambdas_and_recursive_remote_functions(hetero: lc.Session) -> None:
+    double = lc.remote(lambda x: 2 * x)
+    ref = double.remote(21)
+    assert ref.key.startswith("lambda-") and lc.get(ref) == 42

@@ -7,7 +7,7 @@ user's type), a cancelled task as ``TaskCancelledError``, a task whose workers k
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
@@ -157,22 +157,45 @@ def wait(
         raise ValueError(f"num_returns must be between 1 and len(refs)={len(items)}, got {num_returns!r}")
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    deadline = None if timeout is None else time.monotonic() + timeout
     with blocked():
-        while True:
-            done = [r for r in items if r.future.done()]
-            if len(done) >= num_returns:
-                break
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            pending = [r.future for r in items if not r.future.done()]
-            try:
-                distributed.wait(pending, timeout=remaining, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                break
+        _until_done([r.future for r in items], num_returns, timeout)
+    done = [r for r in items if r.future.done()]
     ready = set(done[:num_returns])
     return [r for r in items if r in ready], [r for r in items if r not in ready]
+
+
+def _until_done(futures: Sequence[Any], need: int, timeout: float | None) -> None:
+    """Block until ``need`` of ``futures`` are done (finished, failed or cancelled) or ``timeout`` passes.
+
+    Costs O(n) for n refs: Dask's own ``wait`` when every pending one is needed, else one coroutine on
+    the client's loop that counts completions (re-scanning the list after each one was O(n^2): 105 s
+    to wait for 4,000 refs).
+    """
+    pending = [f for f in futures if not f.done()]
+    missing = need - (len(futures) - len(pending))
+    if missing <= 0:
+        return
+    try:
+        if missing >= len(pending):
+            distributed.wait(pending, timeout=timeout)
+        else:
+            pending[0].client.sync(_count_done, pending, missing, callback_timeout=timeout)
+    except TimeoutError:
+        pass  # wait() returns what is ready by the deadline
+
+
+async def _count_done(pending: Sequence[Any], missing: int) -> None:
+    waiters = [asyncio.ensure_future(f._state.wait()) for f in pending]
+    try:
+        left = missing
+        for finished in asyncio.as_completed(waiters):
+            await finished
+            left -= 1
+            if left <= 0:
+                break
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
