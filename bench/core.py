@@ -33,7 +33,7 @@ def noop() -> None:
 
 def _by_value() -> Any:
     """A no-op function that cloudpickle sends by value, like a function defined in a notebook cell."""
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"__name__": "__main__"}  # what a notebook cell's functions have
     exec("def cell_noop():\n    return None\n", namespace)
     return namespace["cell_noop"]
 
