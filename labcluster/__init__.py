@@ -11,6 +11,7 @@
 
 from . import config as _config  # noqa: F401  (registers labcluster.yaml with dask.config)
 from . import exceptions
+from .api.actors import ActorClass, ActorHandle, get_actor, kill
 from .api.objects import cancel, get, put, wait
 from .api.refs import ObjectRef
 from .api.remote import RemoteFunction, remote
@@ -28,6 +29,8 @@ from .cluster.groups import WorkerGroup
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActorClass",
+    "ActorHandle",
     "ObjectRef",
     "RemoteFunction",
     "RuntimeContext",
@@ -40,10 +43,12 @@ __all__ = [
     "current_session",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
     "nodes",
     "put",
     "remote",

@@ -7,6 +7,7 @@
      ├── GetTimeoutError            lc.get(timeout=...) ran out (also a TimeoutError); the task keeps running
      ├── TaskCancelledError         the object's task was cancelled with lc.cancel
      ├── WorkerCrashedError         the task's worker died more often than max_retries allowed
+ ├── ActorDiedError             an actor is dead (killed, failed to start, or out of restarts)
      ├── ObjectLostError            no copy of an object is left and it cannot be recomputed
      ├── InfeasibleResourceError    no worker can ever satisfy a resource request (also a ValueError)
      ├── SerializationError         a function or argument cannot be pickled (also a TypeError)
@@ -145,6 +146,14 @@ class WorkerCrashedError(LabclusterError):
             f"task {key!r} was running on a worker that died, and it has no retries left ({detail}); "
             f"raise max_retries in @lc.remote(max_retries=...) or find why the worker dies (memory?)"
         )
+
+
+class ActorDiedError(LabclusterError):
+    """The actor a method was called on is dead: killed, failed in its constructor, or out of restarts."""
+
+    def __init__(self, actor: str, cause: str) -> None:
+        self.actor, self.cause = actor, cause
+        super().__init__(f"actor {actor} is dead: {cause}")
 
 
 class ObjectLostError(LabclusterError):

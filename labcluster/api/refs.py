@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import threading
 from collections.abc import Generator
 from typing import Any
 
@@ -18,7 +19,7 @@ def _rebuild(key: str, function: str | None) -> ObjectRef:
     # Unpickling happens on the worker's event loop while it decodes the task, where no client may be
     # made (that would block the loop); the ref binds to a client on first use, in the task's thread.
     ref = ObjectRef.__new__(ObjectRef)
-    ref._future, ref._key, ref._function = None, key, function
+    ref._future, ref._key, ref._function, ref._registered = None, key, function, None
     return ref
 
 
@@ -30,12 +31,22 @@ class ObjectRef:
     ObjectRef(square-5d0c..., state=finished)
     """
 
-    __slots__ = ("__weakref__", "_function", "_future", "_key")
+    __slots__ = ("__weakref__", "_function", "_future", "_key", "_registered")
 
-    def __init__(self, future: Future[Any], function: str | None = None) -> None:
+    def __init__(self, future: Future[Any], function: str | None = None,
+                 registered: threading.Event | None = None) -> None:
         self._future: Future[Any] | None = future
         self._key = str(future.key)
         self._function = function
+        #: actor results: set once the scheduler knows the key (until then a task cannot depend on it)
+        self._registered = registered
+
+    def wait_registered(self) -> None:
+        """Block until the scheduler knows this object (only actor results can be unknown, briefly)."""
+        if self._registered is not None and not self._registered.is_set():
+            self._registered.wait()
+        if self._registered is not None and self.state == "error":
+            self.future.result()  # an actor call that failed cannot feed a task: raise its error here
 
     @property
     def key(self) -> str:

@@ -82,22 +82,11 @@ class _TaskRunner:
         return self.retry_exceptions is True or isinstance(e, self.retry_exceptions)  # type: ignore[arg-type]
 
     def _task_error(self, e: Exception) -> Exception:
-        if isinstance(e, TaskError):  # a failure of a task this one waited for: keep the original
-            return e
-        tb = self._format(e)
         try:
-            import pickle
-
-            pickle.loads(pickle.dumps(e))
-            cause: BaseException | None = e
-        except Exception:  # an exception that cannot travel: keep its text, lose its type
-            cause = None
-        try:
-            worker = get_worker()
-            where, pid = str(worker.address), os.getpid()
+            where: str | None = str(get_worker().address)
         except ValueError:
-            where, pid = None, os.getpid()
-        return TaskError(self.name, tb, cause, where, pid).as_instanceof_cause()
+            where = None
+        return format_task_error(self.name, e, where, self._format(e))
 
     def _format(self, e: BaseException) -> str:
         """The remote traceback, with the user's source lines even when the worker has no copy of the file
@@ -112,6 +101,22 @@ class _TaskRunner:
                     frames[i] = traceback.FrameSummary(filename, fs.lineno, fs.name, line=lines[offset])
         return "".join(["Traceback (most recent call last):\n", *frames.format(),
                         *traceback.format_exception_only(type(e), e)])
+
+
+def format_task_error(function: str, e: Exception, worker: str | None, traceback_str: str | None = None) -> Exception:
+    """The error ``lc.get`` raises for ``e``: a TaskError that is also ``type(e)``; TaskErrors pass through."""
+    if isinstance(e, TaskError):  # a failure of a task this one waited for: keep the original
+        return e
+    if traceback_str is None:
+        traceback_str = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    try:
+        import pickle
+
+        pickle.loads(pickle.dumps(e))
+        cause: BaseException | None = e
+    except Exception:  # an exception that cannot travel: keep its text, lose its type
+        cause = None
+    return TaskError(function, traceback_str, cause, worker, os.getpid()).as_instanceof_cause()
 
 
 def _task_name(name: str) -> str:
@@ -150,7 +155,10 @@ def _source_of(fn: Callable[..., Any]) -> tuple[str, int, list[str]] | None:
 
 
 def _to_dependency(value: Any) -> Any:
-    return value.future if isinstance(value, ObjectRef) else value
+    if isinstance(value, ObjectRef):
+        value.wait_registered()
+        return value.future
+    return value
 
 
 class RemoteFunction(Generic[P, R]):
@@ -272,20 +280,34 @@ def remote(*args: Any, **options: Any) -> Any:
     (default 3), ``retry_exceptions`` (bool or list of exception types), ``num_returns``, ``name``.
     """
     if len(args) == 1 and not options and callable(args[0]):
-        return _make(args[0], TaskOptions())
+        return _make(args[0], {})
     if args:
         raise TypeError("@lc.remote takes either no arguments (@lc.remote) or keyword options "
                         "(@lc.remote(num_cpus=2)); got positional arguments")
-    base = TaskOptions().merged(**options)
-    return lambda fn: _make(fn, base)
+    _check_options(options)
+    return lambda fn: _make(fn, options)
 
 
-def _make(fn: Any, options: TaskOptions) -> Any:
+def _check_options(options: dict[str, Any]) -> None:
+    """Misspelled or ill-typed options fail where they are written, before we know function or class."""
+    from .actors import ActorOptions
+
+    task_names = TaskOptions.valid_names()
+    actor_only = sorted(set(ActorOptions.valid_names()) - set(task_names))
+    for key in options:
+        if key not in task_names and key not in actor_only:
+            raise TypeError(f"unknown option {key!r}; valid options are: {', '.join(task_names)} "
+                            f"(and for classes also: {', '.join(actor_only)})")
+    if all(k in task_names for k in options):
+        TaskOptions().merged(**options)
+
+
+def _make(fn: Any, options: dict[str, Any]) -> Any:
     if inspect.isclass(fn):
-        raise TypeError(f"@lc.remote on a class (an actor) is not available yet: {fn.__name__} cannot be made "
-                        f"an actor in this version. Use a remote function, or a Dask actor "
-                        f"(client.submit(Class, actor=True)) for now")
+        from .actors import ActorClass, ActorOptions
+
+        return ActorClass(fn, ActorOptions().merged(**options))
     if not callable(fn):
-        raise TypeError(f"@lc.remote needs a function, got {type(fn).__name__}")
-    return RemoteFunction(fn, options)
+        raise TypeError(f"@lc.remote needs a function or a class, got {type(fn).__name__}")
+    return RemoteFunction(fn, TaskOptions().merged(**options))
 

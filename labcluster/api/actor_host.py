@@ -1,0 +1,138 @@
+"""The worker side of actors: a holder task keeps each actor alive (and its resources held), and an RPC
+handler runs its method calls.
+
+- The **holder** is an ordinary Dask task with the actor's resource request. It constructs the instance
+  in the worker process, records ``{address, state, incarnation}`` in the scheduler's metadata, then
+  secedes and waits until the actor is killed. A seceded task keeps its resources in Dask's worker state
+  machine, so a GPU actor keeps its GPU slot for its whole life. If the worker dies, Dask reschedules
+  the holder elsewhere, and that *is* the restart (bounded by ``max_restarts`` through the retry plugin).
+- **Calls** come straight from the caller over Dask's RPC (``labcluster_actor_call``; no scheduler hop).
+  They run on the actor's own thread pool (``max_concurrency`` threads) in per-caller order. The result is
+  stored on this worker as a Dask key (``Worker.update_data``) that the caller registers with the scheduler,
+  so actor results are ordinary objects: they can be passed to tasks, waited on and fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+from dask.sizeof import sizeof
+from distributed import get_client, get_worker, secede
+from distributed.protocol.serialize import to_serialize
+
+METADATA = "labcluster-actors"
+
+
+@dataclass
+class _Hosted:
+    instance: Any
+    executor: ThreadPoolExecutor
+    stop: threading.Event = field(default_factory=threading.Event)
+    #: per caller: the sequence number of the next call to start (calls from one caller run in order)
+    next_seq: dict[str, int] = field(default_factory=dict)
+    turn: asyncio.Condition | None = None
+
+
+_HOSTED: dict[str, _Hosted] = {}
+_CLASSES: dict[bytes, Any] = {}
+
+
+def metadata_key(actor_id: str) -> list[str]:
+    return [METADATA, actor_id]
+
+
+def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dict[str, Any],
+               max_concurrency: int, class_name: str) -> str:
+    """The holder task: construct, publish, hold the resources until killed."""
+    from .objects import get
+    from .refs import ObjectRef
+
+    worker = get_worker()
+    cls = _CLASSES.get(payload)
+    if cls is None:
+        cls = _CLASSES[payload] = cloudpickle.loads(payload)
+    args = tuple(get(a) if isinstance(a, ObjectRef) else a for a in args)
+    kwargs = {k: get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
+    client = get_client()
+    previous = client.get_metadata(metadata_key(actor_id), default=None) or {}
+    incarnation = int(previous.get("incarnation", -1)) + 1
+    try:
+        instance = cls(*args, **kwargs)
+    except Exception as e:
+        client.set_metadata(metadata_key(actor_id), {**previous, "state": "DEAD", "incarnation": incarnation,
+                                                     "error": f"{type(e).__name__}: {e}"})
+        raise
+    hosted = _Hosted(instance, ThreadPoolExecutor(max(1, max_concurrency), thread_name_prefix=f"actor-{class_name}"))
+    _install_handlers(worker)
+    _HOSTED[actor_id] = hosted
+    client.set_metadata(metadata_key(actor_id), {
+        "state": "ALIVE", "address": worker.address, "incarnation": incarnation, "restarts": incarnation,
+        "pid": os.getpid(), "class": class_name, "worker": worker.name,
+    })
+    secede()  # free the thread slot; the resources stay held (a long-running task keeps them)
+    hosted.stop.wait()
+    _HOSTED.pop(actor_id, None)
+    hosted.executor.shutdown(wait=False, cancel_futures=True)
+    return "stopped"
+
+
+def _install_handlers(worker: Any) -> None:
+    if "labcluster_actor_call" in worker.handlers:
+        return
+
+    # handlers run on the worker's event loop, where get_worker() does not work: bind the worker
+    async def labcluster_actor_call(comm: Any = None, **msg: Any) -> dict[str, Any]:
+        return await _actor_call(worker, **msg)
+
+    worker.handlers["labcluster_actor_call"] = labcluster_actor_call
+    worker.handlers["labcluster_actor_kill"] = _actor_kill
+
+
+def _run(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
+    from distributed.worker import _worker_cvar  # internal: what get_worker() reads
+
+    from .objects import get
+    from .refs import ObjectRef
+
+    # the actor's threads are not Dask task threads: make get_worker() (lc.get_gpu_ids, nested lc.get) work
+    _worker_cvar.set(worker)
+    args, kwargs = payload
+    args = tuple(get(a) if isinstance(a, ObjectRef) else a for a in args)
+    kwargs = {k: get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
+    return getattr(hosted.instance, method)(*args, **kwargs)
+
+
+async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: Any = None, key: str = "",
+                      caller: str = "", seq: int = 0, function: str = "") -> dict[str, Any]:
+    from .remote import format_task_error
+
+    hosted = _HOSTED.get(actor)
+    if hosted is None:
+        return {"status": "missing"}
+    if hosted.turn is None:
+        hosted.turn = asyncio.Condition()
+    async with hosted.turn:  # start calls from one caller in the order they were made
+        await hosted.turn.wait_for(lambda: hosted.next_seq.get(caller, 0) >= seq)
+        running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, worker, hosted, method, payload)
+        hosted.next_seq[caller] = seq + 1
+        hosted.turn.notify_all()
+    try:
+        result = await running
+    except Exception as e:
+        return {"status": "error", "exception": to_serialize(format_task_error(function, e, worker.address))}
+    worker.update_data({key: result})
+    return {"status": "OK", "nbytes": sizeof(result), "type": to_serialize(type(result))}
+
+
+async def _actor_kill(comm: Any = None, actor: str = "") -> bool:
+    hosted = _HOSTED.get(actor)
+    if hosted is None:
+        return False
+    hosted.stop.set()
+    return True

@@ -1,0 +1,310 @@
+"""Actors with Ray's API: ``@lc.remote`` on a class, ``Cls.remote()`` -> :class:`ActorHandle`,
+``handle.method.remote()`` -> :class:`ObjectRef`.
+
+See ``actor_host.py`` for the worker side. Here: creating actors (a holder task with the actor's
+resources), finding where an actor lives (the scheduler's metadata), and sending method calls to it
+over Dask's RPC from the caller's event loop, so ``.remote()`` returns at once.
+
+>>> import labcluster as lc
+>>> @lc.remote
+... class Counter:
+...     def __init__(self):
+...         self.n = 0
+...     def incr(self):
+...         self.n += 1
+...         return self.n
+>>> c = Counter.remote()                              # doctest: +SKIP
+>>> lc.get([c.incr.remote() for _ in range(3)])      # doctest: +SKIP
+[1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+from dask.base import annotate
+from distributed import Future
+from distributed.protocol.serialize import to_serialize
+
+from ..cluster.retries import ANNOTATION as RETRY_ANNOTATION
+from ..exceptions import ActorDiedError
+from . import feasibility, serialization
+from .actor_host import host_actor, metadata_key
+from .refs import ObjectRef
+from .remote import _task_name
+from .session import current_client
+
+NAMES = "labcluster-actor-names"
+_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ActorOptions:
+    """What ``@lc.remote(...)`` on a class and ``Cls.options(...)`` accept (Ray's names)."""
+
+    num_cpus: float = 0.0  # Ray: actors hold no CPU for their life unless asked
+    num_gpus: float = 0.0
+    resources: Mapping[str, float] = field(default_factory=dict)
+    name: str | None = None
+    get_if_exists: bool = False
+    lifetime: str | None = None
+    max_restarts: int = 0
+    max_task_retries: int = 0
+    max_concurrency: int = 1
+
+    @classmethod
+    def valid_names(cls) -> list[str]:
+        return sorted(f.name for f in dataclasses.fields(cls))
+
+    def merged(self, **overrides: Any) -> ActorOptions:
+        valid = self.valid_names()
+        for key in overrides:
+            if key not in valid:
+                raise TypeError(f"unknown actor option {key!r}; valid options are: {', '.join(valid)}")
+        new = dataclasses.replace(self, **overrides)
+        if new.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {new.max_concurrency}")
+        if new.lifetime not in (None, "detached"):
+            raise ValueError(f"lifetime must be None or 'detached', got {new.lifetime!r}")
+        return new
+
+    def request(self) -> dict[str, float]:
+        req = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus), **{k: float(v) for k, v in
+                                                                           self.resources.items()}}
+        return {k: v for k, v in req.items() if v}
+
+
+#: holder futures of the actors this process created: actors live until lc.kill or lc.shutdown
+_HOLDERS: dict[str, Future[Any]] = {}
+
+
+class ActorClass:
+    """A class made remote: ``Cls.remote(*args)`` creates an actor; ``Cls.options(...)`` returns a copy."""
+
+    def __init__(self, cls: type, options: ActorOptions) -> None:
+        self._cls = cls
+        self._options = options
+        self._payload: bytes | None = None
+        self.__name__ = cls.__name__
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        name = self._cls.__name__
+        raise TypeError(f"actors cannot be instantiated directly. Instead of '{name}()', use '{name}.remote()'.")
+
+    def options(self, **overrides: Any) -> ActorClass:
+        return ActorClass(self._cls, self._options.merged(**overrides))
+
+    def __repr__(self) -> str:
+        return f"ActorClass({self._cls.__name__})"
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        opts = self._options
+        client = current_client()
+        what = f"actor {self._cls.__name__!r}"
+        if opts.name is not None:
+            existing = client.get_metadata([NAMES, opts.name], default=None)
+            if existing is not None and _state(client, existing["id"]).get("state") != "DEAD":
+                if opts.get_if_exists:
+                    return ActorHandle(existing["id"], existing["class"], tuple(existing["methods"]))
+                raise ValueError(f"an actor named {opts.name!r} already exists; use lc.get_actor({opts.name!r}), "
+                                 f"or pass get_if_exists=True")
+        if self._payload is None:
+            serialization.check_function(self._cls, what)
+            self._payload = cloudpickle.dumps(self._cls)
+        serialization.check_arguments(args, kwargs, what)
+        request = opts.request()
+        feasibility.check(client, request, what)
+        actor_id = f"{_task_name(self._cls.__name__)}-{uuid.uuid4().hex[:16]}"
+        methods = tuple(n for n, _ in inspect.getmembers(self._cls, callable) if not n.startswith("__"))
+        with annotate(**{RETRY_ANNOTATION: opts.max_restarts}):
+            holder = client.submit(host_actor, actor_id, self._payload, args, kwargs, opts.max_concurrency,
+                                   self._cls.__name__, key=f"actor-{actor_id}", resources=request or None,
+                                   pure=False)
+        _HOLDERS[actor_id] = holder
+        if opts.name is not None:
+            client.set_metadata([NAMES, opts.name], {"id": actor_id, "class": self._cls.__name__,
+                                                     "methods": list(methods)})
+        return ActorHandle(actor_id, self._cls.__name__, methods)
+
+
+def _state(client: Any, actor_id: str) -> dict[str, Any]:
+    return dict(client.get_metadata(metadata_key(actor_id), default=None) or {})
+
+
+class ActorHandle:
+    """A reference to an actor: ``handle.method.remote(...)`` calls it. Picklable: pass it to tasks and actors."""
+
+    def __init__(self, actor_id: str, class_name: str, methods: tuple[str, ...]) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods))
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("_") or name not in self._methods:
+            raise AttributeError(f"actor {self._class_name} has no method {name!r}")
+        return ActorMethod(self, name)
+
+    def __repr__(self) -> str:
+        return f"ActorHandle({self._class_name}, {self._actor_id})"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<code>{html.escape(repr(self))}</code>"
+
+
+class ActorMethod:
+    """``handle.method``: call it with ``.remote(...)``."""
+
+    def __init__(self, handle: ActorHandle, name: str) -> None:
+        self._handle = handle
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"actor methods cannot be called directly. Instead of running 'object.{self._name}()', "
+                        f"try 'object.{self._name}.remote()'.")
+
+    def remote(self, *args: Any, **kwargs: Any) -> ObjectRef:
+        h = self._handle
+        client = current_client()
+        function = f"{h._class_name}.{self._name}"
+        serialization.check_arguments(args, kwargs, f"actor method {function!r}")
+        key = f"{_task_name(h._class_name + '_' + self._name)}-{uuid.uuid4().hex}"
+        future: Future[Any] = Future(key, client)
+        registered = threading.Event()
+        loop = client.loop
+        assert loop is not None, "the client has no event loop (closed?)"
+        loop.add_callback(_call, client, h._actor_id, self._name, (args, kwargs), key, function, registered)
+        return ObjectRef(future, function, registered)
+
+
+# -- the caller side of a call, on the client's event loop -----------------------------------------------
+
+@dataclass
+class _Route:
+    address: str
+    incarnation: int
+    next_seq: int = 0
+
+
+_ROUTES: dict[tuple[str, str], _Route] = {}
+_RESOLVING: dict[tuple[str, str], asyncio.Future[_Route]] = {}
+_lock = threading.Lock()
+
+
+async def _route(client: Any, actor_id: str) -> _Route:
+    """Where the actor lives now; waits (bounded) for it to be constructed. Calls resume in FIFO order."""
+    k = (str(client.id), actor_id)
+    route = _ROUTES.get(k)
+    if route is not None:
+        return route
+    pending = _RESOLVING.get(k)
+    if pending is None:
+        pending = _RESOLVING[k] = asyncio.ensure_future(_resolve(client, actor_id))
+        pending.add_done_callback(lambda _: _RESOLVING.pop(k, None))
+    route = await asyncio.shield(pending)
+    _ROUTES.setdefault(k, route)
+    return _ROUTES[k]
+
+
+async def _resolve(client: Any, actor_id: str) -> _Route:
+    deadline = time.monotonic() + _START_TIMEOUT
+    delay = 0.005
+    while True:
+        state = await client.scheduler.get_metadata(keys=metadata_key(actor_id), default=None) or {}
+        if state.get("state") == "ALIVE":
+            return _Route(state["address"], int(state["incarnation"]))
+        if state.get("state") == "DEAD":
+            raise ActorDiedError(actor_id, state.get("error") or "it was killed")
+        holder = _HOLDERS.get(actor_id)
+        if holder is not None and holder.status == "error":
+            raise ActorDiedError(actor_id, f"its holder task failed: {holder.exception()}")
+        if time.monotonic() > deadline:
+            raise ActorDiedError(actor_id, f"it did not start within {_START_TIMEOUT:g}s (no worker fits it?)")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+async def _call(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str,
+                registered: threading.Event) -> None:
+    try:
+        await _call_actor(client, actor_id, method, payload, key, function)
+    finally:
+        registered.set()
+
+
+async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str) -> None:
+    state = client.futures.get(key)
+    try:
+        route = await _route(client, actor_id)
+        seq = route.next_seq
+        route.next_seq += 1
+        response = await client.rpc(route.address).labcluster_actor_call(
+            actor=actor_id, method=method, payload=to_serialize(payload), key=key, caller=str(client.id), seq=seq,
+            function=function)
+    except ActorDiedError as e:
+        if state is not None:
+            state.set_error(e, None)
+        return
+    except OSError as e:  # the worker is gone: the actor died with it (a restart, if any, makes a new route)
+        _ROUTES.pop((str(client.id), actor_id), None)
+        if state is not None:
+            state.set_error(ActorDiedError(actor_id, f"its worker died during the call to {method} ({e})"), None)
+        return
+    except Exception as e:  # never leave a ref pending forever
+        if state is not None:
+            state.set_error(e, None)
+        return
+    if state is None:
+        return  # the caller dropped the ref already
+    if response["status"] == "OK":
+        try:
+            await client.scheduler.update_data(who_has={key: [route.address]}, nbytes={key: response["nbytes"]},
+                                               client=str(client.id))
+        except Exception as e:
+            state.set_error(e, None)
+            return
+        state.finish(type=response.get("type"))
+    elif response["status"] == "error":
+        state.set_error(response["exception"], None)
+    else:
+        _ROUTES.pop((str(client.id), actor_id), None)
+        state.set_error(ActorDiedError(actor_id, "it is no longer on the worker it was on (killed or restarted)"),
+                        None)
+
+
+def get_actor(name: str) -> ActorHandle:
+    """The handle of the named actor (``Cls.options(name=...).remote()``); ValueError if there is none."""
+    client = current_client()
+    entry = client.get_metadata([NAMES, name], default=None)
+    if entry is None or _state(client, entry["id"]).get("state") == "DEAD":
+        raise ValueError(f"no actor named {name!r} exists; create it with Cls.options(name={name!r}).remote()")
+    return ActorHandle(entry["id"], entry["class"], tuple(entry["methods"]))
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Stop an actor: pending and later calls raise ActorDiedError. ``no_restart`` is accepted (always True)."""
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"lc.kill() takes an ActorHandle, got {type(actor).__name__}")
+    client = current_client()
+    state = _state(client, actor._actor_id)
+    client.set_metadata(metadata_key(actor._actor_id), {**state, "state": "DEAD", "error": "it was killed (lc.kill)"})
+    if state.get("state") == "ALIVE":
+        client.sync(client.rpc(state["address"]).labcluster_actor_kill, actor=actor._actor_id)
+    _ROUTES.pop((str(client.id), actor._actor_id), None)
+    holder = _HOLDERS.pop(actor._actor_id, None)
+    if holder is not None:
+        holder.release()

@@ -1,0 +1,128 @@
+"""Actors (issue 3, first slice): creation, ordered calls, errors, named actors, kill, held resources."""
+
+from collections.abc import Iterator
+
+import pytest
+
+import labcluster as lc
+from labcluster.exceptions import ActorDiedError, TaskError
+
+
+@lc.remote
+class Counter:
+    def __init__(self, start: int = 0) -> None:
+        self.n = start
+
+    def incr(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    def fail(self) -> None:
+        raise KeyError("missing")
+
+
+@lc.remote(num_gpus=1)
+class GPUModel:
+    def predict(self, x: int) -> tuple[int, list[int]]:
+        return 2 * x, lc.get_gpu_ids()
+
+
+@lc.remote
+class Broken:
+    def __init__(self) -> None:
+        raise RuntimeError("constructor blew up")
+
+    def ping(self) -> str:
+        return "pong"
+
+
+@lc.remote(num_gpus=1)
+def gpu_task() -> str:
+    return "ran"
+
+
+@lc.remote
+def call_actor(counter: lc.ActorHandle, by: int) -> int:
+    return lc.get(counter.incr.remote(by))  # type: ignore[no-any-return]
+
+
+@lc.remote
+def double(x: int) -> int:
+    return 2 * x
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[lc.Session]:
+    lc.shutdown()
+    yield lc.init(num_cpus=2, simulate_gpus=1, include_dashboard=False)
+    lc.shutdown()
+
+
+def test_calls_from_one_caller_run_in_order(cluster: lc.Session) -> None:
+    c = Counter.remote(100)
+    assert lc.get([c.incr.remote() for _ in range(50)], timeout=60) == list(range(101, 151))
+
+
+def test_direct_calls_and_unknown_options_say_the_fix(cluster: lc.Session) -> None:
+    with pytest.raises(TypeError, match=r"Instead of 'Counter\(\)', use 'Counter.remote\(\)'"):
+        Counter()
+    c = Counter.remote()
+    with pytest.raises(TypeError, match=r"Instead of running 'object.incr\(\)', try 'object.incr.remote\(\)'"):
+        c.incr()
+    with pytest.raises(AttributeError, match="has no method 'nope'"):
+        c.nope
+    with pytest.raises(TypeError, match="unknown actor option 'max_restart'; valid options are"):
+        Counter.options(max_restart=1)
+
+
+def test_method_errors_arrive_as_the_users_type(cluster: lc.Session) -> None:
+    c = Counter.remote()
+    with pytest.raises(KeyError) as info:
+        lc.get(c.fail.remote(), timeout=30)
+    assert isinstance(info.value, TaskError) and "Counter.fail" in str(info.value)
+    assert lc.get(c.incr.remote(), timeout=30) == 1  # the actor survives its method's exception
+
+
+def test_actor_results_and_handles_compose_with_tasks(cluster: lc.Session) -> None:
+    c = Counter.remote()
+    assert lc.get(double.remote(c.incr.remote(20)), timeout=30) == 40  # an actor result as a task argument
+    assert lc.get(call_actor.remote(c, 5), timeout=30) == 25  # a handle passed into a task
+    ready, pending = lc.wait([c.incr.remote(), double.remote(1)], num_returns=2, timeout=30)
+    assert len(ready) == 2 and not pending
+
+
+def test_named_actors(cluster: lc.Session) -> None:
+    first = Counter.options(name="shared").remote()
+    assert lc.get(first.incr.remote(), timeout=30) == 1
+    again = Counter.options(name="shared", get_if_exists=True).remote()
+    assert lc.get(again.incr.remote(), timeout=30) == 2  # the same actor
+    assert lc.get(lc.get_actor("shared").incr.remote(), timeout=30) == 3
+    with pytest.raises(ValueError, match="already exists"):
+        Counter.options(name="shared").remote()
+    with pytest.raises(ValueError, match="no actor named 'nobody'"):
+        lc.get_actor("nobody")
+    lc.kill(first)
+    with pytest.raises(ValueError, match="no actor named 'shared'"):
+        lc.get_actor("shared")
+
+
+def test_kill_and_constructor_failure_give_actor_died_error(cluster: lc.Session) -> None:
+    c = Counter.remote()
+    assert lc.get(c.incr.remote(), timeout=30) == 1
+    lc.kill(c)
+    with pytest.raises(ActorDiedError, match="killed"):
+        lc.get(c.incr.remote(), timeout=30)
+    broken = Broken.remote()
+    with pytest.raises(ActorDiedError, match="constructor blew up"):
+        lc.get(broken.ping.remote(), timeout=30)
+
+
+def test_a_gpu_actor_holds_its_gpu_slot_for_its_life(cluster: lc.Session) -> None:
+    model = GPUModel.remote()
+    assert lc.get(model.predict.remote(4), timeout=30) == (8, [0])
+    assert lc.available_resources().get("GPU", 0) == 0  # held by the actor, not by a running call
+    waiting = gpu_task.remote()
+    ready, _ = lc.wait([waiting], timeout=1.0)
+    assert ready == []  # no task oversubscribes the actor's GPU
+    lc.kill(model)
+    assert lc.get(waiting, timeout=30) == "ran"
