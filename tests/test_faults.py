@@ -129,3 +129,57 @@ def test_max_retries_per_task_for_worker_deaths(shutdown_after: None, tmp_path: 
     sturdy = report_pid_then_sleep.remote(marker, 1)
     killed = _kill_runner(marker)
     assert lc.get(sturdy, timeout=60) != killed
+
+
+@lc.remote
+class Restartable:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def test_actor_restarts_from_its_constructor_then_runs_out_of_restarts(shutdown_after: None) -> None:
+    import pytest
+
+    from labcluster.exceptions import ActorDiedError
+
+    lc.init(workers=[lc.WorkerGroup("cpu", n=2, nthreads=1)], include_dashboard=False)
+    actor = Restartable.options(max_restarts=1, max_task_retries=-1).remote()
+    assert lc.get([actor.incr.remote() for _ in range(3)], timeout=30) == [1, 2, 3]
+    first_pid = lc.get(actor.pid.remote(), timeout=30)
+    os.kill(first_pid, signal.SIGKILL)
+    # the call is resent to the restarted actor, whose state is its constructor's
+    assert lc.get(actor.incr.remote(), timeout=60) == 1
+    second_pid = lc.get(actor.pid.remote(), timeout=30)
+    assert second_pid != first_pid
+    os.kill(second_pid, signal.SIGKILL)
+    with pytest.raises(ActorDiedError, match="no restarts left"):
+        lc.get(actor.incr.remote(), timeout=60)
+
+
+def test_calls_in_flight_fail_without_max_task_retries(shutdown_after: None) -> None:
+    import pytest
+
+    from labcluster.exceptions import ActorDiedError
+
+    lc.init(workers=[lc.WorkerGroup("cpu", n=2, nthreads=1)], include_dashboard=False)
+    actor = Restartable.options(max_restarts=1).remote()
+    pid = lc.get(actor.pid.remote(), timeout=30)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ActorDiedError, match="max_task_retries"):
+        lc.get(actor.incr.remote(), timeout=60)
+    from conftest import wait_until
+
+    def restarted() -> bool:
+        try:
+            return lc.get(actor.pid.remote(), timeout=30) != pid
+        except ActorDiedError:
+            return False
+
+    assert wait_until(restarted, timeout=60, interval=0.5)

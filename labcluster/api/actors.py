@@ -115,7 +115,7 @@ class ActorClass:
             existing = client.get_metadata([NAMES, opts.name], default=None)
             if existing is not None and _state(client, existing["id"]).get("state") != "DEAD":
                 if opts.get_if_exists:
-                    return ActorHandle(existing["id"], existing["class"], tuple(existing["methods"]))
+                    return _handle_from(existing)
                 raise ValueError(f"an actor named {opts.name!r} already exists; use lc.get_actor({opts.name!r}), "
                                  f"or pass get_if_exists=True")
         if self._payload is None:
@@ -133,8 +133,13 @@ class ActorClass:
         _HOLDERS[actor_id] = holder
         if opts.name is not None:
             client.set_metadata([NAMES, opts.name], {"id": actor_id, "class": self._cls.__name__,
-                                                     "methods": list(methods)})
-        return ActorHandle(actor_id, self._cls.__name__, methods)
+                                                     "methods": list(methods),
+                                                     "max_task_retries": opts.max_task_retries})
+        return ActorHandle(actor_id, self._cls.__name__, methods, opts.max_task_retries)
+
+
+def _handle_from(entry: Mapping[str, Any]) -> ActorHandle:
+    return ActorHandle(entry["id"], entry["class"], tuple(entry["methods"]), int(entry.get("max_task_retries", 0)))
 
 
 def _state(client: Any, actor_id: str) -> dict[str, Any]:
@@ -144,13 +149,14 @@ def _state(client: Any, actor_id: str) -> dict[str, Any]:
 class ActorHandle:
     """A reference to an actor: ``handle.method.remote(...)`` calls it. Picklable: pass it to tasks and actors."""
 
-    def __init__(self, actor_id: str, class_name: str, methods: tuple[str, ...]) -> None:
+    def __init__(self, actor_id: str, class_name: str, methods: tuple[str, ...], max_task_retries: int = 0) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
+        self._max_task_retries = max_task_retries
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (ActorHandle, (self._actor_id, self._class_name, self._methods))
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._max_task_retries))
 
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_") or name not in self._methods:
@@ -187,7 +193,8 @@ class ActorMethod:
         registered = threading.Event()
         loop = client.loop
         assert loop is not None, "the client has no event loop (closed?)"
-        loop.add_callback(_call, client, h._actor_id, self._name, (args, kwargs), key, function, registered)
+        loop.add_callback(_call, client, h._actor_id, self._name, (args, kwargs), key, function, registered,
+                          h._max_task_retries)
         return ObjectRef(future, function, registered)
 
 
@@ -202,6 +209,17 @@ class _Route:
 
 _ROUTES: dict[tuple[str, str], _Route] = {}
 _RESOLVING: dict[tuple[str, str], asyncio.Future[_Route]] = {}
+#: per (client, actor): the newest incarnation seen to die; a route must be newer than this
+_DEAD: dict[tuple[str, str], int] = {}
+
+
+def _forget_route(client: Any, actor_id: str, route: _Route | None) -> None:
+    k = (str(client.id), actor_id)
+    if route is not None:
+        _DEAD[k] = max(_DEAD.get(k, -1), route.incarnation)
+    current = _ROUTES.get(k)
+    if current is not None and (route is None or current.incarnation <= route.incarnation):
+        _ROUTES.pop(k, None)
 _lock = threading.Lock()
 
 
@@ -223,15 +241,18 @@ async def _route(client: Any, actor_id: str) -> _Route:
 async def _resolve(client: Any, actor_id: str) -> _Route:
     deadline = time.monotonic() + _START_TIMEOUT
     delay = 0.005
+    dead = _DEAD.get((str(client.id), actor_id), -1)
     while True:
         state = await client.scheduler.get_metadata(keys=metadata_key(actor_id), default=None) or {}
-        if state.get("state") == "ALIVE":
-            return _Route(state["address"], int(state["incarnation"]))
         if state.get("state") == "DEAD":
             raise ActorDiedError(actor_id, state.get("error") or "it was killed")
+        if state.get("state") == "ALIVE" and int(state["incarnation"]) > dead:
+            return _Route(state["address"], int(state["incarnation"]))
         holder = _HOLDERS.get(actor_id)
         if holder is not None and holder.status == "error":
-            raise ActorDiedError(actor_id, f"its holder task failed: {holder.exception()}")
+            # on the event loop Future.exception() is a coroutine: read the state it would return
+            cause = getattr(getattr(holder, "_state", None), "exception", None)
+            raise ActorDiedError(actor_id, f"its worker died and it has no restarts left ({cause})")
         if time.monotonic() > deadline:
             raise ActorDiedError(actor_id, f"it did not start within {_START_TIMEOUT:g}s (no worker fits it?)")
         await asyncio.sleep(delay)
@@ -239,35 +260,49 @@ async def _resolve(client: Any, actor_id: str) -> _Route:
 
 
 async def _call(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str,
-                registered: threading.Event) -> None:
+                registered: threading.Event, retries: int) -> None:
     try:
-        await _call_actor(client, actor_id, method, payload, key, function)
+        await _call_actor(client, actor_id, method, payload, key, function, retries)
     finally:
         registered.set()
 
 
-async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str) -> None:
+async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str,
+                      retries: int) -> None:
     state = client.futures.get(key)
-    try:
-        route = await _route(client, actor_id)
-        seq = route.next_seq
-        route.next_seq += 1
-        response = await client.rpc(route.address).labcluster_actor_call(
-            actor=actor_id, method=method, payload=to_serialize(payload), key=key, caller=str(client.id), seq=seq,
-            function=function)
-    except ActorDiedError as e:
-        if state is not None:
-            state.set_error(e, None)
-        return
-    except OSError as e:  # the worker is gone: the actor died with it (a restart, if any, makes a new route)
-        _ROUTES.pop((str(client.id), actor_id), None)
-        if state is not None:
-            state.set_error(ActorDiedError(actor_id, f"its worker died during the call to {method} ({e})"), None)
-        return
-    except Exception as e:  # never leave a ref pending forever
-        if state is not None:
-            state.set_error(e, None)
-        return
+    attempt = 0
+    while True:
+        route = None
+        try:
+            route = await _route(client, actor_id)
+            seq = route.next_seq
+            route.next_seq += 1
+            response = await client.rpc(route.address).labcluster_actor_call(
+                actor=actor_id, method=method, payload=to_serialize(payload), key=key, caller=str(client.id),
+                seq=seq, function=function)
+        except ActorDiedError as e:
+            if state is not None:
+                state.set_error(e, None)
+            return
+        except OSError as e:  # the worker is gone: the actor died with it; a restart makes a newer route
+            _forget_route(client, actor_id, route)
+            if attempt < retries or retries == -1:
+                attempt += 1
+                continue
+            if state is not None:
+                state.set_error(ActorDiedError(actor_id, f"its worker died during the call to {method} ({e}); "
+                                               f"pass max_task_retries= to resend calls after a restart"), None)
+            return
+        except Exception as e:  # never leave a ref pending forever
+            if state is not None:
+                state.set_error(e, None)
+            return
+        if response["status"] == "missing":  # killed, or restarted elsewhere meanwhile
+            _forget_route(client, actor_id, route)
+            if attempt < retries or retries == -1:
+                attempt += 1
+                continue
+        break
     if state is None:
         return  # the caller dropped the ref already
     if response["status"] == "OK":
@@ -281,7 +316,6 @@ async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key
     elif response["status"] == "error":
         state.set_error(response["exception"], None)
     else:
-        _ROUTES.pop((str(client.id), actor_id), None)
         state.set_error(ActorDiedError(actor_id, "it is no longer on the worker it was on (killed or restarted)"),
                         None)
 
@@ -292,7 +326,7 @@ def get_actor(name: str) -> ActorHandle:
     entry = client.get_metadata([NAMES, name], default=None)
     if entry is None or _state(client, entry["id"]).get("state") == "DEAD":
         raise ValueError(f"no actor named {name!r} exists; create it with Cls.options(name={name!r}).remote()")
-    return ActorHandle(entry["id"], entry["class"], tuple(entry["methods"]))
+    return _handle_from(entry)
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
@@ -304,7 +338,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     client.set_metadata(metadata_key(actor._actor_id), {**state, "state": "DEAD", "error": "it was killed (lc.kill)"})
     if state.get("state") == "ALIVE":
         client.sync(client.rpc(state["address"]).labcluster_actor_kill, actor=actor._actor_id)
-    _ROUTES.pop((str(client.id), actor._actor_id), None)
+    _forget_route(client, actor._actor_id, None)
     holder = _HOLDERS.pop(actor._actor_id, None)
     if holder is not None:
         holder.release()
