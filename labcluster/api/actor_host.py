@@ -27,6 +27,8 @@ from distributed import get_client, get_worker, secede
 from distributed.protocol.serialize import to_serialize
 
 METADATA = "labcluster-actors"
+#: results up to this size return inside the call's reply; larger ones stay on the worker as a Dask key
+INLINE_BYTES = 1 << 20
 
 
 @dataclass
@@ -126,8 +128,11 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
         result = await running
     except Exception as e:
         return {"status": "error", "exception": to_serialize(format_task_error(function, e, worker.address))}
+    nbytes = sizeof(result)
+    if nbytes <= INLINE_BYTES:  # small: back in the reply, like Dask's own actors; no key is made unless needed
+        return {"status": "OK", "inline": True, "value": to_serialize(result), "nbytes": nbytes}
     worker.update_data({key: result})
-    return {"status": "OK", "nbytes": sizeof(result), "type": to_serialize(type(result))}
+    return {"status": "OK", "inline": False, "nbytes": nbytes, "type": to_serialize(type(result))}
 
 
 async def _actor_kill(comm: Any = None, actor: str = "") -> bool:

@@ -26,6 +26,7 @@ import inspect
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,11 +192,12 @@ class ActorMethod:
         key = f"{_task_name(h._class_name + '_' + self._name)}-{uuid.uuid4().hex}"
         future: Future[Any] = Future(key, client)
         registered = threading.Event()
+        ref = ObjectRef(future, function, registered)
         loop = client.loop
         assert loop is not None, "the client has no event loop (closed?)"
         loop.add_callback(_call, client, h._actor_id, self._name, (args, kwargs), key, function, registered,
-                          h._max_task_retries)
-        return ObjectRef(future, function, registered)
+                          h._max_task_retries, weakref.ref(ref))
+        return ref
 
 
 # -- the caller side of a call, on the client's event loop -----------------------------------------------
@@ -260,15 +262,15 @@ async def _resolve(client: Any, actor_id: str) -> _Route:
 
 
 async def _call(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str,
-                registered: threading.Event, retries: int) -> None:
+                registered: threading.Event, retries: int, ref: weakref.ref[ObjectRef]) -> None:
     try:
-        await _call_actor(client, actor_id, method, payload, key, function, retries)
+        await _call_actor(client, actor_id, method, payload, key, function, retries, ref)
     finally:
         registered.set()
 
 
 async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str,
-                      retries: int) -> None:
+                      retries: int, ref: weakref.ref[ObjectRef]) -> None:
     state = client.futures.get(key)
     attempt = 0
     while True:
@@ -305,7 +307,12 @@ async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key
         break
     if state is None:
         return  # the caller dropped the ref already
-    if response["status"] == "OK":
+    if response["status"] == "OK" and response.get("inline"):
+        target = ref()
+        if target is not None:
+            target._inline = (response["value"],)
+        state.finish(type=type(response["value"]))
+    elif response["status"] == "OK":
         try:
             await client.scheduler.update_data(who_has={key: [route.address]}, nbytes={key: response["nbytes"]},
                                                client=str(client.id))

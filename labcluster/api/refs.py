@@ -19,7 +19,7 @@ def _rebuild(key: str, function: str | None) -> ObjectRef:
     # Unpickling happens on the worker's event loop while it decodes the task, where no client may be
     # made (that would block the loop); the ref binds to a client on first use, in the task's thread.
     ref = ObjectRef.__new__(ObjectRef)
-    ref._future, ref._key, ref._function, ref._registered = None, key, function, None
+    ref._future, ref._key, ref._function, ref._registered, ref._inline = None, key, function, None, None
     return ref
 
 
@@ -31,22 +31,34 @@ class ObjectRef:
     ObjectRef(square-5d0c..., state=finished)
     """
 
-    __slots__ = ("__weakref__", "_function", "_future", "_key", "_registered")
+    __slots__ = ("__weakref__", "_function", "_future", "_inline", "_key", "_registered")
 
     def __init__(self, future: Future[Any], function: str | None = None,
                  registered: threading.Event | None = None) -> None:
         self._future: Future[Any] | None = future
         self._key = str(future.key)
         self._function = function
-        #: actor results: set once the scheduler knows the key (until then a task cannot depend on it)
+        #: actor results: set once the call has finished (until then a task cannot depend on it)
         self._registered = registered
+        #: a small actor result kept here instead of on a worker: ``(value,)``; None otherwise
+        self._inline: tuple[Any] | None = None
 
     def wait_registered(self) -> None:
-        """Block until the scheduler knows this object (only actor results can be unknown, briefly)."""
-        if self._registered is not None and not self._registered.is_set():
+        """Block until the scheduler knows this object, so a task can depend on it.
+
+        Only actor results can be unknown: until their call finishes, and small ones (kept in this ref)
+        until they are first passed to a task, when they are scattered under the same key.
+        """
+        if self._registered is None:
+            return
+        if not self._registered.is_set():
             self._registered.wait()
-        if self._registered is not None and self.state == "error":
+        if self.state == "error":
             self.future.result()  # an actor call that failed cannot feed a task: raise its error here
+        if self._inline is not None:
+            (value,) = self._inline
+            self.future.client.scatter({self._key: value}, hash=False)
+            self._inline = None
 
     @property
     def key(self) -> str:
