@@ -126,3 +126,26 @@ def test_a_gpu_actor_holds_its_gpu_slot_for_its_life(cluster: lc.Session) -> Non
     assert ready == []  # no task oversubscribes the actor's GPU
     lc.kill(model)
     assert lc.get(waiting, timeout=30) == "ran"
+
+
+@lc.remote
+class ArrayMaker:
+    def make(self, n: int) -> "object":
+        import numpy as np
+
+        return np.arange(n, dtype="float64")
+
+
+@lc.remote
+def total(a: "object") -> float:
+    return float(a.sum())  # type: ignore[attr-defined]
+
+
+def test_large_actor_results_stay_on_the_worker_and_feed_tasks(cluster: lc.Session) -> None:
+    maker = ArrayMaker.remote()
+    big = maker.make.remote(300_000)  # 2.4 MB: above the inline limit, kept on the worker as a Dask key
+    assert lc.get(big, timeout=30).shape == (300_000,)
+    assert lc.get(total.remote(big), timeout=30) == float(sum(range(300_000)))
+    small = maker.make.remote(10)  # inline, then scattered under the same key when a task needs it
+    assert lc.get(total.remote(small), timeout=30) == 45.0
+    assert lc.get(small, timeout=30).tolist() == list(map(float, range(10)))
