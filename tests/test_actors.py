@@ -149,3 +149,27 @@ def test_large_actor_results_stay_on_the_worker_and_feed_tasks(cluster: lc.Sessi
     small = maker.make.remote(10)  # inline, then scattered under the same key when a task needs it
     assert lc.get(total.remote(small), timeout=30) == 45.0
     assert lc.get(small, timeout=30).tolist() == list(map(float, range(10)))
+
+
+@lc.remote
+class AsyncWorker:
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    async def slow(self, tag: str) -> str:
+        import asyncio
+
+        self.log.append(f"start {tag}")
+        await asyncio.sleep(0.3)
+        self.log.append(f"end {tag}")
+        return tag
+
+    def history(self) -> list[str]:
+        return self.log
+
+
+def test_async_methods_interleave_on_the_actors_event_loop(cluster: lc.Session) -> None:
+    actor = AsyncWorker.remote()
+    assert lc.get([actor.slow.remote("a"), actor.slow.remote("b")], timeout=30) == ["a", "b"]
+    # both started before either ended: the calls interleaved at their awaits, in submission order
+    assert lc.get(actor.history.remote(), timeout=30) == ["start a", "start b", "end a", "end b"]

@@ -15,6 +15,7 @@ handler runs its method calls.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,14 @@ class _Hosted:
     #: per caller: the sequence number of the next call to start (calls from one caller run in order)
     next_seq: dict[str, int] = field(default_factory=dict)
     turn: asyncio.Condition | None = None
+    #: async actors: the actor's own event loop (a thread), where its coroutine methods interleave
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, name="actor-loop", daemon=True).start()
+        return self.loop
 
 
 _HOSTED: dict[str, _Hosted] = {}
@@ -81,6 +90,8 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
     hosted.stop.wait()
     _HOSTED.pop(actor_id, None)
     hosted.executor.shutdown(wait=False, cancel_futures=True)
+    if hosted.loop is not None:
+        hosted.loop.call_soon_threadsafe(hosted.loop.stop)
     return "stopped"
 
 
@@ -110,6 +121,14 @@ def _run(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
     return getattr(hosted.instance, method)(*args, **kwargs)
 
 
+async def _run_async(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
+    from distributed.worker import _worker_cvar
+
+    _worker_cvar.set(worker)
+    args, kwargs = payload
+    return await getattr(hosted.instance, method)(*args, **kwargs)
+
+
 async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: Any = None, key: str = "",
                       caller: str = "", seq: int = 0, function: str = "") -> dict[str, Any]:
     from .remote import format_task_error
@@ -121,7 +140,12 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
         hosted.turn = asyncio.Condition()
     async with hosted.turn:  # start calls from one caller in the order they were made
         await hosted.turn.wait_for(lambda: hosted.next_seq.get(caller, 0) >= seq)
-        running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, worker, hosted, method, payload)
+        if inspect.iscoroutinefunction(getattr(hosted.instance, method, None)):
+            coro = _run_async(worker, hosted, method, payload)
+            running = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, hosted.event_loop()))
+        else:
+            running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, worker, hosted, method,
+                                                                 payload)
         hosted.next_seq[caller] = seq + 1
         hosted.turn.notify_all()
     try:
