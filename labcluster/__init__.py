@@ -10,8 +10,8 @@
 """
 
 from . import config as _config  # noqa: F401  (registers labcluster.yaml with dask.config)
-from . import exceptions
-from .api.actors import ActorClass, ActorHandle, get_actor, kill
+from . import exceptions, util
+from .api.actors import ActorClass, ActorHandle, get_actor, kill, list_actors
 from .api.objects import cancel, get, put, wait
 from .api.refs import ObjectRef
 from .api.remote import RemoteFunction, remote
@@ -49,9 +49,11 @@ __all__ = [
     "init",
     "is_initialized",
     "kill",
+    "list_actors",
     "nodes",
     "put",
     "remote",
     "shutdown",
+    "util",
     "wait",
 ]

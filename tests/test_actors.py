@@ -173,3 +173,63 @@ def test_async_methods_interleave_on_the_actors_event_loop(cluster: lc.Session) 
     assert lc.get([actor.slow.remote("a"), actor.slow.remote("b")], timeout=30) == ["a", "b"]
     # both started before either ended: the calls interleaved at their awaits, in submission order
     assert lc.get(actor.history.remote(), timeout=30) == ["start a", "start b", "end a", "end b"]
+
+
+@lc.remote
+class Doubler:
+    def double(self, x: int) -> int:
+        return 2 * x
+
+
+@lc.remote
+class Manager:
+    """Tree of actors: a method blocks on another actor's result without deadlock."""
+
+    def __init__(self, worker: lc.ActorHandle) -> None:
+        self.worker = worker
+
+    def run(self, x: int) -> int:
+        return lc.get(self.worker.double.remote(x)) + 1  # type: ignore[no-any-return]
+
+
+@lc.remote(max_concurrency=2)
+class Sleeper:
+    def nap(self, seconds: float) -> tuple[float, float]:
+        import time
+
+        start = time.time()
+        time.sleep(seconds)
+        return start, time.time()
+
+
+def test_actor_pool_map_and_map_unordered(cluster: lc.Session) -> None:
+    pool = lc.util.ActorPool([Doubler.remote(), Doubler.remote()])
+    assert list(pool.map(lambda a, v: a.double.remote(v), range(7))) == [0, 2, 4, 6, 8, 10, 12]
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(5))) == [0, 2, 4, 6, 8]
+    pool.submit(lambda a, v: a.double.remote(v), 21)
+    assert pool.has_next() and pool.get_next(timeout=30) == 42 and not pool.has_next()
+    with pytest.raises(ValueError, match="at least one actor"):
+        lc.util.ActorPool([])
+
+
+def test_actor_methods_can_get_other_actors_results(cluster: lc.Session) -> None:
+    manager = Manager.remote(Doubler.remote())
+    assert lc.get([manager.run.remote(i) for i in range(5)], timeout=60) == [1, 3, 5, 7, 9]
+
+
+def test_max_concurrency_runs_calls_in_parallel_threads(cluster: lc.Session) -> None:
+    sleeper = Sleeper.remote()
+    (s1, e1), (s2, e2) = lc.get([sleeper.nap.remote(0.5), sleeper.nap.remote(0.5)], timeout=30)
+    assert s2 < e1 and s1 < e2  # the two calls overlapped
+
+
+def test_list_actors_shows_state_class_name_and_resources(cluster: lc.Session) -> None:
+    named = Doubler.options(name="listed", num_cpus=1).remote()
+    assert lc.get(named.double.remote(1), timeout=30) == 2
+    rows = {r["name"]: r for r in lc.list_actors() if r["name"]}
+    row = rows["listed"]
+    assert row["class_name"] == "Doubler" and row["state"] == "ALIVE"
+    assert row["worker"] in {n["NodeName"] for n in lc.nodes()}
+    assert row["resources"] == {"CPU": 1.0} and row["restarts"] == 0 and row["pending_calls"] == 0
+    lc.kill(named)
+    assert {r["name"]: r for r in lc.list_actors() if r["name"]}["listed"]["state"] == "DEAD"

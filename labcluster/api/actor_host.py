@@ -83,7 +83,7 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
     _install_handlers(worker)
     _HOSTED[actor_id] = hosted
     client.set_metadata(metadata_key(actor_id), {
-        "state": "ALIVE", "address": worker.address, "incarnation": incarnation, "restarts": incarnation,
+        **previous, "state": "ALIVE", "address": worker.address, "incarnation": incarnation, "restarts": incarnation,
         "pid": os.getpid(), "class": class_name, "worker": worker.name,
     })
     secede()  # free the thread slot; the resources stay held (a long-running task keeps them)

@@ -39,7 +39,7 @@ from distributed.protocol.serialize import to_serialize
 from ..cluster.retries import ANNOTATION as RETRY_ANNOTATION
 from ..exceptions import ActorDiedError
 from . import feasibility, serialization
-from .actor_host import host_actor, metadata_key
+from .actor_host import METADATA, host_actor, metadata_key
 from .refs import ObjectRef
 from .remote import _task_name
 from .session import current_client
@@ -127,6 +127,9 @@ class ActorClass:
         feasibility.check(client, request, what)
         actor_id = f"{_task_name(self._cls.__name__)}-{uuid.uuid4().hex[:16]}"
         methods = tuple(n for n, _ in inspect.getmembers(self._cls, callable) if not n.startswith("__"))
+        client.set_metadata(metadata_key(actor_id), {"state": "PENDING", "class": self._cls.__name__,
+                                                     "name": opts.name, "resources": request,
+                                                     "max_restarts": opts.max_restarts})
         with annotate(**{RETRY_ANNOTATION: opts.max_restarts}):
             holder = client.submit(host_actor, actor_id, self._payload, args, kwargs, opts.max_concurrency,
                                    self._cls.__name__, key=f"actor-{actor_id}", resources=request or None,
@@ -193,6 +196,8 @@ class ActorMethod:
         future: Future[Any] = Future(key, client)
         registered = threading.Event()
         ref = ObjectRef(future, function, registered)
+        with _lock:
+            _PENDING[h._actor_id] = _PENDING.get(h._actor_id, 0) + 1
         loop = client.loop
         assert loop is not None, "the client has no event loop (closed?)"
         loop.add_callback(_call, client, h._actor_id, self._name, (args, kwargs), key, function, registered,
@@ -223,6 +228,8 @@ def _forget_route(client: Any, actor_id: str, route: _Route | None) -> None:
     if current is not None and (route is None or current.incarnation <= route.incarnation):
         _ROUTES.pop(k, None)
 _lock = threading.Lock()
+#: calls made from this process that have not finished yet, per actor
+_PENDING: dict[str, int] = {}
 
 
 async def _route(client: Any, actor_id: str) -> _Route:
@@ -266,6 +273,8 @@ async def _call(client: Any, actor_id: str, method: str, payload: Any, key: str,
     try:
         await _call_actor(client, actor_id, method, payload, key, function, retries, ref)
     finally:
+        with _lock:  # before the event: whoever wakes on it must see the call as finished
+            _PENDING[actor_id] = _PENDING.get(actor_id, 1) - 1
         registered.set()
 
 
@@ -325,6 +334,20 @@ async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key
     else:
         state.set_error(ActorDiedError(actor_id, "it is no longer on the worker it was on (killed or restarted)"),
                         None)
+
+
+def list_actors() -> list[dict[str, Any]]:
+    """Every actor the cluster knows: id, name, class, state (PENDING/ALIVE/DEAD), worker, restarts, resources,
+    and the calls this process made that have not finished (``pending_calls``)."""
+    client = current_client()
+    table = client.get_metadata([METADATA], default=None) or {}
+    out = []
+    for actor_id, st in sorted(table.items()):
+        out.append({"actor_id": actor_id, "name": st.get("name"), "class_name": st.get("class"),
+                    "state": st.get("state"), "worker": st.get("worker"), "address": st.get("address"),
+                    "pid": st.get("pid"), "restarts": st.get("restarts", 0), "resources": st.get("resources", {}),
+                    "pending_calls": _PENDING.get(actor_id, 0), "error": st.get("error")})
+    return out
 
 
 def get_actor(name: str) -> ActorHandle:
