@@ -21,7 +21,6 @@ over Dask's RPC from the caller's event loop, so ``.remote()`` returns at once.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import threading
 import time
@@ -40,6 +39,7 @@ from ..cluster.retries import ANNOTATION as RETRY_ANNOTATION
 from ..exceptions import ActorDiedError
 from . import feasibility, serialization
 from .actor_host import METADATA, host_actor, metadata_key
+from .options import Options
 from .refs import ObjectRef
 from .remote import _task_name
 from .session import current_client
@@ -49,7 +49,7 @@ _START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
-class ActorOptions:
+class ActorOptions(Options):
     """What ``@lc.remote(...)`` on a class and ``Cls.options(...)`` accept (Ray's names)."""
 
     num_cpus: float = 0.0  # Ray: actors hold no CPU for their life unless asked
@@ -62,21 +62,16 @@ class ActorOptions:
     max_task_retries: int = 0
     max_concurrency: int = 1
 
-    @classmethod
-    def valid_names(cls) -> list[str]:
-        return sorted(f.name for f in dataclasses.fields(cls))
+    kind = "actor option"
 
-    def merged(self, **overrides: Any) -> ActorOptions:
-        valid = self.valid_names()
-        for key in overrides:
-            if key not in valid:
-                raise TypeError(f"unknown actor option {key!r}; valid options are: {', '.join(valid)}")
-        new = dataclasses.replace(self, **overrides)
-        if new.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {new.max_concurrency}")
-        if new.lifetime not in (None, "detached"):
-            raise ValueError(f"lifetime must be None or 'detached', got {new.lifetime!r}")
-        return new
+    def validate(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        if self.lifetime not in (None, "detached"):
+            raise ValueError(f"lifetime must be None or 'detached', got {self.lifetime!r}")
+        for k, v in (("max_restarts", self.max_restarts), ("max_task_retries", self.max_task_retries)):
+            if not isinstance(v, int) or v < -1:
+                raise ValueError(f"{k} must be an int >= -1 (-1: forever), got {v!r}")
 
     def request(self) -> dict[str, float]:
         req = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus), **{k: float(v) for k, v in

@@ -13,13 +13,39 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import config
 
+Self = TypeVar("Self", bound="Options")
+
+
+class Options:
+    """Shared by task and actor options: a frozen dataclass whose ``merged`` names a bad key and validates."""
+
+    #: how an unknown key is described in the error ("option", "actor option")
+    kind = "option"
+
+    @classmethod
+    def valid_names(cls) -> list[str]:
+        return sorted(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    def merged(self: Self, **overrides: Any) -> Self:
+        """Return a copy with ``overrides`` applied; an unknown or ill-typed option raises at once."""
+        valid = self.valid_names()
+        for key in overrides:
+            if key not in valid:
+                raise TypeError(f"unknown {self.kind} {key!r}; valid options are: {', '.join(valid)}")
+        new = dataclasses.replace(self, **overrides)  # type: ignore[type-var]
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Check the values; raise ValueError/TypeError naming the option and the fix."""
+
 
 @dataclass(frozen=True)
-class TaskOptions:
+class TaskOptions(Options):
     """What ``@lc.remote(...)`` and ``.options(...)`` accept for a task."""
 
     num_cpus: float = 1.0
@@ -31,20 +57,6 @@ class TaskOptions:
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     num_returns: int = 1
     name: str | None = None
-
-    @classmethod
-    def valid_names(cls) -> list[str]:
-        return sorted(f.name for f in dataclasses.fields(cls))
-
-    def merged(self, **overrides: Any) -> TaskOptions:
-        """Return a copy with ``overrides`` applied; an unknown or ill-typed option raises at once."""
-        valid = self.valid_names()
-        for key in overrides:
-            if key not in valid:
-                raise TypeError(f"unknown option {key!r}; valid options are: {', '.join(valid)}")
-        new = dataclasses.replace(self, **overrides)
-        new.validate()
-        return new
 
     def validate(self) -> None:
         for label, v in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)):
