@@ -233,3 +233,17 @@ def test_list_actors_shows_state_class_name_and_resources(cluster: lc.Session) -
     assert row["resources"] == {"CPU": 1.0} and row["restarts"] == 0 and row["pending_calls"] == 0
     lc.kill(named)
     assert {r["name"]: r for r in lc.list_actors() if r["name"]}["listed"]["state"] == "DEAD"
+
+
+@lc.remote
+class WhoAmI:
+    def ids(self) -> tuple[str | None, str | None]:
+        ctx = lc.get_runtime_context()
+        return ctx.get_actor_id(), ctx.get_task_id()
+
+
+def test_runtime_context_inside_an_actor_names_the_actor(cluster: lc.Session) -> None:
+    actor = WhoAmI.remote()
+    actor_id, task_id = lc.get(actor.ids.remote(), timeout=30)
+    assert actor_id == actor._actor_id and task_id is None
+    assert lc.get_runtime_context().get_actor_id() is None  # the driver is no actor

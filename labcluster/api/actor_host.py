@@ -15,6 +15,7 @@ handler runs its method calls.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import os
 import threading
@@ -34,6 +35,7 @@ INLINE_BYTES = 1 << 20
 
 @dataclass
 class _Hosted:
+    actor_id: str
     instance: Any
     executor: ThreadPoolExecutor
     stop: threading.Event = field(default_factory=threading.Event)
@@ -51,6 +53,8 @@ class _Hosted:
 
 
 _HOSTED: dict[str, _Hosted] = {}
+#: the actor whose method is running in this thread or coroutine (lc.get_runtime_context().get_actor_id())
+current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("labcluster_actor", default=None)
 _CLASSES: dict[bytes, Any] = {}
 
 
@@ -79,7 +83,8 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
         client.set_metadata(metadata_key(actor_id), {**previous, "state": "DEAD", "incarnation": incarnation,
                                                      "error": f"{type(e).__name__}: {e}"})
         raise
-    hosted = _Hosted(instance, ThreadPoolExecutor(max(1, max_concurrency), thread_name_prefix=f"actor-{class_name}"))
+    threads = ThreadPoolExecutor(max(1, max_concurrency), thread_name_prefix=f"actor-{class_name}")
+    hosted = _Hosted(actor_id, instance, threads)
     _install_handlers(worker)
     _HOSTED[actor_id] = hosted
     client.set_metadata(metadata_key(actor_id), {
@@ -115,6 +120,7 @@ def _run(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
 
     # the actor's threads are not Dask task threads: make get_worker() (lc.get_gpu_ids, nested lc.get) work
     _worker_cvar.set(worker)
+    current_actor.set(hosted.actor_id)
     args, kwargs = payload
     args = tuple(get(a) if isinstance(a, ObjectRef) else a for a in args)
     kwargs = {k: get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
@@ -125,6 +131,7 @@ async def _run_async(worker: Any, hosted: _Hosted, method: str, payload: Any) ->
     from distributed.worker import _worker_cvar
 
     _worker_cvar.set(worker)
+    current_actor.set(hosted.actor_id)
     args, kwargs = payload
     return await getattr(hosted.instance, method)(*args, **kwargs)
 

@@ -89,6 +89,7 @@ class RuntimeContext:
     task_id: str | None
     assigned_resources: dict[str, float] = field(default_factory=dict)
     gpu_mode: str = "none"
+    actor_id: str | None = None
 
     def get_job_id(self) -> str | None:
         return self.job_id
@@ -102,8 +103,9 @@ class RuntimeContext:
     def get_task_id(self) -> str | None:
         return self.task_id
 
-    def get_actor_id(self) -> None:
-        return None
+    def get_actor_id(self) -> str | None:
+        """The actor whose method is running, or None (in a task or on the driver)."""
+        return self.actor_id
 
     def get_assigned_resources(self) -> dict[str, float]:
         return dict(self.assigned_resources)
@@ -122,9 +124,11 @@ def get_runtime_context() -> RuntimeContext:
         ts = worker.state.tasks.get(key) if key is not None else None
         assigned = dict(ts.resource_restrictions or {}) if ts is not None else {}
         desc = _worker_description()
+        from .actor_host import current_actor
+
         return RuntimeContext(job_id=None, node_id=str(worker.address), worker_id=str(worker.id),
                               task_id=None if key is None else str(key), assigned_resources=assigned,
-                              gpu_mode=str(desc.get("gpu_mode", "none")))
+                              gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get())
     session = current_session()
     return RuntimeContext(job_id=str(session.client.id), node_id=f"driver@{socket.gethostname()}",
                           worker_id=str(session.client.id), task_id=None)
