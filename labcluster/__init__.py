@@ -13,6 +13,7 @@ from . import config as _config  # noqa: F401  (registers labcluster.yaml with d
 from . import exceptions, util
 from .api.actors import ActorClass, ActorHandle, get_actor, kill, list_actors
 from .api.objects import cancel, get, put, wait
+from .api.placement import PlacementGroup, placement_group, remove_placement_group
 from .api.refs import ObjectRef
 from .api.remote import RemoteFunction, remote
 from .api.session import Session, current_session, init, is_initialized, shutdown
@@ -32,6 +33,7 @@ __all__ = [
     "ActorClass",
     "ActorHandle",
     "ObjectRef",
+    "PlacementGroup",
     "RemoteFunction",
     "RuntimeContext",
     "Session",
@@ -51,8 +53,10 @@ __all__ = [
     "kill",
     "list_actors",
     "nodes",
+    "placement_group",
     "put",
     "remote",
+    "remove_placement_group",
     "shutdown",
     "util",
     "wait",

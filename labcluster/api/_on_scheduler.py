@@ -9,6 +9,107 @@ from __future__ import annotations
 from typing import Any
 
 
-def used_resources(dask_scheduler: Any) -> dict[str, dict[str, float]]:
-    """``{worker address: {resource: amount in use}}`` from the scheduler's own accounting."""
-    return {addr: dict(ws.used_resources) for addr, ws in dask_scheduler.workers.items()}
+def worker_available_resources(dask_worker: Any = None) -> dict[str, float]:
+    """Run on each worker (``Client.run``): what its state machine has free, which is what gates tasks.
+
+    The scheduler's own ``used_resources`` forgets seceded tasks (actor and placement-group holders), which
+    still hold theirs on the worker."""
+    return {k: float(v) for k, v in dask_worker.state.available_resources.items()}
+
+
+# -- placement groups: one atomic decision on the scheduler's event loop --------------------------------------
+
+def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
+    return all(free.get(k, 0.0) >= v - 1e-9 for k, v in need.items())
+
+
+def _take(free: dict[str, float], need: dict[str, float]) -> None:
+    for k, v in need.items():
+        free[k] = free.get(k, 0.0) - v
+
+
+def plan(capacity: dict[str, dict[str, float]], bundles: list[dict[str, float]], strategy: str) -> list[str] | None:
+    """Worker address per bundle, or None when the bundles do not fit ``capacity`` under ``strategy``."""
+    free = {w: dict(r) for w, r in capacity.items()}
+    order = sorted(free)
+    if strategy == "STRICT_PACK":
+        total: dict[str, float] = {}
+        for b in bundles:
+            for k, v in b.items():
+                total[k] = total.get(k, 0.0) + v
+        for w in order:
+            if _fits(free[w], total):
+                return [w] * len(bundles)
+        return None
+    if strategy == "STRICT_SPREAD":
+        if len(bundles) > len(order):
+            return None
+        chosen: list[str] = []
+
+        def assign(i: int) -> bool:  # backtracking: few bundles, few workers
+            if i == len(bundles):
+                return True
+            for w in order:
+                if w not in chosen and _fits(free[w], bundles[i]):
+                    chosen.append(w)
+                    if assign(i + 1):
+                        return True
+                    chosen.pop()
+            return False
+
+        return list(chosen) if assign(0) else None
+    placement: list[str] = []
+    for b in bundles:
+        used = [w for w in order if w in placement]
+        unused = [w for w in order if w not in placement]
+        # PACK prefers workers already used; SPREAD prefers the least used
+        candidates = used + unused if strategy == "PACK" else sorted(order, key=placement.count)
+        target = next((w for w in candidates if _fits(free[w], b)), None)
+        if target is None:
+            return None
+        _take(free[target], b)
+        placement.append(target)
+    return placement
+
+
+def place_group(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: str | None,
+                dask_scheduler: Any = None) -> dict[str, Any]:
+    """Reserve all bundles or none. Returns ``{"status": "placed"|"pending"|"infeasible", ...}``."""
+    table = dask_scheduler.__dict__.setdefault("_labcluster_pgs", {})
+    entry = table.get(pg_id)
+    if entry is not None and entry["state"] in ("CREATED", "REMOVED"):
+        return {"status": "placed" if entry["state"] == "CREATED" else "removed", "placement": entry["placement"]}
+    totals = {addr: {k: float(v) for k, v in ws.resources.items() if not k.startswith("pg_")}
+              for addr, ws in dask_scheduler.workers.items()}
+    if plan(totals, bundles, strategy) is None:
+        table.pop(pg_id, None)
+        return {"status": "infeasible", "workers": {dask_scheduler.workers[a].name: r for a, r in totals.items()}}
+    free = {a: dict(r) for a, r in totals.items()}
+    for other in table.values():
+        if other["state"] == "CREATED":
+            for addr, b in zip(other["placement"], other["bundles"], strict=True):
+                if addr in free:
+                    _take(free[addr], b)
+    placement = plan(free, bundles, strategy)
+    if placement is None:
+        table[pg_id] = {"bundles": bundles, "strategy": strategy, "name": name, "state": "PENDING",
+                        "placement": []}
+        return {"status": "pending"}
+    table[pg_id] = {"bundles": bundles, "strategy": strategy, "name": name, "state": "CREATED",
+                    "placement": placement}
+    return {"status": "placed", "placement": placement}
+
+
+def remove_group(pg_id: str, dask_scheduler: Any = None) -> bool:
+    table = dask_scheduler.__dict__.setdefault("_labcluster_pgs", {})
+    entry = table.get(pg_id)
+    if entry is None:
+        return False
+    entry["state"] = "REMOVED"
+    return True
+
+
+def group_table(dask_scheduler: Any = None) -> dict[str, Any]:
+    table = dask_scheduler.__dict__.setdefault("_labcluster_pgs", {})
+    names = {a: ws.name for a, ws in dask_scheduler.workers.items()}
+    return {pg_id: {**e, "workers": [names.get(a, a) for a in e["placement"]]} for pg_id, e in table.items()}

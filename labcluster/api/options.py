@@ -57,6 +57,11 @@ class TaskOptions(Options):
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     num_returns: int = 1
     name: str | None = None
+    #: run inside a placement group's bundle: ``placement_group=pg, bundle_index=i`` (-1: any bundle), or
+    #: Ray's ``scheduling_strategy=lc.util.scheduling_strategies.PlacementGroupSchedulingStrategy(pg, i)``
+    placement_group: Any = None
+    bundle_index: int = -1
+    scheduling_strategy: Any = None
 
     def validate(self) -> None:
         for label, v in (("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)):
@@ -81,6 +86,13 @@ class TaskOptions(Options):
             ):
                 raise TypeError(f"retry_exceptions must be True/False or a list of exception types, "
                                 f"got {self.retry_exceptions!r}")
+        if not isinstance(self.bundle_index, int) or self.bundle_index < -1:
+            raise ValueError(f"bundle_index must be an int >= -1 (-1: any bundle), got {self.bundle_index!r}")
+        if self.placement_group is not None and self.scheduling_strategy is not None:
+            raise ValueError("pass placement_group= or scheduling_strategy=, not both")
+        if self.scheduling_strategy is not None and not hasattr(self.scheduling_strategy, "placement_group"):
+            raise TypeError(f"scheduling_strategy must be a PlacementGroupSchedulingStrategy, got "
+                            f"{self.scheduling_strategy!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
 
@@ -89,6 +101,15 @@ class TaskOptions(Options):
         req = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus)}
         req.update({k: float(v) for k, v in self.resources.items()})
         return {k: v for k, v in req.items() if v}
+
+    def in_group(self) -> tuple[Any, int] | None:
+        """``(placement group, bundle index)`` if the task runs inside a group."""
+        if self.scheduling_strategy is not None:
+            strategy = self.scheduling_strategy
+            return strategy.placement_group, int(strategy.placement_group_bundle_index)
+        if self.placement_group is not None:
+            return self.placement_group, self.bundle_index
+        return None
 
     @property
     def effective_max_retries(self) -> int:

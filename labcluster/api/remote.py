@@ -210,7 +210,15 @@ class RemoteFunction(Generic[P, R]):
             self._pickle_checked = True
         serialization.check_arguments(args, kwargs, what)
         request = opts.request()
-        feasibility.check(client, request, what)
+        group = opts.in_group()
+        if group is None:
+            feasibility.check(client, request, what)
+        else:  # the bundle's resources appear on its worker once the group is placed: wait for that
+            pg, index = group
+            from .objects import get as _get
+
+            _get(pg.ready())
+            request = pg.request_in_bundle(request, index)
         key = f"{self._name}-{uuid.uuid4().hex}"
         dep_args = [_to_dependency(a) for a in args]
         dep_kwargs = {k: _to_dependency(v) for k, v in kwargs.items()}
@@ -224,7 +232,7 @@ class RemoteFunction(Generic[P, R]):
         if opts.num_returns == 1:
             return ObjectRef(future, self._name)
         # one tiny task per return value, on one CPU slot, so slot accounting stays exact
-        item_request = {"CPU": 1.0} if "CPU" in request else None
+        item_request = {"CPU": 1.0} if "CPU" in request and group is None else None
         return [
             ObjectRef(client.submit(operator.getitem, future, i, key=f"{self._name}-{i}-{uuid.uuid4().hex}",
                                     resources=item_request, pure=False), self._name)

@@ -39,12 +39,12 @@ def available_resources() -> dict[str, float]:
     """Resources not held by running tasks right now (resources with nothing free are left out, as Ray does)."""
     client = current_client()
     workers = workers_from_info(client.scheduler_info(n_workers=-1))
-    used = client.run_on_scheduler(_on_scheduler.used_resources)
-    total = total_resources(workers)
-    for w in workers:
-        for k, v in used.get(w.address, {}).items():
-            total[k] = total.get(k, 0.0) - float(v)
-    return {k: v for k, v in total.items() if v > 1e-9}
+    free = client.run(_on_scheduler.worker_available_resources)
+    out: dict[str, float] = {"memory": float(sum(w.memory_limit for w in workers))}
+    for per_worker in free.values():
+        for k, v in per_worker.items():
+            out[k] = out.get(k, 0.0) + max(float(v), 0.0)
+    return {k: v for k, v in out.items() if v > 1e-9}
 
 
 def nodes() -> list[dict[str, Any]]:

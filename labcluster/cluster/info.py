@@ -56,7 +56,8 @@ def workers_from_info(info: Mapping[str, Any]) -> list[WorkerInfo]:
                 name=str(w.get("name", addr)),
                 group=str(desc.get("group", "dask")),
                 nthreads=int(w.get("nthreads", 0)),
-                resources={k: float(v) for k, v in (w.get("resources") or {}).items()},
+                # placement-group bundles leave 0-valued resources behind when released: not worth showing
+                resources={k: float(v) for k, v in (w.get("resources") or {}).items() if v or not k.startswith("pg_")},
                 memory_limit=int(w.get("memory_limit") or 0),
                 pid=desc.get("pid", w.get("pid")),
                 gpu_mode=str(desc.get("gpu_mode", "none")),
