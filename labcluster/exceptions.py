@@ -10,6 +10,7 @@
  ├── ActorDiedError             an actor is dead (killed, failed to start, or out of restarts)
      ├── ObjectLostError            no copy of an object is left and it cannot be recomputed
      ├── InfeasibleResourceError    no worker can ever satisfy a resource request (also a ValueError)
+ │    └── PlacementGroupInfeasibleError   a placement group can never fit the cluster
      ├── SerializationError         a function or argument cannot be pickled (also a TypeError)
      └── ClusterError               the cluster could not be started, reached or used
           └── WorkerStartTimeout    too few workers registered in time
@@ -180,6 +181,29 @@ class InfeasibleResourceError(LabclusterError, ValueError):
             f"{what} asks for {_fmt(request)} but no worker has that much; the cluster has {have}. "
             f"Lower the request, start a worker that fits (e.g. lc.init(num_gpus=1) simulates GPUs), or set "
             f"dask.config 'labcluster.infeasible' to 'warn' if your cluster autoscales"
+        )
+
+
+class PlacementGroupInfeasibleError(InfeasibleResourceError):
+    """A placement group can never fit the cluster, whatever else is running."""
+
+    _WHY = {
+        "STRICT_SPREAD": "STRICT_SPREAD needs a different worker for every bundle",
+        "STRICT_PACK": "STRICT_PACK needs one worker that holds every bundle at once",
+        "PACK": "some bundle is bigger than every worker",
+        "SPREAD": "some bundle is bigger than every worker",
+    }
+
+    def __init__(self, strategy: str, bundles: Sequence[Mapping[str, float]],
+                 workers: Sequence[tuple[str, Mapping[str, float]]]) -> None:
+        self.strategy, self.bundles, self.workers = strategy, [dict(b) for b in bundles], list(workers)
+        self.request = {}
+        have = "; ".join(f"{name}: {_fmt(res)}" for name, res in workers) if workers else "no workers at all"
+        LabclusterError.__init__(
+            self,
+            f"placement group {strategy} with bundles {[_fmt(b) for b in bundles]} can never fit this cluster: "
+            f"{self._WHY.get(strategy, 'it does not fit')}, and the cluster has {len(workers)} worker(s): {have}. "
+            f"Use fewer or smaller bundles, a softer strategy (PACK/SPREAD), or more workers",
         )
 
 

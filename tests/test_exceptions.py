@@ -14,6 +14,9 @@ CASES = [
     pytest.param(ex.InfeasibleResourceError("task 'f'", {"GPU": 1}, [("cpu-0", {"CPU": 2})]), id="Infeasible"),
     pytest.param(ex.SerializationError("task 'f'", "argument 0 (lock)", "TypeError"), id="SerializationError"),
     pytest.param(ex.WorkerStartTimeout(1, 2, 30), id="WorkerStartTimeout"),
+    pytest.param(ex.PlacementGroupInfeasibleError("STRICT_SPREAD", [{"CPU": 1}] * 3, [("w-0", {"CPU": 2})]),
+                 id="PlacementGroupInfeasible"),
+    pytest.param(ex.ActorDiedError("Counter-1", "it was killed"), id="ActorDiedError"),
     pytest.param(ex.TaskError("f", "Traceback...", ValueError("x"), "tcp://a:1", 7).as_instanceof_cause(),
                  id="TaskError"),
 ]

@@ -56,7 +56,8 @@ def test_strategies_place_bundles_and_tasks_run_in_them(three: dict[str, str], s
 
 
 def test_groups_that_can_never_fit_fail_at_once_naming_the_workers(three: dict[str, str]) -> None:
-    with pytest.raises(InfeasibleResourceError, match=r"w-0: \{CPU: 2\}; w-1: \{CPU: 2\}; w-2: \{CPU: 2\}"):
+    with pytest.raises(InfeasibleResourceError, match=r"a different worker for every bundle, and the cluster has 3 "
+                                                      r"worker\(s\): w-0: \{CPU: 2\}; w-1: \{CPU: 2\}; w-2"):
         lc.placement_group([{"CPU": 1}] * 4, strategy="STRICT_SPREAD")  # more bundles than workers
     with pytest.raises(InfeasibleResourceError):
         lc.placement_group([{"CPU": 3}])  # a bundle bigger than any worker

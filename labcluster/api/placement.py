@@ -22,7 +22,7 @@ import cloudpickle
 from distributed import Event, fire_and_forget, get_client, get_worker, secede
 from distributed.utils import sync
 
-from ..exceptions import InfeasibleResourceError
+from ..exceptions import InfeasibleResourceError, PlacementGroupInfeasibleError
 from . import _on_scheduler
 from .blocking import blocked
 from .objects import wait
@@ -103,18 +103,9 @@ def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PAC
     status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, specs, strategy, name)
     if status["status"] == "infeasible":
         workers = sorted(status["workers"].items())
-        raise InfeasibleResourceError(f"placement group ({strategy}, {len(specs)} bundles)", _total(specs),
-                                      [(str(w), r) for w, r in workers])
+        raise PlacementGroupInfeasibleError(strategy, specs, [(str(w), r) for w, r in workers])
     ready = client.submit(_reserve, pg_id, specs, strategy, name, key=f"placement_group-{pg_id}", pure=False)
     return PlacementGroup(pg_id, specs, strategy, name, ObjectRef(ready, "placement_group"))
-
-
-def _total(bundles: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for b in bundles:
-        for k, v in b.items():
-            total[k] = total.get(k, 0.0) + v
-    return total
 
 
 def _reserve(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: str | None) -> bool:
