@@ -106,3 +106,24 @@ def test_a_task_asking_more_than_its_bundle_fails_at_once(three: dict[str, str])
             where.options(placement_group=pg, bundle_index=3).remote()
     finally:
         lc.remove_placement_group(pg)
+
+
+@lc.remote
+class Resident:
+    def node(self) -> str:
+        return lc.get_runtime_context().get_node_id()
+
+
+def test_actors_run_inside_a_bundle(three: dict[str, str]) -> None:
+    pg = lc.placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+    try:
+        assert pg.wait(30)
+        workers = _workers(pg)
+        actors = [Resident.options(placement_group=pg, bundle_index=i).remote() for i in range(2)]
+        assert [three[lc.get(a.node.remote(), timeout=30)] for a in actors] == workers
+        ray_style = Resident.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 1)).remote()
+        assert three[lc.get(ray_style.node.remote(), timeout=30)] == workers[1]
+        for a in [*actors, ray_style]:
+            lc.kill(a)
+    finally:
+        lc.remove_placement_group(pg)

@@ -113,3 +113,8 @@ def group_table(dask_scheduler: Any = None) -> dict[str, Any]:
     table = dask_scheduler.__dict__.setdefault("_labcluster_pgs", {})
     names = {a: ws.name for a, ws in dask_scheduler.workers.items()}
     return {pg_id: {**e, "workers": [names.get(a, a) for a in e["placement"]]} for pg_id, e in table.items()}
+
+
+def group_placement(pg_id: str, dask_scheduler: Any = None) -> list[str]:
+    """Worker address per bundle of a placed group."""
+    return list(dask_scheduler.__dict__.get("_labcluster_pgs", {})[pg_id]["placement"])

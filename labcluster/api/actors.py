@@ -61,6 +61,9 @@ class ActorOptions(Options):
     max_restarts: int = 0
     max_task_retries: int = 0
     max_concurrency: int = 1
+    placement_group: Any = None
+    bundle_index: int = -1
+    scheduling_strategy: Any = None
 
     kind = "actor option"
 
@@ -119,7 +122,18 @@ class ActorClass:
             self._payload = cloudpickle.dumps(self._cls)
         serialization.check_arguments(args, kwargs, what)
         request = opts.request()
-        feasibility.check(client, request, what)
+        pin: list[str] | None = None
+        group = _group_of(opts)
+        if group is None:
+            feasibility.check(client, request, what)
+        else:  # inside a bundle: its resources, on its worker (even for an actor that asks for none)
+            pg, index = group
+            from .objects import get as _get
+
+            _get(pg.ready())
+            index = index if index != -1 else next(pg._any_bundle) % pg.bundle_count
+            request = pg.request_in_bundle(request, index)
+            pin = [pg.worker_address(index)]
         actor_id = f"{_task_name(self._cls.__name__)}-{uuid.uuid4().hex[:16]}"
         methods = tuple(n for n, _ in inspect.getmembers(self._cls, callable) if not n.startswith("__"))
         client.set_metadata(metadata_key(actor_id), {"state": "PENDING", "class": self._cls.__name__,
@@ -128,13 +142,21 @@ class ActorClass:
         with annotate(**{RETRY_ANNOTATION: opts.max_restarts}):
             holder = client.submit(host_actor, actor_id, self._payload, args, kwargs, opts.max_concurrency,
                                    self._cls.__name__, key=f"actor-{actor_id}", resources=request or None,
-                                   pure=False)
+                                   workers=pin, allow_other_workers=False, pure=False)
         _HOLDERS[actor_id] = holder
         if opts.name is not None:
             client.set_metadata([NAMES, opts.name], {"id": actor_id, "class": self._cls.__name__,
                                                      "methods": list(methods),
                                                      "max_task_retries": opts.max_task_retries})
         return ActorHandle(actor_id, self._cls.__name__, methods, opts.max_task_retries)
+
+
+def _group_of(opts: ActorOptions) -> tuple[Any, int] | None:
+    if opts.scheduling_strategy is not None:
+        return opts.scheduling_strategy.placement_group, int(opts.scheduling_strategy.placement_group_bundle_index)
+    if opts.placement_group is not None:
+        return opts.placement_group, int(opts.bundle_index)
+    return None
 
 
 def _handle_from(entry: Mapping[str, Any]) -> ActorHandle:

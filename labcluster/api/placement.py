@@ -64,6 +64,13 @@ class PlacementGroup:
         ready, _ = wait([self._ready], timeout=timeout_seconds)
         return bool(ready) and self._ready.state == "finished"
 
+    def worker_address(self, index: int) -> str:
+        """The address of the worker that holds bundle ``index`` (the group must be placed)."""
+        from . import _on_scheduler as on_scheduler
+
+        table = current_client().run_on_scheduler(on_scheduler.group_placement, self.id)
+        return str(table[index])
+
     def request_in_bundle(self, request: Mapping[str, float], index: int) -> dict[str, float]:
         """Turn a task's resource request into one for bundle ``index`` (-1: the next bundle, round robin)."""
         if index == -1:
