@@ -123,7 +123,7 @@ class ActorClass:
         serialization.check_arguments(args, kwargs, what)
         request = opts.request()
         pin: list[str] | None = None
-        group = _group_of(opts)
+        group = opts.in_group()
         if group is None:
             feasibility.check(client, request, what)
         else:  # inside a bundle: its resources, on its worker (even for an actor that asks for none)
@@ -149,14 +149,6 @@ class ActorClass:
                                                      "methods": list(methods),
                                                      "max_task_retries": opts.max_task_retries})
         return ActorHandle(actor_id, self._cls.__name__, methods, opts.max_task_retries)
-
-
-def _group_of(opts: ActorOptions) -> tuple[Any, int] | None:
-    if opts.scheduling_strategy is not None:
-        return opts.scheduling_strategy.placement_group, int(opts.scheduling_strategy.placement_group_bundle_index)
-    if opts.placement_group is not None:
-        return opts.placement_group, int(opts.bundle_index)
-    return None
 
 
 def _handle_from(entry: Mapping[str, Any]) -> ActorHandle:

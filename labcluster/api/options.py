@@ -43,6 +43,16 @@ class Options:
     def validate(self) -> None:
         """Check the values; raise ValueError/TypeError naming the option and the fix."""
 
+    def in_group(self) -> tuple[Any, int] | None:
+        """``(placement group, bundle index)`` when the work runs inside a placement group."""
+        strategy = getattr(self, "scheduling_strategy", None)
+        if strategy is not None:
+            return strategy.placement_group, int(strategy.placement_group_bundle_index)
+        group = getattr(self, "placement_group", None)
+        if group is not None:
+            return group, int(getattr(self, "bundle_index", -1))
+        return None
+
 
 @dataclass(frozen=True)
 class TaskOptions(Options):
@@ -101,15 +111,6 @@ class TaskOptions(Options):
         req = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus)}
         req.update({k: float(v) for k, v in self.resources.items()})
         return {k: v for k, v in req.items() if v}
-
-    def in_group(self) -> tuple[Any, int] | None:
-        """``(placement group, bundle index)`` if the task runs inside a group."""
-        if self.scheduling_strategy is not None:
-            strategy = self.scheduling_strategy
-            return strategy.placement_group, int(strategy.placement_group_bundle_index)
-        if self.placement_group is not None:
-            return self.placement_group, self.bundle_index
-        return None
 
     @property
     def effective_max_retries(self) -> int:
