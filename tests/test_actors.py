@@ -160,7 +160,7 @@ class AsyncWorker:
         import asyncio
 
         self.log.append(f"start {tag}")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)  # wide enough that both calls start first, even on a loaded machine
         self.log.append(f"end {tag}")
         return tag
 
@@ -219,7 +219,7 @@ def test_actor_methods_can_get_other_actors_results(cluster: lc.Session) -> None
 
 def test_max_concurrency_runs_calls_in_parallel_threads(cluster: lc.Session) -> None:
     sleeper = Sleeper.remote()
-    (s1, e1), (s2, e2) = lc.get([sleeper.nap.remote(0.5), sleeper.nap.remote(0.5)], timeout=30)
+    (s1, e1), (s2, e2) = lc.get([sleeper.nap.remote(1.0), sleeper.nap.remote(1.0)], timeout=30)
     assert s2 < e1 and s1 < e2  # the two calls overlapped
 
 
