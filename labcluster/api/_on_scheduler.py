@@ -6,7 +6,18 @@ including one where labcluster is not installed. Keep it free of labcluster impo
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+import cloudpickle
+
+# sent by value to the scheduler or workers, so they need not have labcluster installed to run these
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def plugin_names(dask_scheduler: Any = None) -> list[str]:
+    """The names of the scheduler's plugins (is labcluster's retry plugin there?)."""
+    return list(dask_scheduler.plugins)
 
 
 def worker_available_resources(dask_worker: Any = None) -> dict[str, float]:
@@ -113,8 +124,3 @@ def group_table(dask_scheduler: Any = None) -> dict[str, Any]:
     table = dask_scheduler.__dict__.setdefault("_labcluster_pgs", {})
     names = {a: ws.name for a, ws in dask_scheduler.workers.items()}
     return {pg_id: {**e, "workers": [names.get(a, a) for a in e["placement"]]} for pg_id, e in table.items()}
-
-
-def group_placement(pg_id: str, dask_scheduler: Any = None) -> list[str]:
-    """Worker address per bundle of a placed group."""
-    return list(dask_scheduler.__dict__.get("_labcluster_pgs", {})[pg_id]["placement"])

@@ -7,9 +7,10 @@ handler runs its method calls.
   machine, so a GPU actor keeps its GPU slot for its whole life. If the worker dies, Dask reschedules
   the holder elsewhere, and that *is* the restart (bounded by ``max_restarts`` through the retry plugin).
 - **Calls** come straight from the caller over Dask's RPC (``labcluster_actor_call``; no scheduler hop).
-  They run on the actor's own thread pool (``max_concurrency`` threads) in per-caller order. The result is
-  stored on this worker as a Dask key (``Worker.update_data``) that the caller registers with the scheduler,
-  so actor results are ordinary objects: they can be passed to tasks, waited on and fetched.
+  They run on the actor's own thread pool (``max_concurrency`` threads), or on its own event loop for
+  ``async def`` methods, in per-caller order. Small results go back inside the reply; larger ones stay on
+  this worker as a Dask key (``Worker.update_data``) that the caller registers with the scheduler. Either
+  way actor results are ordinary objects: they can be passed to tasks, waited on and fetched.
 """
 
 from __future__ import annotations
@@ -65,15 +66,11 @@ def metadata_key(actor_id: str) -> list[str]:
 def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dict[str, Any],
                max_concurrency: int, class_name: str) -> str:
     """The holder task: construct, publish, hold the resources until killed."""
-    from .objects import get
-    from .refs import ObjectRef
-
     worker = get_worker()
     cls = _CLASSES.get(payload)
     if cls is None:
         cls = _CLASSES[payload] = cloudpickle.loads(payload)
-    args = tuple(get(a) if isinstance(a, ObjectRef) else a for a in args)
-    kwargs = {k: get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
+    args, kwargs = _resolve_refs(args, kwargs)
     client = get_client()
     previous = client.get_metadata(metadata_key(actor_id), default=None) or {}
     incarnation = int(previous.get("incarnation", -1)) + 1
@@ -112,27 +109,33 @@ def _install_handlers(worker: Any) -> None:
     worker.handlers["labcluster_actor_kill"] = _actor_kill
 
 
-def _run(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
-    from distributed.worker import _worker_cvar  # internal: what get_worker() reads
-
+def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Top-level ObjectRef arguments arrive as values (Ray's rule, as for tasks)."""
     from .objects import get
     from .refs import ObjectRef
 
-    # the actor's threads are not Dask task threads: make get_worker() (lc.get_gpu_ids, nested lc.get) work
+    return (tuple(get(a) if isinstance(a, ObjectRef) else a for a in args),
+            {k: get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()})
+
+
+def _enter(worker: Any, hosted: _Hosted) -> None:
+    """The actor's threads and event loop are not Dask task threads: make get_worker() (lc.get_gpu_ids, nested
+    lc.get) and get_runtime_context().get_actor_id() work there."""
+    from distributed.worker import _worker_cvar  # internal: what get_worker() reads
+
     _worker_cvar.set(worker)
     current_actor.set(hosted.actor_id)
-    args, kwargs = payload
-    args = tuple(get(a) if isinstance(a, ObjectRef) else a for a in args)
-    kwargs = {k: get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()}
+
+
+def _run(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
+    _enter(worker, hosted)
+    args, kwargs = _resolve_refs(*payload)
     return getattr(hosted.instance, method)(*args, **kwargs)
 
 
 async def _run_async(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
-    from distributed.worker import _worker_cvar
-
-    _worker_cvar.set(worker)
-    current_actor.set(hosted.actor_id)
-    args, kwargs = payload
+    _enter(worker, hosted)
+    args, kwargs = _resolve_refs(*payload)  # a blocking get is fine: refs are usually ready values
     return await getattr(hosted.instance, method)(*args, **kwargs)
 
 

@@ -76,11 +76,6 @@ class ActorOptions(Options):
             if not isinstance(v, int) or v < -1:
                 raise ValueError(f"{k} must be an int >= -1 (-1: forever), got {v!r}")
 
-    def request(self) -> dict[str, float]:
-        req = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus), **{k: float(v) for k, v in
-                                                                           self.resources.items()}}
-        return {k: v for k, v in req.items() if v}
-
 
 #: holder futures of the actors this process created: actors live until lc.kill or lc.shutdown
 _HOLDERS: dict[str, Future[Any]] = {}
@@ -236,6 +231,8 @@ def _forget_route(client: Any, actor_id: str, route: _Route | None) -> None:
     current = _ROUTES.get(k)
     if current is not None and (route is None or current.incarnation <= route.incarnation):
         _ROUTES.pop(k, None)
+
+
 _lock = threading.Lock()
 #: calls made from this process that have not finished yet, per actor
 _PENDING: dict[str, int] = {}

@@ -59,9 +59,3 @@ def _workers(client: Client, fresh: bool) -> list[WorkerInfo]:
     if not info:
         info = client.scheduler_info(n_workers=-1)
     return workers_from_info(info)
-
-
-def forget() -> None:
-    """Drop cached answers (after the cluster changed shape)."""
-    with _cache_lock:
-        _cache.clear()

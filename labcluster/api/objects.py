@@ -107,9 +107,6 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     client = current_client()
     futures = [r.future for r in items]
     _check_same_session(items, futures, client)
-    if all(r._inline is not None for r in items):  # small actor results already here: no round trip
-        values = [r._inline[0] for r in items if r._inline is not None]
-        return values[0] if single else values
     try:
         with blocked():
             if timeout is not None:

@@ -43,6 +43,13 @@ class Options:
     def validate(self) -> None:
         """Check the values; raise ValueError/TypeError naming the option and the fix."""
 
+    def request(self) -> dict[str, float]:
+        """The Dask resource restrictions: CPU slots, GPUs and custom resources (zeros dropped)."""
+        fields: Any = self
+        req = {"CPU": float(fields.num_cpus), "GPU": float(fields.num_gpus)}
+        req.update({k: float(v) for k, v in fields.resources.items()})
+        return {k: v for k, v in req.items() if v}
+
     def in_group(self) -> tuple[Any, int] | None:
         """``(placement group, bundle index)`` when the work runs inside a placement group."""
         strategy = getattr(self, "scheduling_strategy", None)
@@ -105,12 +112,6 @@ class TaskOptions(Options):
                             f"{self.scheduling_strategy!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name):
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
-
-    def request(self) -> dict[str, float]:
-        """The Dask resource restrictions: CPU slots, GPUs and custom resources (zeros dropped)."""
-        req = {"CPU": float(self.num_cpus), "GPU": float(self.num_gpus)}
-        req.update({k: float(v) for k, v in self.resources.items()})
-        return {k: v for k, v in req.items() if v}
 
     @property
     def effective_max_retries(self) -> int:

@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import cloudpickle
 from distributed import Event, fire_and_forget, get_client, get_worker, secede
 from distributed.utils import sync
 
@@ -28,8 +27,6 @@ from .blocking import blocked
 from .objects import wait
 from .refs import ObjectRef
 from .session import current_client
-
-cloudpickle.register_pickle_by_value(_on_scheduler)
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 _READY_METADATA = "labcluster-pgs"
@@ -66,10 +63,7 @@ class PlacementGroup:
 
     def worker_address(self, index: int) -> str:
         """The address of the worker that holds bundle ``index`` (the group must be placed)."""
-        from . import _on_scheduler as on_scheduler
-
-        table = current_client().run_on_scheduler(on_scheduler.group_placement, self.id)
-        return str(table[index])
+        return str(placement_group_table()[self.id]["placement"][index])
 
     def request_in_bundle(self, request: Mapping[str, float], index: int) -> dict[str, float]:
         """Turn a task's resource request into one for bundle ``index`` (-1: the next bundle, round robin)."""

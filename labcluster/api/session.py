@@ -45,7 +45,7 @@ class Session:
     """
 
     def __init__(self, client: Client, cluster: Any | None, owns_cluster: bool, config_ctx: Any | None,
-                 dashboard_host: str | None = None) -> None:
+                 dashboard_host: str | None = None, address: str | None = None) -> None:
         self.client = client
         #: for clusters labcluster starts: the host the dashboard binds, or None when it is off
         self._dashboard_host = dashboard_host
@@ -55,7 +55,8 @@ class Session:
         self._closed = False
         #: whether the scheduler runs labcluster's retry plugin (per-task max_retries for worker deaths)
         self.per_task_retries = owns_cluster or _has_retry_plugin(client)
-        self._address = str(client.scheduler.address) if client.scheduler is not None else "?"
+        # the address others connect to (the session's own client may use an in-process link)
+        self._address = address or (str(client.scheduler.address) if client.scheduler is not None else "?")
 
     # -- what the cluster has -------------------------------------------------------------------
     @property
@@ -135,16 +136,13 @@ class Session:
 
 def _has_retry_plugin(client: Client) -> bool:
     from ..cluster.retries import RetryLimitPlugin
+    from . import _on_scheduler
 
     try:
-        plugins = client.run_on_scheduler(_scheduler_plugin_names)
+        plugins = client.run_on_scheduler(_on_scheduler.plugin_names)
     except Exception:  # a scheduler that refuses to run functions: assume the plain Dask behaviour
         return False
     return RetryLimitPlugin.name in plugins
-
-
-def _scheduler_plugin_names(dask_scheduler: Any) -> list[str]:
-    return list(dask_scheduler.plugins)
 
 
 _INIT_KEYWORDS = ("address", "cluster", "workers", "num_cpus", "num_gpus", "resources", "simulate_gpus",
@@ -280,9 +278,8 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
                                f"is printed above{hint}") from e
         raise
     dashboard_host = (host or config.get("local.host")) if include_dashboard else None
-    session = Session(client, cluster, owns_cluster=True, config_ctx=config_ctx, dashboard_host=dashboard_host)
-    session._address = str(cluster.scheduler_address)  # the TCP address others can connect to
-    return session
+    return Session(client, cluster, owns_cluster=True, config_ctx=config_ctx, dashboard_host=dashboard_host,
+                   address=str(cluster.scheduler_address))
 
 
 def shutdown() -> None:

@@ -10,7 +10,6 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-import cloudpickle
 from distributed import get_worker
 from distributed.utils import thread_state  # type: ignore[attr-defined]  # not re-exported; the one the worker sets
 
@@ -18,8 +17,6 @@ from ..cluster.groups import WORKER_INFO_KEY
 from ..cluster.info import WorkerInfo, total_resources, workers_from_info
 from . import _on_scheduler
 from .session import current_client, current_session, in_task
-
-cloudpickle.register_pickle_by_value(_on_scheduler)
 
 
 def _workers() -> list[WorkerInfo]:

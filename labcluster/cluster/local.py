@@ -11,7 +11,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import dask.config
 from dask.system import CPU_COUNT
 from distributed import Scheduler, SpecCluster
 
@@ -120,8 +119,3 @@ def in_process_address(cluster: SpecCluster) -> str | None:
         if address.startswith("inproc://"):
             return address
     return None
-
-
-def with_local_config() -> Any:
-    """A ``dask.config.set`` object holding the local settings; close it with ``__exit__``."""
-    return dask.config.set(local_dask_config())

@@ -60,8 +60,8 @@ async def run_scheduler(host: str, port: int, dashboard_address: str | None) -> 
                          allowed_failures=int(config.get("max-retries-ceiling")),
                          plugins=[RetryLimitPlugin(int(config.get("max-retries")))]) as scheduler:
         print(f"labcluster scheduler at {scheduler.address}", flush=True)
-        if scheduler.dashboard_link if hasattr(scheduler, "dashboard_link") else None:
-            print(f"dashboard at {scheduler.dashboard_link}", flush=True)
+        if dashboard_address:  # the port it got: a busy one falls back to a random port
+            print(f"dashboard at http://{host}:{scheduler.http_server.port}/status", flush=True)
         await _until_signal()
 
 
