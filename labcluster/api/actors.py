@@ -123,12 +123,10 @@ class ActorClass:
             feasibility.check(client, request, what)
         else:  # inside a bundle: its resources, on its worker (even for an actor that asks for none)
             pg, index = group
-            from .objects import get as _get
-
-            _get(pg.ready())
-            index = index if index != -1 else next(pg._any_bundle) % pg.bundle_count
+            placement = pg.wait_placed()
+            index = pg.bundle(index)
             request = pg.request_in_bundle(request, index)
-            pin = [pg.worker_address(index)]
+            pin = [placement[index]]
         actor_id = f"{_task_name(self._cls.__name__)}-{uuid.uuid4().hex[:16]}"
         methods = tuple(n for n, _ in inspect.getmembers(self._cls, callable) if not n.startswith("__"))
         client.set_metadata(metadata_key(actor_id), {"state": "PENDING", "class": self._cls.__name__,

@@ -24,7 +24,7 @@ from distributed.utils import sync
 from ..exceptions import InfeasibleResourceError, PlacementGroupInfeasibleError
 from . import _on_scheduler
 from .blocking import blocked
-from .objects import wait
+from .objects import get, wait
 from .refs import ObjectRef
 from .session import current_client
 
@@ -47,6 +47,9 @@ class PlacementGroup:
         self.name = name
         self._ready = ready
         self._any_bundle = itertools.count()
+        #: set once the group is known to be placed: work submitted into it then costs no round trip
+        self._placement: list[str] | None = None
+        self._removed = False
 
     @property
     def bundle_count(self) -> int:
@@ -61,16 +64,24 @@ class PlacementGroup:
         ready, _ = wait([self._ready], timeout=timeout_seconds)
         return bool(ready) and self._ready.state == "finished"
 
-    def worker_address(self, index: int) -> str:
-        """The address of the worker that holds bundle ``index`` (the group must be placed)."""
-        return str(placement_group_table()[self.id]["placement"][index])
+    def wait_placed(self) -> list[str]:
+        """Block until the group is placed (once; later calls return at once); the worker of each bundle."""
+        if self._placement is None and not self._removed and get(self._ready):
+            self._placement = list(placement_group_table()[self.id]["placement"])
+        if self._removed or self._placement is None:
+            raise ValueError(f"placement group {self.id} was removed; create a new one to place work in")
+        return self._placement
 
-    def request_in_bundle(self, request: Mapping[str, float], index: int) -> dict[str, float]:
-        """Turn a task's resource request into one for bundle ``index`` (-1: the next bundle, round robin)."""
+    def bundle(self, index: int) -> int:
+        """``index`` checked, with -1 (any bundle) resolved to the next bundle, round robin."""
         if index == -1:
             index = next(self._any_bundle) % self.bundle_count
         if not 0 <= index < self.bundle_count:
             raise ValueError(f"bundle_index={index} but placement group {self.id} has {self.bundle_count} bundles")
+        return index
+
+    def request_in_bundle(self, request: Mapping[str, float], index: int) -> dict[str, float]:
+        """Turn a task's resource request into one for bundle ``index`` (a resolved index, see :meth:`bundle`)."""
         bundle = self.bundle_specs[index]
         over = {k: v for k, v in request.items() if v > bundle.get(k, 0.0)}
         if over:
@@ -148,6 +159,7 @@ def remove_placement_group(pg: PlacementGroup) -> None:
     if not isinstance(pg, PlacementGroup):
         raise TypeError(f"lc.remove_placement_group() takes a PlacementGroup, got {type(pg).__name__}")
     client = current_client()
+    pg._removed = True
     client.run_on_scheduler(_on_scheduler.remove_group, pg.id)
     Event(f"labcluster-pg-{pg.id}", client=client).set()
 

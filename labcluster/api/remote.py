@@ -215,10 +215,8 @@ class RemoteFunction(Generic[P, R]):
             feasibility.check(client, request, what)
         else:  # the bundle's resources appear on its worker once the group is placed: wait for that
             pg, index = group
-            from .objects import get as _get
-
-            _get(pg.ready())
-            request = pg.request_in_bundle(request, index)
+            pg.wait_placed()
+            request = pg.request_in_bundle(request, pg.bundle(index))
         key = f"{self._name}-{uuid.uuid4().hex}"
         dep_args = [_to_dependency(a) for a in args]
         dep_kwargs = {k: _to_dependency(v) for k, v in kwargs.items()}
