@@ -3,8 +3,9 @@ handler runs its method calls.
 
 - The **holder** is an ordinary Dask task with the actor's resource request. It constructs the instance
   in the worker process, records ``{address, state, incarnation}`` in the scheduler's metadata, then
-  secedes and waits until the actor is killed. A seceded task keeps its resources in Dask's worker state
-  machine, so a GPU actor keeps its GPU slot for its whole life. If the worker dies, Dask reschedules
+  holds (``blocking.hold``, as placement-group bundles do) until ``lc.kill`` sets its Dask Event. A
+  seceded task keeps its resources in Dask's worker state machine, so a GPU actor keeps its GPU slot for
+  its whole life. If the worker dies, Dask reschedules
   the holder elsewhere, and that *is* the restart (bounded by ``max_restarts`` through the retry plugin).
 - **Calls** come straight from the caller over Dask's RPC (``labcluster_actor_call``; no scheduler hop).
   They run on the actor's own thread pool (``max_concurrency`` threads), or on its own event loop for
@@ -26,8 +27,10 @@ from typing import Any
 
 import cloudpickle
 from dask.sizeof import sizeof
-from distributed import get_client, get_worker, secede
+from distributed import Event, get_client, get_worker
 from distributed.protocol.serialize import to_serialize
+
+from .blocking import hold
 
 METADATA = "labcluster-actors"
 #: results up to this size return inside the call's reply; larger ones stay on the worker as a Dask key
@@ -39,7 +42,6 @@ class _Hosted:
     actor_id: str
     instance: Any
     executor: ThreadPoolExecutor
-    stop: threading.Event = field(default_factory=threading.Event)
     #: per caller: the sequence number of the next call to start (calls from one caller run in order)
     next_seq: dict[str, int] = field(default_factory=dict)
     turn: asyncio.Condition | None = None
@@ -63,9 +65,16 @@ def metadata_key(actor_id: str) -> list[str]:
     return [METADATA, actor_id]
 
 
+def release_event(actor_id: str) -> str:
+    """The Dask Event whose setting (``lc.kill``) releases the actor's holder."""
+    return f"labcluster-actor-{actor_id}"
+
+
 def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dict[str, Any],
                max_concurrency: int, class_name: str) -> str:
     """The holder task: construct, publish, hold the resources until killed."""
+    if Event(release_event(actor_id)).is_set():
+        return "killed"  # killed before it ever started: never construct it
     worker = get_worker()
     cls = _CLASSES.get(payload)
     if cls is None:
@@ -88,8 +97,7 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
         **previous, "state": "ALIVE", "address": worker.address, "incarnation": incarnation, "restarts": incarnation,
         "pid": os.getpid(), "class": class_name, "worker": worker.name,
     })
-    secede()  # free the thread slot; the resources stay held (a long-running task keeps them)
-    hosted.stop.wait()
+    hold(release_event(actor_id))  # the resources stay held for the actor's life
     _HOSTED.pop(actor_id, None)
     hosted.executor.shutdown(wait=False, cancel_futures=True)
     if hosted.loop is not None:
@@ -106,7 +114,6 @@ def _install_handlers(worker: Any) -> None:
         return await _actor_call(worker, **msg)
 
     worker.handlers["labcluster_actor_call"] = labcluster_actor_call
-    worker.handlers["labcluster_actor_kill"] = _actor_kill
 
 
 def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -167,11 +174,3 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
         return {"status": "OK", "inline": True, "value": to_serialize(result), "nbytes": nbytes}
     worker.update_data({key: result})
     return {"status": "OK", "inline": False, "nbytes": nbytes, "type": to_serialize(type(result))}
-
-
-async def _actor_kill(comm: Any = None, actor: str = "") -> bool:
-    hosted = _HOSTED.get(actor)
-    if hosted is None:
-        return False
-    hosted.stop.set()
-    return True

@@ -32,13 +32,13 @@ from typing import Any
 
 import cloudpickle
 from dask.base import annotate
-from distributed import Future
+from distributed import Event, Future
 from distributed.protocol.serialize import to_serialize
 
 from ..cluster.retries import ANNOTATION as RETRY_ANNOTATION
 from ..exceptions import ActorDiedError
 from . import feasibility, serialization
-from .actor_host import METADATA, host_actor, metadata_key
+from .actor_host import METADATA, host_actor, metadata_key, release_event
 from .options import Options
 from .refs import ObjectRef
 from .remote import _task_name
@@ -370,8 +370,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     client = current_client()
     state = _state(client, actor._actor_id)
     client.set_metadata(metadata_key(actor._actor_id), {**state, "state": "DEAD", "error": "it was killed (lc.kill)"})
-    if state.get("state") == "ALIVE":
-        client.sync(client.rpc(state["address"]).labcluster_actor_kill, actor=actor._actor_id)
+    Event(release_event(actor._actor_id), client=client).set()  # its holder returns, giving its resources back
     _forget_route(client, actor._actor_id, None)
     holder = _HOLDERS.pop(actor._actor_id, None)
     if holder is not None:

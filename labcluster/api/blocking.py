@@ -1,4 +1,5 @@
-"""Blocking inside a task: give the task's thread *and resource slots* back while it waits.
+"""Blocking inside a task: give the task's thread *and resource slots* back while it waits (:func:`blocked`),
+or -- for holder tasks -- give the thread back and keep the slots until released (:func:`hold`).
 
 Ray releases a task's CPU while it is blocked in ``ray.get``, so a task on a one-slot worker can
 wait for its own children. Dask's ``secede()`` frees the thread but keeps the task's resources
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from distributed import get_worker, rejoin, secede
+from distributed import Event, get_worker, rejoin, secede
 from distributed.utils import thread_state  # type: ignore[attr-defined]  # not re-exported; the one the worker sets
 
 _local = threading.local()
@@ -51,3 +52,12 @@ def blocked() -> Iterator[None]:
         _local.blocked = False
         rejoin()
         worker.loop.add_callback(_adjust, worker, resources, -1)
+
+
+def hold(event_name: str) -> None:
+    """Inside a *holder* task (an actor, a placement-group bundle): free the thread but keep the task's resources
+    (a seceded task keeps them in Dask's worker state), and return once the Dask ``Event`` is set."""
+    secede()
+    released = Event(event_name)
+    while not released.wait(timeout=3600):
+        pass

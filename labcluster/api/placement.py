@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distributed import Event, fire_and_forget, get_client, get_worker, secede
+from distributed import Event, fire_and_forget, get_client, get_worker
 from distributed.utils import sync
 
 from ..exceptions import InfeasibleResourceError, PlacementGroupInfeasibleError
 from . import _on_scheduler
-from .blocking import blocked
+from .blocking import blocked, hold
 from .objects import get, wait
 from .refs import ObjectRef
 from .session import current_client
@@ -146,10 +146,7 @@ def _hold_bundle(pg_id: str, index: int, bundle: dict[str, float]) -> str:
     names = {bundle_resource(pg_id, index, k): v for k, v in bundle.items()}
     sync(worker.loop, worker.set_resources, **names)
     get_client().set_metadata([_READY_METADATA, pg_id, str(index)], worker.address)
-    secede()  # the thread is free for the group's tasks; the bundle's resources stay held
-    removed = Event(f"labcluster-pg-{pg_id}")
-    while not removed.wait(timeout=3600):
-        pass
+    hold(f"labcluster-pg-{pg_id}")  # the thread is free for the group's tasks; the bundle's resources stay held
     sync(worker.loop, worker.set_resources, **dict.fromkeys(names, 0.0))
     return "released"
 
