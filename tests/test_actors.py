@@ -91,6 +91,46 @@ def test_actor_results_and_handles_compose_with_tasks(cluster: lc.Session) -> No
     assert len(ready) == 2 and not pending
 
 
+@lc.remote
+def total_of(refs: list[lc.ObjectRef]) -> int:
+    return sum(lc.get(refs))
+
+
+@lc.remote
+class Napper:
+    def nap(self, seconds: float) -> str:
+        import time
+
+        time.sleep(seconds)
+        return "rested"
+
+
+def test_small_actor_results_reach_the_scheduler_only_when_a_task_needs_them(cluster: lc.Session) -> None:
+    c = Counter.remote()
+    ref = c.incr.remote(7)
+    assert lc.get(ref, timeout=30) == 7
+    known = cluster.client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
+    assert ref.key not in known  # the value came back inside the call's reply: no key, no scheduler traffic
+    assert "this process" in ref._repr_html_() and ref.state == "finished"
+    nested = [c.incr.remote(1), c.incr.remote(1)]  # refs inside a list reach the task as refs
+    assert lc.get(total_of.remote(nested), timeout=30) == 8 + 9
+    known = cluster.client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))
+    assert all(r.key in known for r in nested)  # passing them to a task made them keys
+
+
+def test_waits_mix_actor_and_task_refs_with_timeouts_and_cancel(cluster: lc.Session) -> None:
+    sleeper = Napper.options(max_concurrency=2).remote()
+    slow, quick = sleeper.nap.remote(5), double.remote(4)
+    ready, pending = lc.wait([slow, quick], num_returns=1, timeout=30)
+    assert ready == [quick] and pending == [slow]
+    with pytest.raises(lc.exceptions.GetTimeoutError):
+        lc.get([quick, slow], timeout=0.2)
+    lc.cancel(slow)
+    with pytest.raises(lc.exceptions.TaskCancelledError):
+        lc.get(slow, timeout=30)
+    assert lc.get(sleeper.nap.remote(0), timeout=30) == "rested"  # the actor carries on
+
+
 def test_named_actors(cluster: lc.Session) -> None:
     first = Counter.options(name="shared").remote()
     assert lc.get(first.incr.remote(), timeout=30) == 1

@@ -29,6 +29,7 @@ import cloudpickle
 from dask.sizeof import sizeof
 from distributed import Event, get_client, get_worker
 from distributed.protocol.serialize import to_serialize
+from distributed.worker import _worker_cvar  # internal: what get_worker() reads
 
 from .blocking import hold
 
@@ -41,18 +42,39 @@ INLINE_BYTES = 1 << 20
 class _Hosted:
     actor_id: str
     instance: Any
-    executor: ThreadPoolExecutor
+    #: the actor's ``max_concurrency`` threads, each set up by ``_enter``
+    executor: ThreadPoolExecutor = field(init=False)
     #: per caller: the sequence number of the next call to start (calls from one caller run in order)
     next_seq: dict[str, int] = field(default_factory=dict)
-    turn: asyncio.Condition | None = None
+    #: calls that arrived before an earlier call from the same caller: (caller, seq) -> wake-up
+    early: dict[tuple[str, int], asyncio.Future[None]] = field(default_factory=dict)
+    #: per method name: whether it is ``async def``
+    is_async: dict[str, bool] = field(default_factory=dict)
     #: async actors: the actor's own event loop (a thread), where its coroutine methods interleave
     loop: asyncio.AbstractEventLoop | None = None
 
-    def event_loop(self) -> asyncio.AbstractEventLoop:
+    def event_loop(self, worker: Any) -> asyncio.AbstractEventLoop:
         if self.loop is None:
-            self.loop = asyncio.new_event_loop()
-            threading.Thread(target=self.loop.run_forever, name="actor-loop", daemon=True).start()
+            loop = self.loop = asyncio.new_event_loop()
+
+            def run() -> None:
+                _enter(worker, self)  # coroutines copy the loop thread's context
+                loop.run_forever()
+
+            threading.Thread(target=run, name="actor-loop", daemon=True).start()
         return self.loop
+
+    async def turn(self, caller: str, seq: int) -> None:
+        """Wait until every earlier call from ``caller`` has started (calls can overtake on the wire)."""
+        if seq > self.next_seq.get(caller, 0):
+            wake = self.early[(caller, seq)] = asyncio.get_running_loop().create_future()
+            await wake
+
+    def started(self, caller: str, seq: int) -> None:
+        self.next_seq[caller] = seq + 1
+        wake = self.early.pop((caller, seq + 1), None)
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
 
 _HOSTED: dict[str, _Hosted] = {}
@@ -89,8 +111,9 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
         client.set_metadata(metadata_key(actor_id), {**previous, "state": "DEAD", "incarnation": incarnation,
                                                      "error": f"{type(e).__name__}: {e}"})
         raise
-    threads = ThreadPoolExecutor(max(1, max_concurrency), thread_name_prefix=f"actor-{class_name}")
-    hosted = _Hosted(actor_id, instance, threads)
+    hosted = _Hosted(actor_id, instance)
+    hosted.executor = ThreadPoolExecutor(max(1, max_concurrency), thread_name_prefix=f"actor-{class_name}",
+                                         initializer=_enter, initargs=(worker, hosted))
     _install_handlers(worker)
     _HOSTED[actor_id] = hosted
     client.set_metadata(metadata_key(actor_id), {
@@ -121,27 +144,25 @@ def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[
     from .objects import get
     from .refs import ObjectRef
 
+    if not args and not kwargs:
+        return args, kwargs
     return (tuple(get(a) if isinstance(a, ObjectRef) else a for a in args),
             {k: get(v) if isinstance(v, ObjectRef) else v for k, v in kwargs.items()})
 
 
 def _enter(worker: Any, hosted: _Hosted) -> None:
-    """The actor's threads and event loop are not Dask task threads: make get_worker() (lc.get_gpu_ids, nested
-    lc.get) and get_runtime_context().get_actor_id() work there."""
-    from distributed.worker import _worker_cvar  # internal: what get_worker() reads
-
+    """Make get_worker() (lc.get_gpu_ids, nested lc.get) and get_runtime_context().get_actor_id() work in
+    the actor's threads and event loop, which are not Dask task threads."""
     _worker_cvar.set(worker)
     current_actor.set(hosted.actor_id)
 
 
-def _run(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
-    _enter(worker, hosted)
+def _run(hosted: _Hosted, method: str, payload: Any) -> Any:
     args, kwargs = _resolve_refs(*payload)
     return getattr(hosted.instance, method)(*args, **kwargs)
 
 
-async def _run_async(worker: Any, hosted: _Hosted, method: str, payload: Any) -> Any:
-    _enter(worker, hosted)
+async def _run_async(hosted: _Hosted, method: str, payload: Any) -> Any:
     args, kwargs = _resolve_refs(*payload)  # a blocking get is fine: refs are usually ready values
     return await getattr(hosted.instance, method)(*args, **kwargs)
 
@@ -153,18 +174,17 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     hosted = _HOSTED.get(actor)
     if hosted is None:
         return {"status": "missing"}
-    if hosted.turn is None:
-        hosted.turn = asyncio.Condition()
-    async with hosted.turn:  # start calls from one caller in the order they were made
-        await hosted.turn.wait_for(lambda: hosted.next_seq.get(caller, 0) >= seq)
-        if inspect.iscoroutinefunction(getattr(hosted.instance, method, None)):
-            coro = _run_async(worker, hosted, method, payload)
-            running = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, hosted.event_loop()))
-        else:
-            running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, worker, hosted, method,
-                                                                 payload)
-        hosted.next_seq[caller] = seq + 1
-        hosted.turn.notify_all()
+    payload = payload or ((), {})
+    await hosted.turn(caller, seq)  # start calls from one caller in the order they were made
+    is_async = hosted.is_async.get(method)
+    if is_async is None:
+        is_async = hosted.is_async[method] = inspect.iscoroutinefunction(getattr(hosted.instance, method, None))
+    if is_async:
+        coro = _run_async(hosted, method, payload)
+        running = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, hosted.event_loop(worker)))
+    else:
+        running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, hosted, method, payload)
+    hosted.started(caller, seq)
     try:
         result = await running
     except Exception as e:

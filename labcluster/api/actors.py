@@ -25,7 +25,6 @@ import inspect
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,7 @@ from ..exceptions import ActorDiedError
 from . import feasibility, serialization
 from .actor_host import METADATA, host_actor, metadata_key, release_event
 from .options import Options
-from .refs import ObjectRef
+from .refs import CallOutcome, ObjectRef
 from .remote import _task_name
 from .session import current_client
 
@@ -160,6 +159,13 @@ class ActorHandle:
         self._class_name = class_name
         self._methods = methods
         self._max_task_retries = max_task_retries
+        self._key_prefixes: dict[str, str] = {}
+
+    def _key_prefix(self, method: str) -> str:
+        prefix = self._key_prefixes.get(method)
+        if prefix is None:
+            prefix = self._key_prefixes[method] = _task_name(f"{self._class_name}_{method}")
+        return prefix
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._max_task_retries))
@@ -194,17 +200,15 @@ class ActorMethod:
         client = current_client()
         function = f"{h._class_name}.{self._name}"
         serialization.check_arguments(args, kwargs, f"actor method {function!r}")
-        key = f"{_task_name(h._class_name + '_' + self._name)}-{uuid.uuid4().hex}"
-        future: Future[Any] = Future(key, client)
-        registered = threading.Event()
-        ref = ObjectRef(future, function, registered)
+        key = f"{h._key_prefix(self._name)}-{uuid.uuid4().hex}"
+        call = CallOutcome(client, key)
         with _lock:
             _PENDING[h._actor_id] = _PENDING.get(h._actor_id, 0) + 1
         loop = client.loop
         assert loop is not None, "the client has no event loop (closed?)"
-        loop.add_callback(_call, client, h._actor_id, self._name, (args, kwargs), key, function, registered,
-                          h._max_task_retries, weakref.ref(ref))
-        return ref
+        loop.add_callback(_call, client, h._actor_id, self._name, (args, kwargs), call, function,
+                          h._max_task_retries)
+        return ObjectRef(None, function, call=call)
 
 
 # -- the caller side of a call, on the client's event loop -----------------------------------------------
@@ -272,20 +276,22 @@ async def _resolve(client: Any, actor_id: str) -> _Route:
         delay = min(delay * 2, 0.1)
 
 
-async def _call(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str,
-                registered: threading.Event, retries: int, ref: weakref.ref[ObjectRef]) -> None:
+async def _call(client: Any, actor_id: str, method: str, payload: Any, call: CallOutcome, function: str,
+                retries: int) -> None:
     try:
-        await _call_actor(client, actor_id, method, payload, key, function, retries, ref)
-    finally:
-        with _lock:  # before the event: whoever wakes on it must see the call as finished
-            _PENDING[actor_id] = _PENDING.get(actor_id, 1) - 1
-        registered.set()
+        outcome = await _call_actor(client, actor_id, method, payload, call.key, function, retries)
+    except Exception as e:  # never leave a ref pending forever
+        outcome = {"error": e}
+    with _lock:  # before the outcome: whoever wakes on it must see the call as finished
+        _PENDING[actor_id] = _PENDING.get(actor_id, 1) - 1
+    call.finish(**outcome)
 
 
 async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str,
-                      retries: int, ref: weakref.ref[ObjectRef]) -> None:
-    state = client.futures.get(key)
+                      retries: int) -> dict[str, Any]:
+    """Send one call (resending after restarts, up to ``retries``); returns ``CallOutcome.finish``'s arguments."""
     attempt = 0
+    wire = to_serialize(payload) if payload != ((), {}) else None  # no arguments: nothing to pickle
     while True:
         route = None
         try:
@@ -293,51 +299,32 @@ async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key
             seq = route.next_seq
             route.next_seq += 1
             response = await client.rpc(route.address).labcluster_actor_call(
-                actor=actor_id, method=method, payload=to_serialize(payload), key=key, caller=str(client.id),
+                actor=actor_id, method=method, payload=wire, key=key, caller=str(client.id),
                 seq=seq, function=function)
-        except ActorDiedError as e:
-            if state is not None:
-                state.set_error(e, None)
-            return
         except OSError as e:  # the worker is gone: the actor died with it; a restart makes a newer route
             _forget_route(client, actor_id, route)
             if attempt < retries or retries == -1:
                 attempt += 1
                 continue
-            if state is not None:
-                state.set_error(ActorDiedError(actor_id, f"its worker died during the call to {method} ({e}); "
-                                               f"pass max_task_retries= to resend calls after a restart"), None)
-            return
-        except Exception as e:  # never leave a ref pending forever
-            if state is not None:
-                state.set_error(e, None)
-            return
+            return {"error": ActorDiedError(actor_id, f"its worker died during the call to {method} ({e}); "
+                                                      f"pass max_task_retries= to resend calls after a restart")}
         if response["status"] == "missing":  # killed, or restarted elsewhere meanwhile
             _forget_route(client, actor_id, route)
             if attempt < retries or retries == -1:
                 attempt += 1
                 continue
         break
-    if state is None:
-        return  # the caller dropped the ref already
     if response["status"] == "OK" and response.get("inline"):
-        target = ref()
-        if target is not None:
-            target._inline = (response["value"],)
-        state.finish(type=type(response["value"]))
-    elif response["status"] == "OK":
-        try:
-            await client.scheduler.update_data(who_has={key: [route.address]}, nbytes={key: response["nbytes"]},
-                                               client=str(client.id))
-        except Exception as e:
-            state.set_error(e, None)
-            return
-        state.finish(type=response.get("type"))
-    elif response["status"] == "error":
-        state.set_error(response["exception"], None)
-    else:
-        state.set_error(ActorDiedError(actor_id, "it is no longer on the worker it was on (killed or restarted)"),
-                        None)
+        return {"value": (response["value"],)}
+    if response["status"] == "OK":  # a large result stayed on the worker: make it a key the caller holds
+        future: Any = Future(key, client)
+        await client.scheduler.update_data(who_has={key: [route.address]}, nbytes={key: response["nbytes"]},
+                                           client=str(client.id))
+        future._state.finish(type=response.get("type"))
+        return {"future": future}
+    if response["status"] == "error":
+        return {"error": response["exception"]}
+    return {"error": ActorDiedError(actor_id, "it is no longer on the worker it was on (killed or restarted)")}
 
 
 def list_actors() -> list[dict[str, Any]]:

@@ -60,23 +60,30 @@ def _translate(e: BaseException, refs: Sequence[ObjectRef]) -> BaseException:
     return e
 
 
-def _gather(client: Any, items: Sequence[ObjectRef], futures: Sequence[Any]) -> list[Any]:
-    """Fetch values, taking small actor results from their refs and the rest from the workers."""
-    for ref in items:  # an actor call's inline value is set before its event: wait for the event, then look
-        if ref._registered is not None:
-            ref._registered.wait()
-    remote = [f for r, f in zip(items, futures, strict=True) if r._inline is None]
+def _gather(client: Any, items: Sequence[ObjectRef]) -> list[Any]:
+    """Fetch values: actor results that came back inside their call's reply from their refs (no scheduler
+    round trip), the rest from the workers in one ``gather``."""
+    remote = []
+    for ref in items:
+        call = ref._call
+        if call is not None:
+            call.done.wait()
+            if call.error is not None:
+                raise call.error
+            if call.value is not None:
+                continue
+        remote.append(ref.future)
     fetched = iter(client.gather(remote) if remote else [])
     out = []
     for ref in items:
-        inline = ref._inline
-        out.append(inline[0] if inline is not None else next(fetched))
+        value = ref._call.value if ref._call is not None else None
+        out.append(value[0] if value is not None else next(fetched))
     return out
 
 
-def _check_same_session(items: Sequence[ObjectRef], futures: Sequence[Any], client: Any) -> None:
-    for ref, future in zip(items, futures, strict=True):
-        owner = future.client
+def _check_same_session(items: Sequence[ObjectRef], client: Any) -> None:
+    for ref in items:
+        owner = ref.client
         if owner is None or owner is client:
             continue
         if getattr(owner, "status", "") in ("closing", "closed"):
@@ -105,17 +112,15 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     if not items:
         return []
     client = current_client()
-    futures = [r.future for r in items]
-    _check_same_session(items, futures, client)
+    _check_same_session(items, client)
     try:
         with blocked():
             if timeout is not None:
-                try:
-                    distributed.wait(futures, timeout=timeout)
-                except TimeoutError:
-                    pending = len([f for f in futures if not f.done()])
-                    raise GetTimeoutError(pending, len(futures), timeout) from None
-            values = _gather(client, items, futures)
+                _until_done(items, len(items), timeout)
+                pending = len([r for r in items if not r.done()])
+                if pending:
+                    raise GetTimeoutError(pending, len(items), timeout)
+            values = _gather(client, items)
     except GetTimeoutError:
         raise
     except BaseException as e:
@@ -172,34 +177,42 @@ def wait(
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     with blocked():
-        _until_done([r.future for r in items], num_returns, timeout)
-    done = [r for r in items if r.future.done()]
+        _until_done(items, num_returns, timeout)
+    done = [r for r in items if r.done()]
     ready = set(done[:num_returns])
     return [r for r in items if r in ready], [r for r in items if r not in ready]
 
 
-def _until_done(futures: Sequence[Any], need: int, timeout: float | None) -> None:
-    """Block until ``need`` of ``futures`` are done (finished, failed or cancelled) or ``timeout`` passes.
+def _until_done(refs: Sequence[ObjectRef], need: int, timeout: float | None) -> None:
+    """Block until ``need`` of ``refs`` are done (finished, failed or cancelled) or ``timeout`` passes.
 
-    Costs O(n) for n refs: Dask's own ``wait`` when every pending one is needed, else one coroutine on
-    the client's loop that counts completions (re-scanning the list after each one was O(n^2): 105 s
-    to wait for 4,000 refs).
+    Costs O(n) for n refs: Dask's own ``wait`` when every pending one is a task and needed, else one
+    coroutine on the client's loop that counts completions (re-scanning the list after each one was
+    O(n^2): 105 s to wait for 4,000 refs).
     """
-    pending = [f for f in futures if not f.done()]
-    missing = need - (len(futures) - len(pending))
+    pending = [r for r in refs if not r.done()]
+    missing = need - (len(refs) - len(pending))
     if missing <= 0:
         return
     try:
-        if missing >= len(pending):
-            distributed.wait(pending, timeout=timeout)
+        if missing >= len(pending) and all(r._call is None for r in pending):
+            distributed.wait([r.future for r in pending], timeout=timeout)
         else:
             pending[0].client.sync(_count_done, pending, missing, callback_timeout=timeout)
     except TimeoutError:
         pass  # wait() returns what is ready by the deadline
 
 
-async def _count_done(pending: Sequence[Any], missing: int) -> None:
-    waiters = [asyncio.ensure_future(f._state.wait()) for f in pending]
+def _when_done(ref: ObjectRef) -> Any:
+    """A coroutine, on the client's loop, that returns when ``ref`` is done."""
+    if ref._call is not None and ref._call.future is None:
+        return ref._call.wait_async()
+    future: Any = ref.future
+    return future._state.wait()
+
+
+async def _count_done(pending: Sequence[ObjectRef], missing: int) -> None:
+    waiters = [asyncio.ensure_future(_when_done(r)) for r in pending]
     try:
         left = missing
         for finished in asyncio.as_completed(waiters):
@@ -221,9 +234,13 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     """
     if not isinstance(ref, ObjectRef):
         raise TypeError(f"lc.cancel() takes an ObjectRef, got {type(ref).__name__}")
-    if ref.future.status == "finished":
+    if ref.state == "finished":
         return
     _user_cancelled[ref.key] = None
     while len(_user_cancelled) > _USER_CANCELLED_MAX:
         _user_cancelled.popitem(last=False)
+    call = ref._call
+    if call is not None and call.future is None:  # an actor call: it runs on; its result is dropped
+        call.client.loop.add_callback(call.finish, error=TaskCancelledError(ref.key))
+        return
     current_client().cancel([ref.future], force=force)

@@ -19,8 +19,68 @@ def _rebuild(key: str, function: str | None) -> ObjectRef:
     # Unpickling happens on the worker's event loop while it decodes the task, where no client may be
     # made (that would block the loop); the ref binds to a client on first use, in the task's thread.
     ref = ObjectRef.__new__(ObjectRef)
-    ref._future, ref._key, ref._function, ref._registered, ref._inline = None, key, function, None, None
+    ref._future, ref._key, ref._function, ref._call = None, key, function, None
     return ref
+
+
+class CallOutcome:
+    """The outcome of one actor method call, filled in on the client's event loop (``actors._call``).
+
+    A call's result is not a Dask key until it has to be one: small results live here, so a call sends
+    nothing to the scheduler. A result becomes a key when it is passed to a task (scattered under the
+    call's key) or when it is too big to travel in the reply (then it stays on the actor's worker and
+    ``future`` is set when the call finishes).
+    """
+
+    __slots__ = ("_lock", "_waiters", "client", "done", "error", "future", "key", "value")
+
+    def __init__(self, client: Any, key: str) -> None:
+        self.client = client
+        self.key = key
+        self.done = threading.Event()
+        #: ``(value,)`` for a result that came back inside the reply
+        self.value: tuple[Any] | None = None
+        self.error: BaseException | None = None
+        self.future: Future[Any] | None = None
+        self._lock = threading.Lock()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def finish(self, *, value: tuple[Any] | None = None, error: BaseException | None = None,
+               future: Future[Any] | None = None) -> None:
+        """Record the outcome (first one wins). Only on the client's event loop, like ``wait_async``."""
+        if self.done.is_set():
+            return
+        self.value, self.error, self.future = value, error, future
+        self.done.set()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait_async(self) -> None:
+        """Wait on the client's event loop until the call has finished."""
+        if not self.done.is_set():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    @property
+    def status(self) -> str:
+        if self.future is not None:
+            return str(self.future.status)
+        return "pending" if not self.done.is_set() else "error" if self.error is not None else "finished"
+
+    def as_key(self) -> Future[Any]:
+        """A Dask future for the result, once the call has finished (blocks until then). A small result is
+        scattered under the call's key; a failed call raises its error (it cannot feed a task)."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        with self._lock:
+            if self.future is None:
+                assert self.value is not None
+                self.future = self.client.scatter({self.key: self.value[0]}, hash=False)[self.key]
+            return self.future
 
 
 class ObjectRef:
@@ -31,34 +91,26 @@ class ObjectRef:
     ObjectRef(square-5d0c..., state=finished)
     """
 
-    __slots__ = ("__weakref__", "_function", "_future", "_inline", "_key", "_registered")
+    __slots__ = ("__weakref__", "_call", "_function", "_future", "_key")
 
-    def __init__(self, future: Future[Any], function: str | None = None,
-                 registered: threading.Event | None = None) -> None:
+    def __init__(self, future: Future[Any] | None, function: str | None = None, *,
+                 call: CallOutcome | None = None) -> None:
         self._future: Future[Any] | None = future
-        self._key = str(future.key)
+        #: an actor call's result (``future`` is None then): see CallOutcome
+        self._call = call
+        self._key = str(future.key) if future is not None else call.key if call is not None else ""
         self._function = function
-        #: actor results: set once the call has finished (until then a task cannot depend on it)
-        self._registered = registered
-        #: a small actor result kept here instead of on a worker: ``(value,)``; None otherwise
-        self._inline: tuple[Any] | None = None
 
-    def wait_registered(self) -> None:
-        """Block until the scheduler knows this object, so a task can depend on it.
+    def done(self) -> bool:
+        """Whether the object is ready (computed, failed, cancelled or lost)."""
+        if self._call is not None and self._call.future is None:
+            return self._call.done.is_set()
+        return bool(self.future.done())
 
-        Only actor results can be unknown: until their call finishes, and small ones (kept in this ref)
-        until they are first passed to a task, when they are scattered under the same key.
-        """
-        if self._registered is None:
-            return
-        if not self._registered.is_set():
-            self._registered.wait()
-        if self.state == "error":
-            self.future.result()  # an actor call that failed cannot feed a task: raise its error here
-        if self._inline is not None:
-            (value,) = self._inline
-            self.future.client.scatter({self._key: value}, hash=False)
-            self._inline = None
+    @property
+    def client(self) -> Any:
+        """The Dask client this ref belongs to."""
+        return self._call.client if self._call is not None else self.future.client
 
     @property
     def key(self) -> str:
@@ -70,7 +122,10 @@ class ObjectRef:
 
     @property
     def future(self) -> Future[Any]:
-        """The underlying Dask future, to mix with Dask APIs."""
+        """The underlying Dask future, to mix with Dask APIs. For an actor call's result this waits for the
+        call (raising its error if it failed) and makes the result a Dask key."""
+        if self._call is not None:
+            return self._call.as_key()
         if self._future is None:
             from distributed import get_client
 
@@ -84,7 +139,18 @@ class ObjectRef:
     @property
     def state(self) -> str:
         """``pending``, ``finished``, ``error``, ``cancelled`` or ``lost``, as Dask reports it."""
+        if self._call is not None:
+            return self._call.status
         return str(self.future.status)
+
+    def _error(self) -> BaseException | None:
+        """The exception of a failed object (None if it has not failed); does not block."""
+        if self.state != "error":
+            return None
+        if self._call is not None and self._call.future is None:
+            return self._call.error
+        exc: BaseException | None = self.future.exception(timeout=1)
+        return exc
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -95,7 +161,11 @@ class ObjectRef:
     def __reduce__(self) -> tuple[Any, ...]:
         # A ref nested in an argument travels as its key and is re-bound, where it lands, to that
         # process's client (the worker's), which then holds the object alive too. The sender must keep
-        # its own ref until the task has started (Ray's borrowing protocol is not modelled).
+        # its own ref until the task has started (Ray's borrowing protocol is not modelled). An actor
+        # call's result becomes a key first (arguments are pickled on the caller's thread by
+        # serialization.check_arguments before anything is sent).
+        if self._call is not None:
+            self._call.as_key()
         return (_rebuild, (self.key, self._function))
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -109,17 +179,20 @@ class ObjectRef:
         return f"ObjectRef({self.key}, state={self.state}{fn})"
 
     def _repr_html_(self) -> str:
-        workers = "?"
-        try:
-            who = self.future.client.who_has([self.future])
-            workers = ", ".join(who.get(self.key, ())) or "-"
-        except Exception:
-            pass  # a closed client or a lost key: the repr must still render
         state = self.state
+        if self._call is not None and self._call.future is None:
+            workers = "this process (a small actor result)" if state == "finished" else "-"
+        else:
+            workers = "?"
+            try:
+                who = self.future.client.who_has([self.future])
+                workers = ", ".join(who.get(self.key, ())) or "-"
+            except Exception:
+                pass  # a closed client or a lost key: the repr must still render
         color = {"finished": "#2a7f2a", "error": "#b00020", "pending": "#8a6d00"}.get(state, "#555")
         error = ""
-        if state == "error":
-            exc = self.future.exception(timeout=1)
+        exc = self._error()
+        if exc is not None:
             cause = getattr(exc, "cause", None) or exc
             first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
             error = f"<br><span style='color:{color}'>{html.escape(type(cause).__name__)}: {html.escape(first)}</span>"

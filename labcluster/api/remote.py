@@ -156,8 +156,7 @@ def _source_of(fn: Callable[..., Any]) -> tuple[str, int, list[str]] | None:
 
 def _to_dependency(value: Any) -> Any:
     if isinstance(value, ObjectRef):
-        value.wait_registered()
-        return value.future
+        return value.future  # an actor call's result: waits for the call and makes it a key
     return value
 
 
