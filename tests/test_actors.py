@@ -287,3 +287,63 @@ def test_runtime_context_inside_an_actor_names_the_actor(cluster: lc.Session) ->
     actor_id, task_id = lc.get(actor.ids.remote(), timeout=30)
     assert actor_id == actor._actor_id and task_id is None
     assert lc.get_runtime_context().get_actor_id() is None  # the driver is no actor
+
+
+def test_kill_without_no_restart_recreates_the_actor_from_its_constructor(cluster: lc.Session) -> None:
+    c = Counter.options(max_restarts=1, max_task_retries=1).remote(10)
+    assert lc.get(c.incr.remote(), timeout=30) == 11
+    lc.kill(c, no_restart=False)
+    assert lc.get(c.incr.remote(), timeout=30) == 11  # a fresh instance: the constructor's state
+    assert {r["actor_id"]: r for r in lc.list_actors()}[c._actor_id]["restarts"] == 1
+    lc.kill(c, no_restart=False)  # no restarts left: this kill is final
+    with pytest.raises(ActorDiedError):
+        lc.get(c.incr.remote(), timeout=30)
+
+
+DRIVER = """
+import os, sys
+import labcluster as lc
+
+lc.init(address=sys.argv[1])
+
+@lc.remote
+class Holder:
+    def ping(self):
+        return "pong"
+
+owned = Holder.options(name="owned-by-driver", num_cpus=1).remote()
+kept = Holder.options(name="detached-from-driver", lifetime="detached").remote()
+pg = lc.placement_group([{"CPU": 1}], name="driver-group")
+assert lc.get([owned.ping.remote(), kept.ping.remote()], timeout=60) == ["pong", "pong"]
+print("actors", flush=True)
+assert pg.wait(60), lc.util.placement_group_table()
+print("ready", flush=True)
+os._exit(0)  # as a kernel that dies: no lc.kill, no remove_placement_group, no goodbye to the scheduler
+"""
+
+
+def test_actors_and_groups_end_with_their_driver_unless_detached(cluster: lc.Session, tmp_path: "object") -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import wait_until
+
+    free_before = lc.available_resources().get("CPU", 0.0)
+    script = Path(str(tmp_path)) / "driver.py"
+    script.write_text(DRIVER)
+    done = subprocess.run([sys.executable, str(script), cluster.address], capture_output=True, text=True, timeout=120)
+    assert "ready" in done.stdout, done.stderr[-2000:]
+
+    def state(name: str) -> str | None:
+        return next((r["state"] for r in lc.list_actors() if r["name"] == name), None)
+
+    assert wait_until(lambda: state("owned-by-driver") == "DEAD", timeout=30)
+    dead = next(r for r in lc.list_actors() if r["name"] == "owned-by-driver")
+    assert "disconnected" in dead["error"] and "detached" in dead["error"]
+    [group] = [k for k, g in lc.util.placement_group_table().items() if g["name"] == "driver-group"]
+    assert wait_until(lambda: lc.util.placement_group_table()[group]["state"] == "REMOVED", timeout=30)
+    assert wait_until(lambda: lc.available_resources().get("CPU", 0.0) == free_before, timeout=30)
+    kept = lc.get_actor("detached-from-driver")  # the detached actor outlived its driver
+    assert lc.get(kept.ping.remote(), timeout=30) == "pong"
+    lc.kill(kept)

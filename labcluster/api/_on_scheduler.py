@@ -20,6 +20,23 @@ def plugin_names(dask_scheduler: Any = None) -> list[str]:
     return list(dask_scheduler.plugins)
 
 
+def is_wanted(key: str, dask_scheduler: Any = None) -> bool:
+    """Does a client (or ``fire_and_forget``) still hold ``key``? Holders end once their owner's key is dropped."""
+    ts = dask_scheduler.tasks.get(key)
+    return ts is not None and bool(ts.who_wants)
+
+
+def release_holders(prefix: str, dask_scheduler: Any = None) -> int:
+    """Set every Dask Event named ``prefix...``: actor and placement-group holders return. Used before a session
+    closes the cluster it started, so their waits end instead of being cancelled mid-wait (which Dask logs as
+    errors in the notebook)."""
+    events = dask_scheduler.extensions["events"]._events
+    names = [name for name in events if str(name).startswith(prefix)]
+    for name in names:
+        events[name].set()
+    return len(names)
+
+
 def worker_available_resources(dask_worker: Any = None) -> dict[str, float]:
     """Run on each worker (``Client.run``): what its state machine has free, which is what gates tasks.
 
@@ -83,41 +100,81 @@ def plan(capacity: dict[str, dict[str, float]], bundles: list[dict[str, float]],
     return placement
 
 
-def place_group(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: str | None,
+def place_group(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: str | None, held_prefix: str,
                 dask_scheduler: Any = None) -> dict[str, Any]:
-    """Reserve all bundles or none. Returns ``{"status": "placed"|"pending"|"infeasible", ...}``."""
+    """Reserve all bundles or none. Returns ``{"status": "placed"|"pending"|"infeasible", ...}``.
+
+    Counts against each worker's totals: other groups' bundles, and tasks whose key starts with ``held_prefix``
+    (actor holders: they keep their resources for the actor's life, and the scheduler's own ``used_resources``
+    stops counting them once they secede). Ordinary running tasks are not counted: they finish."""
     table = dask_scheduler.__dict__.setdefault("_labcluster_pgs", {})
     entry = table.get(pg_id)
     if entry is not None and entry["state"] in ("CREATED", "REMOVED"):
-        return {"status": "placed" if entry["state"] == "CREATED" else "removed", "placement": entry["placement"]}
+        return {"status": "placed" if entry["state"] == "CREATED" else "removed", "placement": entry["placement"],
+                "attempt": entry.get("attempt", 0)}
     totals = {addr: {k: float(v) for k, v in ws.resources.items() if not k.startswith("pg_")}
               for addr, ws in dask_scheduler.workers.items()}
     if plan(totals, bundles, strategy) is None:
         table.pop(pg_id, None)
         return {"status": "infeasible", "workers": {dask_scheduler.workers[a].name: r for a, r in totals.items()}}
-    free = {a: dict(r) for a, r in totals.items()}
-    for other in table.values():
-        if other["state"] == "CREATED":
-            for addr, b in zip(other["placement"], other["bundles"], strict=True):
-                if addr in free:
-                    _take(free[addr], b)
+    free = _free(dask_scheduler, totals, table, held_prefix, skip=pg_id)
     placement = plan(free, bundles, strategy)
     if placement is None:
         table[pg_id] = {"bundles": bundles, "strategy": strategy, "name": name, "state": "PENDING",
                         "placement": []}
         return {"status": "pending"}
+    attempt = int(entry.get("attempt", -1)) + 1 if entry is not None else 0
     table[pg_id] = {"bundles": bundles, "strategy": strategy, "name": name, "state": "CREATED",
-                    "placement": placement}
-    return {"status": "placed", "placement": placement}
+                    "placement": placement, "attempt": attempt}
+    return {"status": "placed", "placement": placement, "attempt": attempt}
 
 
-def remove_group(pg_id: str, dask_scheduler: Any = None) -> bool:
+def _free(dask_scheduler: Any, totals: dict[str, dict[str, float]], table: dict[str, Any], held_prefix: str,
+          skip: str) -> dict[str, dict[str, float]]:
+    """What each worker has left for a group: its totals less other placed groups and actor holders."""
+    free = {a: dict(r) for a, r in totals.items()}
+    for pg_id, other in table.items():
+        if other["state"] == "CREATED" and pg_id != skip:
+            for addr, b in zip(other["placement"], other["bundles"], strict=True):
+                if addr in free:
+                    _take(free[addr], b)
+    for addr, ws in dask_scheduler.workers.items():
+        for ts in ws.processing:
+            if str(ts.key).startswith(held_prefix) and ts.resource_restrictions:
+                _take(free[addr], {k: v for k, v in ts.resource_restrictions.items() if k in free[addr]})
+    return free
+
+
+def unplace_if_blocked(pg_id: str, held_prefix: str, dask_scheduler: Any = None) -> bool:
+    """A placed group whose bundles are still waiting to start: if an actor that arrived after the placement now
+    holds what a bundle needs (both were decided at once), undo the placement (state PENDING) and return True so
+    the group is placed again; False while the placement still fits (the bundles wait for ordinary tasks)."""
+    table = dask_scheduler.__dict__.setdefault("_labcluster_pgs", {})
+    entry = table.get(pg_id)
+    if entry is None or entry["state"] != "CREATED":
+        return False
+    totals = {addr: {k: float(v) for k, v in ws.resources.items() if not k.startswith("pg_")}
+              for addr, ws in dask_scheduler.workers.items()}
+    free = _free(dask_scheduler, totals, table, held_prefix, skip=pg_id)
+    for addr, b in zip(entry["placement"], entry["bundles"], strict=True):
+        if addr not in free:
+            continue
+        _take(free[addr], b)
+        if any(v < -1e-9 for v in free[addr].values()):
+            entry["state"], entry["placement"] = "PENDING", []
+            return True
+    return False
+
+
+def remove_group(pg_id: str, dask_scheduler: Any = None) -> int | None:
+    """Mark the group removed; returns the attempt whose bundle holders must let go (None if never placed)."""
     table = dask_scheduler.__dict__.setdefault("_labcluster_pgs", {})
     entry = table.get(pg_id)
     if entry is None:
-        return False
+        return None
     entry["state"] = "REMOVED"
-    return True
+    attempt = entry.get("attempt")
+    return None if attempt is None else int(attempt)
 
 
 def group_table(dask_scheduler: Any = None) -> dict[str, Any]:

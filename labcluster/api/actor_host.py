@@ -27,13 +27,15 @@ from typing import Any
 
 import cloudpickle
 from dask.sizeof import sizeof
-from distributed import Event, get_client, get_worker
+from distributed import Event, get_client, get_worker, secede
 from distributed.protocol.serialize import to_serialize
 from distributed.worker import _worker_cvar  # internal: what get_worker() reads
 
-from .blocking import hold
+from .blocking import wait_released
 
 METADATA = "labcluster-actors"
+#: the key prefix of actor holder tasks (placement counts what they hold)
+HOLDER_PREFIX = "actor-"
 #: results up to this size return inside the call's reply; larger ones stay on the worker as a Dask key
 INLINE_BYTES = 1 << 20
 
@@ -87,6 +89,11 @@ def metadata_key(actor_id: str) -> list[str]:
     return [METADATA, actor_id]
 
 
+def holder_key(actor_id: str) -> str:
+    """The Dask key of the actor's holder task; the actor lives while a client (its driver) holds it."""
+    return f"{HOLDER_PREFIX}{actor_id}"
+
+
 def release_event(actor_id: str) -> str:
     """The Dask Event whose setting (``lc.kill``) releases the actor's holder."""
     return f"labcluster-actor-{actor_id}"
@@ -94,8 +101,10 @@ def release_event(actor_id: str) -> str:
 
 def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dict[str, Any],
                max_concurrency: int, class_name: str) -> str:
-    """The holder task: construct, publish, hold the resources until killed."""
-    if Event(release_event(actor_id)).is_set():
+    """The holder task: construct, publish, hold the resources until killed (or restarted in place by
+    ``lc.kill(no_restart=False)``, or ended because its driver disconnected)."""
+    released = Event(release_event(actor_id))
+    if released.is_set():
         return "killed"  # killed before it ever started: never construct it
     worker = get_worker()
     cls = _CLASSES.get(payload)
@@ -103,6 +112,28 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
         cls = _CLASSES[payload] = cloudpickle.loads(payload)
     args, kwargs = _resolve_refs(args, kwargs)
     client = get_client()
+    secede()  # from here on the thread is not a task slot; the task's resources stay held (blocking.hold)
+    while True:
+        hosted = _construct(client, worker, actor_id, cls, args, kwargs, max_concurrency, class_name)
+        owned = wait_released(released, holder_key(actor_id))
+        _HOSTED.pop(actor_id, None)
+        hosted.executor.shutdown(wait=False, cancel_futures=True)
+        if hosted.loop is not None:
+            hosted.loop.call_soon_threadsafe(hosted.loop.stop)
+        state = client.get_metadata(metadata_key(actor_id), default=None) or {}
+        if not owned:
+            client.set_metadata(metadata_key(actor_id), {**state, "state": "DEAD", "error": (
+                "the driver that created it disconnected without lc.kill; pass lifetime='detached' to keep an "
+                "actor after its driver has gone")})
+            return "abandoned"
+        if state.get("state") != "RESTARTING":
+            return "stopped"
+        released.clear()  # lc.kill(no_restart=False): a fresh instance from the constructor, on this worker
+
+
+def _construct(client: Any, worker: Any, actor_id: str, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+               max_concurrency: int, class_name: str) -> _Hosted:
+    """Build one incarnation of the actor and publish where it lives."""
     previous = client.get_metadata(metadata_key(actor_id), default=None) or {}
     incarnation = int(previous.get("incarnation", -1)) + 1
     try:
@@ -120,12 +151,7 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
         **previous, "state": "ALIVE", "address": worker.address, "incarnation": incarnation, "restarts": incarnation,
         "pid": os.getpid(), "class": class_name, "worker": worker.name,
     })
-    hold(release_event(actor_id))  # the resources stay held for the actor's life
-    _HOSTED.pop(actor_id, None)
-    hosted.executor.shutdown(wait=False, cancel_futures=True)
-    if hosted.loop is not None:
-        hosted.loop.call_soon_threadsafe(hosted.loop.stop)
-    return "stopped"
+    return hosted
 
 
 def _install_handlers(worker: Any) -> None:

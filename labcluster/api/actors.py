@@ -31,13 +31,13 @@ from typing import Any
 
 import cloudpickle
 from dask.base import annotate
-from distributed import Event, Future
+from distributed import Event, Future, fire_and_forget
 from distributed.protocol.serialize import to_serialize
 
 from ..cluster.retries import ANNOTATION as RETRY_ANNOTATION
 from ..exceptions import ActorDiedError
 from . import feasibility, serialization
-from .actor_host import METADATA, host_actor, metadata_key, release_event
+from .actor_host import METADATA, holder_key, host_actor, metadata_key, release_event
 from .options import Options
 from .refs import CallOutcome, ObjectRef
 from .remote import _task_name
@@ -133,9 +133,11 @@ class ActorClass:
                                                      "max_restarts": opts.max_restarts})
         with annotate(**{RETRY_ANNOTATION: opts.max_restarts}):
             holder = client.submit(host_actor, actor_id, self._payload, args, kwargs, opts.max_concurrency,
-                                   self._cls.__name__, key=f"actor-{actor_id}", resources=request or None,
+                                   self._cls.__name__, key=holder_key(actor_id), resources=request or None,
                                    workers=pin, allow_other_workers=False, pure=False)
         _HOLDERS[actor_id] = holder
+        if opts.lifetime == "detached":  # the scheduler keeps it after this driver disconnects
+            fire_and_forget(holder)
         if opts.name is not None:
             client.set_metadata([NAMES, opts.name], {"id": actor_id, "class": self._cls.__name__,
                                                      "methods": list(methods),
@@ -351,14 +353,26 @@ def get_actor(name: str) -> ActorHandle:
 
 
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
-    """Stop an actor: pending and later calls raise ActorDiedError. ``no_restart`` is accepted (always True)."""
+    """Stop an actor: pending and later calls raise ActorDiedError, and its resources are given back.
+
+    With ``no_restart=False`` an actor that has restarts left (``max_restarts``) is re-created from its
+    constructor instead, on the same worker; calls in flight fail unless ``max_task_retries`` resends them.
+    """
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"lc.kill() takes an ActorHandle, got {type(actor).__name__}")
     client = current_client()
     state = _state(client, actor._actor_id)
-    client.set_metadata(metadata_key(actor._actor_id), {**state, "state": "DEAD", "error": "it was killed (lc.kill)"})
-    Event(release_event(actor._actor_id), client=client).set()  # its holder returns, giving its resources back
+    limit = int(state.get("max_restarts", 0))
+    restart = not no_restart and state.get("state") == "ALIVE" and (
+        limit == -1 or int(state.get("restarts", 0)) < limit)
+    if restart:
+        client.set_metadata(metadata_key(actor._actor_id), {**state, "state": "RESTARTING"})
+    else:
+        client.set_metadata(metadata_key(actor._actor_id), {**state, "state": "DEAD",
+                                                            "error": "it was killed (lc.kill)"})
+    Event(release_event(actor._actor_id), client=client).set()  # its holder returns (or restarts the actor)
     _forget_route(client, actor._actor_id, None)
-    holder = _HOLDERS.pop(actor._actor_id, None)
-    if holder is not None:
-        holder.release()
+    if not restart:
+        holder = _HOLDERS.pop(actor._actor_id, None)
+        if holder is not None:
+            holder.release()

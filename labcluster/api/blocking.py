@@ -54,10 +54,23 @@ def blocked() -> Iterator[None]:
         worker.loop.add_callback(_adjust, worker, resources, -1)
 
 
-def hold(event_name: str) -> None:
+def hold(event_name: str, owner_key: str) -> bool:
     """Inside a *holder* task (an actor, a placement-group bundle): free the thread but keep the task's resources
-    (a seceded task keeps them in Dask's worker state), and return once the Dask ``Event`` is set."""
+    (a seceded task keeps them in Dask's worker state) until :func:`wait_released` returns."""
     secede()
-    released = Event(event_name)
-    while not released.wait(timeout=3600):
-        pass
+    return wait_released(Event(event_name), owner_key)
+
+
+def wait_released(released: Event, owner_key: str) -> bool:
+    """Wait until the Dask ``Event`` is set (returns True) or until no client holds ``owner_key`` any more: its
+    creator disconnected without releasing it (returns False). Detached holders stay held by ``fire_and_forget``."""
+    from distributed import get_client
+
+    from .. import config
+    from . import _on_scheduler
+
+    interval = config.seconds("owner-check-interval")
+    while not released.wait(timeout=interval):
+        if not get_client().run_on_scheduler(_on_scheduler.is_wanted, owner_key):
+            return False
+    return True

@@ -23,6 +23,7 @@ from distributed.utils import sync
 
 from ..exceptions import InfeasibleResourceError, PlacementGroupInfeasibleError
 from . import _on_scheduler
+from .actor_host import HOLDER_PREFIX
 from .blocking import blocked, hold
 from .objects import get, wait
 from .refs import ObjectRef
@@ -99,8 +100,11 @@ def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PAC
     """Reserve ``bundles`` (e.g. ``[{"CPU": 1, "GPU": 1}] * 2``) all together, or not at all.
 
     ``strategy``: ``PACK`` (as few workers as possible), ``SPREAD`` (as many as possible), ``STRICT_PACK``
-    (one worker) or ``STRICT_SPREAD`` (a different worker per bundle).
+    (one worker) or ``STRICT_SPREAD`` (a different worker per bundle). The group is removed when this driver
+    disconnects, unless ``lifetime="detached"``.
     """
+    if lifetime not in (None, "detached"):
+        raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if not bundles:
@@ -112,41 +116,73 @@ def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PAC
         specs.append({str(k): float(v) for k, v in b.items()})
     client = current_client()
     pg_id = uuid.uuid4().hex[:12]
-    status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, specs, strategy, name)
+    status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, specs, strategy, name,
+                                  HOLDER_PREFIX)
     if status["status"] == "infeasible":
         workers = sorted(status["workers"].items())
         raise PlacementGroupInfeasibleError(strategy, specs, [(str(w), r) for w, r in workers])
-    ready = client.submit(_reserve, pg_id, specs, strategy, name, key=f"placement_group-{pg_id}", pure=False)
+    ready = client.submit(_reserve, pg_id, specs, strategy, name, key=_ready_key(pg_id), pure=False)
+    if lifetime == "detached":  # the group outlives this driver: the scheduler keeps its key
+        fire_and_forget(ready)
     return PlacementGroup(pg_id, specs, strategy, name, ObjectRef(ready, "placement_group"))
 
 
+def _ready_key(pg_id: str) -> str:
+    """The key of the group's ``ready()`` task: its bundles stay reserved while a client holds it."""
+    return f"placement_group-{pg_id}"
+
+
 def _reserve(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: str | None) -> bool:
-    """Runs as a task: (re)try the placement until it fits, start one holder per bundle, wait for them all."""
+    """Runs as a task: (re)try the placement until it fits, start one holder per bundle, wait for them all.
+
+    An actor created at the same moment can land where a bundle was just placed (Dask routes it by the
+    worker's totals). Bundles that have not started within ``_REPLAN_AFTER`` are checked: if an actor now
+    holds what they need, the attempt is released and the group placed again."""
     client = get_client()
     with blocked():
         while True:
-            status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, bundles, strategy, name)
+            status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, bundles, strategy, name,
+                                              HOLDER_PREFIX)
             if status["status"] == "removed":
                 return False
-            if status["status"] == "placed":
-                break
-            time.sleep(0.1)
-        holders = [client.submit(_hold_bundle, pg_id, i, b, key=f"placement_group_bundle-{pg_id}-{i}",
-                                 workers=[addr], allow_other_workers=False, resources=b, pure=False)
-                   for i, (addr, b) in enumerate(zip(status["placement"], bundles, strict=True))]
-        fire_and_forget(holders)
-        while not all(client.get_metadata([_READY_METADATA, pg_id, str(i)], default=None) for i in range(len(bundles))):
-            time.sleep(0.02)
-    return True
+            if status["status"] != "placed":
+                time.sleep(0.1)
+                continue
+            attempt = status["attempt"]
+            holders = [client.submit(_hold_bundle, pg_id, attempt, i, b, workers=[addr], allow_other_workers=False,
+                                     key=f"placement_group_bundle-{pg_id}-{i}-{attempt}", resources=b, pure=False)
+                       for i, (addr, b) in enumerate(zip(status["placement"], bundles, strict=True))]
+            fire_and_forget(holders)
+            check = time.monotonic() + _REPLAN_AFTER
+            while not all(client.get_metadata([_READY_METADATA, pg_id, str(i)], default=None) == attempt
+                          for i in range(len(bundles))):
+                time.sleep(0.02)
+                if time.monotonic() > check:
+                    check = time.monotonic() + _REPLAN_AFTER
+                    if client.run_on_scheduler(_on_scheduler.unplace_if_blocked, pg_id, HOLDER_PREFIX):
+                        client.cancel(holders)
+                        Event(_release_event(pg_id, attempt), client=client).set()
+                        break
+            else:
+                return True
 
 
-def _hold_bundle(pg_id: str, index: int, bundle: dict[str, float]) -> str:
+_REPLAN_AFTER = 1.0
+
+
+def _release_event(pg_id: str, attempt: int) -> str:
+    return f"labcluster-pg-{pg_id}-{attempt}"
+
+
+def _hold_bundle(pg_id: str, attempt: int, index: int, bundle: dict[str, float]) -> str:
     """Runs as a task on the bundle's worker: hold its resources and expose them as pg_<id>_<i>_* until removed."""
     worker = get_worker()
     names = {bundle_resource(pg_id, index, k): v for k, v in bundle.items()}
     sync(worker.loop, worker.set_resources, **names)
-    get_client().set_metadata([_READY_METADATA, pg_id, str(index)], worker.address)
-    hold(f"labcluster-pg-{pg_id}")  # the thread is free for the group's tasks; the bundle's resources stay held
+    get_client().set_metadata([_READY_METADATA, pg_id, str(index)], attempt)
+    # the thread is free for the group's tasks; the bundle's resources stay held
+    if not hold(_release_event(pg_id, attempt), _ready_key(pg_id)):  # its driver disconnected without removing it
+        get_client().run_on_scheduler(_on_scheduler.remove_group, pg_id)
     sync(worker.loop, worker.set_resources, **dict.fromkeys(names, 0.0))
     return "released"
 
@@ -157,8 +193,9 @@ def remove_placement_group(pg: PlacementGroup) -> None:
         raise TypeError(f"lc.remove_placement_group() takes a PlacementGroup, got {type(pg).__name__}")
     client = current_client()
     pg._removed = True
-    client.run_on_scheduler(_on_scheduler.remove_group, pg.id)
-    Event(f"labcluster-pg-{pg.id}", client=client).set()
+    attempt = client.run_on_scheduler(_on_scheduler.remove_group, pg.id)
+    if attempt is not None:
+        Event(_release_event(pg.id, attempt), client=client).set()
 
 
 def placement_group_table() -> dict[str, dict[str, Any]]:

@@ -8,6 +8,7 @@ submit tasks and ``lc.get`` their results.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import html
 import logging
 import multiprocessing
@@ -117,6 +118,13 @@ class Session:
         if self._closed:
             return
         self._closed = True
+        if self.owns_cluster:
+            from . import _on_scheduler
+
+            # let actor and placement-group holders end cleanly: the cluster goes away with them (a cluster
+            # that is already gone has nothing to release)
+            with contextlib.suppress(Exception):
+                self.client.run_on_scheduler(_on_scheduler.release_holders, "labcluster-")
         try:
             self.client.close(timeout=10)
         finally:
