@@ -127,3 +127,28 @@ def test_actors_run_inside_a_bundle(three: dict[str, str]) -> None:
             lc.kill(a)
     finally:
         lc.remove_placement_group(pg)
+
+
+@lc.remote(num_cpus=2)
+class WholeWorker:
+    def where(self) -> str:
+        return str(lc.get_runtime_context().get_node_id())
+
+
+@lc.remote(num_cpus=2)
+def wide_task() -> str:
+    import time
+
+    time.sleep(0.05)
+    return str(lc.get_runtime_context().get_node_id())
+
+
+def test_tasks_never_wait_behind_an_actor_while_another_worker_has_room(three: dict[str, str]) -> None:
+    # Dask routes by worker totals, so some of these land behind the actor; the spill plugin moves them
+    holder = WholeWorker.remote()
+    held = lc.get(holder.where.remote(), timeout=30)
+    refs = [wide_task.remote() for _ in range(12)]
+    ready, pending = lc.wait(refs, num_returns=len(refs), timeout=30)
+    assert not pending, f"{len(pending)} tasks stuck behind the actor on {three[held]}"
+    assert held not in set(lc.get(ready))
+    lc.kill(holder)

@@ -31,11 +31,10 @@ from distributed import Event, get_client, get_worker, secede
 from distributed.protocol.serialize import to_serialize
 from distributed.worker import _worker_cvar  # internal: what get_worker() reads
 
+from ..cluster.held import ACTOR_HOLDER_PREFIX
 from .blocking import wait_released
 
 METADATA = "labcluster-actors"
-#: the key prefix of actor holder tasks (placement counts what they hold)
-HOLDER_PREFIX = "actor-"
 #: results up to this size return inside the call's reply; larger ones stay on the worker as a Dask key
 INLINE_BYTES = 1 << 20
 
@@ -91,7 +90,7 @@ def metadata_key(actor_id: str) -> list[str]:
 
 def holder_key(actor_id: str) -> str:
     """The Dask key of the actor's holder task; the actor lives while a client (its driver) holds it."""
-    return f"{HOLDER_PREFIX}{actor_id}"
+    return f"{ACTOR_HOLDER_PREFIX}{actor_id}"
 
 
 def release_event(actor_id: str) -> str:

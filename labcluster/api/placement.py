@@ -21,9 +21,9 @@ from typing import Any
 from distributed import Event, fire_and_forget, get_client, get_worker
 from distributed.utils import sync
 
+from ..cluster.held import ACTOR_HOLDER_PREFIX, BUNDLE_HOLDER_PREFIX
 from ..exceptions import InfeasibleResourceError, PlacementGroupInfeasibleError
 from . import _on_scheduler
-from .actor_host import HOLDER_PREFIX
 from .blocking import blocked, hold
 from .objects import get, wait
 from .refs import ObjectRef
@@ -117,7 +117,7 @@ def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PAC
     client = current_client()
     pg_id = uuid.uuid4().hex[:12]
     status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, specs, strategy, name,
-                                  HOLDER_PREFIX)
+                                  ACTOR_HOLDER_PREFIX)
     if status["status"] == "infeasible":
         workers = sorted(status["workers"].items())
         raise PlacementGroupInfeasibleError(strategy, specs, [(str(w), r) for w, r in workers])
@@ -142,7 +142,7 @@ def _reserve(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: s
     with blocked():
         while True:
             status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, bundles, strategy, name,
-                                              HOLDER_PREFIX)
+                                              ACTOR_HOLDER_PREFIX)
             if status["status"] == "removed":
                 return False
             if status["status"] != "placed":
@@ -150,7 +150,7 @@ def _reserve(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: s
                 continue
             attempt = status["attempt"]
             holders = [client.submit(_hold_bundle, pg_id, attempt, i, b, workers=[addr], allow_other_workers=False,
-                                     key=f"placement_group_bundle-{pg_id}-{i}-{attempt}", resources=b, pure=False)
+                                     key=f"{BUNDLE_HOLDER_PREFIX}{pg_id}-{i}-{attempt}", resources=b, pure=False)
                        for i, (addr, b) in enumerate(zip(status["placement"], bundles, strict=True))]
             fire_and_forget(holders)
             check = time.monotonic() + _REPLAN_AFTER
@@ -159,7 +159,7 @@ def _reserve(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: s
                 time.sleep(0.02)
                 if time.monotonic() > check:
                     check = time.monotonic() + _REPLAN_AFTER
-                    if client.run_on_scheduler(_on_scheduler.unplace_if_blocked, pg_id, HOLDER_PREFIX):
+                    if client.run_on_scheduler(_on_scheduler.unplace_if_blocked, pg_id, ACTOR_HOLDER_PREFIX):
                         client.cancel(holders)
                         Event(_release_event(pg_id, attempt), client=client).set()
                         break

@@ -17,6 +17,7 @@ from distributed import Scheduler, SpecCluster
 from .. import config
 from ..diagnostics import nvml
 from .groups import WorkerGroup, build_spec, pin_gpus
+from .held import SpillPlugin
 from .retries import RetryLimitPlugin
 from .tuning import LatencySchedulerPlugin, batched_send_interval
 
@@ -90,7 +91,8 @@ def start_local_cluster(
         groups = pin_gpus(groups, probe if probe is not None else nvml.probe())
     interval = batched_send_interval()
     spec = build_spec(groups, host=host, processes=bool(processes), batched_send_interval=interval)
-    plugins = [LatencySchedulerPlugin(interval), RetryLimitPlugin(int(config.get("max-retries")))]
+    plugins = [LatencySchedulerPlugin(interval), RetryLimitPlugin(int(config.get("max-retries"))),
+               SpillPlugin(config.seconds("spill-interval"))]
     options: dict[str, Any] = {"host": host, "port": 0}
     if config.get("local.in-process-client"):
         # a second, in-process listener for this process's own client (see in_process_address)
