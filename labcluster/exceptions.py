@@ -72,6 +72,11 @@ class TaskError(LabclusterError):
         where = f" on worker {self.worker} (pid={self.pid})" if self.worker else ""
         return f"task {self.function_name!r} failed{where}:\n\n{self.traceback_str.rstrip()}"
 
+    def __repr__(self) -> str:
+        # short: Dask records repr() as a task's exception_text (labcluster's task records show it)
+        cause = f"{type(self.cause).__name__}: {self.cause}" if self.cause is not None else "see traceback"
+        return f"{type(self).__name__}({self.function_name!r}, {cause!r})"
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.worker, self.pid))
 
@@ -101,6 +106,7 @@ def _dual_class(cause_cls: type[BaseException]) -> type[TaskError] | None:
                 {
                     "__init__": TaskError.__init__,
                     "__str__": TaskError.__str__,
+                    "__repr__": TaskError.__repr__,
                     "__reduce__": TaskError.__reduce__,
                     # attributes of the user's exception (e.g. err.errno, err.response) still work
                     "__getattr__": lambda self, name: getattr(self.__dict__["cause"], name),

@@ -23,6 +23,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from time import time
 from typing import Any
 
 import cloudpickle
@@ -32,6 +33,7 @@ from distributed.protocol.serialize import to_serialize
 from distributed.worker import _worker_cvar  # internal: what get_worker() reads
 
 from ..cluster.held import ACTOR_HOLDER_PREFIX
+from ..cluster.records import RECORD_OP, RECORDS_PLUGIN
 from .blocking import wait_released
 
 METADATA = "labcluster-actors"
@@ -51,6 +53,8 @@ class _Hosted:
     early: dict[tuple[str, int], asyncio.Future[None]] = field(default_factory=dict)
     #: per method name: whether it is ``async def``
     is_async: dict[str, bool] = field(default_factory=dict)
+    #: whether the scheduler keeps task records (then each call reports itself)
+    recorded: bool = False
     #: async actors: the actor's own event loop (a thread), where its coroutine methods interleave
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -141,7 +145,7 @@ def _construct(client: Any, worker: Any, actor_id: str, cls: Any, args: tuple[An
         client.set_metadata(metadata_key(actor_id), {**previous, "state": "DEAD", "incarnation": incarnation,
                                                      "error": f"{type(e).__name__}: {e}"})
         raise
-    hosted = _Hosted(actor_id, instance)
+    hosted = _Hosted(actor_id, instance, recorded=_scheduler_records(client))
     hosted.executor = ThreadPoolExecutor(max(1, max_concurrency), thread_name_prefix=f"actor-{class_name}",
                                          initializer=_enter, initargs=(worker, hosted))
     _install_handlers(worker)
@@ -151,6 +155,21 @@ def _construct(client: Any, worker: Any, actor_id: str, cls: Any, args: tuple[An
         "pid": os.getpid(), "class": class_name, "worker": worker.name,
     })
     return hosted
+
+
+_RECORDS: list[bool] = []
+
+
+def _scheduler_records(client: Any) -> bool:
+    """Does the scheduler keep task records (labcluster's records plugin)? Asked once per worker process."""
+    if not _RECORDS:
+        from . import _on_scheduler
+
+        try:
+            _RECORDS.append(RECORDS_PLUGIN in client.run_on_scheduler(_on_scheduler.plugin_names))
+        except Exception:
+            _RECORDS.append(False)
+    return _RECORDS[0]
 
 
 def _install_handlers(worker: Any) -> None:
@@ -182,14 +201,22 @@ def _enter(worker: Any, hosted: _Hosted) -> None:
     current_actor.set(hosted.actor_id)
 
 
-def _run(hosted: _Hosted, method: str, payload: Any) -> Any:
-    args, kwargs = _resolve_refs(*payload)
-    return getattr(hosted.instance, method)(*args, **kwargs)
+def _run(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float]) -> Any:
+    timing["thread"], timing["started"] = threading.get_ident(), time()
+    try:
+        args, kwargs = _resolve_refs(*payload)
+        return getattr(hosted.instance, method)(*args, **kwargs)
+    finally:
+        timing["finished"] = time()
 
 
-async def _run_async(hosted: _Hosted, method: str, payload: Any) -> Any:
-    args, kwargs = _resolve_refs(*payload)  # a blocking get is fine: refs are usually ready values
-    return await getattr(hosted.instance, method)(*args, **kwargs)
+async def _run_async(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float]) -> Any:
+    timing["thread"], timing["started"] = threading.get_ident(), time()
+    try:
+        args, kwargs = _resolve_refs(*payload)  # a blocking get is fine: refs are usually ready values
+        return await getattr(hosted.instance, method)(*args, **kwargs)
+    finally:
+        timing["finished"] = time()
 
 
 async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: Any = None, key: str = "",
@@ -200,22 +227,39 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     if hosted is None:
         return {"status": "missing"}
     payload = payload or ((), {})
+    timing: dict[str, float] = {"submitted": time()}
     await hosted.turn(caller, seq)  # start calls from one caller in the order they were made
     is_async = hosted.is_async.get(method)
     if is_async is None:
         is_async = hosted.is_async[method] = inspect.iscoroutinefunction(getattr(hosted.instance, method, None))
     if is_async:
-        coro = _run_async(hosted, method, payload)
+        coro = _run_async(hosted, method, payload, timing)
         running = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, hosted.event_loop(worker)))
     else:
-        running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, hosted, method, payload)
+        running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, hosted, method, payload, timing)
     hosted.started(caller, seq)
     try:
         result = await running
     except Exception as e:
-        return {"status": "error", "exception": to_serialize(format_task_error(function, e, worker.address))}
+        error = format_task_error(function, e, worker.address)
+        if hosted.recorded:
+            _record(worker, key, function, payload, timing, -1, repr(error))
+        return {"status": "error", "exception": to_serialize(error)}
     nbytes = sizeof(result)
+    if hosted.recorded:
+        _record(worker, key, function, payload, timing, nbytes, None)
     if nbytes <= INLINE_BYTES:  # small: back in the reply, like Dask's own actors; no key is made unless needed
         return {"status": "OK", "inline": True, "value": to_serialize(result), "nbytes": nbytes}
     worker.update_data({key: result})
     return {"status": "OK", "inline": False, "nbytes": nbytes, "type": to_serialize(type(result))}
+
+
+def _record(worker: Any, key: str, function: str, payload: Any, timing: dict[str, float], nbytes: int,
+            error: str | None) -> None:
+    """Report a finished call to the scheduler's task records, on the worker's batched stream (no round trip)."""
+    from .refs import ObjectRef
+
+    args, kwargs = payload
+    deps = [a.key for a in (*args, *kwargs.values()) if isinstance(a, ObjectRef)]
+    worker.batched_stream.send({"op": RECORD_OP, "key": key, "function": function, "deps": deps, "nbytes": nbytes,
+                                "error": error, **timing})

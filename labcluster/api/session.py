@@ -230,6 +230,13 @@ def _connect(address: str | None, cluster: Any | None, security: Any | None, tim
         raise ClusterError(f"could not reach a Dask scheduler at {address!r} within {timeout:g}s ({e}); "
                            f"check the address (e.g. 'tcp://127.0.0.1:8786'), that `labcluster scheduler` "
                            f"or `dask scheduler` runs there, and any TLS settings (security=)") from e
+    from ..cluster import records
+
+    try:
+        records.ensure_on(client)
+    except Exception as e:  # a scheduler without labcluster installed, or one that refuses plugins
+        logger.warning("this scheduler does not keep labcluster's task records (%s); lc.timeline and lc.lineage "
+                       "will be empty. Start it with `labcluster scheduler` to get them.", e)
     return Session(client, cluster, owns_cluster=False, config_ctx=None)
 
 

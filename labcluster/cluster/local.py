@@ -18,6 +18,7 @@ from .. import config
 from ..diagnostics import nvml
 from .groups import WorkerGroup, build_spec, pin_gpus
 from .held import SpillPlugin
+from .records import records_plugins
 from .retries import RetryLimitPlugin
 from .tuning import LatencySchedulerPlugin, batched_send_interval
 
@@ -92,7 +93,7 @@ def start_local_cluster(
     interval = batched_send_interval()
     spec = build_spec(groups, host=host, processes=bool(processes), batched_send_interval=interval)
     plugins = [LatencySchedulerPlugin(interval), RetryLimitPlugin(int(config.get("max-retries"))),
-               SpillPlugin(config.seconds("spill-interval"))]
+               SpillPlugin(config.seconds("spill-interval")), *records_plugins()]
     options: dict[str, Any] = {"host": host, "port": 0}
     if config.get("local.in-process-client"):
         # a second, in-process listener for this process's own client (see in_process_address)

@@ -54,13 +54,14 @@ async def _until_signal() -> None:
 async def run_scheduler(host: str, port: int, dashboard_address: str | None) -> None:
     from .. import config
     from .held import SpillPlugin
+    from .records import records_plugins
     from .retries import RetryLimitPlugin
 
     # per-task max_retries for worker deaths, and spilling tasks stuck behind actors, as on local clusters
     async with Scheduler(host=host, port=port, dashboard_address=dashboard_address,
                          allowed_failures=int(config.get("max-retries-ceiling")),
                          plugins=[RetryLimitPlugin(int(config.get("max-retries"))),
-                                  SpillPlugin(config.seconds("spill-interval"))]) as scheduler:
+                                  SpillPlugin(config.seconds("spill-interval")), *records_plugins()]) as scheduler:
         print(f"labcluster scheduler at {scheduler.address}", flush=True)
         if dashboard_address:  # the port it got: a busy one falls back to a random port
             print(f"dashboard at http://{host}:{scheduler.http_server.port}/status", flush=True)
