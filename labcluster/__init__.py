@@ -12,10 +12,12 @@
 from . import config as _config  # noqa: F401  (registers labcluster.yaml with dask.config)
 from . import exceptions, util
 from .api.actors import ActorClass, ActorHandle, get_actor, kill, list_actors
+from .api.lineage import LineageGraph, lineage
 from .api.objects import cancel, get, put, wait
 from .api.placement import PlacementGroup, placement_group, remove_placement_group
+from .api.records import list_tasks, summary, timeline, timeline_figure
 from .api.refs import ObjectRef
-from .api.remote import RemoteFunction, remote
+from .api.remote import RemoteFunction, remote, stage
 from .api.session import Session, current_session, init, is_initialized, shutdown
 from .api.state import (
     RuntimeContext,
@@ -32,6 +34,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorClass",
     "ActorHandle",
+    "LineageGraph",
     "ObjectRef",
     "PlacementGroup",
     "RemoteFunction",
@@ -51,13 +54,19 @@ __all__ = [
     "init",
     "is_initialized",
     "kill",
+    "lineage",
     "list_actors",
+    "list_tasks",
     "nodes",
     "placement_group",
     "put",
     "remote",
     "remove_placement_group",
     "shutdown",
+    "stage",
+    "summary",
+    "timeline",
+    "timeline_figure",
     "util",
     "wait",
 ]

@@ -1,1 +1,1 @@
-"""Diagnostics: the GPU probe (pynvml) now; lineage and timeline records later."""
+"""Diagnostics: the GPU probe (pynvml), and pictures of task records (timeline, lineage) drawn from rows."""

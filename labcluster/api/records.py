@@ -1,0 +1,205 @@
+"""Reading the scheduler's task records: ``lc.list_tasks``, ``lc.summary``, ``lc.timeline``.
+
+The records live on the scheduler (``cluster/records.py``); these functions page through them with the
+monotonic row index, so a reader that comes back later asks only for what is new (``since=``).
+
+>>> lc.list_tasks(state="failed")                   # doctest: +SKIP
+>>> lc.summary()                                    # doctest: +SKIP
+>>> lc.timeline("trace.json")  # open in https://ui.perfetto.dev or chrome://tracing   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..cluster import records
+from .session import current_client
+
+#: how the records' Dask states read to a user (Ray's words where Ray has one)
+STATE_NAMES = {"waiting": "pending", "no-worker": "pending", "queued": "queued", "processing": "running",
+               "memory": "finished", "erred": "failed", "released": "interrupted", "lost": "lost",
+               "cancelled": "cancelled"}
+_PAGE = 20_000
+
+
+def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every row from index ``since`` on, paged, with user-facing state names; and the store's counters."""
+    client = current_client()
+    rows: list[dict[str, Any]] = []
+    info: dict[str, Any] = {}
+    while True:
+        page = client.run_on_scheduler(records.collect, since, _PAGE)
+        info = {k: v for k, v in page.items() if k != "rows"}
+        if not info["enabled"]:
+            raise RuntimeError("this scheduler keeps no task records: start it with `labcluster scheduler` or "
+                               "lc.init(), and leave labcluster.records.enabled on")
+        for row in page["rows"]:
+            row["state"] = STATE_NAMES.get(row["state"], row["state"])
+        rows.extend(page["rows"])
+        if len(page["rows"]) < _PAGE:
+            return rows, info
+        since = page["next"]
+
+
+class TaskTable(list[dict[str, Any]]):
+    """Rows of task records (a list of dicts) that render as a table; ``to_pandas()`` for analysis."""
+
+    columns = ("key", "function", "state", "worker", "attempt", "duration", "nbytes", "error")
+
+    def to_pandas(self) -> Any:
+        import pandas as pd  # type: ignore[import-untyped]
+
+        return pd.DataFrame(list(self))
+
+    def __repr__(self) -> str:
+        return f"<TaskTable: {len(self)} rows; states {dict(Counter(r['state'] for r in self))}>"
+
+    def _repr_html_(self) -> str:
+        shown = self[:50]
+        head = "".join(f"<th>{c}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r, c))}</td>" for c in self.columns) + "</tr>"
+                       for r in shown)
+        more = f"<p>... {len(self) - len(shown)} more rows (to_pandas() for all)</p>" if len(self) > len(shown) else ""
+        return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _duration(row: dict[str, Any]) -> float | None:
+    if row.get("started") is None or row.get("finished") is None:
+        return None
+    return float(row["finished"]) - float(row["started"])
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    if column == "duration":
+        d = _duration(row)
+        return "" if d is None else f"{d * 1e3:.2f} ms"
+    value = row.get(column)
+    if column == "error" and value:
+        return str(value)[:120]
+    return "" if value is None else str(value)
+
+
+def list_tasks(*, state: str | Iterable[str] | None = None, function: str | None = None, limit: int = 10_000,
+               since: int = 0) -> TaskTable:
+    """Task and actor-call attempts, oldest first: one row per attempt, ``duration`` in seconds added.
+
+    ``state``: ``pending``, ``queued``, ``running``, ``finished``, ``failed``, ``interrupted`` (its worker died),
+    ``lost`` (finished, but the result was lost with its worker) or ``cancelled``; one or several.
+    ``function`` filters by function (or ``Class.method``) name. ``since`` skips rows below that index.
+
+    >>> lc.list_tasks(state="failed", limit=5)          # doctest: +SKIP
+    """
+    states = {state} if isinstance(state, str) else set(state) if state is not None else None
+    unknown = (states or set()) - set(STATE_NAMES.values())
+    if unknown:
+        raise ValueError(f"unknown state(s) {sorted(unknown)}; use one of {sorted(set(STATE_NAMES.values()))}")
+    rows, _ = fetch(since)
+    out = TaskTable()
+    for row in rows:
+        if (states is None or row["state"] in states) and (function is None or row["function"] == function):
+            row["duration"] = _duration(row)
+            out.append(row)
+            if len(out) >= limit:
+                break
+    return out
+
+
+class Summary:
+    """Counts of task attempts by function and state (``lc.summary()``)."""
+
+    def __init__(self, counts: dict[str, Counter[str]], info: dict[str, Any], rows: int) -> None:
+        self.counts = counts
+        self.dropped = int(info.get("dropped", 0))
+        self.rows = rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"functions": {f: dict(c) for f, c in self.counts.items()}, "rows": self.rows,
+                "dropped": self.dropped}
+
+    def __repr__(self) -> str:
+        lines = [f"{f}: " + ", ".join(f"{s}={n}" for s, n in sorted(c.items())) for f, c in self.counts.items()]
+        return "\n".join([f"task records: {self.rows} rows, {self.dropped} dropped", *lines])
+
+    def _repr_html_(self) -> str:
+        states = sorted({s for c in self.counts.values() for s in c})
+        head = "<th>function</th>" + "".join(f"<th>{s}</th>" for s in states) + "<th>total</th>"
+        body = "".join(
+            f"<tr><td>{html.escape(f)}</td>" + "".join(f"<td>{c.get(s, '')}</td>" for s in states)
+            + f"<td>{sum(c.values())}</td></tr>" for f, c in self.counts.items())
+        dropped = f", {self.dropped} older rows dropped (labcluster.records.max)" if self.dropped else ""
+        table = f"<table><tr>{head}</tr>{body}</table>"
+        return f"<div><strong>task records</strong>: {self.rows} rows{dropped}{table}</div>"
+
+
+def summary() -> Summary:
+    """Task attempts by function and state, as a table.
+
+    >>> lc.summary()                                    # doctest: +SKIP
+    """
+    rows, info = fetch()
+    counts: dict[str, Counter[str]] = {}
+    for row in rows:
+        counts.setdefault(str(row["function"]), Counter())[row["state"]] += 1
+    return Summary(dict(sorted(counts.items())), info, len(rows))
+
+
+def trace_events(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chrome trace events (the Trace Event Format's JSON array form): one complete ("X") event per attempt
+    that ran, pid = worker, tid = thread, named by metadata ("M") events."""
+    pids: dict[str, int] = {}
+    tids: dict[tuple[int, int], int] = {}
+    events: list[dict[str, Any]] = []
+    for row in rows:
+        if row.get("started") is None or row.get("finished") is None:
+            continue
+        worker = str(row.get("worker") or "?")
+        if worker not in pids:
+            pids[worker] = len(pids) + 1
+            events.append({"name": "process_name", "ph": "M", "pid": pids[worker], "tid": 0,
+                           "args": {"name": f"worker {worker}"}})
+        pid = pids[worker]
+        thread = int(row.get("thread") or 0)
+        if (pid, thread) not in tids:
+            tids[(pid, thread)] = len([p for p, _ in tids if p == pid]) + 1
+            events.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tids[(pid, thread)],
+                           "args": {"name": f"thread {thread}"}})
+        events.append({
+            "name": str(row["function"]), "cat": str(row.get("stage") or row["kind"]), "ph": "X",
+            "ts": float(row["started"]) * 1e6, "dur": max(0.0, float(row["finished"]) - float(row["started"])) * 1e6,
+            "pid": pid, "tid": tids[(pid, thread)],
+            "args": {"key": row["key"], "attempt": row["attempt"], "bytes": row["nbytes"], "state": row["state"],
+                     "reconstruction": row["reconstruction"], **({"error": row["error"]} if row["error"] else {})},
+        })
+    return events
+
+
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """The task records as a Chrome trace: returns the events, or writes them to ``filename`` (then None).
+
+    Load the file in https://ui.perfetto.dev or chrome://tracing: a process per worker, a row per thread,
+    a bar per task or actor call with its key, attempt and result size.
+
+    >>> lc.timeline("trace.json")                       # doctest: +SKIP
+    """
+    events = trace_events(fetch()[0])
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None
+
+
+def timeline_figure(*, color_by: str = "function", since: int = 0, width: int = 900) -> Any:
+    """A bokeh figure of the task records: a lane per worker thread, a bar per task or actor call, coloured by
+    function (or ``color_by="stage"``); reconstructions outlined in red. Show it with ``bokeh.io.show``.
+
+    >>> from bokeh.io import output_notebook, show     # doctest: +SKIP
+    >>> output_notebook(); show(lc.timeline_figure())  # doctest: +SKIP
+    """
+    from ..diagnostics.timeline import timeline_figure as draw
+
+    return draw(fetch(since)[0], color_by=color_by, width=width)
