@@ -9,6 +9,7 @@
      ├── WorkerCrashedError         the task's worker died more often than max_retries allowed
  ├── ActorDiedError             an actor is dead (killed, failed to start, or out of restarts)
      ├── ObjectLostError            no copy of an object is left and it cannot be recomputed
+ │    └── ObjectReconstructionFailedError   rebuilt from lineage more often than max_retries allows
      ├── InfeasibleResourceError    no worker can ever satisfy a resource request (also a ValueError)
  │    └── PlacementGroupInfeasibleError   a placement group can never fit the cluster
      ├── SerializationError         a function or argument cannot be pickled (also a TypeError)
@@ -174,6 +175,17 @@ class ObjectLostError(LabclusterError):
     def __init__(self, key: str, reason: str = PUT_LOST[0], fix: str = PUT_LOST[1]) -> None:
         self.key, self.reason = key, reason
         super().__init__(f"object {key!r} is lost: {reason}; {fix}")
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """An object was lost with its worker more often than its task's ``max_retries`` lets it be rebuilt."""
+
+    def __init__(self, key: str, reconstructions: int, limit: int) -> None:
+        self.reconstructions, self.limit = reconstructions, limit
+        super().__init__(key, f"its result was lost with a worker {reconstructions} time(s) and max_retries={limit} "
+                              f"allows {limit} reconstruction(s)",
+                         "raise the task's max_retries (.options(max_retries=...)), or keep fewer results on "
+                         "workers that may die")
 
 
 class InfeasibleResourceError(LabclusterError, ValueError):

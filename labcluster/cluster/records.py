@@ -25,11 +25,14 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from dask._task_spec import Task
 from dask.utils import key_split
 from distributed import SchedulerPlugin
 from distributed.metrics import time
 
+from ..exceptions import ObjectReconstructionFailedError
 from .held import ACTOR_HOLDER_PREFIX, BUNDLE_HOLDER_PREFIX
+from .retries import ANNOTATION as RETRY_ANNOTATION
 
 STATES = ("waiting", "queued", "no-worker", "processing", "memory", "erred", "released", "lost", "cancelled")
 #: a row in one of these is the attempt in progress
@@ -227,6 +230,11 @@ class RecordStore:
         return size
 
 
+def reconstruction_failed(key: str, count: int, limit: int) -> None:
+    """The run spec of a task whose result was lost more often than its max_retries allows."""
+    raise ObjectReconstructionFailedError(key, count, limit)
+
+
 def _holder(ts: Any) -> str | None:
     who = getattr(ts, "who_has", None)
     return next(iter(who)).address if who else None
@@ -250,8 +258,11 @@ class RecordsPlugin(SchedulerPlugin):
 
     name = RECORDS_PLUGIN
 
-    def __init__(self, maxlen: int = 100_000) -> None:
+    def __init__(self, maxlen: int = 100_000, default_max_retries: int = 3) -> None:
         self.store = RecordStore(maxlen)
+        self.default_max_retries = default_max_retries
+        #: per key: how often its result was lost with a worker and rebuilt (bounded by max_retries)
+        self.reconstructions: dict[str, int] = {}
         self.scheduler: Any = None
         #: per key: why its next attempt runs, (reconstruction?, reason), set when a worker death is seen
         self._why_next: dict[str, tuple[bool, str | None]] = {}
@@ -275,6 +286,9 @@ class RecordsPlugin(SchedulerPlugin):
                 if ts is None:
                     return
                 reconstruction, reason = self._why_next.pop(key, (False, None))
+                if reason is None and index is not None and store.state_of(index) == "memory":
+                    # finished before and released since: re-run because a lost result downstream needs it
+                    reconstruction, reason = True, "reconstruction: a lost result that depends on it is being rebuilt"
                 annotations = ts.annotations or {}
                 index = store.open(
                     key, key_split(key), deps=[str(d.key) for d in ts.dependencies],
@@ -321,10 +335,23 @@ class RecordsPlugin(SchedulerPlugin):
             store.update(index, state="lost")
             if finish == "released":  # a task's result: Dask recomputes it if it is still wanted
                 self._why_next[key] = (True, f"reconstruction: its result was lost with worker {worker}")
+                self._limit_reconstructions(key)
         if finish == "forgotten":
             self._why_next.pop(key, None)
+            self.reconstructions.pop(key, None)
             if store.state_of(index) in _OPEN:
                 store.update(index, state="cancelled")
+
+    def _limit_reconstructions(self, key: str) -> None:
+        """Past its max_retries, a lost result's task is swapped for one raising ObjectReconstructionFailedError
+        (before Dask sends it anywhere: the recomputation is scheduled after this transition)."""
+        ts = self.scheduler.tasks.get(key)
+        if ts is None or ts.run_spec is None:
+            return
+        count = self.reconstructions[key] = self.reconstructions.get(key, 0) + 1
+        limit = (ts.annotations or {}).get(RETRY_ANNOTATION, self.default_max_retries)
+        if limit is not None and 0 <= limit < count:
+            ts.run_spec = Task(key, reconstruction_failed, key, count, int(limit))
 
     def add_actor_call(self, worker: str = "", key: str = "", function: str = "", deps: Iterable[str] = (),
                        thread: int = 0, submitted: float = _NAN, started: float = _NAN, finished: float = _NAN,
@@ -341,7 +368,7 @@ def records_plugins() -> list[RecordsPlugin]:
 
     if not config.get("records.enabled"):
         return []
-    return [RecordsPlugin(int(config.get("records.max")))]
+    return [RecordsPlugin(int(config.get("records.max")), int(config.get("max-retries")))]
 
 
 def ensure_on(client: Any) -> bool:

@@ -1,0 +1,129 @@
+"""Lineage-based recovery, seen in the task records: a worker process is SIGKILLed (by PID) and the lost
+results that still have refs are rebuilt; the records say which tasks re-ran and why."""
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import labcluster as lc
+from labcluster.exceptions import ObjectLostError, ObjectReconstructionFailedError
+
+
+@lc.remote
+def step(x: int) -> int:
+    return x + 1
+
+
+@lc.remote
+def leaf(i: int) -> int:
+    return i * i
+
+
+@lc.remote
+def total(*parts: int) -> int:
+    return sum(parts)
+
+
+@pytest.fixture(scope="module")
+def two_sides() -> Iterator[None]:
+    lc.shutdown()
+    lc.init(workers=[lc.WorkerGroup("left", nthreads=2, resources={"left": 1}),
+                     lc.WorkerGroup("right", nthreads=2, resources={"right": 1})], include_dashboard=False)
+    yield
+    lc.shutdown()
+
+
+def _side(i: int) -> dict[str, float]:
+    return {"left": 1} if i % 2 == 0 else {"right": 1}
+
+
+def _held_only_by(worker_name: str, refs: list[lc.ObjectRef]) -> set[str]:
+    address = next(n["NodeID"] for n in lc.nodes() if n["NodeName"] == worker_name)
+    who = lc.current_session().client.who_has([r.future for r in refs])
+    return {k for k, holders in who.items() if set(holders) == {address}}
+
+
+def _kill(worker_name: str) -> None:
+    from conftest import wait_until
+
+    victim = next(n for n in lc.nodes() if n["NodeName"] == worker_name)
+    os.kill(victim["PID"], signal.SIGKILL)
+    # the Nanny starts a fresh process under the same name
+    assert wait_until(lambda: any(n["NodeName"] == worker_name and n["PID"] != victim["PID"] for n in lc.nodes()),
+                      timeout=60)
+
+
+def _reconstructed(since: int) -> dict[str, dict[str, object]]:
+    return {r["key"]: r for r in lc.list_tasks(since=since) if r["reconstruction"]}
+
+
+def _next_index() -> int:
+    rows = lc.list_tasks()
+    return int(rows[-1]["index"]) + 1 if rows else 0
+
+
+def test_a_200_task_chain_rebuilds_exactly_what_the_killed_worker_held(two_sides: None) -> None:
+    # the first half runs on the right worker, the second on the left: killing the left loses the second half
+    # (Dask copies an input to where its dependent runs, so only step 99 also lives on the left)
+    ref = step.options(resources={"right": 1}).remote(-1)
+    chain = [ref]
+    for i in range(1, 200):
+        ref = step.options(resources={"right": 1} if i < 100 else {"left": 1}).remote(ref)
+        chain.append(ref)
+    assert lc.get(chain[-1], timeout=60) == 199
+    held = _held_only_by("left-0", chain)
+    assert len(held) == 100
+    since = _next_index()
+    _kill("left-0")
+    assert lc.get(chain, timeout=120) == list(range(200))
+    rebuilt = _reconstructed(since)
+    assert set(rebuilt) == held  # the records name exactly the lost results, rebuilt once each
+    assert all(r["attempt"] == 2 and "lost with worker" in str(r["reason"]) for r in rebuilt.values())
+    graph = lc.lineage(chain[-1])
+    assert set(graph.reconstructed) == held and len(graph.tasks.nodes) == 200
+    assert "reconstructed" in graph._repr_html_()
+
+
+def test_a_64_way_fan_in_rebuilds_its_lost_leaves_and_reduce(two_sides: None) -> None:
+    leaves = [leaf.options(resources=_side(i)).remote(i) for i in range(64)]
+    reduced = total.options(resources={"left": 1}).remote(*leaves)
+    assert lc.get(reduced, timeout=60) == sum(i * i for i in range(64))
+    held = _held_only_by("left-0", [*leaves, reduced])
+    assert len(held) == 33  # 32 leaves and the reduce
+    since = _next_index()
+    _kill("left-0")
+    assert lc.get(reduced, timeout=120) == sum(i * i for i in range(64))
+    assert set(_reconstructed(since)) == held
+    stages = lc.lineage(reduced).stages.to_dict()
+    by_group = {n["group"]: n for n in stages["nodes"]}
+    assert by_group["leaf"]["count"] == 64 and by_group["leaf"]["reconstructed"] == 32
+    assert stages["edges"] == [{"source": "leaf", "target": "total", "count": 64}]
+
+
+def test_a_lost_put_raises_object_lost_error_within_two_seconds(two_sides: None) -> None:
+    data = lc.put(list(range(1000)))
+    holder = lc.current_session().client.who_has([data.future])[data.key]
+    name = next(n["NodeName"] for n in lc.nodes() if n["NodeID"] in holder)
+    victim = next(n for n in lc.nodes() if n["NodeName"] == name)
+    os.kill(victim["PID"], signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(ObjectLostError) as info:
+        lc.get(data, timeout=30)
+    assert time.monotonic() - started < 2.0
+    assert data.key in str(info.value) and "lc.put" in str(info.value)
+    from conftest import wait_until
+
+    assert wait_until(lambda: len(lc.nodes()) == 2, timeout=60)
+
+
+def test_reconstruction_past_max_retries_raises(two_sides: None) -> None:
+    ref = leaf.options(resources={"left": 1}, max_retries=1).remote(7)
+    assert lc.get(ref, timeout=60) == 49
+    _kill("left-0")
+    assert lc.get(ref, timeout=60) == 49  # one reconstruction is allowed
+    _kill("left-0")
+    with pytest.raises(ObjectReconstructionFailedError, match="max_retries=1"):
+        lc.get(ref, timeout=60)
