@@ -307,8 +307,10 @@ class RecordsPlugin(SchedulerPlugin):
                 store.update(index, state=finish)
             return
         if finish == "memory":
-            if not is_open:  # data that was never a task here: lc.put, or a large actor result registered
-                index = store.open(key, key_split(key), submitted=time())
+            if not is_open:
+                if start == "processing":
+                    return  # its row was dropped (more tasks in flight than labcluster.records.max)
+                index = store.open(key, key_split(key), submitted=time())  # data that was never a task here
             assert index is not None
             ts = self.scheduler.tasks.get(key)
             started, finished = _compute_times(kwargs)

@@ -1,0 +1,179 @@
+"""Task records (issue 4): what each row holds, actor calls, bounded memory, paging, and the views and exports
+built on them (Chrome trace, bokeh timeline, lineage at two grains, tables)."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dask
+import pytest
+
+import labcluster as lc
+from labcluster.cluster.records import RecordStore
+
+
+@lc.remote
+def load(i: int) -> list[int]:
+    return list(range(i))
+
+
+@lc.remote
+def combine(a: list[int], b: list[int]) -> int:
+    return len(a) + len(b)
+
+
+@lc.remote
+def inc(x: int) -> int:
+    return x + 1
+
+
+@lc.remote
+def broken() -> None:
+    raise ValueError("bad input row")
+
+
+@lc.remote
+class Scorer:
+    def score(self, n: int) -> int:
+        time.sleep(0.01)
+        return n * 10
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[lc.Session]:
+    lc.shutdown()
+    yield lc.init(num_cpus=2, include_dashboard=False)
+    lc.shutdown()
+
+
+def _rows_for(keys: set[str]) -> dict[str, dict[str, Any]]:
+    return {r["key"]: r for r in lc.list_tasks() if r["key"] in keys}
+
+
+def test_rows_hold_what_the_issue_lists_for_tasks_and_actor_calls(cluster: lc.Session) -> None:
+    with lc.stage("ingest"):
+        a, b = load.remote(3), load.options(name="load_big").remote(5)
+    c = combine.remote(a, b)
+    scorer = Scorer.remote()
+    s = scorer.score.remote(c)
+    assert lc.get(s, timeout=30) == 80
+    with pytest.raises(ValueError):
+        lc.get(broken.remote(), timeout=30)
+    rows = _rows_for({a.key, b.key, c.key, s.key})
+    assert rows[a.key]["stage"] == "ingest" and rows[b.key]["name"] == "load_big"
+    assert rows[c.key]["deps"] == sorted([a.key, b.key]) or set(rows[c.key]["deps"]) == {a.key, b.key}
+    for row in rows.values():
+        assert row["state"] == "finished" and row["attempt"] == 1 and not row["reconstruction"]
+        assert row["worker"].startswith("tcp://") and row["thread"]
+        assert row["started"] <= row["finished"] and row["nbytes"] > 0
+    assert rows[c.key]["resources"] == {"CPU": 1.0}
+    call = rows[s.key]  # Dask's own diagnostics never see actor calls; the records do
+    assert call["kind"] == "actor call" and call["function"] == "Scorer.score" and call["deps"] == [c.key]
+    assert call["finished"] - call["started"] >= 0.009
+    failed = lc.list_tasks(state="failed", function="broken")
+    assert failed and "ValueError: bad input row" in failed[-1]["error"]
+    table = lc.list_tasks(since=rows[a.key]["index"])
+    assert table[0]["index"] == rows[a.key]["index"] and "<table>" in table._repr_html_()
+    assert len(table.to_pandas()) == len(table)
+    summary = lc.summary().to_dict()
+    assert summary["functions"]["combine"]["finished"] >= 1 and summary["functions"]["broken"]["failed"] >= 1
+    assert "Scorer.score" in lc.summary()._repr_html_()
+    with pytest.raises(ValueError, match="unknown state"):
+        lc.list_tasks(state="done")
+
+
+def _check_trace_event(event: dict[str, Any]) -> None:
+    """The Trace Event Format (the JSON array form Perfetto and chrome://tracing load)."""
+    assert isinstance(event["name"], str) and event["ph"] in ("X", "M")
+    assert isinstance(event["pid"], int) and isinstance(event["tid"], int)
+    if event["ph"] == "X":
+        assert isinstance(event["ts"], float) and event["ts"] > 0
+        assert isinstance(event["dur"], float) and event["dur"] >= 0
+        assert isinstance(event["cat"], str) and isinstance(event["args"], dict)
+    else:
+        assert event["name"] in ("process_name", "thread_name") and isinstance(event["args"]["name"], str)
+
+
+def test_timeline_is_a_valid_chrome_trace_with_a_bokeh_picture(cluster: lc.Session, tmp_path: Path) -> None:
+    refs = [load.remote(i) for i in range(20)]
+    lc.get(refs, timeout=30)
+    path = tmp_path / "trace.json"
+    assert lc.timeline(str(path)) is None
+    events = json.loads(path.read_text())
+    assert isinstance(events, list)
+    for event in events:
+        _check_trace_event(event)
+    spans = {e["args"]["key"]: e for e in events if e["ph"] == "X"}
+    assert {r.key for r in refs} <= set(spans)
+    one = spans[refs[0].key]
+    assert one["args"]["attempt"] == 1 and one["args"]["bytes"] > 0
+    named = {(e["pid"], e["tid"]) for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert {(e["pid"], e["tid"]) for e in spans.values()} <= named
+    fig = lc.timeline_figure()
+    assert fig.renderers and len(fig.y_range.factors) >= 1
+    from bokeh.embed import file_html
+    from bokeh.resources import CDN
+
+    assert "load" in file_html(fig, CDN)
+
+
+def test_lineage_has_task_and_stage_views_and_exports(cluster: lc.Session) -> None:
+    with lc.stage("extract"):
+        parts = [load.remote(i) for i in range(4)]
+    data = lc.put([1, 2, 3])
+    with lc.stage("merge"):
+        left, right = combine.remote(parts[0], parts[1]), combine.remote(parts[2], parts[3])
+        top = combine.remote(load.remote(1), data)
+    graph = lc.lineage([left, right, top])
+    lc.get([left, right, top], timeout=30)
+    graph = lc.lineage([left, right, top])
+    assert set(graph.tasks.nodes) >= {p.key for p in parts} | {data.key, left.key, right.key, top.key}
+    assert graph.tasks.nodes[data.key]["kind"] == "data"
+    stages = {n["group"]: n for n in graph.stages.to_dict()["nodes"]}
+    assert stages["extract"]["count"] == 4 and stages["merge"]["count"] == 4  # 3 combines and a load
+    assert {(e["source"], e["target"]) for e in graph.stages.to_dict()["edges"]} >= {("extract", "merge"),
+                                                                                    ("put", "merge")}
+    dot = graph.to_dot()
+    assert dot.startswith("digraph") and f'"{parts[0].key}" -> "{left.key}"' in dot
+    assert "digraph lineage_stages" in graph.to_dot("stages")
+    html = graph._repr_html_()
+    assert html.count("<svg") == 2 and "extract" in html
+    assert json.dumps(graph.to_dict())  # plain data all the way down
+
+
+def test_a_big_lineage_still_renders(cluster: lc.Session) -> None:
+    ref = inc.remote(0)
+    for _ in range(599):
+        ref = inc.remote(ref)
+    assert lc.get(ref, timeout=120) == 600
+    graph = lc.lineage(ref)
+    assert len(graph.tasks.nodes) == 600 and len(graph.stages.nodes) == 1
+    html = graph.tasks._repr_html_()
+    assert "more nodes not drawn" in html and len(html) < 400_000
+
+
+def test_records_are_bounded_and_page_by_index(shutdown_after: None) -> None:
+    with dask.config.set({"labcluster.records.max": 50}):
+        lc.init(num_cpus=2, include_dashboard=False)
+    for batch in range(4):  # more tasks than rows, and more in flight at once than rows
+        lc.get([load.remote(i) for i in range(30 if batch < 3 else 90)], timeout=60)
+    rows = lc.list_tasks()
+    first, last = rows[0]["index"], rows[-1]["index"]
+    assert len(rows) == 50 and last - first == 49 and first >= 130  # the oldest rows were dropped
+    assert lc.summary().dropped == first
+    later = lc.list_tasks(since=last - 9)
+    assert [r["index"] for r in later] == list(range(last - 9, last + 1))
+
+
+def test_record_store_memory_per_row() -> None:
+    store = RecordStore(maxlen=10_000)
+    keys = [f"load-{i:032x}" for i in range(10_000)]
+    for i, key in enumerate(keys):
+        index = store.open(key, "load", deps=[keys[i - 1]] if i else [], resources={"CPU": 1.0}, submitted=1.0)
+        store.update(index, state="memory", worker="tcp://127.0.0.1:1", thread=140000000000000 + i % 4,
+                     nbytes=28, started=1.5, finished=2.0)
+    per_row = store.nbytes() / len(store)
+    assert per_row < 300, per_row  # the README states the measured figure
+    assert store.row(5)["deps"] == [keys[4]]
