@@ -35,8 +35,9 @@ from .held import ACTOR_HOLDER_PREFIX, BUNDLE_HOLDER_PREFIX
 from .retries import ANNOTATION as RETRY_ANNOTATION
 
 STATES = ("waiting", "queued", "no-worker", "processing", "memory", "erred", "released", "lost", "cancelled")
-#: a row in one of these is the attempt in progress
+#: a row in one of these is the attempt in progress (they come first in STATES)
 _OPEN = ("waiting", "queued", "no-worker", "processing")
+_CLOSED = len(_OPEN)
 #: the stream op a worker reports a finished actor call with, and the plugin's name
 RECORD_OP, RECORDS_PLUGIN = "labcluster-actor-call", "labcluster-records"
 _PLUMBING = (ACTOR_HOLDER_PREFIX, BUNDLE_HOLDER_PREFIX, "placement_group-")
@@ -115,24 +116,27 @@ class RecordStore:
         index = self.next_index
         slot = index % self.maxlen
         old = self._keys[slot]
-        if old is not None and self.latest.get(old) == index - self.maxlen:
-            del self.latest[old]
-        self._extra.pop(index - self.maxlen, None)
+        if old is not None:
+            if self.latest.get(old) == index - self.maxlen:
+                del self.latest[old]
+            if self._extra:
+                self._extra.pop(index - self.maxlen, None)
         self.next_index += 1
+        code = self.names.code
         self._keys[slot] = key
-        self._deps[slot] = tuple(deps)
-        self._function[slot] = self.names.code(function)
-        self._name[slot] = self.names.code(name)
-        self._stage[slot] = self.names.code(stage)
+        self._deps[slot] = deps if isinstance(deps, tuple) else tuple(deps)
+        self._function[slot] = code(function)
+        self._name[slot] = code(name) if name is not None else 0
+        self._stage[slot] = code(stage) if stage is not None else 0
         self._worker[slot] = 0
-        self._resources[slot] = self.names.code(tuple(sorted(resources.items())) if resources else None)
+        self._resources[slot] = code(tuple(resources.items())) if resources else 0
         self._thread[slot] = 0
         self._nbytes[slot] = -1
-        for column in self._times.values():
-            column[slot] = _NAN
-        self._times["submitted"][slot] = submitted
-        self._state[slot] = _STATE_CODE["waiting"]
-        self._attempt[slot] = min(attempt, 65535)
+        times = self._times
+        times["submitted"][slot] = submitted
+        times["queued"][slot] = times["started"][slot] = times["finished"][slot] = _NAN
+        self._state[slot] = 0  # waiting
+        self._attempt[slot] = attempt if attempt < 65535 else 65535
         self._flags[slot] = (_RECONSTRUCTION if reconstruction else 0) | (_ACTOR_CALL if actor_call else 0)
         if reason:
             self._extra[index] = {"reason": reason}
@@ -180,6 +184,14 @@ class RecordStore:
             "attempt": self._attempt[slot], "reconstruction": bool(flags & _RECONSTRUCTION),
             "reason": extra.get("reason"), "error": extra.get("error"),
         }
+
+    def mark(self, index: int, state: str) -> None:
+        """Set a row's state (the hot path: no other field)."""
+        if index >= self.next_index - self.maxlen:
+            self._state[index % self.maxlen] = _STATE_CODE[state]
+
+    def is_open(self, index: int) -> bool:
+        return index >= self.next_index - self.maxlen and self._state[index % self.maxlen] < _CLOSED
 
     def state_of(self, index: int) -> str:
         return STATES[self._state[index % self.maxlen]] if self.holds(index) else "dropped"
@@ -264,6 +276,7 @@ class RecordsPlugin(SchedulerPlugin):
         #: per key: how often its result was lost with a worker and rebuilt (bounded by max_retries)
         self.reconstructions: dict[str, int] = {}
         self.scheduler: Any = None
+        self._functions: dict[str, str] = {}
         #: per key: why its next attempt runs, (reconstruction?, reason), set when a worker death is seen
         self._why_next: dict[str, tuple[bool, str | None]] = {}
 
@@ -271,78 +284,93 @@ class RecordsPlugin(SchedulerPlugin):
         self.scheduler = scheduler
         scheduler.stream_handlers[RECORD_OP] = self.add_actor_call
 
+    def _function(self, key: str) -> str:
+        """The function name in a key: ``name-<32 hex>`` (labcluster's keys) cached per name, else Dask's rule."""
+        head, _, tail = key.rpartition("-")
+        if len(tail) == 32 and head:
+            name = self._functions.get(head)
+            if name is None:
+                name = self._functions[head] = str(key_split(key))
+            return name
+        return str(key_split(key))
+
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if self.scheduler is None:
+        scheduler = self.scheduler
+        if scheduler is None:
             return
         key = str(key)
         if key.startswith(_PLUMBING):
             return  # holders are plumbing, not work
         store = self.store
         index = store.latest.get(key)
-        is_open = index is not None and store.state_of(index) in _OPEN
+        is_open = index is not None and store.is_open(index)
         if finish in _OPEN:
             if not is_open:
-                ts = self.scheduler.tasks.get(key)
+                ts = scheduler.tasks.get(key)
                 if ts is None:
                     return
                 reconstruction, reason = self._why_next.pop(key, (False, None))
                 if reason is None and index is not None and store.state_of(index) == "memory":
                     # finished before and released since: re-run because a lost result downstream needs it
                     reconstruction, reason = True, "reconstruction: a lost result that depends on it is being rebuilt"
-                annotations = ts.annotations or {}
+                annotations = ts.annotations
                 index = store.open(
-                    key, key_split(key), deps=[str(d.key) for d in ts.dependencies],
-                    name=annotations.get(NAME_ANNOTATION), stage=annotations.get(STAGE_ANNOTATION),
+                    key, self._function(key), deps=[str(d.key) for d in ts.dependencies] if ts.dependencies else (),
+                    name=annotations.get(NAME_ANNOTATION) if annotations else None,
+                    stage=annotations.get(STAGE_ANNOTATION) if annotations else None,
                     resources=ts.resource_restrictions, submitted=time(),
                     attempt=store.attempt_of(index) + 1 if index is not None else 1,
                     reconstruction=reconstruction, reason=reason)
             assert index is not None
-            if finish == "queued":
+            if finish == "processing":
+                ts = scheduler.tasks.get(key)
+                on = ts.processing_on if ts is not None else None
+                store.update(index, state=finish, worker=on.address if on is not None else None)
+            elif finish == "queued":
                 store.update(index, state=finish, queued=time())
-            elif finish == "processing":
-                ts = self.scheduler.tasks.get(key)
-                on = getattr(getattr(ts, "processing_on", None), "address", None)
-                store.update(index, state=finish, worker=on)
             else:
-                store.update(index, state=finish)
+                store.mark(index, finish)
             return
         if finish == "memory":
             if not is_open:
                 if start == "processing":
                     return  # its row was dropped (more tasks in flight than labcluster.records.max)
-                index = store.open(key, key_split(key), submitted=time())  # data that was never a task here
+                index = store.open(key, self._function(key), submitted=time())  # data that was never a task here
             assert index is not None
-            ts = self.scheduler.tasks.get(key)
+            ts = scheduler.tasks.get(key)
             started, finished = _compute_times(kwargs)
             store.update(index, state="memory", worker=kwargs.get("worker") or _holder(ts), thread=kwargs.get("thread"),
                          nbytes=getattr(ts, "nbytes", None), started=started, finished=finished)
             return
         if index is None:
             return
-        workers = self.scheduler.workers
-        worker = store.worker_of(index)
         if finish == "erred":
             started, finished = _compute_times(kwargs)
             error = _error_text(kwargs) or ("a task it depends on failed" if start != "processing" else None)
             store.update(index, state="erred", worker=kwargs.get("worker"), thread=kwargs.get("thread"),
                          error=error, started=started, finished=finished)
         elif start == "processing" and finish == "released":
-            if worker is not None and worker not in workers:
+            worker = store.worker_of(index)
+            if worker is not None and worker not in scheduler.workers:
                 store.update(index, state="released", error=f"worker {worker} died while running it")
                 self._why_next[key] = (False, f"retry: worker {worker} died while running attempt "
                                               f"{store.attempt_of(index)}")
             else:
-                store.update(index, state="waiting")  # stolen or rescheduled: the same attempt goes on
-        elif start == "memory" and finish in ("released", "forgotten") and worker is not None and worker not in workers:
-            store.update(index, state="lost")
-            if finish == "released":  # a task's result: Dask recomputes it if it is still wanted
-                self._why_next[key] = (True, f"reconstruction: its result was lost with worker {worker}")
-                self._limit_reconstructions(key)
+                store.mark(index, "waiting")  # stolen or rescheduled: the same attempt goes on
+        elif start == "memory":
+            worker = store.worker_of(index)
+            if worker is not None and worker not in scheduler.workers:
+                store.mark(index, "lost")
+                if finish == "released":  # a task's result: Dask recomputes it if it is still wanted
+                    self._why_next[key] = (True, f"reconstruction: its result was lost with worker {worker}")
+                    self._limit_reconstructions(key)
         if finish == "forgotten":
-            self._why_next.pop(key, None)
-            self.reconstructions.pop(key, None)
-            if store.state_of(index) in _OPEN:
-                store.update(index, state="cancelled")
+            if self._why_next:
+                self._why_next.pop(key, None)
+            if self.reconstructions:
+                self.reconstructions.pop(key, None)
+            if store.is_open(index):
+                store.mark(index, "cancelled")
 
     def _limit_reconstructions(self, key: str) -> None:
         """Past its max_retries, a lost result's task is swapped for one raising ObjectReconstructionFailedError

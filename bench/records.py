@@ -1,0 +1,113 @@
+"""Task records (issue 4): throughput with recording on vs off, and memory for 100,000 recorded tasks.
+
+``python -m bench.records [repeat]`` starts two clusters of the same shape (one CPU worker process, 2 threads),
+one with ``labcluster.records.enabled`` off, and times 5,000 no-op tasks on each, alternating on/off runs so
+drift hits both alike. Then it records 100,000 real tasks and reports what the scheduler's store holds
+(``RecordStore.nbytes()``), cross-checked with ``tracemalloc`` on a store filled the same way in this process.
+Writes ``bench/results/records.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import dask
+
+N_TASKS = 5_000
+N_RECORDED = 100_000
+
+
+def noop() -> None:
+    return None
+
+
+def _rate(lc: Any, fn: Any) -> float:
+    t = time.perf_counter()
+    lc.get([fn.remote() for _ in range(N_TASKS)])
+    return N_TASKS / (time.perf_counter() - t)
+
+
+def throughput(repeat: int) -> dict[str, float]:
+    import labcluster as lc
+
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    fn = lc.remote(noop)
+    for _ in range(repeat):
+        for mode in ("on", "off"):
+            with dask.config.set({"labcluster.records.enabled": mode == "on"}):
+                lc.init(num_cpus=2, include_dashboard=False)
+            try:
+                _rate(lc, fn)  # warm-up: connections, function cache
+                rates[mode].append(_rate(lc, fn))
+            finally:
+                lc.shutdown()
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    return {"tasks_per_s_on": on, "tasks_per_s_off": off, "loss_percent": (1 - on / off) * 100}
+
+
+def store_bytes(dask_scheduler: Any = None) -> dict[str, int]:
+    from labcluster.cluster.records import plugin_of
+
+    plugin = plugin_of(dask_scheduler)
+    assert plugin is not None
+    return {"rows": len(plugin.store), "bytes": plugin.store.nbytes()}
+
+
+def memory() -> dict[str, float]:
+    import labcluster as lc
+    from labcluster.cluster.records import RecordStore
+
+    fn = lc.remote(noop)
+    session = lc.init(num_cpus=2, include_dashboard=False)
+    try:
+        for _ in range(N_RECORDED // N_TASKS):
+            lc.get([fn.remote() for _ in range(N_TASKS)])
+        real = session.client.run_on_scheduler(store_bytes)
+    finally:
+        lc.shutdown()
+    tracemalloc.start()
+    store = RecordStore(maxlen=N_RECORDED)
+    keys = [f"noop-{i:032x}" for i in range(N_RECORDED)]
+    before = tracemalloc.get_traced_memory()[0]
+    for i, key in enumerate(keys):
+        index = store.open(key, "noop", resources={"CPU": 1.0}, submitted=1.0)
+        store.update(index, state="memory", worker="tcp://127.0.0.1:1", thread=140000000000000 + i % 2, nbytes=16,
+                     started=1.5, finished=2.0)
+    traced = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return {"rows": real["rows"], "store_mb": real["bytes"] / 1e6, "bytes_per_row": real["bytes"] / real["rows"],
+            "tracemalloc_mb_same_rows": traced / 1e6}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    t, m = res["throughput"], res["memory"]
+    return "\n".join([
+        "| metric | value |", "|---|---|",
+        f"| no-op tasks/s, records on | {t['tasks_per_s_on']:,.0f} |",
+        f"| no-op tasks/s, records off | {t['tasks_per_s_off']:,.0f} |",
+        f"| throughput loss from recording | {t['loss_percent']:.1f}% |",
+        f"| rows recorded | {m['rows']:,} |",
+        f"| store size for them (`RecordStore.nbytes`) | {m['store_mb']:.1f} MB ({m['bytes_per_row']:.0f} B/row) |",
+        f"| tracemalloc, same number of rows filled in-process | {m['tracemalloc_mb_same_rows']:.1f} MB |",
+    ])
+
+
+if __name__ == "__main__":
+    repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    result = {"throughput": throughput(repeat)}
+    if "--no-memory" in sys.argv:  # the throughput half alone (the memory half records 100,000 tasks: ~2 min)
+        print(json.dumps(result, indent=2))
+        sys.exit(0)
+    result["memory"] = memory()
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "records.json").write_text(json.dumps(result, indent=2))
+    md = markdown(result)
+    (out / "records.md").write_text(md + "\n")
+    print(md)
