@@ -118,7 +118,8 @@ class StageView(_View):
     grain = "stages"
 
     def _label(self, node: dict[str, Any]) -> str:
-        return f"{node['group']} x{node['count']}"
+        marks = [f"{node[k]} {word}" for k, word in (("reconstructed", "rebuilt"), ("lost", "lost")) if node[k]]
+        return f"{node['group']} x{node['count']}" + (f" ({', '.join(marks)})" if marks else "")
 
 
 class LineageGraph:
