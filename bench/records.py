@@ -27,28 +27,59 @@ def noop() -> None:
     return None
 
 
-def _rate(lc: Any, fn: Any) -> float:
-    t = time.perf_counter()
+def _rate(lc: Any, fn: Any) -> tuple[float, float]:
+    """Tasks/s, and CPU microseconds per task spent in this process (driver, client and in-process scheduler)."""
+    cpu, t = time.process_time(), time.perf_counter()
     lc.get([fn.remote() for _ in range(N_TASKS)])
-    return N_TASKS / (time.perf_counter() - t)
+    return N_TASKS / (time.perf_counter() - t), (time.process_time() - cpu) / N_TASKS * 1e6
 
 
 def throughput(repeat: int) -> dict[str, float]:
     import labcluster as lc
 
     rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpus: dict[str, list[float]] = {"on": [], "off": []}
     fn = lc.remote(noop)
-    for _ in range(repeat):
-        for mode in ("on", "off"):
+    for i in range(repeat):
+        for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):  # neither mode always goes first
             with dask.config.set({"labcluster.records.enabled": mode == "on"}):
                 lc.init(num_cpus=2, include_dashboard=False)
             try:
                 _rate(lc, fn)  # warm-up: connections, function cache
-                rates[mode].append(_rate(lc, fn))
+                for _ in range(2):
+                    rate, cpu = _rate(lc, fn)
+                    rates[mode].append(rate)
+                    cpus[mode].append(cpu)
             finally:
                 lc.shutdown()
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-    return {"tasks_per_s_on": on, "tasks_per_s_off": off, "loss_percent": (1 - on / off) * 100}
+    return {"tasks_per_s_on": on, "tasks_per_s_off": off, "loss_percent": (1 - on / off) * 100,
+            "driver_cpu_us_per_task_on": statistics.median(cpus["on"]),
+            "driver_cpu_us_per_task_off": statistics.median(cpus["off"]), "plugin_us_per_task": plugin_cost()}
+
+
+def plugin_cost(n: int = 50_000) -> float:
+    """The records plugin's own cost per task: the five transitions of a no-op task, on a stand-in scheduler."""
+    import uuid
+    from types import SimpleNamespace
+
+    from labcluster.cluster.records import RecordsPlugin
+
+    plugin = RecordsPlugin(100_000)
+    worker = SimpleNamespace(address="tcp://127.0.0.1:1")
+    keys = [f"noop-{uuid.uuid4().hex}" for _ in range(n)]
+    plugin.scheduler = SimpleNamespace(workers={worker.address: worker}, tasks={
+        k: SimpleNamespace(key=k, dependencies=(), annotations={}, resource_restrictions={"CPU": 1.0},
+                           processing_on=worker, nbytes=16, who_has=None) for k in keys})
+    compute = [{"action": "compute", "start": 1.0, "stop": 2.0}]
+    t = time.perf_counter()
+    for k in keys:
+        plugin.transition(k, "released", "waiting")
+        plugin.transition(k, "waiting", "processing")
+        plugin.transition(k, "processing", "memory", worker=worker.address, thread=1234, startstops=compute)
+        plugin.transition(k, "memory", "released")
+        plugin.transition(k, "released", "forgotten")
+    return (time.perf_counter() - t) / n * 1e6
 
 
 def store_bytes(dask_scheduler: Any = None) -> dict[str, int]:
@@ -92,6 +123,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"| no-op tasks/s, records on | {t['tasks_per_s_on']:,.0f} |",
         f"| no-op tasks/s, records off | {t['tasks_per_s_off']:,.0f} |",
         f"| throughput loss from recording | {t['loss_percent']:.1f}% |",
+        f"| driver CPU per task (client + in-process scheduler), on / off | {t['driver_cpu_us_per_task_on']:.0f} / "
+        f"{t['driver_cpu_us_per_task_off']:.0f} us |",
+        f"| the plugin's own cost per task (5 transitions, stand-in scheduler) | {t['plugin_us_per_task']:.1f} us |",
         f"| rows recorded | {m['rows']:,} |",
         f"| store size for them (`RecordStore.nbytes`) | {m['store_mb']:.1f} MB ({m['bytes_per_row']:.0f} B/row) |",
         f"| tracemalloc, same number of rows filled in-process | {m['tracemalloc_mb_same_rows']:.1f} MB |",

@@ -38,6 +38,7 @@ STATES = ("waiting", "queued", "no-worker", "processing", "memory", "erred", "re
 #: a row in one of these is the attempt in progress (they come first in STATES)
 _OPEN = ("waiting", "queued", "no-worker", "processing")
 _CLOSED = len(_OPEN)
+_PROCESSING, _MEMORY = STATES.index("processing"), STATES.index("memory")
 #: the stream op a worker reports a finished actor call with, and the plugin's name
 RECORD_OP, RECORDS_PLUGIN = "labcluster-actor-call", "labcluster-records"
 _PLUMBING = (ACTOR_HOLDER_PREFIX, BUNDLE_HOLDER_PREFIX, "placement_group-")
@@ -92,6 +93,7 @@ class RecordStore:
         self._flags = array("B", bytes(maxlen))
         #: key -> index of its newest row (only rows still held)
         self.latest: dict[str, int] = {}
+        self._last_resources: tuple[dict[str, float], int] = ({}, 0)
 
     @property
     def dropped(self) -> int:
@@ -129,7 +131,14 @@ class RecordStore:
         self._name[slot] = code(name) if name is not None else 0
         self._stage[slot] = code(stage) if stage is not None else 0
         self._worker[slot] = 0
-        self._resources[slot] = code(tuple(resources.items())) if resources else 0
+        if not resources:
+            self._resources[slot] = 0
+        elif resources == self._last_resources[0]:  # tasks mostly ask alike: skip hashing the request
+            self._resources[slot] = self._last_resources[1]
+        else:
+            c = code(tuple(resources.items()))
+            self._last_resources = (dict(resources), c)
+            self._resources[slot] = c
         self._thread[slot] = 0
         self._nbytes[slot] = -1
         times = self._times
@@ -189,6 +198,30 @@ class RecordStore:
         """Set a row's state (the hot path: no other field)."""
         if index >= self.next_index - self.maxlen:
             self._state[index % self.maxlen] = _STATE_CODE[state]
+
+    def finished(self, index: int, worker: str | None, thread: int | None, nbytes: int | None,
+                 started: float | None, finished: float) -> None:
+        """The row's task finished (the hot path of ``update``)."""
+        if index < self.next_index - self.maxlen:
+            return
+        slot = index % self.maxlen
+        self._state[slot] = _MEMORY
+        if worker is not None:
+            self._worker[slot] = self.names.code(worker)
+        if thread:
+            self._thread[slot] = thread
+        if nbytes is not None:
+            self._nbytes[slot] = nbytes
+        if started is not None:
+            self._times["started"][slot] = started
+        self._times["finished"][slot] = finished
+
+    def running_on(self, index: int, worker: str | None) -> None:
+        """The row's task went to ``worker`` (the hot path of ``update``)."""
+        if index >= self.next_index - self.maxlen:
+            slot = index % self.maxlen
+            self._state[slot] = _PROCESSING
+            self._worker[slot] = self.names.code(worker) if worker is not None else 0
 
     def is_open(self, index: int) -> bool:
         return index >= self.next_index - self.maxlen and self._state[index % self.maxlen] < _CLOSED
@@ -254,9 +287,9 @@ def _holder(ts: Any) -> str | None:
 
 def _compute_times(kwargs: Mapping[str, Any]) -> tuple[float | None, float]:
     """(started, finished) of the compute phase the worker reported, or (None, now) when it reported none."""
-    compute = [s for s in kwargs.get("startstops") or () if s.get("action") == "compute"]
-    if compute:
-        return float(compute[0]["start"]), float(compute[-1]["stop"])
+    for startstop in kwargs.get("startstops") or ():
+        if startstop.get("action") == "compute":  # one compute phase per attempt
+            return float(startstop["start"]), float(startstop["stop"])
     return None, time()
 
 
@@ -325,7 +358,7 @@ class RecordsPlugin(SchedulerPlugin):
             if finish == "processing":
                 ts = scheduler.tasks.get(key)
                 on = ts.processing_on if ts is not None else None
-                store.update(index, state=finish, worker=on.address if on is not None else None)
+                store.running_on(index, on.address if on is not None else None)
             elif finish == "queued":
                 store.update(index, state=finish, queued=time())
             else:
@@ -339,8 +372,8 @@ class RecordsPlugin(SchedulerPlugin):
             assert index is not None
             ts = scheduler.tasks.get(key)
             started, finished = _compute_times(kwargs)
-            store.update(index, state="memory", worker=kwargs.get("worker") or _holder(ts), thread=kwargs.get("thread"),
-                         nbytes=getattr(ts, "nbytes", None), started=started, finished=finished)
+            store.finished(index, kwargs.get("worker") or _holder(ts), kwargs.get("thread"),
+                           getattr(ts, "nbytes", None), started, finished)
             return
         if index is None:
             return
