@@ -463,7 +463,7 @@ def collect(since: int = 0, limit: int | None = None, dask_scheduler: Any = None
     store = plugin.store
     rows = store.collect(since, limit)
     return {"enabled": True, "rows": rows, "next": rows[-1]["index"] + 1 if rows else max(since, store.first_index),
-            "dropped": store.dropped, "nbytes": None}
+            "dropped": store.dropped}
 
 
 def lineage(keys: list[str], limit: int = 100_000, dask_scheduler: Any = None) -> dict[str, Any]:
