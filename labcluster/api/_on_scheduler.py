@@ -37,6 +37,25 @@ def release_holders(prefix: str, dask_scheduler: Any = None) -> int:
     return len(names)
 
 
+def key_states(keys: list[str], dask_scheduler: Any = None) -> dict[str, str]:
+    """Each key's state on the scheduler: Dask's, or ``forgotten``, or ``lost`` for data with no task and no copy."""
+    out = {}
+    for key in keys:
+        ts = dask_scheduler.tasks.get(key)
+        out[key] = "forgotten" if ts is None else "lost" if ts.run_spec is None and not ts.who_has else str(ts.state)
+    return out
+
+
+def unrecoverable(keys: list[str], dask_scheduler: Any = None) -> list[str]:
+    """Of ``keys``, those the scheduler can never produce again: forgotten, or data with no task and no copy."""
+    out = []
+    for key in keys:
+        ts = dask_scheduler.tasks.get(key)
+        if ts is None or (ts.run_spec is None and not ts.who_has):
+            out.append(key)
+    return out
+
+
 def worker_available_resources(dask_worker: Any = None) -> dict[str, float]:
     """Run on each worker (``Client.run``): what its state machine has free, which is what gates tasks.
 

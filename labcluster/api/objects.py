@@ -8,12 +8,13 @@ user's type), a cancelled task as ``TaskCancelledError``, a task whose workers k
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
 from typing import Any, overload
 
-import distributed
 from distributed import KilledWorker
 
 from ..exceptions import (
@@ -23,7 +24,7 @@ from ..exceptions import (
     TaskCancelledError,
     WorkerCrashedError,
 )
-from . import serialization
+from . import _on_scheduler, serialization
 from .blocking import blocked
 from .refs import ObjectRef
 from .session import current_client
@@ -72,13 +73,68 @@ def _gather(client: Any, items: Sequence[ObjectRef]) -> list[Any]:
                 raise call.error
             if call.value is not None:
                 continue
-        remote.append(ref.future)
-    fetched = iter(client.gather(remote) if remote else [])
+        remote.append(ref)
+    fetched = iter(_fetch(client, remote) if remote else [])
     out = []
     for ref in items:
         value = ref._call.value if ref._call is not None else None
         out.append(value[0] if value is not None else next(fetched))
     return out
+
+
+#: how often a long wait looks for objects that are lost for good (lc.put data whose worker died): a Dask
+#: future of such a key can stay "lost" and would otherwise be waited on forever
+_LOST_CHECK = 1.0
+
+
+def _fetch(client: Any, refs: Sequence[ObjectRef]) -> list[Any]:
+    """Values of refs that are all done (``_until_done`` waited for them).
+
+    Dask's gather connects to the workers that hold the values; one that died a moment ago is retried until
+    ``distributed.comm.timeouts.connect`` (30 s) passes. So the gather runs watched: every ``_LOST_CHECK``
+    seconds the scheduler is asked about the keys. Gone for good raises ObjectLostError at once; no longer in
+    memory (being rebuilt) starts over once they are back. The abandoned gather finishes in the background.
+    """
+    from distributed import get_worker
+
+    try:
+        local_worker = get_worker()
+    except ValueError:
+        local_worker = None
+    while True:
+        outcome, value = client.sync(_gather_watched, client, [r.future for r in refs], local_worker)
+        if outcome == "ok":
+            return list(value)
+        if outcome == "lost":
+            raise ObjectLostError(value)
+        _until_done(refs, len(refs), None)  # "stale": some were lost with a worker and are being recomputed
+
+
+async def _gather_watched(client: Any, futures: list[Any], local_worker: Any) -> tuple[str, Any]:
+    gathering = asyncio.ensure_future(client._gather(futures, local_worker=local_worker))
+    while True:
+        done, _ = await asyncio.wait({gathering}, timeout=_LOST_CHECK)
+        if done:
+            return "ok", gathering.result()
+        states = await client._run_on_scheduler(_on_scheduler.key_states, [str(f.key) for f in futures])
+        gone = [k for k, state in states.items() if state in ("forgotten", "lost")]
+        if gone or any(state != "memory" for state in states.values()):
+            gathering.add_done_callback(_leave)  # its late error is expected: do not log it as unretrieved
+            return ("lost", gone[0]) if gone else ("stale", None)
+
+
+def _leave(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _lost_for_good(refs: Sequence[ObjectRef]) -> list[ObjectRef]:
+    """Refs whose Dask future is "lost" and that the scheduler cannot rebuild (no task, no copy left)."""
+    lost = [r for r in refs if r._call is None and r._future is not None and r._future.status == "lost"]
+    if not lost:
+        return []
+    gone = set(lost[0].client.run_on_scheduler(_on_scheduler.unrecoverable, [r.key for r in lost]))
+    return [r for r in lost if r.key in gone]
 
 
 def _check_same_session(items: Sequence[ObjectRef], client: Any) -> None:
@@ -115,11 +171,12 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     _check_same_session(items, client)
     try:
         with blocked():
-            if timeout is not None:
-                _until_done(items, len(items), timeout)
-                pending = len([r for r in items if not r.done()])
-                if pending:
-                    raise GetTimeoutError(pending, len(items), timeout)
+            gone = _until_done(items, len(items), timeout)
+            if gone:
+                raise ObjectLostError(sorted(gone)[0])
+            pending = len([r for r in items if not r.done()])
+            if pending and timeout is not None:  # without a timeout _until_done returns only when all are done
+                raise GetTimeoutError(pending, len(items), timeout)
             values = _gather(client, items)
     except GetTimeoutError:
         raise
@@ -177,30 +234,33 @@ def wait(
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     with blocked():
-        _until_done(items, num_returns, timeout)
-    done = [r for r in items if r.done()]
+        gone = _until_done(items, num_returns, timeout)
+    done = [r for r in items if r.done() or r.key in gone]  # a lost object is ready: get raises ObjectLostError
     ready = set(done[:num_returns])
     return [r for r in items if r in ready], [r for r in items if r not in ready]
 
 
-def _until_done(refs: Sequence[ObjectRef], need: int, timeout: float | None) -> None:
-    """Block until ``need`` of ``refs`` are done (finished, failed or cancelled) or ``timeout`` passes.
+def _until_done(refs: Sequence[ObjectRef], need: int, timeout: float | None) -> set[str]:
+    """Block until ``need`` of ``refs`` are done (finished, failed, cancelled, or lost for good) or ``timeout``
+    passes; returns the keys lost for good.
 
-    Costs O(n) for n refs: Dask's own ``wait`` when every pending one is a task and needed, else one
-    coroutine on the client's loop that counts completions (re-scanning the list after each one was
-    O(n^2): 105 s to wait for 4,000 refs).
+    Costs O(n) for n refs per ``_LOST_CHECK`` seconds: one coroutine on the client's loop counts completions
+    (re-scanning the list after each one was O(n^2): 105 s to wait for 4,000 refs).
     """
-    pending = [r for r in refs if not r.done()]
-    missing = need - (len(refs) - len(pending))
-    if missing <= 0:
-        return
-    try:
-        if missing >= len(pending) and all(r._call is None for r in pending):
-            distributed.wait([r.future for r in pending], timeout=timeout)
-        else:
-            pending[0].client.sync(_count_done, pending, missing, callback_timeout=timeout)
-    except TimeoutError:
-        pass  # wait() returns what is ready by the deadline
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pending = [r for r in refs if not r.done()]
+        gone = {r.key for r in _lost_for_good(pending)}
+        missing = need - (len(refs) - len(pending)) - len(gone)
+        left = None if deadline is None else deadline - time.monotonic()
+        if missing <= 0 or (left is not None and left <= 0):
+            return gone
+        step = _LOST_CHECK if left is None else min(_LOST_CHECK, left)
+        waiting = [r for r in pending if r.key not in gone]
+        # our own counter, not distributed.wait: on a timeout it cancels every waiter it made; then look for
+        # lost objects and wait on (or return what is ready by the deadline)
+        with contextlib.suppress(TimeoutError):
+            waiting[0].client.sync(_count_done, waiting, missing, callback_timeout=step)
 
 
 def _when_done(ref: ObjectRef) -> Any:
