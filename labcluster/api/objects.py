@@ -88,12 +88,13 @@ _LOST_CHECK = 1.0
 
 
 def _fetch(client: Any, refs: Sequence[ObjectRef]) -> list[Any]:
-    """Values of refs that are all done (``_until_done`` waited for them).
+    """Values of refs, waiting for them as long as it takes.
 
     Dask's gather connects to the workers that hold the values; one that died a moment ago is retried until
     ``distributed.comm.timeouts.connect`` (30 s) passes. So the gather runs watched: every ``_LOST_CHECK``
-    seconds the scheduler is asked about the keys. Gone for good raises ObjectLostError at once; no longer in
-    memory (being rebuilt) starts over once they are back. The abandoned gather finishes in the background.
+    seconds the scheduler is asked about the keys. Gone for good raises ObjectLostError at once; not in memory
+    (still running, or lost with a worker and being rebuilt) waits for them and starts over. An abandoned
+    gather finishes in the background.
     """
     from distributed import get_worker
 
@@ -107,7 +108,7 @@ def _fetch(client: Any, refs: Sequence[ObjectRef]) -> list[Any]:
             return list(value)
         if outcome == "lost":
             raise ObjectLostError(value)
-        _until_done(refs, len(refs), None)  # "stale": some were lost with a worker and are being recomputed
+        _until_done(refs, len(refs), None)  # "stale": some are still running, or being rebuilt
 
 
 async def _gather_watched(client: Any, futures: list[Any], local_worker: Any) -> tuple[str, Any]:
@@ -171,12 +172,13 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     _check_same_session(items, client)
     try:
         with blocked():
-            gone = _until_done(items, len(items), timeout)
-            if gone:
-                raise ObjectLostError(sorted(gone)[0])
-            pending = len([r for r in items if not r.done()])
-            if pending and timeout is not None:  # without a timeout _until_done returns only when all are done
-                raise GetTimeoutError(pending, len(items), timeout)
+            if timeout is not None:  # without one, the watched gather (_fetch) does all the waiting: one hop
+                gone = _until_done(items, len(items), timeout)
+                if gone:
+                    raise ObjectLostError(sorted(gone)[0])
+                pending = len([r for r in items if not r.done()])
+                if pending:
+                    raise GetTimeoutError(pending, len(items), timeout)
             values = _gather(client, items)
     except GetTimeoutError:
         raise
