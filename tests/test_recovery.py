@@ -139,3 +139,16 @@ def test_reconstruction_past_max_retries_raises(two_sides: None) -> None:
     _kill("left-0")
     with pytest.raises(ObjectReconstructionFailedError, match="max_retries=1"):
         lc.get(ref, timeout=60)
+
+
+def test_a_key_not_yet_known_to_the_scheduler_is_not_called_lost(two_sides: None) -> None:
+    # a get of many tasks can watch keys whose update-graph the scheduler has not processed yet: pending there
+    # means "wait", never ObjectLostError (seen on a separate scheduler process with 2,000 tasks in flight)
+    from distributed import Future
+
+    from labcluster.api.objects import _gather_watched
+
+    client = lc.current_session().client
+    unknown: Future[int] = Future("leaf-00000000000000000000000000000000", client)
+    assert unknown.status == "pending"
+    assert client.sync(_gather_watched, client, [unknown], None) == ("stale", None)

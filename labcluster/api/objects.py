@@ -84,7 +84,7 @@ def _gather(client: Any, items: Sequence[ObjectRef]) -> list[Any]:
 
 #: how often a long wait looks for objects that are lost for good (lc.put data whose worker died): a Dask
 #: future of such a key can stay "lost" and would otherwise be waited on forever
-_LOST_CHECK = 1.0
+_LOST_CHECK = 0.5
 
 
 def _fetch(client: Any, refs: Sequence[ObjectRef]) -> list[Any]:
@@ -118,7 +118,10 @@ async def _gather_watched(client: Any, futures: list[Any], local_worker: Any) ->
         if done:
             return "ok", gathering.result()
         states = await client._run_on_scheduler(_on_scheduler.key_states, [str(f.key) for f in futures])
-        gone = [k for k, state in states.items() if state in ("forgotten", "lost")]
+        # unknown to the scheduler is "gone" only for a key this client saw computed: a pending one may simply not
+        # have reached the scheduler yet (its update-graph message is queued behind others)
+        computed = {str(f.key) for f in futures if f.status != "pending"}
+        gone = [k for k, state in states.items() if state in ("forgotten", "lost") and k in computed]
         if gone or any(state != "memory" for state in states.values()):
             gathering.add_done_callback(_leave)  # its late error is expected: do not log it as unretrieved
             return ("lost", gone[0]) if gone else ("stale", None)

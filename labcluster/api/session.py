@@ -274,6 +274,9 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
         inproc = in_process_address(cluster) if processes is not False else None
         client = Client(inproc or cluster, direct_to_workers=direct)
         tune_client(client, batched_send_interval())
+        # connections from this process to the workers: on one machine a live worker answers at once, and a dead
+        # one would otherwise be retried for distributed.comm.timeouts.connect (30 s) by every gather
+        client.rpc.timeout = config.seconds("local.worker-connect-timeout")
         expected = sum(g.n for g in groups)
         wait = timeout if timeout is not None else config.seconds("timeouts.worker-start")
         try:
