@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import CancelledError
@@ -93,8 +94,7 @@ def _fetch(client: Any, refs: Sequence[ObjectRef]) -> list[Any]:
     Dask's gather connects to the workers that hold the values; one that died a moment ago is retried until
     ``distributed.comm.timeouts.connect`` (30 s) passes. So the gather runs watched: every ``_LOST_CHECK``
     seconds the scheduler is asked about the keys. Gone for good raises ObjectLostError at once; not in memory
-    (still running, or lost with a worker and being rebuilt) waits for them and starts over. An abandoned
-    gather finishes in the background.
+    (still running, or lost with a worker and being rebuilt) waits for them and starts over.
     """
     from distributed import get_worker
 
@@ -123,13 +123,34 @@ async def _gather_watched(client: Any, futures: list[Any], local_worker: Any) ->
         computed = {str(f.key) for f in futures if f.status != "pending"}
         gone = [k for k, state in states.items() if state in ("forgotten", "lost") and k in computed]
         if gone or any(state != "memory" for state in states.values()):
-            gathering.add_done_callback(_leave)  # its late error is expected: do not log it as unretrieved
+            # stop it, so it lets go of the futures; Dask's gather leaves helper tasks behind that end in its
+            # internal AllExit, which asyncio would report as "never retrieved" noise
+            _quiet_all_exit(asyncio.get_running_loop())
+            gathering.cancel()
             return ("lost", gone[0]) if gone else ("stale", None)
 
 
-def _leave(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+_QUIETED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _quiet_all_exit(loop: asyncio.AbstractEventLoop) -> None:
+    """Drop asyncio's "Task exception was never retrieved" reports of Dask's internal AllExit on this loop."""
+    if loop in _QUIETED:
+        return
+    from distributed.client import AllExit
+
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), AllExit):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    _QUIETED.add(loop)
 
 
 def _lost_for_good(refs: Sequence[ObjectRef]) -> list[ObjectRef]:
