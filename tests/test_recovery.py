@@ -119,9 +119,12 @@ def test_a_lost_put_raises_object_lost_error_within_two_seconds(two_sides: None)
     # Dask leaves a future "lost" (not cancelled) when its gather from the dead worker failed first: CI once
     # waited out the whole timeout there. Put the future in that state and check again, with and without one.
     state = data.future._state
-    lc.current_session().client.loop.add_callback(state.lose)
-    assert wait_until(lambda: state.status == "lost", timeout=10), state.status
+
+    async def lose() -> None:  # on the client's loop, where Dask itself would do it
+        state.lose()
+
     for wait_for in (None, 30):
+        lc.current_session().client.sync(lose)
         started = time.monotonic()
         with pytest.raises(ObjectLostError):
             lc.get(data, timeout=wait_for)
