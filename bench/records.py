@@ -58,6 +58,57 @@ def throughput(repeat: int) -> dict[str, float]:
             "driver_cpu_us_per_task_off": statistics.median(cpus["off"]), "plugin_us_per_task": plugin_cost()}
 
 
+def _detach(dask_scheduler: Any = None) -> None:
+    from labcluster.cluster.records import RECORDS_PLUGIN
+
+    dask_scheduler._labcluster_bench_records = dask_scheduler.plugins.pop(RECORDS_PLUGIN)
+
+
+def _attach(dask_scheduler: Any = None) -> None:
+    from labcluster.cluster.records import RECORDS_PLUGIN
+
+    dask_scheduler.plugins[RECORDS_PLUGIN] = dask_scheduler._labcluster_bench_records
+
+
+def separate_scheduler(repeat: int) -> dict[str, float]:
+    """The same A/B with the scheduler in its own process (``labcluster scheduler``/``worker``), toggling the
+    records plugin between batches: the plugin's cost without sharing a GIL with the driver."""
+    import signal
+    import subprocess
+
+    import labcluster as lc
+
+    exe = str(Path(sys.executable).parent / "labcluster")
+    scheduler = subprocess.Popen([exe, "scheduler", "--port", "0", "--dashboard-address", ""],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert scheduler.stdout is not None
+    address = scheduler.stdout.readline().split()[-1]
+    worker = subprocess.Popen([exe, "worker", address, "--nthreads", "2", "--gpus", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        session = lc.init(address)
+        deadline = time.monotonic() + 60
+        while not lc.nodes() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fn = lc.remote(noop)
+        _rate(lc, fn)
+        for i in range(2 * repeat):
+            for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+                if mode == "off":
+                    session.client.run_on_scheduler(_detach)
+                rates[mode].append(_rate(lc, fn)[0])
+                if mode == "off":
+                    session.client.run_on_scheduler(_attach)
+        lc.shutdown()
+    finally:
+        for process in (worker, scheduler):
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    return {"tasks_per_s_on": on, "tasks_per_s_off": off, "loss_percent": (1 - on / off) * 100}
+
+
 def plugin_cost(n: int = 50_000) -> float:
     """The records plugin's own cost per task: the five transitions of a no-op task, on a stand-in scheduler."""
     import uuid
@@ -117,7 +168,7 @@ def memory() -> dict[str, float]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    t, m = res["throughput"], res["memory"]
+    t, m, sep = res["throughput"], res["memory"], res["separate_scheduler"]
     return "\n".join([
         "| metric | value |", "|---|---|",
         f"| no-op tasks/s, records on | {t['tasks_per_s_on']:,.0f} |",
@@ -126,6 +177,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"| driver CPU per task (client + in-process scheduler), on / off | {t['driver_cpu_us_per_task_on']:.0f} / "
         f"{t['driver_cpu_us_per_task_off']:.0f} us |",
         f"| the plugin's own cost per task (5 transitions, stand-in scheduler) | {t['plugin_us_per_task']:.1f} us |",
+        f"| scheduler in its own process: tasks/s on / off | {sep['tasks_per_s_on']:,.0f} / "
+        f"{sep['tasks_per_s_off']:,.0f} ({sep['loss_percent']:.1f}% loss) |",
         f"| rows recorded | {m['rows']:,} |",
         f"| store size for them (`RecordStore.nbytes`) | {m['store_mb']:.1f} MB ({m['bytes_per_row']:.0f} B/row) |",
         f"| tracemalloc, same number of rows filled in-process | {m['tracemalloc_mb_same_rows']:.1f} MB |",
@@ -134,7 +187,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    result = {"throughput": throughput(repeat)}
+    result = {"throughput": throughput(repeat), "separate_scheduler": separate_scheduler(repeat)}
     if "--no-memory" in sys.argv:  # the throughput half alone (the memory half records 100,000 tasks: ~2 min)
         print(json.dumps(result, indent=2))
         sys.exit(0)
