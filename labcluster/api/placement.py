@@ -2,12 +2,16 @@
 
 - ``lc.placement_group(bundles, strategy)`` asks the scheduler, in one atomic step on its event loop
   (``_on_scheduler.place_group``), to place every bundle under the strategy, counting other groups'
-  reservations. A group that can never fit fails at once; one that cannot fit *now* stays pending whole
-  and is retried until it fits. No partial reservation is ever made.
+  reservations and live actors. A group that can never fit fails at once; one that cannot fit *now* stays
+  pending whole and is retried until it fits. No partial reservation is ever made. An actor created at the
+  same moment can still land where a bundle went (Dask routes by worker totals); bundles that have not
+  started after a second are checked, and the group is placed again if an actor took their room.
 - Once placed, one **holder task** per bundle runs pinned to its worker with the bundle's resources
   (a seceded task keeps them, as actor holders do), so work outside the group cannot use them. It adds
   the resources ``pg_<id>_<i>_<name>`` to its worker; tasks and actors placed in bundle ``i`` ask for those.
-- ``lc.remove_placement_group(pg)`` sets a Dask ``Event`` the holders wait on; they give everything back.
+- ``lc.remove_placement_group(pg)`` sets the Dask ``Event`` of the current placement attempt, which the
+  holders wait on; they give everything back. They also end when the driver that made the group is gone
+  (its ``ready()`` key is no longer held), unless the group was made with ``lifetime="detached"``.
 """
 
 from __future__ import annotations
