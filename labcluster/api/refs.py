@@ -1,4 +1,5 @@
-"""``ObjectRef``: a reference to a value in the cluster, wrapping a Dask future.
+"""``ObjectRef``: a reference to a value in the cluster, wrapping a Dask future -- or, for an actor call, a
+:class:`CallOutcome` that becomes a Dask key only when a task needs the result.
 
 Hashable (by key), awaitable, picklable (a ref passed inside a container reaches the task as a ref),
 and shown with its state, function and -- in HTML -- the worker holding it.
