@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from . import core
-
-OUT = Path(__file__).parent / "results"
 
 
 def _available(module: str) -> bool:
@@ -90,11 +86,7 @@ def main() -> None:
     p.add_argument("--only", default=None, help="comma-separated systems")
     args = p.parse_args()
     report = run(args.repeat, set(args.only.split(",")) if args.only else None)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "core.json").write_text(json.dumps(report, indent=2))
-    md = markdown(report)
-    (OUT / "core.md").write_text(md + "\n")
-    print(md)
+    print(core.save("core", report, markdown(report)))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,12 @@ shape (one worker process, 2 threads). ``python -m bench.actors`` writes ``bench
 from __future__ import annotations
 
 import importlib.util
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from .core import save
 
 N_ASYNC = 5_000
 N_SYNC = 300
@@ -84,9 +84,4 @@ def markdown(results: dict[str, dict[str, float]]) -> str:
 if __name__ == "__main__":
     repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     res = run(repeat)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "actors.json").write_text(json.dumps(res, indent=2))
-    md = markdown(res)
-    (out / "actors.md").write_text(md + "\n")
-    print(md)
+    print(save("actors", res, markdown(res)))

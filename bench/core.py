@@ -27,6 +27,18 @@ N_SYNC = 300
 MB_100 = 100 * 2**20
 
 
+def save(name: str, result: Any, md: str) -> str:
+    """Write ``bench/results/<name>.json`` and ``.md``; returns the markdown to print."""
+    import json
+    from pathlib import Path
+
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{name}.md").write_text(md + "\n")
+    return md
+
+
 def noop() -> None:
     return None
 

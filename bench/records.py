@@ -19,6 +19,8 @@ from typing import Any
 
 import dask
 
+from .core import save
+
 N_TASKS = 5_000
 N_RECORDED = 100_000
 
@@ -192,9 +194,4 @@ if __name__ == "__main__":
         print(json.dumps(result, indent=2))
         sys.exit(0)
     result["memory"] = memory()
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "records.json").write_text(json.dumps(result, indent=2))
-    md = markdown(result)
-    (out / "records.md").write_text(md + "\n")
-    print(md)
+    print(save("records", result, markdown(result)))

@@ -46,16 +46,6 @@ def key_states(keys: list[str], dask_scheduler: Any = None) -> dict[str, str]:
     return out
 
 
-def unrecoverable(keys: list[str], dask_scheduler: Any = None) -> list[str]:
-    """Of ``keys``, those the scheduler can never produce again: forgotten, or data with no task and no copy."""
-    out = []
-    for key in keys:
-        ts = dask_scheduler.tasks.get(key)
-        if ts is None or (ts.run_spec is None and not ts.who_has):
-            out.append(key)
-    return out
-
-
 def worker_available_resources(dask_worker: Any = None) -> dict[str, float]:
     """Run on each worker (``Client.run``): what its state machine has free, which is what gates tasks.
 
@@ -131,8 +121,7 @@ def place_group(pg_id: str, bundles: list[dict[str, float]], strategy: str, name
     if entry is not None and entry["state"] in ("CREATED", "REMOVED"):
         return {"status": "placed" if entry["state"] == "CREATED" else "removed", "placement": entry["placement"],
                 "attempt": entry.get("attempt", 0)}
-    totals = {addr: {k: float(v) for k, v in ws.resources.items() if not k.startswith("pg_")}
-              for addr, ws in dask_scheduler.workers.items()}
+    totals = _totals(dask_scheduler)
     if plan(totals, bundles, strategy) is None:
         table.pop(pg_id, None)
         return {"status": "infeasible", "workers": {dask_scheduler.workers[a].name: r for a, r in totals.items()}}
@@ -146,6 +135,12 @@ def place_group(pg_id: str, bundles: list[dict[str, float]], strategy: str, name
     table[pg_id] = {"bundles": bundles, "strategy": strategy, "name": name, "state": "CREATED",
                     "placement": placement, "attempt": attempt}
     return {"status": "placed", "placement": placement, "attempt": attempt}
+
+
+def _totals(dask_scheduler: Any) -> dict[str, dict[str, float]]:
+    """Each worker's own resources (not the pg_* ones bundles add)."""
+    return {addr: {k: float(v) for k, v in ws.resources.items() if not k.startswith("pg_")}
+            for addr, ws in dask_scheduler.workers.items()}
 
 
 def _free(dask_scheduler: Any, totals: dict[str, dict[str, float]], table: dict[str, Any], held_prefix: str,
@@ -172,8 +167,7 @@ def unplace_if_blocked(pg_id: str, held_prefix: str, dask_scheduler: Any = None)
     entry = table.get(pg_id)
     if entry is None or entry["state"] != "CREATED":
         return False
-    totals = {addr: {k: float(v) for k, v in ws.resources.items() if not k.startswith("pg_")}
-              for addr, ws in dask_scheduler.workers.items()}
+    totals = _totals(dask_scheduler)
     free = _free(dask_scheduler, totals, table, held_prefix, skip=pg_id)
     for addr, b in zip(entry["placement"], entry["bundles"], strict=True):
         if addr not in free:

@@ -163,12 +163,9 @@ _RECORDS: list[bool] = []
 def _scheduler_records(client: Any) -> bool:
     """Does the scheduler keep task records (labcluster's records plugin)? Asked once per worker process."""
     if not _RECORDS:
-        from . import _on_scheduler
+        from .session import scheduler_plugins
 
-        try:
-            _RECORDS.append(RECORDS_PLUGIN in client.run_on_scheduler(_on_scheduler.plugin_names))
-        except Exception:
-            _RECORDS.append(False)
+        _RECORDS.append(RECORDS_PLUGIN in scheduler_plugins(client))
     return _RECORDS[0]
 
 

@@ -83,6 +83,8 @@ def _gather(client: Any, items: Sequence[ObjectRef]) -> list[Any]:
     return out
 
 
+#: scheduler states (``_on_scheduler.key_states``) of a key that can never be produced again
+GONE = ("forgotten", "lost")
 #: how often a long wait looks for objects that are lost for good (lc.put data whose worker died): a Dask
 #: future of such a key can stay "lost" and would otherwise be waited on forever
 _LOST_CHECK = 0.5
@@ -121,7 +123,7 @@ async def _gather_watched(client: Any, futures: list[Any], local_worker: Any) ->
         # unknown to the scheduler is "gone" only for a key this client saw computed: a pending one may simply not
         # have reached the scheduler yet (its update-graph message is queued behind others)
         computed = {str(f.key) for f in futures if f.status != "pending"}
-        gone = [k for k, state in states.items() if state in ("forgotten", "lost") and k in computed]
+        gone = [k for k, state in states.items() if state in GONE and k in computed]
         if gone or any(state != "memory" for state in states.values()):
             # stop it, so it lets go of the futures; Dask's gather leaves helper tasks behind that end in its
             # internal AllExit, which asyncio would report as "never retrieved" noise
@@ -158,8 +160,8 @@ def _lost_for_good(refs: Sequence[ObjectRef]) -> list[ObjectRef]:
     lost = [r for r in refs if r._call is None and r._future is not None and r._future.status == "lost"]
     if not lost:
         return []
-    gone = set(lost[0].client.run_on_scheduler(_on_scheduler.unrecoverable, [r.key for r in lost]))
-    return [r for r in lost if r.key in gone]
+    states = lost[0].client.run_on_scheduler(_on_scheduler.key_states, [r.key for r in lost])
+    return [r for r in lost if states[r.key] in GONE]
 
 
 def _check_same_session(items: Sequence[ObjectRef], client: Any) -> None:

@@ -177,11 +177,6 @@ def stage(name: str) -> Iterator[None]:
         _stage.reset(token)
 
 
-def _stage_annotation() -> dict[str, str]:
-    name = _stage.get()
-    return {STAGE_ANNOTATION: name} if name is not None else {}
-
-
 def _to_dependency(value: Any) -> Any:
     if isinstance(value, ObjectRef):
         return value.future  # an actor call's result: waits for the call and makes it a key
@@ -247,7 +242,10 @@ class RemoteFunction(Generic[P, R]):
         key = f"{self._name}-{uuid.uuid4().hex}"
         dep_args = [_to_dependency(a) for a in args]
         dep_kwargs = {k: _to_dependency(v) for k, v in kwargs.items()}
-        annotations: dict[str, Any] = dict(_stage_annotation())
+        annotations: dict[str, Any] = {}
+        stage_name = _stage.get()
+        if stage_name is not None:
+            annotations[STAGE_ANNOTATION] = stage_name
         if opts.max_retries is not None:  # the scheduler's retry plugin reads the task's own limit from this
             annotations[RETRY_ANNOTATION] = opts.max_retries
         if opts.name is not None:

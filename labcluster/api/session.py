@@ -142,15 +142,20 @@ class Session:
         shutdown()
 
 
-def _has_retry_plugin(client: Client) -> bool:
-    from ..cluster.retries import RetryLimitPlugin
+def scheduler_plugins(client: Client) -> list[str]:
+    """The names of the scheduler's plugins (empty if it refuses to run functions: assume plain Dask)."""
     from . import _on_scheduler
 
     try:
-        plugins = client.run_on_scheduler(_on_scheduler.plugin_names)
-    except Exception:  # a scheduler that refuses to run functions: assume the plain Dask behaviour
-        return False
-    return RetryLimitPlugin.name in plugins
+        return list(client.run_on_scheduler(_on_scheduler.plugin_names))
+    except Exception:
+        return []
+
+
+def _has_retry_plugin(client: Client) -> bool:
+    from ..cluster.retries import RetryLimitPlugin
+
+    return RetryLimitPlugin.name in scheduler_plugins(client)
 
 
 _INIT_KEYWORDS = ("address", "cluster", "workers", "num_cpus", "num_gpus", "resources", "simulate_gpus",
@@ -233,7 +238,7 @@ def _connect(address: str | None, cluster: Any | None, security: Any | None, tim
     from ..cluster import records
 
     try:
-        records.ensure_on(client)
+        records.ensure_on(client, scheduler_plugins(client))
     except Exception as e:  # a scheduler without labcluster installed, or one that refuses plugins
         logger.warning("this scheduler does not keep labcluster's task records (%s); lc.timeline and lc.lineage "
                        "will be empty. Start it with `labcluster scheduler` to get them.", e)

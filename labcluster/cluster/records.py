@@ -434,20 +434,15 @@ def records_plugins() -> list[RecordsPlugin]:
     return [RecordsPlugin(int(config.get("records.max")), int(config.get("max-retries")))]
 
 
-def ensure_on(client: Any) -> bool:
+def ensure_on(client: Any, plugin_names: Iterable[str]) -> bool:
     """Add the records plugin to a scheduler labcluster did not start (``lc.init(address=...)``), unless it has
-    one (another driver added it) or records are disabled. Returns whether the scheduler now records."""
+    one (``plugin_names``: another driver added it) or records are disabled. Returns whether it now records."""
     plugins = records_plugins()
     if not plugins:
         return False
-    if client.run_on_scheduler(has_plugin):
-        return True
-    client.register_plugin(plugins[0])
+    if RECORDS_PLUGIN not in plugin_names:
+        client.register_plugin(plugins[0])
     return True
-
-
-def has_plugin(dask_scheduler: Any = None) -> bool:
-    return plugin_of(dask_scheduler) is not None
 
 
 def plugin_of(dask_scheduler: Any) -> RecordsPlugin | None:
