@@ -10,6 +10,7 @@ from conftest import CLIProcess, children, fake_pynvml, free_port, wait_until
 from distributed import LocalCluster
 
 import labcluster as lc
+from labcluster import config
 from labcluster.diagnostics import nvml
 from labcluster.exceptions import ClusterError
 
@@ -104,6 +105,28 @@ def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
     assert wait_until(lambda: not (children() & started), timeout=15), children() & started
 
 
+def _scheduler_streams(dask_scheduler=None) -> list:  # type: ignore[no-untyped-def]
+    comms = [*dask_scheduler.stream_comms.values(), *dask_scheduler.client_comms.values()]
+    return [(c.interval, c.recent_message_log.maxlen, len(c.recent_message_log)) for c in comms]
+
+
+def _worker_stream(dask_worker=None) -> tuple:  # type: ignore[no-untyped-def]
+    c = dask_worker.batched_stream
+    return (c.interval, c.recent_message_log.maxlen, len(c.recent_message_log))
+
+
+def test_every_stream_keeps_a_short_message_log(shutdown_after: None) -> None:
+    # Dask's streams keep 1,000 sent payloads; under load that held ~100k task messages in the driver
+    session = lc.init(num_cpus=2, include_dashboard=False)
+    lc.get([whoami.remote() for _ in range(300)])
+    log = config.get("stream-message-log")
+    client_comm = session.client.scheduler_comm
+    streams = [(client_comm.interval, client_comm.recent_message_log.maxlen, len(client_comm.recent_message_log)),
+               *session.client.run_on_scheduler(_scheduler_streams), *session.client.run(_worker_stream).values()]
+    assert len(streams) == 4  # client, the scheduler's two (to the worker and to the client), the worker's
+    assert all(interval == 0 and maxlen == log and 0 < held <= log for interval, maxlen, held in streams), streams
+
+
 def test_connect_to_a_cluster_object_and_leave_it_running(shutdown_after: None) -> None:
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
                       resources={"CPU": 2}) as cluster:
@@ -128,11 +151,19 @@ def test_cli_scheduler_worker_status_and_connect_by_address(shutdown_after: None
         worker = CLIProcess("worker", address, "--nthreads", "2", "--gpus", "sim:1", "--resources", "special=2",
                             "--name", "node1")
         worker.wait_for_line("node1-gpu-0")
-        assert lc.init(address).per_task_retries  # the CLI scheduler runs labcluster's retry plugin
+        session = lc.init(address)
+        assert session.per_task_retries  # the CLI scheduler runs labcluster's retry plugin
+        log = config.get("stream-message-log")
+        assert session.client.scheduler_comm.recent_message_log.maxlen == log
+        # (lambdas: this test module cannot be imported by the CLI processes, so functions go by value)
+        assert session.client.run_on_scheduler(lambda dask_scheduler: {
+            c.recent_message_log.maxlen for c in dask_scheduler.client_comms.values()}) == {log}
         assert wait_until(lambda: len(lc.nodes()) == 2)
         total = lc.cluster_resources()
         assert (total["CPU"], total["GPU"], total["special"]) == (3, 1, 2)
         assert lc.get(whoami.options(num_gpus=1).remote())["mode"] == "simulated"
+        assert set(session.client.run(lambda dask_worker: dask_worker.batched_stream.recent_message_log.maxlen)
+                   .values()) == {log}
         lc.shutdown()
         status = CLIProcess("status", address)
         assert status.proc.wait(timeout=60) == 0

@@ -27,7 +27,7 @@ from .. import config
 from ..cluster import info as cluster_info
 from ..cluster.groups import WorkerGroup
 from ..cluster.local import default_groups, in_process_address, local_dask_config, start_local_cluster
-from ..cluster.tuning import batched_send_interval, tune_client
+from ..cluster.tuning import StreamTuning, tune_client
 from ..exceptions import ClusterError, WorkerStartTimeout
 
 logger = logging.getLogger("labcluster")
@@ -235,6 +235,7 @@ def _connect(address: str | None, cluster: Any | None, security: Any | None, tim
         raise ClusterError(f"could not reach a Dask scheduler at {address!r} within {timeout:g}s ({e}); "
                            f"check the address (e.g. 'tcp://127.0.0.1:8786'), that `labcluster scheduler` "
                            f"or `dask scheduler` runs there, and any TLS settings (security=)") from e
+    tune_client(client, StreamTuning.configured(local=False))
     from ..cluster import records
 
     try:
@@ -278,7 +279,7 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
         direct = bool(config.get("local.direct-to-workers"))
         inproc = in_process_address(cluster) if processes is not False else None
         client = Client(inproc or cluster, direct_to_workers=direct)
-        tune_client(client, batched_send_interval())
+        tune_client(client, StreamTuning.configured(local=True))
         # connections from this process to the workers: on one machine a live worker answers at once, and a dead
         # one would otherwise be retried for distributed.comm.timeouts.connect (30 s) by every gather
         client.rpc.timeout = config.seconds("local.worker-connect-timeout")

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from distributed import Nanny, Worker
 
 from ..diagnostics import nvml
+from .tuning import StreamTuning
 from .worker_plugin import LabclusterWorkerPlugin
 
 GPUMode = Literal["nvml", "simulated", "none"]
@@ -144,7 +145,7 @@ def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list
 
 
 def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True,
-                   prefix: str = "", batched_send_interval: float | None = None) -> dict[str, Any]:
+                   prefix: str = "", streams: StreamTuning | None = None) -> dict[str, Any]:
     """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group`` (named ``<prefix><group>-<i>``)."""
     env = dict(group.env)
     gpu_ids: list[int] = []
@@ -165,7 +166,7 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
         "memory_limit": group.memory_limit,
         "host": host,
         "metrics": {WORKER_INFO_KEY: metric},
-        "plugins": (LabclusterWorkerPlugin(batched_send_interval),),
+        "plugins": (LabclusterWorkerPlugin(streams),),
     }
     if processes:
         options["env"] = env
@@ -178,7 +179,7 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
 
 
 def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes: bool = True,
-               prefix: str = "", batched_send_interval: float | None = None) -> dict[str, dict[str, Any]]:
+               prefix: str = "", streams: StreamTuning | None = None) -> dict[str, dict[str, Any]]:
     """Turn worker groups into a ``SpecCluster`` worker spec ``{name: {"cls", "options"}}``.
 
     ``prefix`` keeps worker names unique when several machines run the same groups.
@@ -190,6 +191,6 @@ def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes
     spec = {}
     for g in groups:
         for i in range(g.n):
-            opts = worker_options(g, i, host, processes, prefix, batched_send_interval)
+            opts = worker_options(g, i, host, processes, prefix, streams)
             spec[opts["name"]] = {"cls": cls, "options": opts}
     return spec

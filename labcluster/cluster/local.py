@@ -20,7 +20,7 @@ from .groups import WorkerGroup, build_spec, pin_gpus
 from .held import SpillPlugin
 from .records import records_plugins
 from .retries import RetryLimitPlugin
-from .tuning import LatencySchedulerPlugin, batched_send_interval
+from .tuning import StreamsSchedulerPlugin, StreamTuning
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ def start_local_cluster(
     dashboard_address = (dashboard_address or config.get("local.dashboard-address")) if include_dashboard else None
     if any(g.gpus_per_worker and g.simulated is not True for g in groups):
         groups = pin_gpus(groups, probe if probe is not None else nvml.probe())
-    interval = batched_send_interval()
-    spec = build_spec(groups, host=host, processes=bool(processes), batched_send_interval=interval)
-    plugins = [LatencySchedulerPlugin(interval), RetryLimitPlugin(int(config.get("max-retries"))),
+    streams = StreamTuning.configured(local=True)
+    spec = build_spec(groups, host=host, processes=bool(processes), streams=streams)
+    plugins = [StreamsSchedulerPlugin(streams), RetryLimitPlugin(int(config.get("max-retries"))),
                SpillPlugin(config.seconds("spill-interval")), *records_plugins()]
     options: dict[str, Any] = {"host": host, "port": 0}
     if config.get("local.in-process-client"):

@@ -17,6 +17,7 @@ from distributed import Nanny, Scheduler
 from ..diagnostics import nvml
 from .groups import WorkerGroup, build_spec, pin_gpus
 from .local import default_groups
+from .tuning import StreamsSchedulerPlugin, StreamTuning
 
 
 def parse_gpus(spec: str, probe: nvml.ProbeResult) -> tuple[int | None, int | None]:
@@ -60,7 +61,8 @@ async def run_scheduler(host: str, port: int, dashboard_address: str | None) -> 
     # per-task max_retries for worker deaths, and spilling tasks stuck behind actors, as on local clusters
     async with Scheduler(host=host, port=port, dashboard_address=dashboard_address,
                          allowed_failures=int(config.get("max-retries-ceiling")),
-                         plugins=[RetryLimitPlugin(int(config.get("max-retries"))),
+                         plugins=[StreamsSchedulerPlugin(StreamTuning.configured(local=False)),
+                                  RetryLimitPlugin(int(config.get("max-retries"))),
                                   SpillPlugin(config.seconds("spill-interval")), *records_plugins()]) as scheduler:
         print(f"labcluster scheduler at {scheduler.address}", flush=True)
         if dashboard_address:  # the port it got: a busy one falls back to a random port
@@ -71,7 +73,7 @@ async def run_scheduler(host: str, port: int, dashboard_address: str | None) -> 
 async def run_workers(address: str, groups: Sequence[WorkerGroup], host: str, prefix: str,
                       probe: nvml.ProbeResult) -> None:
     groups = pin_gpus(groups, probe)
-    spec = build_spec(groups, host=host, processes=True, prefix=prefix)
+    spec = build_spec(groups, host=host, processes=True, prefix=prefix, streams=StreamTuning.configured(local=False))
     nannies: list[Any] = [Nanny(address, **entry["options"]) for entry in spec.values()]
     try:
         await asyncio.gather(*(n.start() for n in nannies))

@@ -1,6 +1,6 @@
 """The worker plugin every labcluster-started worker runs.
 
-It applies labcluster's batched-send interval to the worker's stream (see ``tuning.py``), and it
+It applies labcluster's stream settings to the worker's stream (see ``tuning.py``), and it
 drops two of distributed's log records that only repeat what the user already has, and that would
 land in whatever notebook cell happens to be running (ipykernel forwards worker output):
 
@@ -17,6 +17,8 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
+from .tuning import StreamTuning
+
 
 class _DropRepeats(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
@@ -31,12 +33,12 @@ class LabclusterWorkerPlugin(WorkerPlugin):
 
     name = "labcluster"
 
-    def __init__(self, batched_send_interval: float | None = None) -> None:
-        self.batched_send_interval = batched_send_interval
+    def __init__(self, streams: StreamTuning | None = None) -> None:
+        self.streams = streams
 
     def setup(self, worker: Any) -> None:
-        if self.batched_send_interval is not None:  # see labcluster/cluster/tuning.py
-            worker.batched_stream.interval = self.batched_send_interval
+        if self.streams is not None:
+            self.streams.apply(worker.batched_stream)
         for name in ("distributed.worker", "distributed.worker.state_machine"):
             logger = logging.getLogger(name)
             if not any(isinstance(f, _DropRepeats) for f in logger.filters):
