@@ -84,6 +84,34 @@ def test_rows_hold_what_the_issue_lists_for_tasks_and_actor_calls(cluster: lc.Se
         lc.list_tasks(state="done")
 
 
+@lc.remote
+def slow(x: int) -> int:
+    time.sleep(1.5)
+    return x
+
+
+def test_rows_of_running_and_waiting_tasks_say_where_they_are(cluster: lc.Session) -> None:
+    # rows are filled in when an attempt ends; until then the scheduler's live state answers
+    with lc.stage("wait"):
+        a = slow.options(name="sleeper").remote(1)
+        b = inc.remote(a)
+    deadline = time.monotonic() + 30
+    while True:
+        rows = _rows_for({a.key, b.key})
+        if rows.get(a.key, {}).get("state") == "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    running, waiting = rows[a.key], rows[b.key]
+    assert running["state"] == "running" and running["worker"].startswith("tcp://")
+    assert (running["name"], running["stage"], running["resources"]) == ("sleeper", "wait", {"CPU": 1.0})
+    assert running["finished"] is None
+    assert waiting["state"] == "pending" and waiting["deps"] == [a.key] and waiting["worker"] is None
+    assert lc.lineage(b).tasks.nodes and lc.get(b, timeout=30) == 2
+    done = _rows_for({a.key, b.key})
+    assert [done[k]["state"] for k in (a.key, b.key)] == ["finished", "finished"]
+    assert done[a.key]["name"] == "sleeper" and done[b.key]["deps"] == [a.key]
+
+
 def _check_trace_event(event: dict[str, Any]) -> None:
     """The Trace Event Format (the JSON array form Perfetto and chrome://tracing load)."""
     assert isinstance(event["name"], str) and event["ph"] in ("X", "M")
@@ -165,6 +193,39 @@ def test_records_are_bounded_and_page_by_index(shutdown_after: None) -> None:
     assert lc.summary().dropped == first
     later = lc.list_tasks(since=last - 9)
     assert [r["index"] for r in later] == list(range(last - 9, last + 1))
+
+
+@pytest.mark.parametrize("maxlen", [1, 7, 50, 1000])
+def test_the_ring_keeps_the_last_maxlen_rows_whole_across_wraps(maxlen: int) -> None:
+    store = RecordStore(maxlen=maxlen)
+    total = 5 * maxlen + 3
+    for i in range(total):  # every other row fills every field, so a stale value would show on a bare one
+        full = i % 2 == 0
+        index = store.open(f"k{i % (maxlen + 2)}", "f" if full else None, deps=("d",) if full else (),
+                           name="n" if full else None, stage="s" if full else None,
+                           resources={"CPU": 1.0} if full else None, submitted=float(i), attempt=2 if full else 1,
+                           reason="r" if full else None, actor_call=full)
+        if full:
+            store.update(index, state="memory", worker="w", thread=7, nbytes=9, error="e", queued=1.0, started=2.0,
+                         finished=3.0)
+    assert len(store) == maxlen and store.dropped == total - maxlen
+    for index in range(store.first_index, store.next_index):
+        row = store.row(index)
+        assert row["index"] == index and row["submitted"] == float(index)
+        if index % 2 == 0:
+            assert (row["function"], row["deps"], row["name"], row["stage"], row["resources"], row["attempt"],
+                    row["reason"], row["kind"], row["state"], row["worker"], row["thread"], row["nbytes"],
+                    row["error"], row["finished"]) == ("f", ["d"], "n", "s", {"CPU": 1.0}, 2, "r", "actor call",
+                                                       "memory", "w", 7, 9, "e", 3.0)
+        else:
+            assert (row["function"], row["deps"], row["name"], row["stage"], row["resources"], row["attempt"],
+                    row["reason"], row["kind"], row["state"], row["worker"], row["thread"], row["nbytes"],
+                    row["error"], row["finished"]) == (f"k{index % (maxlen + 2)}", [], None, None, {}, 1, None,
+                                                       "task", "waiting", None, None, None, None, None)
+    # the newest row of each key is found; a key whose rows were all dropped has none
+    assert all(store.rows_of(k) == [] for k, i in store.latest.items() if not store.holds(i))
+    assert len(store.latest) <= maxlen + 2
+    assert store.rows_of(f"k{(total - 1) % (maxlen + 2)}")[-1]["index"] == total - 1
 
 
 def test_record_store_memory_per_row() -> None:

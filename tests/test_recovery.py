@@ -103,6 +103,27 @@ def test_a_64_way_fan_in_rebuilds_its_lost_leaves_and_reduce(two_sides: None) ->
     assert stages["edges"] == [{"source": "leaf", "target": "total", "count": 64}]
 
 
+@lc.remote
+def nap(x: int) -> int:
+    time.sleep(2)
+    return x
+
+
+def test_a_task_whose_worker_dies_mid_run_is_retried_and_the_records_say_why(two_sides: None) -> None:
+    ref = nap.options(resources={"left": 1}).remote(5)
+    deadline = time.monotonic() + 30
+    while not any(r["key"] == ref.key and r["state"] == "running" for r in lc.list_tasks()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    _kill("left-0", wait=False)
+    assert lc.get(ref, timeout=120) == 5
+    first, second = [r for r in lc.list_tasks() if r["key"] == ref.key]
+    assert first["state"] == "interrupted" and "died while running it" in str(first["error"])
+    assert first["worker"] in str(first["error"]) and first["worker"] not in {n["NodeID"] for n in lc.nodes()}
+    assert second["state"] == "finished" and second["attempt"] == 2 and not second["reconstruction"]
+    assert str(second["reason"]).startswith("retry: worker") and "attempt 1" in str(second["reason"])
+
+
 def test_a_lost_put_raises_object_lost_error_within_two_seconds(two_sides: None) -> None:
     data = lc.put(list(range(1000)))
     holder = lc.current_session().client.who_has([data.future])[data.key]
