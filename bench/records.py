@@ -1,15 +1,16 @@
 """Task records (issue 4): throughput with recording on vs off, and memory for 100,000 recorded tasks.
 
-``python -m bench.records [repeat]`` starts two clusters of the same shape (one CPU worker process, 2 threads),
-one with ``labcluster.records.enabled`` off, and times 5,000 no-op tasks on each, alternating on/off runs so
-drift hits both alike. Then it records 100,000 real tasks and reports what the scheduler's store holds
-(``RecordStore.nbytes()``), cross-checked with ``tracemalloc`` on a store filled the same way in this process.
-Writes ``bench/results/records.{json,md}``.
+``python -m bench.records [rounds]`` times batches of 2,000 no-op tasks on one cluster (one CPU worker process,
+2 threads) with the records plugin attached and detached in turn: each round runs one batch each way, in
+alternating order, and the loss is the median over rounds of 1 - (on / off) -- paired, so drift and noise hit
+both sides alike; the spread across rounds (IQR) is printed with it. Twice: with the scheduler in this process
+(``lc.init()``, what a notebook gets) and in its own (``labcluster scheduler``/``worker``). Then it records
+100,000 real tasks and reports what the scheduler's store holds (``RecordStore.nbytes()``), cross-checked with
+``tracemalloc`` on a store filled the same way in this process. Writes ``bench/results/records.{json,md}``.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time
@@ -17,10 +18,9 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import dask
-
 from .core import save
 
+BATCH = 2_000
 N_TASKS = 5_000
 N_RECORDED = 100_000
 
@@ -29,35 +29,11 @@ def noop() -> None:
     return None
 
 
-def _rate(lc: Any, fn: Any) -> tuple[float, float]:
+def _rate(lc: Any, fn: Any, n: int = N_TASKS) -> tuple[float, float]:
     """Tasks/s, and CPU microseconds per task spent in this process (driver, client and in-process scheduler)."""
     cpu, t = time.process_time(), time.perf_counter()
-    lc.get([fn.remote() for _ in range(N_TASKS)])
-    return N_TASKS / (time.perf_counter() - t), (time.process_time() - cpu) / N_TASKS * 1e6
-
-
-def throughput(repeat: int) -> dict[str, float]:
-    import labcluster as lc
-
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    cpus: dict[str, list[float]] = {"on": [], "off": []}
-    fn = lc.remote(noop)
-    for i in range(repeat):
-        for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):  # neither mode always goes first
-            with dask.config.set({"labcluster.records.enabled": mode == "on"}):
-                lc.init(num_cpus=2, include_dashboard=False)
-            try:
-                _rate(lc, fn)  # warm-up: connections, function cache
-                for _ in range(2):
-                    rate, cpu = _rate(lc, fn)
-                    rates[mode].append(rate)
-                    cpus[mode].append(cpu)
-            finally:
-                lc.shutdown()
-    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-    return {"tasks_per_s_on": on, "tasks_per_s_off": off, "loss_percent": (1 - on / off) * 100,
-            "driver_cpu_us_per_task_on": statistics.median(cpus["on"]),
-            "driver_cpu_us_per_task_off": statistics.median(cpus["off"]), "plugin_us_per_task": plugin_cost()}
+    lc.get([fn.remote() for _ in range(n)])
+    return n / (time.perf_counter() - t), (time.process_time() - cpu) / n * 1e6
 
 
 def _detach(dask_scheduler: Any = None) -> None:
@@ -72,9 +48,48 @@ def _attach(dask_scheduler: Any = None) -> None:
     dask_scheduler.plugins[RECORDS_PLUGIN] = dask_scheduler._labcluster_bench_records
 
 
-def separate_scheduler(repeat: int) -> dict[str, float]:
-    """The same A/B with the scheduler in its own process (``labcluster scheduler``/``worker``), toggling the
-    records plugin between batches: the plugin's cost without sharing a GIL with the driver."""
+def paired(session: Any, rounds: int) -> dict[str, float]:
+    """Rounds of one batch with the records plugin attached and one without (alternating which goes first)."""
+    import labcluster as lc
+
+    fn = lc.remote(noop)
+    _rate(lc, fn, BATCH)  # warm-up: connections, function cache
+    runs: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    for i in range(rounds):
+        for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            if mode == "off":
+                session.client.run_on_scheduler(_detach)
+            try:
+                runs[mode].append(_rate(lc, fn, BATCH))
+            finally:
+                if mode == "off":
+                    session.client.run_on_scheduler(_attach)
+    ratios = [on[0] / off[0] for on, off in zip(runs["on"], runs["off"], strict=True)]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+
+    def median(mode: str, i: int) -> float:
+        return statistics.median(r[i] for r in runs[mode])
+
+    return {"tasks_per_s_on": median("on", 0), "tasks_per_s_off": median("off", 0),
+            "loss_percent": (1 - statistics.median(ratios)) * 100, "loss_iqr_low": (1 - q3) * 100,
+            "loss_iqr_high": (1 - q1) * 100, "driver_cpu_us_per_task_on": median("on", 1),
+            "driver_cpu_us_per_task_off": median("off", 1), "rounds": rounds, "batch": BATCH}
+
+
+def in_process(rounds: int) -> dict[str, float]:
+    """The scheduler in this process, as ``lc.init()`` starts it."""
+    import labcluster as lc
+
+    session = lc.init(num_cpus=2, include_dashboard=False)
+    try:
+        result = paired(session, rounds)
+    finally:
+        lc.shutdown()
+    return {**result, "plugin_us_per_task": plugin_cost()}
+
+
+def separate_scheduler(rounds: int) -> dict[str, float]:
+    """The scheduler in its own process (``labcluster scheduler``/``worker``): no GIL shared with the driver."""
     import signal
     import subprocess
 
@@ -87,32 +102,22 @@ def separate_scheduler(repeat: int) -> dict[str, float]:
     address = scheduler.stdout.readline().split()[-1]
     worker = subprocess.Popen([exe, "worker", address, "--nthreads", "2", "--gpus", "0"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rates: dict[str, list[float]] = {"on": [], "off": []}
     try:
         session = lc.init(address)
         deadline = time.monotonic() + 60
         while not lc.nodes() and time.monotonic() < deadline:
             time.sleep(0.1)
-        fn = lc.remote(noop)
-        _rate(lc, fn)
-        for i in range(2 * repeat):
-            for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
-                if mode == "off":
-                    session.client.run_on_scheduler(_detach)
-                rates[mode].append(_rate(lc, fn)[0])
-                if mode == "off":
-                    session.client.run_on_scheduler(_attach)
+        result = paired(session, rounds)
         lc.shutdown()
     finally:
         for process in (worker, scheduler):
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
-    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
-    return {"tasks_per_s_on": on, "tasks_per_s_off": off, "loss_percent": (1 - on / off) * 100}
+    return result
 
 
 def plugin_cost(n: int = 50_000) -> float:
-    """The records plugin's own cost per task: the five transitions of a no-op task, on a stand-in scheduler."""
+    """The records plugin's own cost per task: the transitions of a no-op task, on a stand-in scheduler."""
     import uuid
     from types import SimpleNamespace
 
@@ -169,29 +174,38 @@ def memory() -> dict[str, float]:
             "tracemalloc_mb_same_rows": traced / 1e6}
 
 
+def _loss_line(title: str, r: dict[str, Any]) -> str:
+    return (f"| {title}: tasks/s on / off, loss (median of {r['rounds']} paired rounds of {r['batch']:,} tasks; IQR) | "
+            f"{r['tasks_per_s_on']:,.0f} / {r['tasks_per_s_off']:,.0f}, **{r['loss_percent']:.1f}%** "
+            f"({r['loss_iqr_low']:.1f} to {r['loss_iqr_high']:.1f}%) |")
+
+
 def markdown(res: dict[str, Any]) -> str:
-    t, m, sep = res["throughput"], res["memory"], res["separate_scheduler"]
-    return "\n".join([
+    t, sep = res["in_process"], res["separate_scheduler"]
+    lines = [
         "| metric | value |", "|---|---|",
-        f"| no-op tasks/s, records on | {t['tasks_per_s_on']:,.0f} |",
-        f"| no-op tasks/s, records off | {t['tasks_per_s_off']:,.0f} |",
-        f"| throughput loss from recording | {t['loss_percent']:.1f}% |",
+        _loss_line("scheduler in the driver's process (`lc.init()`)", t),
         f"| driver CPU per task (client + in-process scheduler), on / off | {t['driver_cpu_us_per_task_on']:.0f} / "
         f"{t['driver_cpu_us_per_task_off']:.0f} us |",
-        f"| the plugin's own cost per task (5 transitions, stand-in scheduler) | {t['plugin_us_per_task']:.1f} us |",
-        f"| scheduler in its own process: tasks/s on / off | {sep['tasks_per_s_on']:,.0f} / "
-        f"{sep['tasks_per_s_off']:,.0f} ({sep['loss_percent']:.1f}% loss) |",
-        f"| rows recorded | {m['rows']:,} |",
-        f"| store size for them (`RecordStore.nbytes`) | {m['store_mb']:.1f} MB ({m['bytes_per_row']:.0f} B/row) |",
-        f"| tracemalloc, same number of rows filled in-process | {m['tracemalloc_mb_same_rows']:.1f} MB |",
-    ])
+        f"| the plugin's own cost per task (a no-op task's transitions, stand-in scheduler) | "
+        f"{t['plugin_us_per_task']:.1f} us |",
+        _loss_line("scheduler in its own process (`labcluster scheduler`)", sep),
+    ]
+    if "memory" in res:
+        m = res["memory"]
+        lines += [
+            f"| rows recorded | {m['rows']:,} |",
+            f"| store size for them (`RecordStore.nbytes`) | {m['store_mb']:.1f} MB ({m['bytes_per_row']:.0f} B/row) |",
+            f"| tracemalloc, same number of rows filled in-process | {m['tracemalloc_mb_same_rows']:.1f} MB |",
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    repeat = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    result = {"throughput": throughput(repeat), "separate_scheduler": separate_scheduler(repeat)}
-    if "--no-memory" in sys.argv:  # the throughput half alone (the memory half records 100,000 tasks: ~2 min)
-        print(json.dumps(result, indent=2))
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
+    result: dict[str, Any] = {"in_process": in_process(rounds), "separate_scheduler": separate_scheduler(rounds)}
+    if "--no-memory" in sys.argv:  # the throughput half alone, printed, not saved (the memory half takes ~2 min)
+        print(markdown(result))
         sys.exit(0)
     result["memory"] = memory()
     print(save("records", result, markdown(result)))
