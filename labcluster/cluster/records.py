@@ -4,7 +4,9 @@ A scheduler plugin (after distributed's ``TaskStreamPlugin``) watches every tran
 attempt: key, function, user-given name, stage, dependencies, worker and thread, resources asked for,
 times (submitted, queued, started, finished), final state, bytes of the result, attempt number, whether it
 was a reconstruction (and why), and the error. Actor calls, which Dask never sees, arrive from the
-actor's worker on its batched stream (``labcluster-actor-call``).
+actor's worker on its batched stream (``labcluster-actor-call``). To keep the scheduler's hot path short, a
+task's row starts with its key and time and is filled in once, when the attempt ends; until then readers take
+its state, worker and the rest from the scheduler (``RecordsPlugin.live``).
 
 Memory is bounded: a ring of ``labcluster.records.max`` rows stored column-wise (numbers in ``array``\\ s,
 names interned), oldest dropped first and counted in ``dropped``. Readers page with the monotonic
