@@ -5,7 +5,10 @@ import signal
 import threading
 import time
 
+import pytest
+
 import labcluster as lc
+from labcluster.exceptions import InfeasibleResourceError
 
 
 @lc.remote
@@ -42,6 +45,25 @@ def test_sigkill_a_worker_during_200_chained_tasks(shutdown_after: None) -> None
     # the Nanny brought a fresh worker process back under the same name
     assert {n["NodeName"] for n in lc.nodes()} >= {"cpu-0"}
     assert victim["PID"] not in {n["PID"] for n in lc.nodes()}
+
+
+def test_remote_right_after_the_only_worker_died_waits_for_its_restart(shutdown_after: None) -> None:
+    # between the scheduler dropping a dead worker and its Nanny starting a new one the cluster has no workers;
+    # a request that the cluster's own worker fits is not "infeasible" then: the task waits, as in Ray
+    from labcluster.api import feasibility
+
+    session = lc.init(num_cpus=2, include_dashboard=False)
+    assert lc.get(step.remote(0), timeout=30) == 1
+    os.kill(lc.nodes()[0]["PID"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while session.client.scheduler_info(n_workers=-1)["workers"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    feasibility._cache.clear()  # no feasible answer cached from before the death
+    ref = step.remote(1)
+    with pytest.raises(InfeasibleResourceError, match="no workers at all"):  # never fits, restart or not
+        step.options(num_gpus=1).remote(1)
+    assert lc.get(ref, timeout=60) == 2
 
 
 def test_sigkill_of_the_driver_leaves_no_orphan_workers(tmp_path: "os.PathLike[str]") -> None:

@@ -1,9 +1,10 @@
 """Fail fast on resource requests that no worker can ever satisfy, instead of a task pending forever.
 
-A request is feasible when one worker has every resource in it. Feasible answers are cached for a
-few seconds per client (so ``.remote()`` stays cheap); an infeasible answer is confirmed against a
-fresh read of the scheduler before it raises. ``labcluster.infeasible: warn`` turns the error into a
-warning for clusters that autoscale.
+A request is feasible when one worker has every resource in it: a live one, or one the session's own
+cluster keeps (a local cluster's Nanny restarts a worker that died; until it is back the task waits, as in
+Ray). Feasible answers are cached for a few seconds per client (so ``.remote()`` stays cheap); an
+infeasible answer is confirmed against a fresh read of the scheduler before it raises.
+``labcluster.infeasible: warn`` turns the error into a warning for clusters that autoscale.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def check(client: Client, request: Mapping[str, float], what: str) -> None:
     workers = _workers(client, fresh=False)
     if not any(fits(request, w) for w in workers):
         workers = _workers(client, fresh=True)
-        if not any(fits(request, w) for w in workers):
+        if not any(fits(request, w) for w in workers) and not _kept_worker_fits(client, request):
             err = InfeasibleResourceError(what, request, [(w.name + _sim(w), w.resources) for w in workers])
             if config.get("infeasible") == "warn":
                 warnings.warn(str(err), stacklevel=4)
@@ -48,6 +49,14 @@ def check(client: Client, request: Mapping[str, float], what: str) -> None:
             raise err
     with _cache_lock:
         _cache[cache_key] = now + _CACHE_SECONDS
+
+
+def _kept_worker_fits(client: Client, request: Mapping[str, float]) -> bool:
+    from .session import session_of
+
+    session = session_of(client)
+    kept = session.kept_worker_resources() if session is not None else []
+    return any(all(resources.get(k, 0.0) >= v for k, v in request.items()) for resources in kept)
 
 
 def _sim(w: WorkerInfo) -> str:

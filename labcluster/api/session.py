@@ -60,6 +60,12 @@ class Session:
         self._address = address or (str(client.scheduler.address) if client.scheduler is not None else "?")
 
     # -- what the cluster has -------------------------------------------------------------------
+    def kept_worker_resources(self) -> list[dict[str, float]]:
+        """The resources of each worker this session's own cluster keeps running (its spec: a Nanny restarts a
+        worker process that died); empty for a cluster it connected to."""
+        spec = getattr(self.cluster, "worker_spec", None) if self.owns_cluster else None
+        return [dict(entry.get("options", {}).get("resources") or {}) for entry in (spec or {}).values()]
+
     @property
     def address(self) -> str:
         """The scheduler's address, e.g. ``tcp://127.0.0.1:8786``."""
@@ -346,6 +352,12 @@ def current_session(auto_init: bool = True) -> Session:
             logger.info("started a local cluster (lc.init()) in %.1fs", time.monotonic() - started)
         assert _session is not None
         return _session
+
+
+def session_of(client: Client) -> Session | None:
+    """The driver's session if ``client`` is its client (not a worker's, inside a task)."""
+    session = _session
+    return session if session is not None and session.client is client else None
 
 
 def current_client() -> Client:
