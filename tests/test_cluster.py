@@ -127,6 +127,25 @@ def test_every_stream_keeps_a_short_message_log(shutdown_after: None) -> None:
     assert all(interval == 0 and maxlen == log and 0 < held <= log for interval, maxlen, held in streams), streams
 
 
+@lc.remote
+class Box:
+    def put(self, x: int) -> int:
+        return x
+
+
+def test_shutdown_forgets_the_sessions_actors(shutdown_after: None) -> None:
+    # a kernel runs many sessions: nothing of a closed one may stay behind in this process
+    from labcluster.api import actors
+
+    session = lc.init(num_cpus=2, include_dashboard=False)
+    box = Box.remote()
+    assert lc.get([box.put.remote(i) for i in range(5)], timeout=30) == list(range(5))
+    assert box._actor_id in actors._HOLDERS and any(k[0] == str(session.client.id) for k in actors._ROUTES)
+    lc.shutdown()
+    assert box._actor_id not in actors._HOLDERS and box._actor_id not in actors._PENDING
+    assert not any(k[0] == str(session.client.id) for t in (actors._ROUTES, actors._DEAD) for k in t)
+
+
 def test_connect_to_a_cluster_object_and_leave_it_running(shutdown_after: None) -> None:
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
                       resources={"CPU": 2}) as cluster:

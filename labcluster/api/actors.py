@@ -237,6 +237,17 @@ def _forget_route(client: Any, actor_id: str, route: _Route | None) -> None:
         _ROUTES.pop(k, None)
 
 
+def forget_client(client: Any) -> None:
+    """Drop what this process keeps for ``client``'s actors (at ``lc.shutdown``): holder futures and routes."""
+    for actor_id, holder in list(_HOLDERS.items()):
+        if holder.client is client:
+            _HOLDERS.pop(actor_id, None)
+    cid = str(client.id)
+    for table in (_ROUTES, _DEAD, _RESOLVING):
+        for k in [k for k in table if k[0] == cid]:
+            table.pop(k, None)
+
+
 _lock = threading.Lock()
 #: calls made from this process that have not finished yet, per actor
 _PENDING: dict[str, int] = {}
@@ -285,7 +296,11 @@ async def _call(client: Any, actor_id: str, method: str, payload: Any, call: Cal
     except Exception as e:  # never leave a ref pending forever
         outcome = {"error": e}
     with _lock:  # before the outcome: whoever wakes on it must see the call as finished
-        _PENDING[actor_id] = _PENDING.get(actor_id, 1) - 1
+        left = _PENDING.get(actor_id, 1) - 1
+        if left:
+            _PENDING[actor_id] = left
+        else:
+            _PENDING.pop(actor_id, None)
     call.finish(**outcome)
 
 

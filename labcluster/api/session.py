@@ -131,6 +131,9 @@ class Session:
             # that is already gone has nothing to release)
             with contextlib.suppress(Exception):
                 self.client.run_on_scheduler(_on_scheduler.release_holders, "labcluster-")
+        from . import actors
+
+        actors.forget_client(self.client)
         try:
             self.client.close(timeout=10)
         finally:
