@@ -362,8 +362,9 @@ class RecordsPlugin(SchedulerPlugin):
         self.scheduler: Any = None
         #: per key: why its next attempt runs, (reconstruction?, reason), set when a worker death is seen
         self._why_next: dict[str, tuple[bool, str | None]] = {}
-        #: per key: the worker that was running it when it left the cluster (until the task is released)
-        self._died_running: dict[str, str] = {}
+        #: per key: the worker that was running it when it left the cluster, and how ("died", or "left" when
+        #: it was retired on purpose), until the task is released
+        self._died_running: dict[str, tuple[str, str]] = {}
         #: workers being removed right now (Dask releases their tasks and results in between)
         self._removing: set[str] = set()
 
@@ -420,10 +421,11 @@ class RecordsPlugin(SchedulerPlugin):
             error = _error_text(kwargs) or ("a task it depends on failed" if start != "processing" else None)
             self._close(key, index, _ERRED, kwargs, error)
         elif start == "processing" and finish == "released":
-            worker = self._died_running.pop(key, None)
-            if worker is not None:
-                self._close(key, index, _RELEASED, kwargs, f"worker {worker} died while running it", worker)
-                self._why_next[key] = (False, f"retry: worker {worker} died while running attempt "
+            gone = self._died_running.pop(key, None)
+            if gone is not None:
+                left, how = gone
+                self._close(key, index, _RELEASED, kwargs, f"worker {left} {how} while running it", left)
+                self._why_next[key] = (False, f"retry: worker {left} {how} while running attempt "
                                               f"{store.attempt_of(index)}")
             else:
                 store.mark(index, "waiting")  # stolen or rescheduled: the same attempt goes on
@@ -455,7 +457,8 @@ class RecordsPlugin(SchedulerPlugin):
         if topic == "all" and isinstance(msg, dict) and msg.get("action") == "remove-worker":
             worker = str(msg.get("worker"))
             self._removing.add(worker)
-            self._died_running.update(dict.fromkeys(msg.get("processing-tasks") or (), worker))
+            how = "left the cluster" if msg.get("expected") else "died"
+            self._died_running.update(dict.fromkeys(msg.get("processing-tasks") or (), (worker, how)))
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         self._removing.discard(worker)
