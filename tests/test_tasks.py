@@ -63,6 +63,7 @@ def test_put_get_and_refs_as_arguments(hetero: lc.Session) -> None:
     data = list(range(10))
     ref = lc.put(data)
     assert lc.get(ref) == data  # a list stays one object
+    assert ref.key.startswith("put-") and lc.get(lc.put({"a": 1})) == {"a": 1}  # so does a dict
     assert lc.get(add.remote(lc.put(2), square.remote(3))) == 11  # top-level refs arrive as values
     assert lc.get(describe.remote(ref)) == "list"
     assert lc.get(describe.remote([ref])) == "list"

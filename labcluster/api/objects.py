@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -229,8 +230,10 @@ def put(value: Any) -> ObjectRef:
     client = current_client()
     serialization.check_arguments([value], {}, "lc.put() value", name_arguments=False)
     try:
-        # a one-element list: scatter would otherwise split lists and dicts into one object per element
-        [future] = client.scatter([value], hash=False)
+        # keyed by hand: a list would be split into one object per element, and Dask would name the key after the
+        # value's type ("list-..."); "put-<hex>" reads as what it is in lineage, records and errors
+        key = f"put-{uuid.uuid4().hex}"
+        future = client.scatter({key: value}, hash=False)[key]
     except (TypeError, AttributeError) as e:
         if "pickle" in str(e).lower() or "serializ" in str(e).lower():
             raise SerializationError("lc.put() value", type(value).__name__, f"{type(e).__name__}: {e}") from e
