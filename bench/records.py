@@ -3,7 +3,8 @@
 ``python -m bench.records [rounds]`` times batches of 2,000 no-op tasks on one cluster (one CPU worker process,
 2 threads) with the records plugin attached and detached in turn: each round runs one batch each way, in
 alternating order, and the loss is the median over rounds of 1 - (on / off) -- paired, so drift and noise hit
-both sides alike; the spread across rounds (IQR) is printed with it. Twice: with the scheduler in this process
+both sides alike; the spread across rounds (IQR) is printed with it, and so is the noise floor: the spread of
+the same setting measured twice in a row. Twice: with the scheduler in this process
 (``lc.init()``, what a notebook gets) and in its own (``labcluster scheduler``/``worker``). Then it records
 100,000 real tasks and reports what the scheduler's store holds (``RecordStore.nbytes()``), cross-checked with
 ``tracemalloc`` on a store filled the same way in this process. Writes ``bench/results/records.{json,md}``.
@@ -11,6 +12,7 @@ both sides alike; the spread across rounds (IQR) is printed with it. Twice: with
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 import time
@@ -55,17 +57,23 @@ def paired(session: Any, rounds: int) -> dict[str, float]:
     fn = lc.remote(noop)
     _rate(lc, fn, BATCH)  # warm-up: connections, function cache
     runs: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    order: list[tuple[str, float]] = []
     for i in range(rounds):
         for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
             if mode == "off":
                 session.client.run_on_scheduler(_detach)
             try:
                 runs[mode].append(_rate(lc, fn, BATCH))
+                order.append((mode, runs[mode][-1][0]))
             finally:
                 if mode == "off":
                     session.client.run_on_scheduler(_attach)
     ratios = [on[0] / off[0] for on, off in zip(runs["on"], runs["off"], strict=True)]
     q1, _, q3 = statistics.quantiles(ratios, n=4)
+    # the noise floor: rounds alternate their order, so the last batch of a round and the first of the next run
+    # with the same setting; their "loss" is pure noise
+    same = [1 - b / a for (m1, a), (m2, b) in itertools.pairwise(order) if m1 == m2]
+    n1, _, n3 = statistics.quantiles(same, n=4) if len(same) > 1 else (0.0, 0.0, 0.0)
 
     def median(mode: str, i: int) -> float:
         return statistics.median(r[i] for r in runs[mode])
@@ -73,7 +81,8 @@ def paired(session: Any, rounds: int) -> dict[str, float]:
     return {"tasks_per_s_on": median("on", 0), "tasks_per_s_off": median("off", 0),
             "loss_percent": (1 - statistics.median(ratios)) * 100, "loss_iqr_low": (1 - q3) * 100,
             "loss_iqr_high": (1 - q1) * 100, "driver_cpu_us_per_task_on": median("on", 1),
-            "driver_cpu_us_per_task_off": median("off", 1), "rounds": rounds, "batch": BATCH}
+            "driver_cpu_us_per_task_off": median("off", 1), "rounds": rounds, "batch": BATCH,
+            "noise_iqr_low": n1 * 100, "noise_iqr_high": n3 * 100}
 
 
 def in_process(rounds: int) -> dict[str, float]:
@@ -175,9 +184,10 @@ def memory() -> dict[str, float]:
 
 
 def _loss_line(title: str, r: dict[str, Any]) -> str:
-    return (f"| {title}: tasks/s on / off, loss (median of {r['rounds']} paired rounds of {r['batch']:,} tasks; IQR) | "
-            f"{r['tasks_per_s_on']:,.0f} / {r['tasks_per_s_off']:,.0f}, **{r['loss_percent']:.1f}%** "
-            f"({r['loss_iqr_low']:.1f} to {r['loss_iqr_high']:.1f}%) |")
+    return (f"| {title}: tasks/s on / off, loss (median of {r['rounds']} paired rounds of {r['batch']:,} tasks; IQR; "
+            f"IQR of the same setting twice in a row) | {r['tasks_per_s_on']:,.0f} / {r['tasks_per_s_off']:,.0f}, "
+            f"**{r['loss_percent']:.1f}%** ({r['loss_iqr_low']:.1f} to {r['loss_iqr_high']:.1f}%; noise "
+            f"{r['noise_iqr_low']:.1f} to {r['noise_iqr_high']:.1f}%) |")
 
 
 def markdown(res: dict[str, Any]) -> str:
