@@ -96,7 +96,10 @@ def test_a_64_way_fan_in_rebuilds_its_lost_leaves_and_reduce(two_sides: None) ->
     since = _next_index()
     _kill("left-0")
     assert lc.get(reduced, timeout=120) == sum(i * i for i in range(64))
-    assert set(_reconstructed(since)) == held
+    # (this test's keys only: once in a full CI run a result of the chain test above was still wanted when this
+    # test killed the worker, and was rebuilt too -- see the issue 4 notes)
+    ours = {r.key for r in [*leaves, reduced]}
+    assert set(_reconstructed(since)) & ours == held
     stages = lc.lineage(reduced).stages.to_dict()
     by_group = {n["group"]: n for n in stages["nodes"]}
     assert by_group["leaf"]["count"] == 64 and by_group["leaf"]["reconstructed"] == 32
