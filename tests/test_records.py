@@ -98,7 +98,8 @@ def test_rows_of_running_and_waiting_tasks_say_where_they_are(cluster: lc.Sessio
     deadline = time.monotonic() + 30
     while True:
         rows = _rows_for({a.key, b.key})
-        if rows.get(a.key, {}).get("state") == "running" or time.monotonic() > deadline:
+        # (b's submission and this query travel on different connections: wait for both rows)
+        if (rows.get(a.key, {}).get("state") == "running" and b.key in rows) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     running, waiting = rows[a.key], rows[b.key]
