@@ -20,18 +20,14 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from .core import save
+from .core import noop, save
 
 BATCH = 2_000
 N_TASKS = 5_000
 N_RECORDED = 100_000
 
 
-def noop() -> None:
-    return None
-
-
-def _rate(lc: Any, fn: Any, n: int = N_TASKS) -> tuple[float, float]:
+def _rate(lc: Any, fn: Any, n: int) -> tuple[float, float]:
     """Tasks/s, and CPU microseconds per task spent in this process (driver, client and in-process scheduler)."""
     cpu, t = time.process_time(), time.perf_counter()
     lc.get([fn.remote() for _ in range(n)])

@@ -7,6 +7,7 @@ including one where labcluster is not installed. Keep it free of labcluster impo
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import cloudpickle
@@ -56,7 +57,8 @@ def worker_available_resources(dask_worker: Any = None) -> dict[str, float]:
 
 # -- placement groups: one atomic decision on the scheduler's event loop --------------------------------------
 
-def _fits(free: dict[str, float], need: dict[str, float]) -> bool:
+def fits(free: Mapping[str, float], need: Mapping[str, float]) -> bool:
+    """Whether ``free`` covers every resource in ``need`` (also used on the driver: feasibility)."""
     return all(free.get(k, 0.0) >= v - 1e-9 for k, v in need.items())
 
 
@@ -75,7 +77,7 @@ def plan(capacity: dict[str, dict[str, float]], bundles: list[dict[str, float]],
             for k, v in b.items():
                 total[k] = total.get(k, 0.0) + v
         for w in order:
-            if _fits(free[w], total):
+            if fits(free[w], total):
                 return [w] * len(bundles)
         return None
     if strategy == "STRICT_SPREAD":
@@ -87,7 +89,7 @@ def plan(capacity: dict[str, dict[str, float]], bundles: list[dict[str, float]],
             if i == len(bundles):
                 return True
             for w in order:
-                if w not in chosen and _fits(free[w], bundles[i]):
+                if w not in chosen and fits(free[w], bundles[i]):
                     chosen.append(w)
                     if assign(i + 1):
                         return True
@@ -101,7 +103,7 @@ def plan(capacity: dict[str, dict[str, float]], bundles: list[dict[str, float]],
         unused = [w for w in order if w not in placement]
         # PACK prefers workers already used; SPREAD prefers the least used
         candidates = used + unused if strategy == "PACK" else sorted(order, key=placement.count)
-        target = next((w for w in candidates if _fits(free[w], b)), None)
+        target = next((w for w in candidates if fits(free[w], b)), None)
         if target is None:
             return None
         _take(free[target], b)

@@ -157,16 +157,17 @@ def _construct(client: Any, worker: Any, actor_id: str, cls: Any, args: tuple[An
     return hosted
 
 
-_RECORDS: list[bool] = []
+_records_on: bool | None = None
 
 
 def _scheduler_records(client: Any) -> bool:
     """Does the scheduler keep task records (labcluster's records plugin)? Asked once per worker process."""
-    if not _RECORDS:
+    global _records_on
+    if _records_on is None:
         from .session import scheduler_plugins
 
-        _RECORDS.append(RECORDS_PLUGIN in scheduler_plugins(client))
-    return _RECORDS[0]
+        _records_on = RECORDS_PLUGIN in scheduler_plugins(client)
+    return _records_on
 
 
 def _install_handlers(worker: Any) -> None:

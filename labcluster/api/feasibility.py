@@ -20,14 +20,11 @@ from distributed import Client
 from .. import config
 from ..cluster.info import WorkerInfo, workers_from_info
 from ..exceptions import InfeasibleResourceError
+from ._on_scheduler import fits
 
 _CACHE_SECONDS = 5.0
 _cache: dict[tuple[str, frozenset[tuple[str, float]]], float] = {}
 _cache_lock = threading.Lock()
-
-
-def fits(request: Mapping[str, float], worker: WorkerInfo) -> bool:
-    return all(worker.resources.get(k, 0.0) >= v for k, v in request.items())
 
 
 def check(client: Client, request: Mapping[str, float], what: str) -> None:
@@ -39,9 +36,9 @@ def check(client: Client, request: Mapping[str, float], what: str) -> None:
     if _cache.get(cache_key, 0.0) > now:
         return
     workers = _workers(client, fresh=False)
-    if not any(fits(request, w) for w in workers):
+    if not any(fits(w.resources, request) for w in workers):
         workers = _workers(client, fresh=True)
-        if not any(fits(request, w) for w in workers) and not _kept_worker_fits(client, request):
+        if not any(fits(w.resources, request) for w in workers) and not _kept_worker_fits(client, request):
             err = InfeasibleResourceError(what, request, [(w.name + _sim(w), w.resources) for w in workers])
             if config.get("infeasible") == "warn":
                 warnings.warn(str(err), stacklevel=4)
@@ -56,7 +53,7 @@ def _kept_worker_fits(client: Client, request: Mapping[str, float]) -> bool:
 
     session = session_of(client)
     kept = session.kept_worker_resources() if session is not None else []
-    return any(all(resources.get(k, 0.0) >= v for k, v in request.items()) for resources in kept)
+    return any(fits(resources, request) for resources in kept)
 
 
 def _sim(w: WorkerInfo) -> str:

@@ -250,11 +250,7 @@ class RemoteFunction(Generic[P, R]):
             annotations[RETRY_ANNOTATION] = opts.max_retries
         if opts.name is not None:
             annotations[NAME_ANNOTATION] = opts.name
-        if annotations:
-            with annotate(**annotations):
-                future = client.submit(self._runner, dep_kwargs, *dep_args, key=key, resources=request or None,
-                                       pure=False)
-        else:
+        with annotate(**annotations) if annotations else contextlib.nullcontext():
             future = client.submit(self._runner, dep_kwargs, *dep_args, key=key, resources=request or None,
                                    pure=False)
         if opts.num_returns == 1:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dask.system import CPU_COUNT
-from distributed import Scheduler, SpecCluster
+from distributed import Scheduler, SchedulerPlugin, SpecCluster
 
 from .. import config
 from ..diagnostics import nvml
@@ -71,6 +71,13 @@ def local_dask_config() -> dict[str, Any]:
     return dict(config.get("local.dask-config") or {})
 
 
+def labcluster_plugins(streams: StreamTuning) -> list[SchedulerPlugin]:
+    """The plugins of every scheduler labcluster starts (local clusters and ``labcluster scheduler``): stream
+    settings, per-task max_retries for worker deaths, spilling tasks stuck behind holders, and task records."""
+    return [StreamsSchedulerPlugin(streams), RetryLimitPlugin(int(config.get("max-retries"))),
+            SpillPlugin(config.seconds("spill-interval")), *records_plugins()]
+
+
 def start_local_cluster(
     groups: Sequence[WorkerGroup],
     host: str | None = None,
@@ -92,8 +99,7 @@ def start_local_cluster(
         groups = pin_gpus(groups, probe if probe is not None else nvml.probe())
     streams = StreamTuning.configured(local=True)
     spec = build_spec(groups, host=host, processes=bool(processes), streams=streams)
-    plugins = [StreamsSchedulerPlugin(streams), RetryLimitPlugin(int(config.get("max-retries"))),
-               SpillPlugin(config.seconds("spill-interval")), *records_plugins()]
+    plugins = labcluster_plugins(streams)
     options: dict[str, Any] = {"host": host, "port": 0}
     if config.get("local.in-process-client"):
         # a second, in-process listener for this process's own client (see in_process_address)

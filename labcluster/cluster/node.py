@@ -16,8 +16,8 @@ from distributed import Nanny, Scheduler
 
 from ..diagnostics import nvml
 from .groups import WorkerGroup, build_spec, pin_gpus
-from .local import default_groups
-from .tuning import StreamsSchedulerPlugin, StreamTuning
+from .local import default_groups, labcluster_plugins
+from .tuning import StreamTuning
 
 
 def parse_gpus(spec: str, probe: nvml.ProbeResult) -> tuple[int | None, int | None]:
@@ -54,16 +54,11 @@ async def _until_signal() -> None:
 
 async def run_scheduler(host: str, port: int, dashboard_address: str | None) -> None:
     from .. import config
-    from .held import SpillPlugin
-    from .records import records_plugins
-    from .retries import RetryLimitPlugin
 
-    # per-task max_retries for worker deaths, and spilling tasks stuck behind actors, as on local clusters
+    # the same plugins as a local cluster's scheduler; streams keep Dask's batching interval here
     async with Scheduler(host=host, port=port, dashboard_address=dashboard_address,
                          allowed_failures=int(config.get("max-retries-ceiling")),
-                         plugins=[StreamsSchedulerPlugin(StreamTuning.configured(local=False)),
-                                  RetryLimitPlugin(int(config.get("max-retries"))),
-                                  SpillPlugin(config.seconds("spill-interval")), *records_plugins()]) as scheduler:
+                         plugins=labcluster_plugins(StreamTuning.configured(local=False))) as scheduler:
         print(f"labcluster scheduler at {scheduler.address}", flush=True)
         if dashboard_address:  # the port it got: a busy one falls back to a random port
             print(f"dashboard at http://{host}:{scheduler.http_server.port}/status", flush=True)

@@ -344,6 +344,16 @@ def _compute_times(kwargs: Mapping[str, Any]) -> tuple[float | None, float]:
     return None, time()
 
 
+def _what(ts: Any) -> tuple[tuple[str, ...], str | None, str | None, Mapping[str, float] | None]:
+    """What a task is, from its scheduler state: (dependencies, name, stage, resources asked for)."""
+    if ts is None:
+        return (), None, None, None
+    annotations, deps = ts.annotations, ts.dependencies
+    return (tuple([str(d.key) for d in deps]) if deps else (),
+            annotations.get(NAME_ANNOTATION) if annotations else None,
+            annotations.get(STAGE_ANNOTATION) if annotations else None, ts.resource_restrictions)
+
+
 def _error_text(kwargs: Mapping[str, Any]) -> str | None:
     text = kwargs.get("exception_text")
     return str(text) if text else None
@@ -481,16 +491,8 @@ class RecordsPlugin(SchedulerPlugin):
         ts = self.scheduler.tasks.get(key)
         started, finished = _compute_times(kwargs)
         worker = kwargs.get("worker") or worker or (_holder(ts) if state == _MEMORY else None)
-        if ts is None:
-            self.store.close(index, state, (), None, None, None, worker, kwargs.get("thread"), None, started,
-                             finished)
-        else:
-            annotations, deps = ts.annotations, ts.dependencies
-            self.store.close(index, state, tuple([str(d.key) for d in deps]) if deps else (),
-                             annotations.get(NAME_ANNOTATION) if annotations else None,
-                             annotations.get(STAGE_ANNOTATION) if annotations else None,
-                             ts.resource_restrictions, worker, kwargs.get("thread"),
-                             ts.nbytes if state == _MEMORY and ts.nbytes >= 0 else None, started, finished)
+        nbytes = ts.nbytes if ts is not None and state == _MEMORY and ts.nbytes >= 0 else None
+        self.store.close(index, state, *_what(ts), worker, kwargs.get("thread"), nbytes, started, finished)
         if error is not None:
             self.store.update(index, error=error)
 
@@ -507,11 +509,11 @@ class RecordsPlugin(SchedulerPlugin):
                 row["state"] = ts.state
             if ts.processing_on is not None:
                 row["worker"] = ts.processing_on.address
-            row["deps"] = row["deps"] or [str(d.key) for d in ts.dependencies]
-            annotations = ts.annotations or {}
-            row["name"] = row["name"] or annotations.get(NAME_ANNOTATION)
-            row["stage"] = row["stage"] or annotations.get(STAGE_ANNOTATION)
-            row["resources"] = row["resources"] or dict(ts.resource_restrictions or {})
+            deps, name, stage, resources = _what(ts)
+            row["deps"] = row["deps"] or list(deps)
+            row["name"] = row["name"] or name
+            row["stage"] = row["stage"] or stage
+            row["resources"] = row["resources"] or dict(resources or {})
         return rows
 
     def _limit_reconstructions(self, key: str) -> None:
