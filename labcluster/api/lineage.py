@@ -22,7 +22,7 @@ from typing import Any
 
 from ..cluster import records
 from ..diagnostics.graph_svg import Node, layered_svg
-from .records import STATE_NAMES
+from .records import STATE_NAMES, duration
 from .refs import ObjectRef
 from .session import current_client
 
@@ -64,7 +64,7 @@ class _View:
         lines = [f"digraph lineage_{self.grain} {{", "  rankdir=LR;", '  node [style=filled, fontname="sans-serif"];']
         for nid, node in self.nodes.items():
             stroke, dashed = self._style(node)
-            shape = "box" if self.grain == "stages" or node.get("kind") == "data" else "ellipse"
+            shape = "box" if self._boxed(node) else "ellipse"
             label = self._label(node).replace('"', "'")
             extra = ", style=\"filled,dashed\"" if dashed else ""
             lines.append(f'  {_dot_id(nid)} [label="{label}", shape={shape}, color="{stroke}", penwidth=2{extra}];')
@@ -76,6 +76,10 @@ class _View:
 
     def _label(self, node: dict[str, Any]) -> str:
         raise NotImplementedError
+
+    def _boxed(self, node: dict[str, Any]) -> bool:
+        """Stages and data (``lc.put``) are boxes; tasks are round."""
+        return self.grain == "stages" or node.get("kind") == "data"
 
     def _title(self, node: dict[str, Any]) -> str:
         return "\n".join(f"{k}: {v}" for k, v in node.items() if v not in (None, "", [], {}))
@@ -90,7 +94,7 @@ class _View:
             stroke, dashed = self._style(node)
             fill = _color(str(node.get("group") or node.get("function")), names)
             nodes.append(Node(nid, self._label(node), fill=fill, stroke=stroke, dashed=dashed, title=self._title(node),
-                              shape="box" if self.grain == "stages" or node.get("kind") == "data" else "circle"))
+                              shape="box" if self._boxed(node) else "circle"))
         svg = layered_svg(nodes, [(a, b) for a, b, _ in self.edges if a in keep and b in keep])
         more = (f"<p>{len(self.nodes) - len(drawn)} more nodes not drawn; to_dot() / to_dict() have them all.</p>"
                 if len(drawn) < len(self.nodes) else "")
@@ -144,8 +148,7 @@ class LineageGraph:
                 "reconstructions": sum(1 for t in tries if t["reconstruction"]),
                 "lost": state == "lost",
                 "worker": last.get("worker"), "nbytes": last.get("nbytes"),
-                "seconds": (last["finished"] - last["started"]) if last.get("started") and last.get("finished")
-                else None,
+                "seconds": duration(last),
                 "reasons": [t["reason"] for t in tries if t.get("reason")], "error": last.get("error"),
             }
             edges.extend((dep, key, 1) for dep in last["deps"])

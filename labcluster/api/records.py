@@ -67,7 +67,8 @@ class TaskTable(list[dict[str, Any]]):
         return f"<table><tr>{head}</tr>{body}</table>{more}"
 
 
-def _duration(row: dict[str, Any]) -> float | None:
+def duration(row: dict[str, Any]) -> float | None:
+    """Seconds a row's attempt ran, or None when it has not run (or not finished)."""
     if row.get("started") is None or row.get("finished") is None:
         return None
     return float(row["finished"]) - float(row["started"])
@@ -75,7 +76,7 @@ def _duration(row: dict[str, Any]) -> float | None:
 
 def _cell(row: dict[str, Any], column: str) -> str:
     if column == "duration":
-        d = _duration(row)
+        d = duration(row)
         return "" if d is None else f"{d * 1e3:.2f} ms"
     value = row.get(column)
     if column == "error" and value:
@@ -101,7 +102,7 @@ def list_tasks(*, state: str | Iterable[str] | None = None, function: str | None
     out = TaskTable()
     for row in rows:
         if (states is None or row["state"] in states) and (function is None or row["function"] == function):
-            row["duration"] = _duration(row)
+            row["duration"] = duration(row)
             out.append(row)
             if len(out) >= limit:
                 break
@@ -154,7 +155,8 @@ def trace_events(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     tids: dict[tuple[int, int], int] = {}
     events: list[dict[str, Any]] = []
     for row in rows:
-        if row.get("started") is None or row.get("finished") is None:
+        seconds = duration(row)
+        if seconds is None:
             continue
         worker = str(row.get("worker") or "?")
         if worker not in pids:
@@ -169,7 +171,7 @@ def trace_events(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                            "args": {"name": f"thread {thread}"}})
         events.append({
             "name": str(row["function"]), "cat": str(row.get("stage") or row["kind"]), "ph": "X",
-            "ts": float(row["started"]) * 1e6, "dur": max(0.0, float(row["finished"]) - float(row["started"])) * 1e6,
+            "ts": float(row["started"]) * 1e6, "dur": max(0.0, seconds) * 1e6,
             "pid": pid, "tid": tids[(pid, thread)],
             "args": {"key": row["key"], "attempt": row["attempt"], "bytes": row["nbytes"], "state": row["state"],
                      "reconstruction": row["reconstruction"], **({"error": row["error"]} if row["error"] else {})},
