@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import CancelledError
 from typing import Any, overload
 
-from distributed import KilledWorker
+from distributed import KilledWorker, get_worker
 
 from ..exceptions import (
     GetTimeoutError,
@@ -99,8 +99,6 @@ def _fetch(client: Any, refs: Sequence[ObjectRef]) -> list[Any]:
     seconds the scheduler is asked about the keys. Gone for good raises ObjectLostError at once; not in memory
     (still running, or lost with a worker and being rebuilt) waits for them and starts over.
     """
-    from distributed import get_worker
-
     try:
         local_worker = get_worker()
     except ValueError:
