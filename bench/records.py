@@ -27,10 +27,30 @@ N_TASKS = 5_000
 N_RECORDED = 100_000
 
 
-def _rate(lc: Any, fn: Any, n: int) -> tuple[float, float]:
-    """Tasks/s, and CPU microseconds per task spent in this process (driver, client and in-process scheduler)."""
+async def _forgotten(timeout: float = 60, dask_scheduler: Any = None) -> int:
+    """Run on the scheduler: wait until it holds no task (every result released and forgotten)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while dask_scheduler.tasks and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    return len(dask_scheduler.tasks)
+
+
+def _rate(session: Any, fn: Any, n: int) -> tuple[float, float]:
+    """Tasks/s over each task's whole life -- submitted, run, fetched, released and forgotten by the scheduler --
+    and CPU microseconds per task spent in this process (driver, client and in-process scheduler).
+
+    Timing up to ``lc.get`` alone would leave the release of a batch's results (a good part of the scheduler's
+    work per task) to land in whichever batch runs next, or in the gap before it: a bias between paired batches.
+    """
+    import labcluster as lc
+
     cpu, t = time.process_time(), time.perf_counter()
-    lc.get([fn.remote() for _ in range(n)])
+    lc.get([fn.remote() for _ in range(n)])  # the refs go when this returns: their results are released
+    left = session.client.run_on_scheduler(_forgotten)
+    if left:
+        raise RuntimeError(f"the scheduler still holds {left} tasks 60 s after the batch")
     return n / (time.perf_counter() - t), (time.process_time() - cpu) / n * 1e6
 
 
@@ -51,7 +71,7 @@ def paired(session: Any, rounds: int) -> dict[str, float]:
     import labcluster as lc
 
     fn = lc.remote(noop)
-    _rate(lc, fn, BATCH)  # warm-up: connections, function cache
+    _rate(session, fn, BATCH)  # warm-up: connections, function cache
     runs: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     order: list[tuple[str, float]] = []
     for i in range(rounds):
@@ -59,7 +79,7 @@ def paired(session: Any, rounds: int) -> dict[str, float]:
             if mode == "off":
                 session.client.run_on_scheduler(_detach)
             try:
-                runs[mode].append(_rate(lc, fn, BATCH))
+                runs[mode].append(_rate(session, fn, BATCH))
                 order.append((mode, runs[mode][-1][0]))
             finally:
                 if mode == "off":

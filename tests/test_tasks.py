@@ -1,6 +1,7 @@
 """Ray Core semantics of tasks and objects on a real heterogeneous cluster (process workers)."""
 
 import asyncio
+import gc
 import threading
 import time
 
@@ -196,6 +197,30 @@ def test_wait_on_many_refs_returns_exactly_num_returns_in_input_order(hetero: lc
     assert set(ready).isdisjoint(not_ready) and set(ready) | set(not_ready) == set(refs)
     ready, not_ready = lc.wait(refs, num_returns=600, timeout=60)
     assert ready == refs and not_ready == []
+
+
+def test_refs_dropped_after_long_waits_free_their_results_without_garbage_collection(hetero: lc.Session) -> None:
+    # get and wait wait in steps of 0.5 s; a step that ended by cancellation once left the refs in a reference
+    # cycle, so their results stayed on the workers until a full collection (1,000 of 2,000 keys after 60 s)
+    from conftest import wait_until
+
+    from labcluster.api._on_scheduler import key_states
+
+    client = hetero.client
+    gc.collect()
+    gc.disable()
+    try:
+        refs = [slow.remote(i, 0.3) for i in range(8)]
+        keys = [r.key for r in refs]
+        assert lc.get(refs, timeout=30) == list(range(8))  # several steps: more tasks than free CPU slots
+        more = [slow.remote(i, 0.3) for i in range(8)]
+        keys += [r.key for r in more]
+        lc.wait(more, num_returns=8, timeout=30)
+        assert lc.get(more) == list(range(8))  # no timeout: the watched gather
+        del refs, more
+        assert wait_until(lambda: set(client.run_on_scheduler(key_states, keys).values()) == {"forgotten"}, 10)
+    finally:
+        gc.enable()
 
 
 def test_lambdas_and_recursive_remote_functions(hetero: lc.Session) -> None:
