@@ -1,9 +1,14 @@
 """Starting, connecting to and stopping clusters: real schedulers and worker processes."""
 
+import json
 import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import dask
 import psutil
 import pytest
 from conftest import CLIProcess, children, fake_pynvml, free_port, wait_until
@@ -95,14 +100,68 @@ def test_first_remote_call_starts_a_default_cluster(shutdown_after: None) -> Non
 
 
 def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # multiprocessing's helper lives as long as this process: not ours to stop
     before = children()
     lc.init(num_cpus=2, simulate_gpus=2, include_dashboard=False)
     started = children() - before
     assert len(started) >= 3  # one process per worker (plus multiprocessing helpers)
     pids = {n["PID"] for n in lc.nodes()}
     assert pids <= started
+    scheduler = lc.current_session().client.run_on_scheduler(os.getpid)
+    assert scheduler in started - pids  # the scheduler runs in a process of its own (local.scheduler-process)
     lc.shutdown()
     assert wait_until(lambda: not (children() & started), timeout=15), children() & started
+
+
+_DRIVER = """
+import json, os, time
+if __name__ == "__main__":
+    import labcluster as lc
+    session = lc.init(num_cpus=1, include_dashboard=False)
+    pids = [session.client.run_on_scheduler(os.getpid), *(n["PID"] for n in lc.nodes())]
+    print(json.dumps(pids), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_killed_driver_leaves_no_scheduler_or_worker_behind(tmp_path: Path) -> None:
+    # a kernel killed outright runs no cleanup: the scheduler process notices its parent is gone
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        pids = json.loads(driver.stdout.readline())
+        assert len(pids) == 2 and driver.pid not in pids
+    finally:
+        driver.kill()
+        driver.wait(timeout=10)
+
+    def gone(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=15), [p for p in pids if not gone(p)]
+
+
+def test_a_scheduler_that_cannot_start_says_why(shutdown_after: None) -> None:
+    before = children()
+    with pytest.raises(ClusterError, match=r"scheduler process failed to start on host '192\.0\.2\.1': .*(assign|bind)"):
+        lc.init(num_cpus=1, include_dashboard=False, host="192.0.2.1")  # TEST-NET-1: never this machine's
+    assert not lc.is_initialized()
+    assert wait_until(lambda: not (children() - before), timeout=15), children() - before
+
+
+def test_the_scheduler_can_stay_in_this_process(shutdown_after: None) -> None:
+    with dask.config.set({"labcluster.local.scheduler-process": False}):
+        session = lc.init(num_cpus=1, include_dashboard=False)
+    assert session.client.run_on_scheduler(os.getpid) == os.getpid()
+    assert str(session.client.scheduler.address).startswith("inproc://")  # local.in-process-client
+    assert lc.get(whoami.remote())["mode"] == "none"
 
 
 def _scheduler_streams(dask_scheduler=None) -> list:  # type: ignore[no-untyped-def]

@@ -304,6 +304,8 @@ def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | 
         if cluster is not None:
             cluster.close(timeout=10)
         config_ctx.__exit__(None, None, None)
+        if isinstance(e.__cause__, ClusterError):  # the scheduler process's own error (SpecCluster wraps it)
+            raise e.__cause__ from None
         if isinstance(e, RuntimeError) and "failed to start" in str(e):
             main_file = getattr(sys.modules.get("__main__"), "__file__", None)
             hint = f"; {_MAIN_GUARD_HINT}" if main_file and os.path.isfile(main_file) else ""

@@ -20,6 +20,7 @@ from .groups import WorkerGroup, build_spec, pin_gpus
 from .held import SpillPlugin
 from .records import records_plugins
 from .retries import RetryLimitPlugin
+from .scheduler_process import SchedulerProcess
 from .tuning import StreamsSchedulerPlugin, StreamTuning
 
 logger = logging.getLogger(__name__)
@@ -99,22 +100,22 @@ def start_local_cluster(
         groups = pin_gpus(groups, probe if probe is not None else nvml.probe())
     streams = StreamTuning.configured(local=True)
     spec = build_spec(groups, host=host, processes=bool(processes), streams=streams)
-    plugins = labcluster_plugins(streams)
-    options: dict[str, Any] = {"host": host, "port": 0}
-    if config.get("local.in-process-client"):
-        # a second, in-process listener for this process's own client (see in_process_address)
-        options = {"host": [host, None], "port": [0, None], "protocol": ["tcp://", "inproc://"]}
-    scheduler: dict[str, Any] = {
-        "cls": Scheduler,
-        "options": {**options, "dashboard_address": dashboard_address, "dashboard": include_dashboard,
-                    "plugins": plugins},
-    }
-    if not processes:
-        # threads in this process talk over Dask's in-process transport, which has no host to bind
-        scheduler["options"] = {"protocol": "inproc://", "dashboard_address": dashboard_address,
-                                "dashboard": include_dashboard, "plugins": plugins}
-        for entry in spec.values():
-            entry["options"].pop("host")
+    scheduler: dict[str, Any]
+    if processes and config.get("local.scheduler-process"):
+        scheduler = {"cls": SchedulerProcess, "options": {"host": host, "dashboard_address": dashboard_address}}
+    else:
+        options: dict[str, Any] = {"host": host, "port": 0}
+        if not processes:
+            # threads in this process talk over Dask's in-process transport, which has no host to bind
+            options = {"protocol": "inproc://"}
+            for entry in spec.values():
+                entry["options"].pop("host")
+        elif config.get("local.in-process-client"):
+            # a second, in-process listener for this process's own client (see in_process_address)
+            options = {"host": [host, None], "port": [0, None], "protocol": ["tcp://", "inproc://"]}
+        scheduler = {"cls": Scheduler, "options": {**options, "dashboard_address": dashboard_address,
+                                                   "dashboard": include_dashboard,
+                                                   "plugins": labcluster_plugins(streams)}}
     logger.info("starting local cluster with groups %s", list(groups))
     return SpecCluster(workers=spec, scheduler=scheduler, name="labcluster",
                        silence_logs=logging.WARNING)

@@ -7,6 +7,7 @@ Both run until SIGINT or SIGTERM, then close cleanly (each Nanny stops its worke
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -44,25 +45,50 @@ def node_groups(nthreads: int | None, gpus: str, resources: Mapping[str, float],
     return default_groups(nthreads, num_gpus, resources, simulate, probe=probe)
 
 
-async def _until_signal() -> None:
+async def _until_stopped(parent_pid: int | None = None, scheduler: Any = None) -> None:
+    """Return on SIGINT or SIGTERM; also once ``parent_pid`` is no longer this process's parent (it died), or
+    ``scheduler`` closed (a client asked it to)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(stop.wait())]
+    if scheduler is not None:
+        waits.append(asyncio.ensure_future(scheduler.finished()))
+    if parent_pid is not None:
+        waits.append(asyncio.ensure_future(_parent_gone(parent_pid)))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # stopping already: a second signal must not land in a
+            loop.remove_signal_handler(sig)          # closing loop (its wakeup pipe may be gone)
+            signal.signal(sig, signal.SIG_IGN)
 
 
-async def run_scheduler(host: str, port: int, dashboard_address: str | None) -> None:
+async def _parent_gone(parent_pid: int, interval: float = 1.0) -> None:
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(interval)
+
+
+async def run_scheduler(host: str, port: int, dashboard_address: str | None, streams: StreamTuning | None = None,
+                        parent_pid: int | None = None) -> None:
+    """Run a scheduler with labcluster's plugins until stopped (see :func:`_until_stopped`).
+
+    ``streams``: the stream settings (default: a remote cluster's, which keep Dask's batching interval).
+    """
     from .. import config
 
-    # the same plugins as a local cluster's scheduler; streams keep Dask's batching interval here
+    streams = streams if streams is not None else StreamTuning.configured(local=False)
     async with Scheduler(host=host, port=port, dashboard_address=dashboard_address,
+                         dashboard=dashboard_address is not None,
                          allowed_failures=int(config.get("max-retries-ceiling")),
-                         plugins=labcluster_plugins(StreamTuning.configured(local=False))) as scheduler:
+                         plugins=labcluster_plugins(streams)) as scheduler:
         print(f"labcluster scheduler at {scheduler.address}", flush=True)
         if dashboard_address:  # the port it got: a busy one falls back to a random port
             print(f"dashboard at http://{host}:{scheduler.http_server.port}/status", flush=True)
-        await _until_signal()
+        await _until_stopped(parent_pid, scheduler)
 
 
 async def run_workers(address: str, groups: Sequence[WorkerGroup], host: str, prefix: str,
@@ -74,7 +100,7 @@ async def run_workers(address: str, groups: Sequence[WorkerGroup], host: str, pr
         await asyncio.gather(*(n.start() for n in nannies))
         for name, n in zip(spec, nannies, strict=True):
             print(f"labcluster worker {name} at {n.worker_address} -> {address}", flush=True)
-        await _until_signal()
+        await _until_stopped()
     finally:
         await asyncio.gather(*(n.close(timeout=10) for n in nannies), return_exceptions=True)
         sys.stdout.flush()
