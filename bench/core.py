@@ -126,10 +126,15 @@ class RayAPI(System):
         self.api.shutdown()
 
 
-def labcluster_system() -> RayAPI:
+def labcluster_system(scheduler_process: bool = True) -> RayAPI:
+    """``lc.init()``'s cluster; ``scheduler_process=False``: its scheduler in this process instead of its own."""
+    import dask
+
     import labcluster as lc
 
-    return RayAPI("labcluster", lc, lc.init(num_cpus=2, include_dashboard=False))
+    with dask.config.set({"labcluster.local.scheduler-process": scheduler_process}):
+        session = lc.init(num_cpus=2, include_dashboard=False)
+    return RayAPI("labcluster" if scheduler_process else "labcluster-in-process", lc, session)
 
 
 def ray_system() -> RayAPI:

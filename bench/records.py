@@ -4,8 +4,9 @@
 2 threads) with the records plugin attached and detached in turn: each round runs one batch each way, in
 alternating order, and the loss is the median over rounds of 1 - (on / off) -- paired, so drift and noise hit
 both sides alike; the spread across rounds (IQR) is printed with it, and so is the noise floor: the spread of
-the same setting measured twice in a row. Twice: with the scheduler in this process
-(``lc.init()``, what a notebook gets) and in its own (``labcluster scheduler``/``worker``). Then it records
+the same setting measured twice in a row. A batch is timed until the scheduler forgot its tasks, so that
+releasing them is counted where it belongs. Twice: ``lc.init()``'s cluster with its scheduler in a process of
+its own (the default) and in this one (``labcluster.local.scheduler-process: false``). Then it records
 100,000 real tasks and reports what the scheduler's store holds (``RecordStore.nbytes()``), cross-checked with
 ``tracemalloc`` on a store filled the same way in this process. Writes ``bench/results/records.{json,md}``.
 """
@@ -17,7 +18,6 @@ import statistics
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 from typing import Any
 
 from .core import noop, save
@@ -101,44 +101,18 @@ def paired(session: Any, rounds: int) -> dict[str, float]:
             "noise_iqr_low": n1 * 100, "noise_iqr_high": n3 * 100}
 
 
-def in_process(rounds: int) -> dict[str, float]:
-    """The scheduler in this process, as ``lc.init()`` starts it."""
-    import labcluster as lc
-
-    session = lc.init(num_cpus=2, include_dashboard=False)
-    try:
-        result = paired(session, rounds)
-    finally:
-        lc.shutdown()
-    return {**result, "plugin_us_per_task": plugin_cost()}
-
-
-def separate_scheduler(rounds: int) -> dict[str, float]:
-    """The scheduler in its own process (``labcluster scheduler``/``worker``): no GIL shared with the driver."""
-    import signal
-    import subprocess
+def local(rounds: int, scheduler_process: bool) -> dict[str, float]:
+    """``lc.init()``'s cluster, with its scheduler in a process of its own (the default) or in this one."""
+    import dask
 
     import labcluster as lc
 
-    exe = str(Path(sys.executable).parent / "labcluster")
-    scheduler = subprocess.Popen([exe, "scheduler", "--port", "0", "--dashboard-address", ""],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert scheduler.stdout is not None
-    address = scheduler.stdout.readline().split()[-1]
-    worker = subprocess.Popen([exe, "worker", address, "--nthreads", "2", "--gpus", "0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with dask.config.set({"labcluster.local.scheduler-process": scheduler_process}):
+        session = lc.init(num_cpus=2, include_dashboard=False)
     try:
-        session = lc.init(address)
-        deadline = time.monotonic() + 60
-        while not lc.nodes() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        result = paired(session, rounds)
-        lc.shutdown()
+        return paired(session, rounds)
     finally:
-        for process in (worker, scheduler):
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
-    return result
+        lc.shutdown()
 
 
 def plugin_cost(n: int = 50_000) -> float:
@@ -207,15 +181,17 @@ def _loss_line(title: str, r: dict[str, Any]) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    t, sep = res["in_process"], res["separate_scheduler"]
+    own, here = res["scheduler_process"], res["in_process"]
     lines = [
         "| metric | value |", "|---|---|",
-        _loss_line("scheduler in the driver's process (`lc.init()`)", t),
-        f"| driver CPU per task (client + in-process scheduler), on / off | {t['driver_cpu_us_per_task_on']:.0f} / "
-        f"{t['driver_cpu_us_per_task_off']:.0f} us |",
+        _loss_line("`lc.init()`, scheduler in its own process (the default)", own),
+        f"| driver CPU per task, on / off | {own['driver_cpu_us_per_task_on']:.0f} / "
+        f"{own['driver_cpu_us_per_task_off']:.0f} us |",
+        _loss_line("`lc.init()` with `local.scheduler-process: false` (scheduler in the driver's process)", here),
+        f"| driver CPU per task (client + in-process scheduler), on / off | {here['driver_cpu_us_per_task_on']:.0f} / "
+        f"{here['driver_cpu_us_per_task_off']:.0f} us |",
         f"| the plugin's own cost per task (a no-op task's transitions, stand-in scheduler) | "
-        f"{t['plugin_us_per_task']:.1f} us |",
-        _loss_line("scheduler in its own process (`labcluster scheduler`)", sep),
+        f"{res['plugin_us_per_task']:.1f} us |",
     ]
     if "memory" in res:
         m = res["memory"]
@@ -229,7 +205,8 @@ def markdown(res: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
-    result: dict[str, Any] = {"in_process": in_process(rounds), "separate_scheduler": separate_scheduler(rounds)}
+    result: dict[str, Any] = {"scheduler_process": local(rounds, True), "in_process": local(rounds, False),
+                              "plugin_us_per_task": plugin_cost()}
     if "--no-memory" in sys.argv:  # the throughput half alone, printed, not saved (the memory half takes ~2 min)
         print(markdown(result))
         sys.exit(0)
