@@ -3,7 +3,7 @@
 In the driver's process the scheduler shares one GIL with the notebook's code, the client and everything a
 user runs there: a busy cell stalls scheduling, and scheduling steals the driver's time. On its own it is
 Dask's plain ``Scheduler``, started the way ``labcluster scheduler`` starts one (same plugins), with the
-local cluster's stream tuning; bench/ measures 1.2-1.5x the no-op task throughput of the in-process scheduler,
+local cluster's stream tuning; bench/ measures 1.1-1.4x the no-op task throughput of the in-process scheduler,
 for one TCP hop per round trip.
 
 ``SpecCluster`` drives it like any scheduler: :class:`SchedulerProcess` is its ``ProcessInterface``. ``start``
