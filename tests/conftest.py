@@ -42,6 +42,10 @@ def free_port() -> int:
 
 
 def children() -> set[int]:
+    from multiprocessing import resource_tracker
+
+    # multiprocessing's helper lives as long as this process, whichever test started it first: never a leftover
+    resource_tracker.ensure_running()
     return {p.pid for p in psutil.Process().children(recursive=True) if p.is_running()
             and p.status() != psutil.STATUS_ZOMBIE}
 

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,6 +20,12 @@ import labcluster as lc
 from labcluster import config
 from labcluster.diagnostics import nvml
 from labcluster.exceptions import ClusterError
+
+
+@lc.remote
+def slow_identity(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return x
 
 
 @lc.remote
@@ -100,9 +108,6 @@ def test_first_remote_call_starts_a_default_cluster(shutdown_after: None) -> Non
 
 
 def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
-    from multiprocessing import resource_tracker
-
-    resource_tracker.ensure_running()  # multiprocessing's helper lives as long as this process: not ours to stop
     before = children()
     lc.init(num_cpus=2, simulate_gpus=2, include_dashboard=False)
     started = children() - before
@@ -146,6 +151,24 @@ def test_a_killed_driver_leaves_no_scheduler_or_worker_behind(tmp_path: Path) ->
             return True
 
     assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=15), [p for p in pids if not gone(p)]
+
+
+def test_a_dead_scheduler_process_is_a_clear_error_and_shutdown_is_quick(shutdown_after: None) -> None:
+    before = children()
+    session = lc.init(num_cpus=1, include_dashboard=False)
+    started = children() - before
+    ref = slow_identity.remote(1, 30)
+    os.kill(session.client.run_on_scheduler(os.getpid), signal.SIGKILL)
+    with pytest.raises(ClusterError, match=r"scheduler process \(pid \d+\) exited \(killed by SIGKILL\).*lc.init"):
+        lc.get(ref)  # not a wait forever, not a GetTimeoutError that says the tasks keep running
+    with pytest.raises(ClusterError, match="exited"):
+        whoami.remote()  # every call says so
+    t = time.monotonic()
+    lc.shutdown()
+    assert time.monotonic() - t < 15
+    assert wait_until(lambda: not (children() & started), timeout=15), children() & started
+    lc.init(num_cpus=1, include_dashboard=False)  # and a new cluster starts
+    assert lc.get(whoami.remote())["mode"] == "none"
 
 
 def test_a_scheduler_that_cannot_start_says_why(shutdown_after: None) -> None:

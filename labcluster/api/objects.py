@@ -19,6 +19,7 @@ from typing import Any, overload
 from distributed import KilledWorker, get_worker
 
 from ..exceptions import (
+    ClusterError,
     GetTimeoutError,
     ObjectLostError,
     SerializationError,
@@ -28,7 +29,7 @@ from ..exceptions import (
 from . import _on_scheduler, serialization
 from .blocking import blocked
 from .refs import ObjectRef
-from .session import current_client
+from .session import current_client, session_of
 
 
 def _as_list(refs: Any, fn: str) -> tuple[list[ObjectRef], bool]:
@@ -54,6 +55,12 @@ def _translate(e: BaseException, refs: Sequence[ObjectRef]) -> BaseException:
     if isinstance(e, CancelledError):
         key = str(getattr(e, "key", None) or next((r.key for r in refs if r.state == "cancelled"), "?"))
         reason = getattr(e, "reason", None)
+        if reason == "scheduler-connection-lost":
+            session = session_of(refs[0].client) if refs else None
+            error = session.scheduler_error(wait=1.0) if session is not None else None
+            return error or ClusterError(
+                f"the client lost its connection to the scheduler while waiting for {key!r}; what the scheduler held "
+                "may be gone: check that it runs, then lc.shutdown() and lc.init() to connect again")
         if key in _user_cancelled or any(r.key in _user_cancelled for r in refs if r.state == "cancelled"):
             return TaskCancelledError(key)
         # The scheduler dropped the key: an input it needs was lc.put data whose only copy was lost.
@@ -108,6 +115,8 @@ def _fetch(client: Any, refs: Sequence[ObjectRef]) -> list[Any]:
             return list(value)
         if outcome == "lost":
             raise ObjectLostError(value)
+        if outcome == "gone":
+            _check_scheduler(client)
         _until_done(refs, len(refs), None)  # "stale": some are still running, or being rebuilt
 
 
@@ -128,6 +137,9 @@ async def _watch(client: Any, futures: list[Any], gathering: asyncio.Future[Any]
         done, _ = await asyncio.wait({gathering}, timeout=_LOST_CHECK)
         if done:
             return "ok", gathering.result()
+        session = session_of(client)
+        if session is not None and session.scheduler_gone():
+            return "gone", None
         states = await client._run_on_scheduler(_on_scheduler.key_states, [str(f.key) for f in futures])
         # unknown to the scheduler is "gone" only for a key this client saw computed: a pending one may simply not
         # have reached the scheduler yet (its update-graph message is queued behind others)
@@ -160,6 +172,13 @@ def _quiet_all_exit(loop: asyncio.AbstractEventLoop) -> None:
 
     loop.set_exception_handler(handler)
     _QUIETED.add(loop)
+
+
+def _check_scheduler(client: Any) -> None:
+    """Raise ClusterError if ``client`` is the session's and its scheduler process died."""
+    session = session_of(client)
+    if session is not None:
+        session.check_scheduler()
 
 
 def _lost_for_good(refs: Sequence[ObjectRef]) -> list[ObjectRef]:
@@ -294,6 +313,7 @@ def _until_done(refs: Sequence[ObjectRef], need: int, timeout: float | None) -> 
             return gone
         step = _LOST_CHECK if left is None else min(_LOST_CHECK, left)
         waiting = [r for r in pending if r.key not in gone]
+        _check_scheduler(waiting[0].client)
         # our own counter, not distributed.wait: on a timeout it cancels every waiter it made; then look for
         # lost objects and wait on (or return what is ready by the deadline)
         waiting[0].client.sync(_count_done, [_when_done(r) for r in waiting], missing, step)

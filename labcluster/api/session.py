@@ -16,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dask.config
@@ -27,6 +27,7 @@ from .. import config
 from ..cluster import info as cluster_info
 from ..cluster.groups import WorkerGroup
 from ..cluster.local import default_groups, in_process_address, local_dask_config, start_local_cluster
+from ..cluster.scheduler_process import SchedulerProcess
 from ..cluster.tuning import StreamTuning, tune_client
 from ..exceptions import ClusterError, WorkerStartTimeout
 
@@ -124,7 +125,10 @@ class Session:
         if self._closed:
             return
         self._closed = True
-        if self.owns_cluster:
+        gone = self.scheduler_gone()
+        if gone is not None and self.cluster is not None:
+            self.cluster.shutdown_scheduler = False  # nothing to ask it: close the workers and the client only
+        elif self.owns_cluster:
             from . import _on_scheduler
 
             # let actor and placement-group holders end cleanly: the cluster goes away with them (a cluster
@@ -135,7 +139,9 @@ class Session:
 
         actors.forget_client(self.client)
         try:
-            self.client.close(timeout=10)
+            # with the scheduler gone, the client is retrying to reach it; Dask logs that being cut short as an error
+            with _quiet("distributed.client") if gone is not None else contextlib.nullcontext():
+                self.client.close(timeout=10)
         finally:
             try:
                 if self.owns_cluster and self.cluster is not None:
@@ -144,11 +150,45 @@ class Session:
                 if self._config_ctx is not None:
                     self._config_ctx.__exit__(None, None, None)
 
+    def scheduler_gone(self) -> str | None:
+        """Why this session's scheduler is gone, when it was a process ``init`` started and it exited; else None."""
+        scheduler = getattr(self.cluster, "scheduler", None) if self.owns_cluster else None
+        return scheduler.died() if isinstance(scheduler, SchedulerProcess) else None
+
+    def scheduler_error(self, wait: float = 0.0) -> ClusterError | None:
+        """The error to raise if this session's scheduler process is gone (see :meth:`scheduler_gone`); ``wait``:
+        seconds to give this process to notice that it exited (a lost connection can be seen first)."""
+        deadline = time.monotonic() + wait
+        while (gone := self.scheduler_gone()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if gone is None or self._closed:
+            return None
+        return ClusterError(f"{gone}: every task and object of this session went with it; call lc.shutdown() "
+                            "and lc.init() to start a new cluster")
+
+    def check_scheduler(self) -> None:
+        """Raise :meth:`scheduler_error` if there is one."""
+        error = self.scheduler_error()
+        if error is not None:
+            raise error
+
     def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
         shutdown()
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Drop that logger's records below CRITICAL while the block runs."""
+    log = logging.getLogger(logger_name)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def scheduler_plugins(client: Client) -> list[str]:
@@ -371,4 +411,6 @@ def current_client() -> Client:
         from distributed import get_client
 
         return get_client()
-    return current_session().client
+    session = current_session()
+    session.check_scheduler()  # every call fails fast, and says why, once the session's scheduler process died
+    return session.client

@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any
 
 import dask
+from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
 from ..exceptions import ClusterError
@@ -53,6 +54,7 @@ class SchedulerProcess(ProcessInterface):
         self.process: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Future[None]] = []
         self._stderr: deque[str] = deque(maxlen=20)
+        self._closing = False
         super().__init__()  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
@@ -86,6 +88,28 @@ class SchedulerProcess(ProcessInterface):
         self.address = text[len(_ADDRESS_LINE):]
         self._readers.append(asyncio.ensure_future(self._forward(process.stdout)))
         await super().start()  # type: ignore[no-untyped-call]
+        self._readers.append(asyncio.ensure_future(self._watch(process)))
+
+    @property
+    def exit_code(self) -> int | None:
+        """The child's exit code once it has exited (negative: the signal that ended it), else None."""
+        return self.process.returncode if self.process is not None else None
+
+    def died(self) -> str | None:
+        """Why the scheduler is gone, if its process exited without :meth:`close` being called; else None."""
+        code = self.exit_code
+        if code is None or self._closing:
+            return None
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        pid = self.process.pid if self.process is not None else "?"
+        return f"the local cluster's scheduler process (pid {pid}) exited ({how})"
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        await process.wait()
+        # exit code 0: it was asked to close (SpecCluster does that before calling close(), or a client did)
+        if process.returncode and self.status == Status.running:
+            self.status = Status.failed  # SpecCluster then closes the workers without asking the scheduler
+            logger.error("%s", self.died())
 
     async def _forward(self, stream: asyncio.StreamReader) -> None:
         """Pass what the child prints on to this process's own stderr (its terminal: not into notebook cells), so
@@ -98,6 +122,7 @@ class SchedulerProcess(ProcessInterface):
                 print(text, file=out, flush=True)
 
     async def close(self) -> None:
+        self._closing = True
         await self._stop()
         await super().close()  # type: ignore[no-untyped-call]
 
