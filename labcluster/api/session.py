@@ -240,6 +240,9 @@ def init(
     - ``lc.init("tcp://10.0.0.5:8786")`` or ``lc.init(cluster=any_dask_cluster)``: connect; ``shutdown``
       then leaves that cluster running.
 
+    A local cluster's scheduler runs in a process of its own (``labcluster.local.scheduler-process``), worker
+    processes each behind a Nanny; ``processes=False`` runs workers as threads, with the scheduler, in this process.
+
     >>> import labcluster as lc
     >>> with lc.init(num_cpus=2, processes=False) as ctx:
     ...     lc.cluster_resources()["CPU"]
