@@ -66,6 +66,38 @@ def test_remote_right_after_the_only_worker_died_waits_for_its_restart(shutdown_
     assert lc.get(ref, timeout=60) == 2
 
 
+def test_remote_in_a_restart_gap_of_a_connected_cluster_waits_too(shutdown_after: None) -> None:
+    # a cluster lc.init connected to: no spec to consult, so workers this client saw recently count
+    from conftest import CLIProcess, free_port
+
+    from labcluster.api import feasibility
+
+    special = step.options(resources={"special": 1})
+    scheduler = CLIProcess("scheduler", "--port", str(free_port()), "--dashboard-address", "")
+    worker = None
+    try:
+        address = scheduler.wait_for_line("labcluster scheduler at").split(" at ")[1].strip()
+        worker = CLIProcess("worker", address, "--nthreads", "1", "--gpus", "0", "--resources", "special=1")
+        worker.wait_for_line("labcluster worker")
+        session = lc.init(address)
+        assert lc.get(special.remote(0), timeout=30) == 1
+        os.kill(lc.nodes()[0]["PID"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while session.client.scheduler_info(n_workers=-1)["workers"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        feasibility._cache.clear()  # no feasible answer cached from before the death
+        ref = special.remote(1)  # its Nanny brings the worker back
+        with pytest.raises(InfeasibleResourceError, match="no workers at all"):
+            step.options(resources={"other": 1}).remote(1)  # no worker ever had it
+        assert lc.get(ref, timeout=60) == 2
+        lc.shutdown()
+    finally:
+        if worker is not None:
+            worker.stop()
+        scheduler.stop()
+
+
 def test_sigkill_of_the_driver_leaves_no_orphan_workers(tmp_path: "os.PathLike[str]") -> None:
     """A kernel that dies (SIGKILL) must not leave worker processes behind."""
     import subprocess

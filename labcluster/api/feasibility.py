@@ -1,9 +1,10 @@
 """Fail fast on resource requests that no worker can ever satisfy, instead of a task pending forever.
 
-A request is feasible when one worker has every resource in it: a live one, or one the session's own
-cluster keeps (a local cluster's Nanny restarts a worker that died; until it is back the task waits, as in
-Ray). Feasible answers are cached for a few seconds per client (so ``.remote()`` stays cheap); an
-infeasible answer is confirmed against a fresh read of the scheduler before it raises.
+A request is feasible when one worker has every resource in it: a live one, one the session's own cluster
+keeps (a local cluster's Nanny restarts a worker that died; until it is back the task waits, as in Ray), or one
+this client saw within ``labcluster.infeasible-grace`` (the same restart gap on a cluster it connected to,
+whose spec it does not know). Feasible answers are cached for a few seconds per client (so ``.remote()`` stays
+cheap); an infeasible answer is confirmed against a fresh read of the scheduler before it raises.
 ``labcluster.infeasible: warn`` turns the error into a warning for clusters that autoscale.
 """
 
@@ -25,6 +26,8 @@ from ._on_scheduler import fits
 _CACHE_SECONDS = 5.0
 _cache: dict[tuple[str, frozenset[tuple[str, float]]], float] = {}
 _cache_lock = threading.Lock()
+#: per client: each worker it has seen (by name, which a restarted worker keeps), its resources and when
+_seen: dict[str, dict[str, tuple[dict[str, float], float]]] = {}
 
 
 def check(client: Client, request: Mapping[str, float], what: str) -> None:
@@ -38,7 +41,7 @@ def check(client: Client, request: Mapping[str, float], what: str) -> None:
     workers = _workers(client, fresh=False)
     if not any(fits(w.resources, request) for w in workers):
         workers = _workers(client, fresh=True)
-        if not any(fits(w.resources, request) for w in workers) and not _kept_worker_fits(client, request):
+        if not any(fits(w.resources, request) for w in workers) and not _may_come_back(client, request):
             err = InfeasibleResourceError(what, request, [(w.name + _sim(w), w.resources) for w in workers])
             if config.get("infeasible") == "warn":
                 warnings.warn(str(err), stacklevel=4)
@@ -48,12 +51,27 @@ def check(client: Client, request: Mapping[str, float], what: str) -> None:
         _cache[cache_key] = now + _CACHE_SECONDS
 
 
-def _kept_worker_fits(client: Client, request: Mapping[str, float]) -> bool:
+def forget_client(client: Client) -> None:
+    """Drop what this process remembers for ``client`` (its session ended)."""
+    cid = str(client.id)
+    with _cache_lock:
+        _seen.pop(cid, None)
+        for key in [k for k in _cache if k[0] == cid]:
+            del _cache[key]
+
+
+def _may_come_back(client: Client, request: Mapping[str, float]) -> bool:
+    """Whether a worker that fits ``request`` is only away for a moment: kept by the session's own cluster, or
+    seen by this client within ``labcluster.infeasible-grace``."""
     from .session import session_of
 
     session = session_of(client)
     kept = session.kept_worker_resources() if session is not None else []
-    return any(fits(resources, request) for resources in kept)
+    if any(fits(resources, request) for resources in kept):
+        return True
+    since = time.monotonic() - config.seconds("infeasible-grace")
+    seen = _seen.get(str(client.id), {})
+    return any(fits(resources, request) for resources, when in list(seen.values()) if when >= since)
 
 
 def _sim(w: WorkerInfo) -> str:
@@ -64,4 +82,9 @@ def _workers(client: Client, fresh: bool) -> list[WorkerInfo]:
     info: Any = client.scheduler_info(n_workers=-1) if fresh else client._scheduler_identity
     if not info:
         info = client.scheduler_info(n_workers=-1)
-    return workers_from_info(info)
+    workers = workers_from_info(info)
+    now = time.monotonic()
+    with _cache_lock:
+        seen = _seen.setdefault(str(client.id), {})
+        seen.update((w.name, (dict(w.resources), now)) for w in workers)
+    return workers

@@ -135,9 +135,10 @@ class Session:
             # that is already gone has nothing to release)
             with contextlib.suppress(Exception):
                 self.client.run_on_scheduler(_on_scheduler.release_holders, "labcluster-")
-        from . import actors
+        from . import actors, feasibility
 
         actors.forget_client(self.client)
+        feasibility.forget_client(self.client)
         try:
             # with the scheduler gone, the client is retrying to reach it; Dask logs that being cut short as an error
             with _quiet("distributed.client") if gone is not None else contextlib.nullcontext():
