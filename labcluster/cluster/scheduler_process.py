@@ -100,7 +100,7 @@ class SchedulerProcess(ProcessInterface):
         code = self.exit_code
         if code is None or self._closing:
             return None
-        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
         pid = self.process.pid if self.process is not None else "?"
         return f"the local cluster's scheduler process (pid {pid}) exited ({how})"
 
@@ -148,6 +148,13 @@ class SchedulerProcess(ProcessInterface):
                 await process.wait()
         readers, self._readers = self._readers, []
         await asyncio.gather(*readers, return_exceptions=True)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def _plain(value: Any) -> Any:
