@@ -158,7 +158,11 @@ def _signal_name(number: int) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` without what JSON cannot carry (Python objects a user put in the config stay behind)."""
+    """``value`` without what JSON cannot carry (Python objects a user put in the config stay behind).
+
+    >>> _plain({"a": 1, "b": object(), "c": (1, None, object()), "d": {"e": "x"}})
+    {'a': 1, 'c': [1, None], 'd': {'e': 'x'}}
+    """
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
