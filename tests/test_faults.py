@@ -217,6 +217,22 @@ def test_actor_restarts_from_its_constructor_then_runs_out_of_restarts(shutdown_
         lc.get(actor.incr.remote(), timeout=60)
 
 
+def test_restarts_on_purpose_and_after_a_death_share_max_restarts(shutdown_after: None) -> None:
+    import pytest
+
+    from labcluster.exceptions import ActorDiedError
+
+    lc.init(workers=[lc.WorkerGroup("cpu", n=2, nthreads=1)], include_dashboard=False)
+    actor = Restartable.options(max_restarts=1, max_task_retries=-1).remote()
+    assert lc.get(actor.incr.remote(), timeout=30) == 1
+    lc.kill(actor, no_restart=False)  # the one restart it has
+    assert lc.get(actor.incr.remote(), timeout=30) == 1
+    os.kill(lc.get(actor.pid.remote(), timeout=30), signal.SIGKILL)
+    with pytest.raises(ActorDiedError, match="no restarts left"):
+        lc.get(actor.incr.remote(), timeout=60)
+    assert {r["actor_id"]: r for r in lc.list_actors()}[actor._actor_id]["state"] == "DEAD"
+
+
 def test_calls_in_flight_fail_without_max_task_retries(shutdown_after: None) -> None:
     import pytest
 

@@ -118,6 +118,8 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
     secede()  # from here on the thread is not a task slot; the task's resources stay held (blocking.hold)
     while True:
         hosted = _construct(client, worker, actor_id, cls, args, kwargs, max_concurrency, class_name)
+        if hosted is None:
+            return "out of restarts"
         owned = wait_released(released, holder_key(actor_id))
         _HOSTED.pop(actor_id, None)
         hosted.executor.shutdown(wait=False, cancel_futures=True)
@@ -135,10 +137,21 @@ def host_actor(actor_id: str, payload: bytes, args: tuple[Any, ...], kwargs: dic
 
 
 def _construct(client: Any, worker: Any, actor_id: str, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-               max_concurrency: int, class_name: str) -> _Hosted:
-    """Build one incarnation of the actor and publish where it lives."""
+               max_concurrency: int, class_name: str) -> _Hosted | None:
+    """Build one incarnation of the actor and publish where it lives; None (and the actor DEAD) when that would be
+    one restart more than ``max_restarts``.
+
+    The retry plugin bounds the holder's re-runs after worker deaths by ``max_restarts``, but restarts on purpose
+    (``lc.kill(no_restart=False)``) come out of the same budget, as in Ray: the incarnation counts both.
+    """
     previous = client.get_metadata(metadata_key(actor_id), default=None) or {}
     incarnation = int(previous.get("incarnation", -1)) + 1
+    limit = int(previous.get("max_restarts", 0) or 0)
+    if incarnation > 0 and limit != -1 and incarnation > limit:
+        client.set_metadata(metadata_key(actor_id), {**previous, "state": "DEAD", "error": (
+            f"its worker died and it has no restarts left: max_restarts={limit}, all used (restarts with "
+            f"lc.kill(no_restart=False) count too)")})
+        return None
     try:
         instance = cls(*args, **kwargs)
     except Exception as e:
