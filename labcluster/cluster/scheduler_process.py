@@ -69,7 +69,7 @@ class SchedulerProcess(ProcessInterface):
                # settings and anything the user set (what a Nanny passes its worker, too)
                "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(_plain(dask.config.config)),
                # run_on_scheduler ships functions by reference when they are importable here: make them there
-               "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+               "PYTHONPATH": os.pathsep.join(_import_path())}
         self.process = process = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _ENTRY, json.dumps(spec), stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
@@ -148,6 +148,15 @@ class SchedulerProcess(ProcessInterface):
                 await process.wait()
         readers, self._readers = self._readers, []
         await asyncio.gather(*readers, return_exceptions=True)
+
+
+def _import_path() -> list[str]:
+    """This process's ``sys.path``, with "" (the working directory) spelled out, for a child's PYTHONPATH."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was deleted: "" finds nothing there anyway
+        cwd = ""
+    return [p or cwd for p in sys.path if p or cwd]
 
 
 def _signal_name(number: int) -> str:
