@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from .core import save
+from .core import save, start_labcluster
 
 N_ASYNC = 5_000
 N_SYNC = 300
@@ -47,7 +47,7 @@ def run(repeat: int = 3) -> dict[str, dict[str, float]]:
     import labcluster as lc
 
     results: dict[str, dict[str, float]] = {}
-    session = lc.init(num_cpus=2, include_dashboard=False)
+    session = start_labcluster()
     try:
         actor = lc.remote(Counter).remote()
         results["labcluster"] = _measure(lambda n: lc.get([actor.incr.remote() for _ in range(n)]),

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any
 
-from .core import noop, save
+from .core import noop, save, start_labcluster
 
 N_TASKS = 3_000
 BUSY_S = 2.0
@@ -32,12 +32,9 @@ def _finished(dask_scheduler: Any = None) -> int:
 
 
 def measure(scheduler_process: bool, rounds: int) -> dict[str, Any]:
-    import dask
-
     import labcluster as lc
 
-    with dask.config.set({"labcluster.local.scheduler-process": scheduler_process}):
-        session = lc.init(num_cpus=2, include_dashboard=False)
+    session = start_labcluster(scheduler_process)
     try:
         fn = lc.remote(noop)
         lc.get([fn.remote() for _ in range(500)])  # warm-up

@@ -126,14 +126,21 @@ class RayAPI(System):
         self.api.shutdown()
 
 
-def labcluster_system(scheduler_process: bool = True) -> RayAPI:
-    """``lc.init()``'s cluster; ``scheduler_process=False``: its scheduler in this process instead of its own."""
+def start_labcluster(scheduler_process: bool = True) -> Any:
+    """The cluster every benchmark runs on: ``lc.init(num_cpus=2)``, one CPU worker process with 2 threads;
+    ``scheduler_process=False``: its scheduler in this process instead of its own. Returns the session."""
     import dask
 
     import labcluster as lc
 
     with dask.config.set({"labcluster.local.scheduler-process": scheduler_process}):
-        session = lc.init(num_cpus=2, include_dashboard=False)
+        return lc.init(num_cpus=2, include_dashboard=False)
+
+
+def labcluster_system(scheduler_process: bool = True) -> RayAPI:
+    import labcluster as lc
+
+    session = start_labcluster(scheduler_process)
     return RayAPI("labcluster" if scheduler_process else "labcluster-in-process", lc, session)
 
 

@@ -20,7 +20,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from .core import noop, save
+from .core import noop, save, start_labcluster
 
 BATCH = 2_000
 N_TASKS = 5_000
@@ -103,12 +103,9 @@ def paired(session: Any, rounds: int) -> dict[str, float]:
 
 def local(rounds: int, scheduler_process: bool) -> dict[str, float]:
     """``lc.init()``'s cluster, with its scheduler in a process of its own (the default) or in this one."""
-    import dask
-
     import labcluster as lc
 
-    with dask.config.set({"labcluster.local.scheduler-process": scheduler_process}):
-        session = lc.init(num_cpus=2, include_dashboard=False)
+    session = start_labcluster(scheduler_process)
     try:
         return paired(session, rounds)
     finally:
@@ -152,7 +149,7 @@ def memory() -> dict[str, float]:
     from labcluster.cluster.records import RecordStore
 
     fn = lc.remote(noop)
-    session = lc.init(num_cpus=2, include_dashboard=False)
+    session = start_labcluster()
     try:
         for _ in range(N_RECORDED // N_TASKS):
             lc.get([fn.remote() for _ in range(N_TASKS)])

@@ -18,7 +18,7 @@ from typing import Any
 
 import dask
 
-from .core import noop, save
+from .core import noop, save, start_labcluster
 
 N_TASKS = 5_000
 
@@ -41,7 +41,7 @@ def run(message_log: int, batches: int) -> dict[str, Any]:
     import labcluster as lc
 
     with dask.config.set({"labcluster.stream-message-log": message_log}):
-        lc.init(num_cpus=2, include_dashboard=False)
+        start_labcluster()
     fn = lc.remote(noop)
     timer = _GCTimer()
     gc.callbacks.append(timer)

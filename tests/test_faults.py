@@ -47,19 +47,24 @@ def test_sigkill_a_worker_during_200_chained_tasks(shutdown_after: None) -> None
     assert victim["PID"] not in {n["PID"] for n in lc.nodes()}
 
 
+def _kill_the_only_worker(session: lc.Session) -> None:
+    """SIGKILL the cluster's one worker and return in the gap before its Nanny brings it back: the scheduler lists
+    no worker, and no feasible answer from before the death is cached."""
+    from conftest import wait_until
+
+    from labcluster.api import feasibility
+
+    os.kill(lc.nodes()[0]["PID"], signal.SIGKILL)
+    assert wait_until(lambda: not session.client.scheduler_info(n_workers=-1)["workers"], timeout=30, interval=0.005)
+    feasibility._cache.clear()
+
+
 def test_remote_right_after_the_only_worker_died_waits_for_its_restart(shutdown_after: None) -> None:
     # between the scheduler dropping a dead worker and its Nanny starting a new one the cluster has no workers;
     # a request that the cluster's own worker fits is not "infeasible" then: the task waits, as in Ray
-    from labcluster.api import feasibility
-
     session = lc.init(num_cpus=2, include_dashboard=False)
     assert lc.get(step.remote(0), timeout=30) == 1
-    os.kill(lc.nodes()[0]["PID"], signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while session.client.scheduler_info(n_workers=-1)["workers"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    feasibility._cache.clear()  # no feasible answer cached from before the death
+    _kill_the_only_worker(session)
     ref = step.remote(1)
     with pytest.raises(InfeasibleResourceError, match="no workers at all"):  # never fits, restart or not
         step.options(num_gpus=1).remote(1)
@@ -70,8 +75,6 @@ def test_remote_in_a_restart_gap_of_a_connected_cluster_waits_too(shutdown_after
     # a cluster lc.init connected to: no spec to consult, so workers this client saw recently count
     from conftest import CLIProcess, free_port
 
-    from labcluster.api import feasibility
-
     special = step.options(resources={"special": 1})
     scheduler = CLIProcess("scheduler", "--port", str(free_port()), "--dashboard-address", "")
     worker = None
@@ -81,12 +84,7 @@ def test_remote_in_a_restart_gap_of_a_connected_cluster_waits_too(shutdown_after
         worker.wait_for_line("labcluster worker")
         session = lc.init(address)
         assert lc.get(special.remote(0), timeout=30) == 1
-        os.kill(lc.nodes()[0]["PID"], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while session.client.scheduler_info(n_workers=-1)["workers"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        feasibility._cache.clear()  # no feasible answer cached from before the death
+        _kill_the_only_worker(session)
         ref = special.remote(1)  # its Nanny brings the worker back
         with pytest.raises(InfeasibleResourceError, match="no workers at all"):
             step.options(resources={"other": 1}).remote(1)  # no worker ever had it

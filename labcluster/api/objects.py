@@ -115,8 +115,6 @@ def _fetch(client: Any, refs: Sequence[ObjectRef]) -> list[Any]:
             return list(value)
         if outcome == "lost":
             raise ObjectLostError(value)
-        if outcome == "gone":
-            _check_scheduler(client)
         _until_done(refs, len(refs), None)  # "stale": some are still running, or being rebuilt
 
 
@@ -137,9 +135,7 @@ async def _watch(client: Any, futures: list[Any], gathering: asyncio.Future[Any]
         done, _ = await asyncio.wait({gathering}, timeout=_LOST_CHECK)
         if done:
             return "ok", gathering.result()
-        session = session_of(client)
-        if session is not None and session.scheduler_gone():
-            return "gone", None
+        _check_scheduler(client)  # raises through client.sync: no scheduler to ask
         states = await client._run_on_scheduler(_on_scheduler.key_states, [str(f.key) for f in futures])
         # unknown to the scheduler is "gone" only for a key this client saw computed: a pending one may simply not
         # have reached the scheduler yet (its update-graph message is queued behind others)

@@ -59,6 +59,9 @@ class Session:
         self.per_task_retries = owns_cluster or _has_retry_plugin(client)
         # the address others connect to (the session's own client may use an in-process link)
         self._address = address or (str(client.scheduler.address) if client.scheduler is not None else "?")
+        scheduler = getattr(cluster, "scheduler", None) if owns_cluster else None
+        #: the scheduler's process, when init started one (local.scheduler-process)
+        self._scheduler_process = scheduler if isinstance(scheduler, SchedulerProcess) else None
 
     # -- what the cluster has -------------------------------------------------------------------
     def kept_worker_resources(self) -> list[dict[str, float]]:
@@ -153,8 +156,8 @@ class Session:
 
     def scheduler_gone(self) -> str | None:
         """Why this session's scheduler is gone, when it was a process ``init`` started and it exited; else None."""
-        scheduler = getattr(self.cluster, "scheduler", None) if self.owns_cluster else None
-        return scheduler.died() if isinstance(scheduler, SchedulerProcess) else None
+        process = self._scheduler_process
+        return process.died() if process is not None else None
 
     def scheduler_error(self, wait: float = 0.0) -> ClusterError | None:
         """The error to raise if this session's scheduler process is gone (see :meth:`scheduler_gone`); ``wait``:
@@ -168,10 +171,11 @@ class Session:
                             "and lc.init() to start a new cluster")
 
     def check_scheduler(self) -> None:
-        """Raise :meth:`scheduler_error` if there is one."""
-        error = self.scheduler_error()
-        if error is not None:
-            raise error
+        """Raise :meth:`scheduler_error` if there is one (cheap: every API call runs it)."""
+        if self._scheduler_process is not None and self._scheduler_process.died() is not None:
+            error = self.scheduler_error()
+            if error is not None:
+                raise error
 
     def __enter__(self) -> Session:
         return self

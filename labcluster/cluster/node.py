@@ -18,6 +18,7 @@ from distributed import Nanny, Scheduler
 from ..diagnostics import nvml
 from .groups import WorkerGroup, build_spec, pin_gpus
 from .local import default_groups, labcluster_plugins
+from .scheduler_process import ADDRESS_LINE
 from .tuning import StreamTuning
 
 
@@ -85,7 +86,7 @@ async def run_scheduler(host: str, port: int, dashboard_address: str | None, str
                          dashboard=dashboard_address is not None,
                          allowed_failures=int(config.get("max-retries-ceiling")),
                          plugins=labcluster_plugins(streams)) as scheduler:
-        print(f"labcluster scheduler at {scheduler.address}", flush=True)
+        print(f"{ADDRESS_LINE}{scheduler.address}", flush=True)
         if dashboard_address:  # the port it got: a busy one falls back to a random port
             print(f"dashboard at http://{host}:{scheduler.http_server.port}/status", flush=True)
         await _until_stopped(parent_pid, scheduler)

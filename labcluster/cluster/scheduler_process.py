@@ -33,7 +33,8 @@ from ..exceptions import ClusterError
 
 logger = logging.getLogger(__name__)
 
-_ADDRESS_LINE = "labcluster scheduler at "
+#: the line a labcluster scheduler prints first (node.run_scheduler), followed by its address
+ADDRESS_LINE = "labcluster scheduler at "
 #: what the child runs (not ``-m`` this module: the package imports it first, and runpy warns about that)
 _ENTRY = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
 
@@ -52,7 +53,7 @@ class SchedulerProcess(ProcessInterface):
         self.start_timeout = start_timeout
         self.close_timeout = close_timeout
         self.process: asyncio.subprocess.Process | None = None
-        self._readers: list[asyncio.Future[None]] = []
+        self._tasks: list[asyncio.Future[None]] = []
         self._stderr: deque[str] = deque(maxlen=20)
         self._closing = False
         super().__init__()  # type: ignore[no-untyped-call]
@@ -74,35 +75,30 @@ class SchedulerProcess(ProcessInterface):
             sys.executable, "-c", _ENTRY, json.dumps(spec), stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
         assert process.stdout is not None and process.stderr is not None
-        self._readers = [asyncio.ensure_future(self._forward(process.stderr))]
+        self._tasks = [asyncio.ensure_future(self._forward(process.stderr))]
         try:
             line = await asyncio.wait_for(process.stdout.readline(), self.start_timeout)
         except TimeoutError:
             await self._stop()
             raise ClusterError(f"the scheduler process did not start within {self.start_timeout:g} s") from None
         text = line.decode(errors="replace").strip()
-        if not text.startswith(_ADDRESS_LINE):
+        if not text.startswith(ADDRESS_LINE):
             await self._stop()
             error = next((line for line in reversed(self._stderr) if line.strip()), "no error printed")
             raise ClusterError(f"the local cluster's scheduler process failed to start on host {self.host!r}: {error}")
-        self.address = text[len(_ADDRESS_LINE):]
-        self._readers.append(asyncio.ensure_future(self._forward(process.stdout)))
+        self.address = text[len(ADDRESS_LINE):]
+        self._tasks.append(asyncio.ensure_future(self._forward(process.stdout)))
         await super().start()  # type: ignore[no-untyped-call]
-        self._readers.append(asyncio.ensure_future(self._watch(process)))
-
-    @property
-    def exit_code(self) -> int | None:
-        """The child's exit code once it has exited (negative: the signal that ended it), else None."""
-        return self.process.returncode if self.process is not None else None
+        self._tasks.append(asyncio.ensure_future(self._watch(process)))
 
     def died(self) -> str | None:
         """Why the scheduler is gone, if its process exited without :meth:`close` being called; else None."""
-        code = self.exit_code
-        if code is None or self._closing:
+        process = self.process
+        if process is None or process.returncode is None or self._closing:
             return None
+        code = process.returncode
         how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit code {code}"
-        pid = self.process.pid if self.process is not None else "?"
-        return f"the local cluster's scheduler process (pid {pid}) exited ({how})"
+        return f"the local cluster's scheduler process (pid {process.pid}) exited ({how})"
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         await process.wait()
@@ -146,8 +142,8 @@ class SchedulerProcess(ProcessInterface):
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()
-        readers, self._readers = self._readers, []
-        await asyncio.gather(*readers, return_exceptions=True)
+        tasks, self._tasks = self._tasks, []
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _import_path() -> list[str]:
