@@ -7,29 +7,39 @@
 >>> with lc.init(num_cpus=2, processes=False):
 ...     lc.get([square.remote(i) for i in range(4)])
 [0, 1, 4, 9]
+
+``import labcluster`` is light: it registers labcluster's settings and nothing more; each public name imports its
+module on first use, so ``lc.init()`` can start the cluster's processes while this one is still importing Dask.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import config as _config  # noqa: F401  (registers labcluster.yaml with dask.config)
-from . import exceptions, util
-from .api.actors import ActorClass, ActorHandle, get_actor, kill, list_actors
-from .api.lineage import LineageGraph, lineage
-from .api.objects import cancel, get, put, wait
-from .api.placement import PlacementGroup, placement_group, remove_placement_group
-from .api.records import list_tasks, summary, timeline, timeline_figure
-from .api.refs import ObjectRef
-from .api.remote import RemoteFunction, remote, stage
-from .api.session import Session, current_session, init, is_initialized, shutdown
-from .api.state import (
-    RuntimeContext,
-    available_resources,
-    cluster_resources,
-    get_gpu_ids,
-    get_runtime_context,
-    nodes,
-)
-from .cluster.groups import WorkerGroup
 
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it
+_HOME = {
+    "ActorClass": "api.actors", "ActorHandle": "api.actors", "get_actor": "api.actors", "kill": "api.actors",
+    "list_actors": "api.actors", "method": "api.actors",
+    "LineageGraph": "api.lineage", "lineage": "api.lineage",
+    "cancel": "api.objects", "get": "api.objects", "put": "api.objects", "wait": "api.objects",
+    "PlacementGroup": "api.placement", "placement_group": "api.placement",
+    "remove_placement_group": "api.placement",
+    "list_tasks": "api.history", "summary": "api.history", "timeline": "api.history",
+    "timeline_figure": "api.history",
+    "ObjectRef": "api.refs",
+    "RemoteFunction": "api.remote", "remote": "api.remote", "stage": "api.submit",
+    "Session": "api.session", "is_initialized": "api.session", "shutdown": "api.session",
+    "current_session": "api.start", "init": "api.start",
+    "RuntimeContext": "api.state", "available_resources": "api.state", "cluster_resources": "api.state",
+    "get_gpu_ids": "api.state", "get_runtime_context": "api.state", "nodes": "api.state",
+    "WorkerGroup": "cluster.groups",
+    "exceptions": "", "util": "",
+}
 
 __all__ = [
     "ActorClass",
@@ -57,6 +67,7 @@ __all__ = [
     "lineage",
     "list_actors",
     "list_tasks",
+    "method",
     "nodes",
     "placement_group",
     "put",
@@ -70,3 +81,40 @@ __all__ = [
     "util",
     "wait",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'labcluster' has no attribute {name!r}")
+    module = importlib.import_module(f"{__name__}.{home or name}")
+    value = module if not home else getattr(module, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from . import exceptions, util
+    from .api.actors import ActorClass, ActorHandle, get_actor, kill, list_actors, method
+    from .api.history import list_tasks, summary, timeline, timeline_figure
+    from .api.lineage import LineageGraph, lineage
+    from .api.objects import cancel, get, put, wait
+    from .api.placement import PlacementGroup, placement_group, remove_placement_group
+    from .api.refs import ObjectRef
+    from .api.remote import RemoteFunction, remote
+    from .api.session import Session, is_initialized, shutdown
+    from .api.start import current_session, init
+    from .api.state import (
+        RuntimeContext,
+        available_resources,
+        cluster_resources,
+        get_gpu_ids,
+        get_runtime_context,
+        nodes,
+    )
+    from .api.submit import stage
+    from .cluster.groups import WorkerGroup

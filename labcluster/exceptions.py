@@ -189,17 +189,62 @@ class ObjectReconstructionFailedError(ObjectLostError):
 
 
 class InfeasibleResourceError(LabclusterError, ValueError):
-    """No worker in the cluster can ever satisfy a task's resource request."""
+    """No worker in the cluster can ever satisfy a task's resource request.
+
+    The message names the shortfall (which resource, how much is missing, on which worker) and the fix for it.
+    """
 
     def __init__(self, what: str, request: Mapping[str, float], workers: Sequence[tuple[str, Mapping[str, float]]]):
         self.request = dict(request)
         self.workers = list(workers)
         have = "; ".join(f"{name}: {_fmt(res)}" for name, res in workers) if workers else "no workers at all"
+        missing, fix = shortfall(request, workers)
         super().__init__(
-            f"{what} asks for {_fmt(request)} but no worker has that much; the cluster has {have}. "
-            f"Lower the request, start a worker that fits (e.g. lc.init(num_gpus=1) simulates GPUs), or set "
-            f"dask.config 'labcluster.infeasible' to 'warn' if your cluster autoscales"
+            f"{what} asks for {_fmt(request)}, which no worker can ever satisfy: {missing}. {fix}. The cluster has "
+            f"{have}. (If your cluster autoscales, set dask.config 'labcluster.infeasible' to 'warn'.)"
         )
+
+
+def shortfall(request: Mapping[str, float], workers: Sequence[tuple[str, Mapping[str, float]]]) -> tuple[str, str]:
+    """What is missing for ``request`` on ``workers``, and the fix: computed from the actual shortfall.
+
+    >>> shortfall({"CPU": 1, "GPU": 4}, [("cpu-0", {"CPU": 2}), ("gpu-0", {"CPU": 1, "GPU": 1})])[0]
+    'it asks for GPU: 4 but the most one worker has is 1 (gpu-0)'
+    >>> shortfall({"CPU": 1, "TPU": 1}, [("cpu-0", {"CPU": 2})])[0]
+    "no worker has the resource 'TPU'"
+    """
+    if not workers:
+        return "the cluster has no workers at all", "Start workers (lc.init(), or `labcluster worker ADDRESS`)"
+    names = sorted({k for _, res in workers for k in res})
+    for k, amount in sorted(request.items(), key=lambda kv: kv[0] not in ("GPU",)):
+        best_name, best = max(((n, float(r.get(k, 0.0))) for n, r in workers), key=lambda nb: nb[1])
+        if best <= 0:
+            if k == "GPU":
+                return ("no worker has a GPU", "Start GPU workers: lc.init(num_gpus=1) simulates one on a machine "
+                        "without GPUs; on a cluster, `labcluster worker ADDRESS --gpus sim:1`")
+            return (f"no worker has the resource {k!r}", f"Start a worker that advertises it (lc.init(resources="
+                    f"{{{k!r}: {amount:g}}}) or `labcluster worker ADDRESS --resources {k}={amount:g}`), or check "
+                    f"its spelling: the workers have {', '.join(names)}")
+        if best < amount - 1e-9:
+            if k == "GPU":
+                fix = (f"Ask for num_gpus={best:g} or less: a task runs on one worker, and each labcluster GPU worker "
+                       "holds one GPU; spread work over GPUs with several tasks or a placement group of "
+                       "{'GPU': 1} bundles")
+            elif k == "CPU":
+                fix = (f"Ask for num_cpus={best:g} or less, or start a worker with more threads "
+                       "(lc.init(num_cpus=...), WorkerGroup(nthreads=...))")
+            else:
+                fix = f"Ask for {k}: {best:g} or less, or start a worker with more"
+            return f"it asks for {k}: {amount:g} but the most one worker has is {best:g} ({best_name})", fix
+    # each resource exists somewhere, but no one worker has all of it: the closest worker's gap
+    def gap(res: Mapping[str, float]) -> dict[str, float]:
+        return {k: float(res.get(k, 0.0)) for k, v in request.items() if float(res.get(k, 0.0)) < v - 1e-9}
+
+    name, res = min(workers, key=lambda w: (len(gap(w[1])), sum(request[k] - v for k, v in gap(w[1]).items())))
+    lacks = ", ".join(f"{k}: {v:g} of the {request[k]:g} asked" for k, v in gap(res).items())
+    lower = ", ".join(f"num_cpus={v:g}" if k == "CPU" else f"{k}: {v:g}" for k, v in gap(res).items())
+    return (f"no single worker has all of it; the closest, {name}, has {lacks}",
+            f"Lower the request ({lower}) or start a worker that has {_fmt(request)}")
 
 
 class PlacementGroupInfeasibleError(InfeasibleResourceError):

@@ -2,8 +2,8 @@
 ``handle.method.remote()`` -> :class:`ObjectRef`.
 
 See ``actor_host.py`` for the worker side. Here: creating actors (a holder task with the actor's
-resources), finding where an actor lives (the scheduler's metadata), and sending method calls to it
-over Dask's RPC from the caller's event loop, so ``.remote()`` returns at once.
+resources, through the submission funnel), finding where an actor lives (the scheduler extension's actor table),
+and sending method calls to it over Dask's RPC from the caller's event loop, so ``.remote()`` returns at once.
 
 >>> import labcluster as lc
 >>> @lc.remote
@@ -21,30 +21,35 @@ over Dask's RPC from the caller's event loop, so ``.remote()`` returns at once.
 from __future__ import annotations
 
 import asyncio
+import html
 import inspect
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
-from dask.base import annotate
-from distributed import Event, Future, fire_and_forget
+from distributed import Future, fire_and_forget
 from distributed.protocol.serialize import to_serialize
 
-from ..cluster.retries import ANNOTATION as RETRY_ANNOTATION
+from .. import config
+from ..dask_internals import register_worker_data, worker_rpc
 from ..exceptions import ActorDiedError
-from . import feasibility, serialization
-from .actor_host import METADATA, holder_key, host_actor, metadata_key, release_event
+from ..scheduler.protocol import ROLE_ACTOR
+from . import serialization
+from .actor_host import host_actor
+from .calls import acall, call
 from .options import Options
 from .refs import CallOutcome, ObjectRef
-from .remote import _task_name
-from .session import current_client
+from .runner import task_name
+from .session import Session
+from .start import current_session
+from .submit import submit
+from .tables import Table
 
-NAMES = "labcluster-actor-names"
-_START_TIMEOUT = 60.0
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class ActorOptions(Options):
     num_gpus: float = 0.0
     resources: Mapping[str, float] = field(default_factory=dict)
     name: str | None = None
+    namespace: str | None = None
     get_if_exists: bool = False
     lifetime: str | None = None
     max_restarts: int = 0
@@ -76,8 +82,29 @@ class ActorOptions(Options):
                 raise ValueError(f"{k} must be an int >= -1 (-1: forever), got {v!r}")
 
 
-#: holder futures of the actors this process created: actors live until lc.kill or lc.shutdown
-_HOLDERS: dict[str, Future[Any]] = {}
+def method(*, num_returns: int = 1, **ignored: Any) -> Callable[[F], F]:
+    """Ray's ``@ray.method``: options of one actor method; ``num_returns=N`` makes ``.remote()`` return N refs.
+
+    >>> @lc.remote                                      # doctest: +SKIP
+    ... class Splitter:
+    ...     @lc.method(num_returns=2)
+    ...     def halves(self, xs):
+    ...         return xs[: len(xs) // 2], xs[len(xs) // 2 :]
+    """
+    if not isinstance(num_returns, int) or num_returns < 1:
+        raise ValueError(f"num_returns must be an int >= 1, got {num_returns!r}")
+
+    def mark(fn: F) -> F:
+        fn.__labcluster_num_returns__ = num_returns  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _methods(cls: type) -> dict[str, int]:
+    """Each public method of ``cls`` with its ``num_returns``."""
+    return {name: int(getattr(fn, "__labcluster_num_returns__", 1))
+            for name, fn in inspect.getmembers(cls, callable) if not name.startswith("__")}
 
 
 class ActorClass:
@@ -102,71 +129,62 @@ class ActorClass:
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         opts = self._options
-        client = current_client()
+        session = current_session()
+        session.require_extension("actors")
         what = f"actor {self._cls.__name__!r}"
-        if opts.name is not None:
-            existing = client.get_metadata([NAMES, opts.name], default=None)
-            if existing is not None and _state(client, existing["id"]).get("state") != "DEAD":
-                if opts.get_if_exists:
-                    return _handle_from(existing)
-                raise ValueError(f"an actor named {opts.name!r} already exists; use lc.get_actor({opts.name!r}), "
-                                 f"or pass get_if_exists=True")
         if self._payload is None:
             serialization.check_function(self._cls, what)
             self._payload = cloudpickle.dumps(self._cls)
         serialization.check_arguments(args, kwargs, what)
-        request = opts.request()
-        pin: list[str] | None = None
-        group = opts.in_group()
-        if group is None:
-            feasibility.check(client, request, what)
-        else:  # inside a bundle: its resources, on its worker (even for an actor that asks for none)
-            pg, index = group
-            placement = pg.wait_placed()
-            index = pg.bundle(index)
-            request = pg.request_in_bundle(request, index)
-            pin = [placement[index]]
-        actor_id = f"{_task_name(self._cls.__name__)}-{uuid.uuid4().hex[:16]}"
-        methods = tuple(n for n, _ in inspect.getmembers(self._cls, callable) if not n.startswith("__"))
-        client.set_metadata(metadata_key(actor_id), {"state": "PENDING", "class": self._cls.__name__,
-                                                     "name": opts.name, "resources": request,
-                                                     "max_restarts": opts.max_restarts})
-        with annotate(**{RETRY_ANNOTATION: opts.max_restarts}):
-            holder = client.submit(host_actor, actor_id, self._payload, args, kwargs, opts.max_concurrency,
-                                   self._cls.__name__, key=holder_key(actor_id), resources=request or None,
-                                   workers=pin, allow_other_workers=False, pure=False)
-        _HOLDERS[actor_id] = holder
+        actor_id = f"{task_name(self._cls.__name__)}-{uuid.uuid4().hex[:16]}"
+        holder = f"actor-{actor_id}"
+        methods = _methods(self._cls)
+        namespace = opts.namespace if opts.namespace is not None else session.namespace
+        entry = {"id": actor_id, "class": self._cls.__name__, "name": opts.name, "namespace": namespace,
+                 "methods": methods, "resources": opts.request(), "max_restarts": opts.max_restarts,
+                 "max_task_retries": opts.max_task_retries, "holder": holder, "lifetime": opts.lifetime}
+        answer = call(session.client, "actor_register", info=entry)
+        if answer["status"] == "exists":
+            if opts.get_if_exists:
+                return _handle_from(answer["actor"])
+            raise ValueError(f"an actor named {opts.name!r} already exists in namespace {namespace!r}; use "
+                             f"lc.get_actor({opts.name!r}), or pass get_if_exists=True")
+        try:
+            future = submit(session, host_actor, (actor_id, holder, self._payload, args, kwargs,
+                                                  opts.max_concurrency, self._cls.__name__),
+                            options=opts, what=what, key=holder, retries=opts.max_restarts, role=ROLE_ACTOR,
+                            pin_to_bundle=True)
+        except BaseException:
+            call(session.client, "actor_update", actor_id=actor_id,
+                 fields={"state": "DEAD", "error": "it could not be submitted"})
+            raise
+        session.part(Caller).holders[actor_id] = future
         if opts.lifetime == "detached":  # the scheduler keeps it after this driver disconnects
-            fire_and_forget(holder)
-        if opts.name is not None:
-            client.set_metadata([NAMES, opts.name], {"id": actor_id, "class": self._cls.__name__,
-                                                     "methods": list(methods),
-                                                     "max_task_retries": opts.max_task_retries})
+            fire_and_forget(future)
         return ActorHandle(actor_id, self._cls.__name__, methods, opts.max_task_retries)
 
 
 def _handle_from(entry: Mapping[str, Any]) -> ActorHandle:
-    return ActorHandle(entry["id"], entry["class"], tuple(entry["methods"]), int(entry.get("max_task_retries", 0)))
-
-
-def _state(client: Any, actor_id: str) -> dict[str, Any]:
-    return dict(client.get_metadata(metadata_key(actor_id), default=None) or {})
+    methods = entry["methods"]
+    if not isinstance(methods, dict):  # written by an older labcluster: a list of names
+        methods = dict.fromkeys(methods, 1)
+    return ActorHandle(entry["id"], entry["class"], dict(methods), int(entry.get("max_task_retries", 0)))
 
 
 class ActorHandle:
     """A reference to an actor: ``handle.method.remote(...)`` calls it. Picklable: pass it to tasks and actors."""
 
-    def __init__(self, actor_id: str, class_name: str, methods: tuple[str, ...], max_task_retries: int = 0) -> None:
+    def __init__(self, actor_id: str, class_name: str, methods: Mapping[str, int], max_task_retries: int = 0) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
-        self._methods = methods
+        self._methods = dict(methods)
         self._max_task_retries = max_task_retries
         self._key_prefixes: dict[str, str] = {}
 
     def _key_prefix(self, method: str) -> str:
         prefix = self._key_prefixes.get(method)
         if prefix is None:
-            prefix = self._key_prefixes[method] = _task_name(f"{self._class_name}_{method}")
+            prefix = self._key_prefixes[method] = task_name(f"{self._class_name}_{method}")
         return prefix
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -175,42 +193,67 @@ class ActorHandle:
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_") or name not in self._methods:
             raise AttributeError(f"actor {self._class_name} has no method {name!r}")
-        return ActorMethod(self, name)
+        return ActorMethod(self, name, self._methods[name])
 
     def __repr__(self) -> str:
         return f"ActorHandle({self._class_name}, {self._actor_id})"
 
-    def _repr_html_(self) -> str:
-        import html
+    def _state(self) -> dict[str, Any]:
+        try:
+            return dict(call(current_session(auto_init=False).client, "actor_get", actor_id=self._actor_id) or {})
+        except Exception:  # no session, or the cluster is gone: the repr still renders
+            return {}
 
-        return f"<code>{html.escape(repr(self))}</code>"
+    def _repr_html_(self) -> str:
+        state = self._state()
+        status = str(state.get("state", "unknown"))
+        color = {"ALIVE": "#2a7f2a", "DEAD": "#b00020"}.get(status, "#8a6d00")
+        where = f" on <code>{html.escape(str(state['worker']))}</code>" if state.get("worker") else ""
+        name = f" named <code>{html.escape(str(state['name']))}</code>" if state.get("name") else ""
+        error = (f"<br><span style='color:#b00020'>{html.escape(str(state['error']))}</span>"
+                 if state.get("error") else "")
+        restarts = state.get("restarts", 0)
+        methods = ", ".join(html.escape(m) for m in sorted(self._methods))
+        return (f"<div><strong>Actor</strong> {html.escape(self._class_name)}{name} "
+                f"<span style='color:{color}'>{html.escape(status)}</span>{where}"
+                f"<br>id <code>{html.escape(self._actor_id)}</code> &middot; restarts {restarts}"
+                f"/{state.get('max_restarts', 0)} &middot; methods: {methods}{error}</div>")
 
 
 class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
-    def __init__(self, handle: ActorHandle, name: str) -> None:
+    def __init__(self, handle: ActorHandle, name: str, num_returns: int = 1) -> None:
         self._handle = handle
         self._name = name
+        self._num_returns = num_returns
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(f"actor methods cannot be called directly. Instead of running 'object.{self._name}()', "
                         f"try 'object.{self._name}.remote()'.")
 
-    def remote(self, *args: Any, **kwargs: Any) -> ObjectRef:
+    def options(self, *, num_returns: int | None = None, **ignored: Any) -> ActorMethod:
+        """Ray's ``method.options(num_returns=...)`` for one call."""
+        return ActorMethod(self._handle, self._name, self._num_returns if num_returns is None else num_returns)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
-        client = current_client()
+        session = current_session()
         function = f"{h._class_name}.{self._name}"
         serialization.check_arguments(args, kwargs, f"actor method {function!r}")
+        client = session.client
         key = f"{h._key_prefix(self._name)}-{uuid.uuid4().hex}"
-        call = CallOutcome(client, key)
-        with _lock:
-            _PENDING[h._actor_id] = _PENDING.get(h._actor_id, 0) + 1
+        outcome = CallOutcome(client, key)
+        parts = [CallOutcome(client, f"{key}-{i}") for i in range(self._num_returns)] if self._num_returns > 1 else []
+        caller = session.part(Caller)
+        caller.started(h._actor_id)
         loop = client.loop
         assert loop is not None, "the client has no event loop (closed?)"
-        loop.add_callback(_call, client, h._actor_id, self._name, (args, kwargs), call, function,
+        loop.add_callback(_call, caller, h._actor_id, self._name, (args, kwargs), outcome, parts, function,
                           h._max_task_retries)
-        return ObjectRef(None, function, call=call)
+        if parts:
+            return [ObjectRef(None, function, call=p) for p in parts]
+        return ObjectRef(None, function, call=outcome)
 
 
 # -- the caller side of a call, on the client's event loop -----------------------------------------------
@@ -222,111 +265,126 @@ class _Route:
     next_seq: int = 0
 
 
-_ROUTES: dict[tuple[str, str], _Route] = {}
-_RESOLVING: dict[tuple[str, str], asyncio.Future[_Route]] = {}
-#: per (client, actor): the newest incarnation seen to die; a route must be newer than this
-_DEAD: dict[tuple[str, str], int] = {}
+class Caller:
+    """What a session keeps for the actors it created and calls: holder futures (an actor lives while its creator
+    holds it), where each actor lives, and the calls in flight."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.holders: dict[str, Future[Any]] = {}
+        self.routes: dict[str, _Route] = {}
+        self.resolving: dict[str, asyncio.Future[_Route]] = {}
+        #: per actor: the newest incarnation seen to die; a route must be newer than this
+        self.dead: dict[str, int] = {}
+        #: calls made from this session that have not finished yet, per actor
+        self.pending: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def started(self, actor_id: str) -> None:
+        with self.lock:
+            self.pending[actor_id] = self.pending.get(actor_id, 0) + 1
+
+    def finished(self, actor_id: str) -> None:
+        with self.lock:
+            left = self.pending.get(actor_id, 1) - 1
+            if left:
+                self.pending[actor_id] = left
+            else:
+                self.pending.pop(actor_id, None)
+
+    def forget_route(self, actor_id: str, route: _Route | None) -> None:
+        if route is not None:
+            self.dead[actor_id] = max(self.dead.get(actor_id, -1), route.incarnation)
+        current = self.routes.get(actor_id)
+        if current is not None and (route is None or current.incarnation <= route.incarnation):
+            self.routes.pop(actor_id, None)
+
+    def close(self) -> None:
+        self.holders.clear()
+        self.routes.clear()
+        self.resolving.clear()
+        self.dead.clear()
 
 
-def _forget_route(client: Any, actor_id: str, route: _Route | None) -> None:
-    k = (str(client.id), actor_id)
-    if route is not None:
-        _DEAD[k] = max(_DEAD.get(k, -1), route.incarnation)
-    current = _ROUTES.get(k)
-    if current is not None and (route is None or current.incarnation <= route.incarnation):
-        _ROUTES.pop(k, None)
-
-
-def forget_client(client: Any) -> None:
-    """Drop what this process keeps for ``client``'s actors (at ``lc.shutdown``): holder futures and routes."""
-    for actor_id, holder in list(_HOLDERS.items()):
-        if holder.client is client:
-            _HOLDERS.pop(actor_id, None)
-    cid = str(client.id)
-    for table in (_ROUTES, _DEAD, _RESOLVING):
-        for k in [k for k in table if k[0] == cid]:
-            table.pop(k, None)
-
-
-_lock = threading.Lock()
-#: calls made from this process that have not finished yet, per actor
-_PENDING: dict[str, int] = {}
-
-
-async def _route(client: Any, actor_id: str) -> _Route:
+async def _route(caller: Caller, actor_id: str) -> _Route:
     """Where the actor lives now; waits (bounded) for it to be constructed. Calls resume in FIFO order."""
-    k = (str(client.id), actor_id)
-    route = _ROUTES.get(k)
+    route = caller.routes.get(actor_id)
     if route is not None:
         return route
-    pending = _RESOLVING.get(k)
+    pending = caller.resolving.get(actor_id)
     if pending is None:
-        pending = _RESOLVING[k] = asyncio.ensure_future(_resolve(client, actor_id))
-        pending.add_done_callback(lambda _: _RESOLVING.pop(k, None))
+        pending = caller.resolving[actor_id] = asyncio.ensure_future(_resolve(caller, actor_id))
+        pending.add_done_callback(lambda _: caller.resolving.pop(actor_id, None))
     route = await asyncio.shield(pending)
-    _ROUTES.setdefault(k, route)
-    return _ROUTES[k]
+    caller.routes.setdefault(actor_id, route)
+    return caller.routes[actor_id]
 
 
-async def _resolve(client: Any, actor_id: str) -> _Route:
-    deadline = time.monotonic() + _START_TIMEOUT
-    delay = 0.005
-    dead = _DEAD.get((str(client.id), actor_id), -1)
+async def _resolve(caller: Caller, actor_id: str) -> _Route:
+    timeout = config.seconds("actors.start-timeout")
+    deadline = time.monotonic() + timeout
+    dead = caller.dead.get(actor_id, -1)
     while True:
-        state = await client.scheduler.get_metadata(keys=metadata_key(actor_id), default=None) or {}
+        left = deadline - time.monotonic()
+        state = await acall(caller.session.client, "actor_get", actor_id=actor_id, newer_than=dead,
+                            timeout=max(0.0, min(left, 5.0))) or {}
         if state.get("state") == "DEAD":
             raise ActorDiedError(actor_id, state.get("error") or "it was killed")
         if state.get("state") == "ALIVE" and int(state["incarnation"]) > dead:
             return _Route(state["address"], int(state["incarnation"]))
-        holder = _HOLDERS.get(actor_id)
-        if holder is not None and holder.status == "error":
-            # on the event loop Future.exception() is a coroutine: read the state it would return
-            cause = getattr(getattr(holder, "_state", None), "exception", None)
-            raise ActorDiedError(actor_id, f"its worker died and it has no restarts left ({cause})")
         if time.monotonic() > deadline:
-            raise ActorDiedError(actor_id, f"it did not start within {_START_TIMEOUT:g}s (no worker fits it?)")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
+            raise ActorDiedError(actor_id, f"it did not start within {timeout:g}s (no worker with room for it? "
+                                           f"labcluster.actors.start-timeout sets this bound)")
 
 
-async def _call(client: Any, actor_id: str, method: str, payload: Any, call: CallOutcome, function: str,
-                retries: int) -> None:
+async def _call(caller: Caller, actor_id: str, method: str, payload: Any, outcome: CallOutcome,
+                parts: list[CallOutcome], function: str, retries: int) -> None:
     try:
-        outcome = await _call_actor(client, actor_id, method, payload, call.key, function, retries)
+        result = await _call_actor(caller, actor_id, method, payload, outcome.key, function, retries)
     except Exception as e:  # never leave a ref pending forever
-        outcome = {"error": e}
-    with _lock:  # before the outcome: whoever wakes on it must see the call as finished
-        left = _PENDING.get(actor_id, 1) - 1
-        if left:
-            _PENDING[actor_id] = left
-        else:
-            _PENDING.pop(actor_id, None)
-    call.finish(**outcome)
+        result = {"error": e}
+    caller.finished(actor_id)  # before the outcome: whoever wakes on it must see the call as finished
+    outcome.finish(**result)
+    for i, part in enumerate(parts):
+        _split(caller, outcome, part, i)
 
 
-async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key: str, function: str,
+def _split(caller: Caller, whole: CallOutcome, part: CallOutcome, index: int) -> None:
+    """Item ``index`` of a call with ``num_returns > 1`` (``@lc.method(num_returns=...)``)."""
+    if whole.error is not None:
+        part.finish(error=whole.error)
+    elif whole.value is not None:
+        part.finish(value=(serialization.item(whole.value[0], index),))
+    else:  # a large result stayed on the actor's worker: split it there
+        assert whole.future is not None
+        part.finish(future=caller.session.client.submit(serialization.item, whole.future, index, key=part.key,
+                                                        pure=False))
+
+
+async def _call_actor(caller: Caller, actor_id: str, method: str, payload: Any, key: str, function: str,
                       retries: int) -> dict[str, Any]:
     """Send one call (resending after restarts, up to ``retries``); returns ``CallOutcome.finish``'s arguments."""
+    client = caller.session.client
     attempt = 0
     wire = to_serialize(payload) if payload != ((), {}) else None  # no arguments: nothing to pickle
     while True:
         route = None
         try:
-            route = await _route(client, actor_id)
+            route = await _route(caller, actor_id)
             seq = route.next_seq
             route.next_seq += 1
-            response = await client.rpc(route.address).labcluster_actor_call(
+            response = await worker_rpc(client, route.address).labcluster_actor_call(
                 actor=actor_id, method=method, payload=wire, key=key, caller=str(client.id),
                 seq=seq, function=function)
         except OSError as e:  # the worker is gone: the actor died with it; a restart makes a newer route
-            _forget_route(client, actor_id, route)
+            caller.forget_route(actor_id, route)
             if attempt < retries or retries == -1:
                 attempt += 1
                 continue
             return {"error": ActorDiedError(actor_id, f"its worker died during the call to {method} ({e}); "
                                                       f"pass max_task_retries= to resend calls after a restart")}
         if response["status"] == "missing":  # killed, or restarted elsewhere meanwhile
-            _forget_route(client, actor_id, route)
+            caller.forget_route(actor_id, route)
             if attempt < retries or retries == -1:
                 attempt += 1
                 continue
@@ -335,35 +393,60 @@ async def _call_actor(client: Any, actor_id: str, method: str, payload: Any, key
         return {"value": (response["value"],)}
     if response["status"] == "OK":  # a large result stayed on the worker: make it a key the caller holds
         future: Any = Future(key, client)
-        await client.scheduler.update_data(who_has={key: [route.address]}, nbytes={key: response["nbytes"]},
-                                           client=str(client.id))
-        future._state.finish(type=response.get("type"))
+        assert route is not None
+        await register_worker_data(client, key, route.address, int(response["nbytes"]))
         return {"future": future}
     if response["status"] == "error":
         return {"error": response["exception"]}
-    return {"error": ActorDiedError(actor_id, "it is no longer on the worker it was on (killed or restarted)")}
+    state = await acall(client, "actor_get", actor_id=actor_id) or {}
+    return {"error": ActorDiedError(actor_id, state.get("error") or "it is not running (killed, or it restarted "
+                                                                   "and calls in flight were not resent)")}
 
 
-def list_actors() -> list[dict[str, Any]]:
-    """Every actor the cluster knows: id, name, class, state (PENDING/ALIVE/DEAD), worker, restarts, resources,
-    and the calls this process made that have not finished (``pending_calls``)."""
-    client = current_client()
-    table = client.get_metadata([METADATA], default=None) or {}
-    out = []
-    for actor_id, st in sorted(table.items()):
-        out.append({"actor_id": actor_id, "name": st.get("name"), "class_name": st.get("class"),
-                    "state": st.get("state"), "worker": st.get("worker"), "address": st.get("address"),
-                    "pid": st.get("pid"), "restarts": st.get("restarts", 0), "resources": st.get("resources", {}),
-                    "pending_calls": _PENDING.get(actor_id, 0), "error": st.get("error")})
-    return out
+class ActorTable(Table):
+    """``lc.list_actors()``: one row per actor, as a table (``to_pandas()`` for every field)."""
+
+    columns = ("class", "name", "state", "worker", "restarts", "max_restarts", "resources", "pending_calls", "id",
+               "error")
+
+    def summary(self) -> str:
+        states: dict[str, int] = {}
+        for row in self:
+            states[row["state"]] = states.get(row["state"], 0) + 1
+        return f"{len(self)} actors; " + ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
+
+    def cell(self, row: dict[str, Any], column: str) -> str:
+        value = row.get(column)
+        if column == "resources" and isinstance(value, dict):
+            return ", ".join(f"{k}: {v:g}" for k, v in sorted(value.items())) or "-"
+        return "" if value is None else str(value)
 
 
-def get_actor(name: str) -> ActorHandle:
+def list_actors() -> ActorTable:
+    """Every actor the cluster knows: id, class, name, state, where it runs, restarts, resources, calls pending
+    from this process, and the error of a dead one. Renders as a table; ``.to_pandas()`` for analysis."""
+    session = current_session()
+    session.require_extension("actors")
+    pending = dict(session.part(Caller).pending)
+    rows = []
+    for entry in call(session.client, "actor_list") or []:
+        rows.append({"id": entry["id"], "class": entry.get("class"), "name": entry.get("name"),
+                     "namespace": entry.get("namespace"), "state": entry.get("state"), "worker": entry.get("worker"),
+                     "address": entry.get("address"), "pid": entry.get("pid"), "restarts": entry.get("restarts", 0),
+                     "max_restarts": entry.get("max_restarts", 0), "resources": entry.get("resources") or {},
+                     "pending_calls": pending.get(entry["id"], 0), "error": entry.get("error")})
+    return ActorTable(rows)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of the named actor (``Cls.options(name=...).remote()``); ValueError if there is none."""
-    client = current_client()
-    entry = client.get_metadata([NAMES, name], default=None)
-    if entry is None or _state(client, entry["id"]).get("state") == "DEAD":
-        raise ValueError(f"no actor named {name!r} exists; create it with Cls.options(name={name!r}).remote()")
+    session = current_session()
+    session.require_extension("actors")
+    namespace = namespace if namespace is not None else session.namespace
+    entry = call(session.client, "actor_lookup", name=name, namespace=namespace)
+    if entry is None:
+        raise ValueError(f"no actor named {name!r} exists in namespace {namespace!r}; create it with "
+                         f"Cls.options(name={name!r}).remote()")
     return _handle_from(entry)
 
 
@@ -375,19 +458,11 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"lc.kill() takes an ActorHandle, got {type(actor).__name__}")
-    client = current_client()
-    state = _state(client, actor._actor_id)
-    limit = int(state.get("max_restarts", 0))
-    restart = not no_restart and state.get("state") == "ALIVE" and (
-        limit == -1 or int(state.get("restarts", 0)) < limit)
-    if restart:
-        client.set_metadata(metadata_key(actor._actor_id), {**state, "state": "RESTARTING"})
-    else:
-        client.set_metadata(metadata_key(actor._actor_id), {**state, "state": "DEAD",
-                                                            "error": "it was killed (lc.kill)"})
-    Event(release_event(actor._actor_id), client=client).set()  # its holder returns (or restarts the actor)
-    _forget_route(client, actor._actor_id, None)
-    if not restart:
-        holder = _HOLDERS.pop(actor._actor_id, None)
+    session = current_session()
+    restarting = bool(call(session.client, "actor_kill", actor_id=actor._actor_id, restart=not no_restart))
+    caller = session.part(Caller)
+    caller.forget_route(actor._actor_id, None)
+    if not restarting:
+        holder = caller.holders.pop(actor._actor_id, None)
         if holder is not None:
             holder.release()

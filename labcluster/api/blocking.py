@@ -6,7 +6,7 @@ wait for its own children. Dask's ``secede()`` frees the thread but keeps the ta
 (worker_state_machine: a long-running task stays in the resource accounting), which would deadlock
 exactly that case. So, while blocked, we return the task's resources to the worker's pool on the
 worker's event loop -- before the secede event is handled, so its ``_ensure_computing`` can start
-the children -- and take them back after ``rejoin()``.
+the children -- and take them back after ``rejoin()`` (``dask_internals.lend_resources``).
 """
 
 from __future__ import annotations
@@ -16,34 +16,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from distributed import Event, get_worker, rejoin, secede
-from distributed.utils import thread_state  # type: ignore[attr-defined]  # not re-exported; the one the worker sets
+from distributed import get_worker, rejoin, secede
+
+from .. import config
+from ..dask_internals import lend_resources
+from ..scheduler.protocol import HELD, RELEASED
+from .calls import call
 
 _local = threading.local()
 
 
-def _restrictions(worker: Any, key: Any) -> dict[str, float]:
-    ts = worker.state.tasks.get(key)
-    return dict(ts.resource_restrictions) if ts is not None and ts.resource_restrictions else {}
-
-
-def _adjust(worker: Any, resources: dict[str, float], sign: int) -> None:
-    available = worker.state.available_resources
-    for name, amount in resources.items():
-        if name in available:
-            available[name] += sign * amount
+def current_task_key(worker: Any) -> Any:
+    """The key of the Dask task running in this thread, or None (an actor's thread, the driver)."""
+    try:
+        return worker.get_current_task()
+    except AttributeError:  # Dask keeps it in a thread-local only its task threads have
+        return None
 
 
 @contextmanager
 def blocked() -> Iterator[None]:
     """Context for a blocking wait; a no-op outside tasks and when already blocked."""
-    key = getattr(thread_state, "key", None)
-    if key is None or getattr(_local, "blocked", False):
+    try:
+        worker = get_worker()
+    except ValueError:
+        worker = None
+    key = current_task_key(worker) if worker is not None else None
+    if worker is None or key is None or getattr(_local, "blocked", False):
         yield
         return
-    worker = get_worker()
-    resources = _restrictions(worker, key)
-    worker.loop.add_callback(_adjust, worker, resources, +1)
+    worker.loop.add_callback(lend_resources, worker, key, +1)
     secede()
     _local.blocked = True
     try:
@@ -51,26 +53,23 @@ def blocked() -> Iterator[None]:
     finally:
         _local.blocked = False
         rejoin()
-        worker.loop.add_callback(_adjust, worker, resources, -1)
+        worker.loop.add_callback(lend_resources, worker, key, -1)
 
 
-def hold(event_name: str, owner_key: str) -> bool:
+def hold(client: Any, key: str) -> bool:
     """Inside a *holder* task (an actor, a placement-group bundle): free the thread but keep the task's resources
     (a seceded task keeps them in Dask's worker state) until :func:`wait_released` returns."""
     secede()
-    return wait_released(Event(event_name), owner_key)
+    return wait_released(client, key)
 
 
-def wait_released(released: Event, owner_key: str) -> bool:
-    """Wait until the Dask ``Event`` is set (returns True) or until no client holds ``owner_key`` any more: its
-    creator disconnected without releasing it (returns False). Detached holders stay held by ``fire_and_forget``."""
-    from distributed import get_client
-
-    from .. import config
-    from . import _on_scheduler
-
+def wait_released(client: Any, key: str) -> bool:
+    """Wait until the holder ``key`` is released (True) or abandoned: no client holds its owner key any more, its
+    creator disconnected without releasing it (False). Detached holders stay held by ``fire_and_forget``."""
     interval = config.seconds("owner-check-interval")
-    while not released.wait(timeout=interval):
-        if not get_client().run_on_scheduler(_on_scheduler.is_wanted, owner_key):
+    while True:
+        answer = call(client, "hold", key=key, timeout=interval)
+        if answer == RELEASED:
+            return True
+        if answer != HELD:
             return False
-    return True

@@ -20,11 +20,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from ..cluster import records
 from ..diagnostics.graph_svg import Node, layered_svg
-from .records import STATE_NAMES, duration
+from .calls import call
+from .history import STATE_NAMES, duration
 from .refs import ObjectRef
-from .session import current_client
+from .start import current_session
 
 _PALETTE = ("#9ecae1", "#a1d99b", "#fdd0a2", "#dadaeb", "#c7e9c0", "#fdae6b", "#bcbddc", "#9e9ac8", "#fc9272",
             "#d9d9d9")
@@ -226,7 +226,9 @@ def lineage(refs: ObjectRef | Sequence[ObjectRef], *, limit: int = 100_000) -> L
     for ref in items:  # an actor call's small result becomes a key only when a task needs it; its record exists
         if ref._call is not None:
             ref._call.done.wait()
-    result = current_client().run_on_scheduler(records.lineage, [r.key for r in items], limit)
+    session = current_session()
+    session.require_extension("lineage")
+    result = call(session.client, "lineage", keys=[r.key for r in items], limit=limit)
     if not result["enabled"]:
         raise RuntimeError("this scheduler keeps no task records: start it with `labcluster scheduler` or lc.init()")
     return LineageGraph([r.key for r in items], result["rows"], result["missing"], result["current"],

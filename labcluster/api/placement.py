@@ -1,44 +1,38 @@
 """Placement groups: reserve bundles of resources as a gang (all or none), with Ray's API.
 
-- ``lc.placement_group(bundles, strategy)`` asks the scheduler, in one atomic step on its event loop
-  (``_on_scheduler.place_group``), to place every bundle under the strategy, counting other groups'
-  reservations and live actors. A group that can never fit fails at once; one that cannot fit *now* stays
-  pending whole and is retried until it fits. No partial reservation is ever made. An actor created at the
-  same moment can still land where a bundle went (Dask routes by worker totals); bundles that have not
-  started after a second are checked, and the group is placed again if an actor took their room.
-- Once placed, one **holder task** per bundle runs pinned to its worker with the bundle's resources
-  (a seceded task keeps them, as actor holders do), so work outside the group cannot use them. It adds
+- ``lc.placement_group(bundles, strategy)`` asks the scheduler extension to place every bundle under the strategy,
+  in one atomic step (``labcluster_pg_place``), counting other groups' reservations and live actors. A group that
+  can never fit fails at once; one that cannot fit *now* stays pending whole, and its ``ready()`` task waits for
+  room. No partial reservation is ever made. An actor created at the same moment can still land where a bundle
+  went (Dask routes by worker totals); bundles that have not started after ``labcluster.placement.replan-after``
+  are checked, and the group is placed again if an actor took their room.
+- Once placed, one **holder task** per bundle (role ``bundle``) runs pinned to its worker with the bundle's
+  resources (a seceded task keeps them, as actor holders do), so work outside the group cannot use them. It adds
   the resources ``pg_<id>_<i>_<name>`` to its worker; tasks and actors placed in bundle ``i`` ask for those.
-- ``lc.remove_placement_group(pg)`` sets the Dask ``Event`` of the current placement attempt, which the
-  holders wait on; they give everything back. They also end when the driver that made the group is gone
-  (its ``ready()`` key is no longer held), unless the group was made with ``lifetime="detached"``.
+- ``lc.remove_placement_group(pg)`` releases the holders; they give everything back. They also end when the driver
+  that made the group is gone (its ``ready()`` key is no longer held), unless it was made with ``lifetime="detached"``.
 """
 
 from __future__ import annotations
 
+import html
 import itertools
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from distributed import Event, fire_and_forget, get_client, get_worker
-from distributed.utils import sync
+from dask.base import annotate
+from distributed import fire_and_forget, get_worker
 
-from ..cluster.held import ACTOR_HOLDER_PREFIX, BUNDLE_HOLDER_PREFIX
+from .. import config
 from ..exceptions import InfeasibleResourceError, PlacementGroupInfeasibleError
-from . import _on_scheduler
-from .blocking import blocked, hold
+from ..scheduler.placement import STRATEGIES, bundle_resource
+from ..scheduler.protocol import ROLE_BUNDLE, ROLE_GROUP, annotations_for
+from .blocking import blocked, current_task_key, hold
+from .calls import call
 from .objects import get, wait
 from .refs import ObjectRef
-from .session import current_client
-
-STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-_READY_METADATA = "labcluster-pgs"
-
-
-def bundle_resource(pg_id: str, index: int, name: str) -> str:
-    return f"pg_{pg_id}_{index}_{name}"
+from .start import current_session
 
 
 class PlacementGroup:
@@ -69,10 +63,14 @@ class PlacementGroup:
         ready, _ = wait([self._ready], timeout=timeout_seconds)
         return bool(ready) and self._ready.state == "finished"
 
+    def table(self) -> dict[str, Any]:
+        """This group's row of :func:`placement_group_table` (bundles, strategy, state, workers)."""
+        return dict(placement_group_table().get(self.id) or {"state": "REMOVED" if self._removed else "UNKNOWN"})
+
     def wait_placed(self) -> list[str]:
         """Block until the group is placed (once; later calls return at once); the worker of each bundle."""
         if self._placement is None and not self._removed and get(self._ready):
-            self._placement = list(placement_group_table()[self.id]["placement"])
+            self._placement = list(self.table()["placement"])
         if self._removed or self._placement is None:
             raise ValueError(f"placement group {self.id} was removed; create a new one to place work in")
         return self._placement
@@ -88,8 +86,7 @@ class PlacementGroup:
     def request_in_bundle(self, request: Mapping[str, float], index: int) -> dict[str, float]:
         """Turn a task's resource request into one for bundle ``index`` (a resolved index, see :meth:`bundle`)."""
         bundle = self.bundle_specs[index]
-        over = {k: v for k, v in request.items() if v > bundle.get(k, 0.0)}
-        if over:
+        if any(v > bundle.get(k, 0.0) + 1e-9 for k, v in request.items()):
             raise InfeasibleResourceError(f"a task in bundle {index} of placement group {self.id}", request,
                                           [(f"bundle {index}", bundle)])
         return {bundle_resource(self.id, index, k): v for k, v in request.items()}
@@ -97,6 +94,23 @@ class PlacementGroup:
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
         return f"PlacementGroup({self.id}{label}, {self.strategy}, bundles={self.bundle_specs})"
+
+    def _repr_html_(self) -> str:
+        try:
+            row = self.table()
+        except Exception:  # no session any more: the repr still renders
+            row = {}
+        state = str(row.get("state", "unknown"))
+        color = {"CREATED": "#2a7f2a", "REMOVED": "#555", "PENDING": "#8a6d00"}.get(state, "#555")
+        workers = list(row.get("workers") or [])
+        cells = "".join(
+            f"<tr><td>{i}</td><td>{html.escape(', '.join(f'{k}: {v:g}' for k, v in sorted(b.items())))}</td>"
+            f"<td>{html.escape(str(workers[i])) if i < len(workers) else '-'}</td></tr>"
+            for i, b in enumerate(self.bundle_specs))
+        name = f" <code>{html.escape(self.name)}</code>" if self.name else ""
+        return (f"<div><strong>PlacementGroup</strong>{name} {html.escape(self.strategy)} "
+                f"<span style='color:{color}'>{html.escape(state)}</span> &middot; id <code>{html.escape(self.id)}"
+                f"</code><table><tr><th>bundle</th><th>resources</th><th>worker</th></tr>{cells}</table></div>")
 
 
 def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PACK", name: str | None = None,
@@ -118,14 +132,17 @@ def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PAC
         if not isinstance(b, Mapping) or not b or any(not isinstance(v, (int, float)) or v <= 0 for v in b.values()):
             raise ValueError(f"bundle {i} must be a non-empty dict of positive amounts like {{'CPU': 1}}, got {b!r}")
         specs.append({str(k): float(v) for k, v in b.items()})
-    client = current_client()
+    session = current_session()
+    session.require_extension("placement groups")
     pg_id = uuid.uuid4().hex[:12]
-    status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, specs, strategy, name,
-                                  ACTOR_HOLDER_PREFIX)
+    status = call(session.client, "pg_place", pg_id=pg_id, bundles=specs, strategy=strategy, name=name,
+                  owner=_ready_key(pg_id))
     if status["status"] == "infeasible":
         workers = sorted(status["workers"].items())
         raise PlacementGroupInfeasibleError(strategy, specs, [(str(w), r) for w, r in workers])
-    ready = client.submit(_reserve, pg_id, specs, strategy, name, key=_ready_key(pg_id), pure=False)
+    key = _ready_key(pg_id)
+    with annotate(**annotations_for(role=ROLE_GROUP)):
+        ready = session.client.submit(_reserve, pg_id, specs, strategy, name, key=key, pure=False)
     if lifetime == "detached":  # the group outlives this driver: the scheduler keeps its key
         fire_and_forget(ready)
     return PlacementGroup(pg_id, specs, strategy, name, ObjectRef(ready, "placement_group"))
@@ -137,57 +154,47 @@ def _ready_key(pg_id: str) -> str:
 
 
 def _reserve(pg_id: str, bundles: list[dict[str, float]], strategy: str, name: str | None) -> bool:
-    """Runs as a task: (re)try the placement until it fits, start one holder per bundle, wait for them all.
+    """Runs as a task: place the group (waiting for room), start one holder per bundle, wait for them all.
 
     An actor created at the same moment can land where a bundle was just placed (Dask routes it by the
-    worker's totals). Bundles that have not started within ``_REPLAN_AFTER`` are checked: if an actor now
-    holds what they need, the attempt is released and the group placed again."""
-    client = get_client()
+    worker's totals). Bundles that have not started within ``labcluster.placement.replan-after`` are checked: if an
+    actor now holds what they need, the placement is undone and the group placed again."""
+    client = current_session().client
+    replan = config.seconds("placement.replan-after")
     with blocked():
         while True:
-            status = client.run_on_scheduler(_on_scheduler.place_group, pg_id, bundles, strategy, name,
-                                              ACTOR_HOLDER_PREFIX)
+            status = call(client, "pg_place", pg_id=pg_id, bundles=bundles, strategy=strategy, name=name, wait=5.0,
+                          owner=_ready_key(pg_id))
             if status["status"] == "removed":
                 return False
             if status["status"] != "placed":
-                time.sleep(0.1)
-                continue
+                continue  # pending (waited for room already), or the cluster shrank below it for now
             attempt = status["attempt"]
-            holders = [client.submit(_hold_bundle, pg_id, attempt, i, b, workers=[addr], allow_other_workers=False,
-                                     key=f"{BUNDLE_HOLDER_PREFIX}{pg_id}-{i}-{attempt}", resources=b, pure=False)
-                       for i, (addr, b) in enumerate(zip(status["placement"], bundles, strict=True))]
+            with annotate(**annotations_for(role=ROLE_BUNDLE, owner=_ready_key(pg_id))):
+                holders = [client.submit(_hold_bundle, pg_id, attempt, i, b, workers=[addr], allow_other_workers=False,
+                                         key=f"placement_group_bundle-{pg_id}-{i}-{attempt}", resources=b, pure=False)
+                           for i, (addr, b) in enumerate(zip(status["placement"], bundles, strict=True))]
             fire_and_forget(holders)
-            check = time.monotonic() + _REPLAN_AFTER
-            while not all(client.get_metadata([_READY_METADATA, pg_id, str(i)], default=None) == attempt
-                          for i in range(len(bundles))):
-                time.sleep(0.02)
-                if time.monotonic() > check:
-                    check = time.monotonic() + _REPLAN_AFTER
-                    if client.run_on_scheduler(_on_scheduler.unplace_if_blocked, pg_id, ACTOR_HOLDER_PREFIX):
-                        client.cancel(holders)
-                        Event(_release_event(pg_id, attempt), client=client).set()
-                        break
+            while not call(client, "pg_wait_started", pg_id=pg_id, attempt=attempt, timeout=replan):
+                if call(client, "pg_unplace", pg_id=pg_id):
+                    client.cancel(holders)
+                    break
             else:
                 return True
-
-
-_REPLAN_AFTER = 1.0
-
-
-def _release_event(pg_id: str, attempt: int) -> str:
-    return f"labcluster-pg-{pg_id}-{attempt}"
 
 
 def _hold_bundle(pg_id: str, attempt: int, index: int, bundle: dict[str, float]) -> str:
     """Runs as a task on the bundle's worker: hold its resources and expose them as pg_<id>_<i>_* until removed."""
     worker = get_worker()
+    client = worker.client
+    key = str(current_task_key(worker))
     names = {bundle_resource(pg_id, index, k): v for k, v in bundle.items()}
-    sync(worker.loop, worker.set_resources, **names)
-    get_client().set_metadata([_READY_METADATA, pg_id, str(index)], attempt)
+    client.sync(worker.set_resources, **names)
+    call(client, "pg_started", pg_id=pg_id, index=index, attempt=attempt)
     # the thread is free for the group's tasks; the bundle's resources stay held
-    if not hold(_release_event(pg_id, attempt), _ready_key(pg_id)):  # its driver disconnected without removing it
-        get_client().run_on_scheduler(_on_scheduler.remove_group, pg_id)
-    sync(worker.loop, worker.set_resources, **dict.fromkeys(names, 0.0))
+    if not hold(client, key):  # its driver disconnected without removing it
+        call(client, "pg_remove", pg_id=pg_id)
+    client.sync(worker.set_resources, **dict.fromkeys(names, 0.0))
     return "released"
 
 
@@ -195,13 +202,29 @@ def remove_placement_group(pg: PlacementGroup) -> None:
     """Release the group's reservation; tasks still running in it finish, new ones cannot be placed."""
     if not isinstance(pg, PlacementGroup):
         raise TypeError(f"lc.remove_placement_group() takes a PlacementGroup, got {type(pg).__name__}")
-    client = current_client()
     pg._removed = True
-    attempt = client.run_on_scheduler(_on_scheduler.remove_group, pg.id)
-    if attempt is not None:
-        Event(_release_event(pg.id, attempt), client=client).set()
+    call(current_session().client, "pg_remove", pg_id=pg.id)
 
 
-def placement_group_table() -> dict[str, dict[str, Any]]:
-    """Every group: bundles, strategy, name, state (PENDING / CREATED / REMOVED) and the workers it is on."""
-    return dict(current_client().run_on_scheduler(_on_scheduler.group_table))
+def placement_group_table(pg: PlacementGroup | None = None) -> dict[str, Any]:
+    """Every group (or just ``pg``): bundles, strategy, name, state (PENDING / CREATED / REMOVED), its workers."""
+    session = current_session()
+    session.require_extension("placement groups")
+    table = dict(call(session.client, "pg_table"))
+    if pg is not None:
+        return dict(table.get(pg.id) or {})
+    return table
+
+
+def get_placement_group(name: str) -> PlacementGroup:
+    """The placement group named ``name`` (``lc.placement_group(..., name=...)``), as Ray's
+    ``ray.util.get_placement_group``; ValueError if there is none."""
+    session = current_session()
+    session.require_extension("placement groups")
+    pg_id = call(session.client, "pg_lookup", name=name)
+    if pg_id is None:
+        raise ValueError(f"no placement group named {name!r} exists; create one with "
+                         f"lc.placement_group(bundles, name={name!r})")
+    entry = placement_group_table()[pg_id]
+    ready = ObjectRef.from_key(_ready_key(pg_id), "placement_group")
+    return PlacementGroup(pg_id, [dict(b) for b in entry["bundles"]], entry["strategy"], name, ready)

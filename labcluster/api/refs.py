@@ -15,12 +15,26 @@ from typing import Any
 
 from distributed import Future
 
+from ..dask_internals import desire_keys
+from ..exceptions import ObjectLostError
+from . import fetching
+from .serialization import box
+from .session import current_worker, driver_session, worker_or_driver_session
+
 
 def _rebuild(key: str, function: str | None) -> ObjectRef:
-    # Unpickling happens on the worker's event loop while it decodes the task, where no client may be
-    # made (that would block the loop); the ref binds to a client on first use, in the task's thread.
+    """A ref arriving in this process (inside a result or an argument).
+
+    In the driver it binds to the session's client at once, before the object that carried it can be released
+    (Ray's borrowing, for its most common case: a task returns a ref to an object it put). On a worker, unpickling
+    happens on the event loop while it decodes the task, where no client may be made (that would block the loop):
+    the ref binds on first use, in the task's thread, and the sender keeps the object alive until the task starts.
+    """
     ref = ObjectRef.__new__(ObjectRef)
     ref._future, ref._key, ref._function, ref._call = None, key, function, None
+    session = driver_session()
+    if session is not None and not session.closed and current_worker() is None:
+        ref._bind(session.client)
     return ref
 
 
@@ -80,7 +94,7 @@ class CallOutcome:
         with self._lock:
             if self.future is None:
                 assert self.value is not None
-                self.future = self.client.scatter({self.key: self.value[0]}, hash=False)[self.key]
+                self.future = self.client.scatter({self.key: box(self.value[0])}, hash=False)[self.key]
             return self.future
 
 
@@ -102,6 +116,11 @@ class ObjectRef:
         self._key = str(future.key) if future is not None else call.key if call is not None else ""
         self._function = function
 
+    @staticmethod
+    def from_key(key: str, function: str | None = None) -> ObjectRef:
+        """A ref to an existing object by its key (``ref.hex()``), held by this process's session."""
+        return _rebuild(key, function)
+
     def done(self) -> bool:
         """Whether the object is ready (computed, failed, cancelled or lost)."""
         if self._call is not None and self._call.future is None:
@@ -112,6 +131,18 @@ class ObjectRef:
     def client(self) -> Any:
         """The Dask client this ref belongs to."""
         return self._call.client if self._call is not None else self.future.client
+
+    @property
+    def bound(self) -> bool:
+        """Whether the ref holds its object through a client yet (refs that arrive on a worker bind on first use)."""
+        return self._call is not None or self._future is not None
+
+    def _bind(self, client: Any) -> Future[Any]:
+        future: Future[Any] = Future(self._key, client)
+        # a bare Future never hears about its key: tell the scheduler this client holds it, so it reports it
+        desire_keys(client, [self._key])
+        self._future = future
+        return future
 
     @property
     def key(self) -> str:
@@ -128,13 +159,11 @@ class ObjectRef:
         if self._call is not None:
             return self._call.as_key()
         if self._future is None:
-            from distributed import get_client
-
-            client = get_client()
-            self._future = Future(self._key, client)
-            # A bare Future never hears about its key; this is how Dask itself subscribes a client to
-            # a key it did not submit (fire_and_forget, reconnects): the scheduler then reports it.
-            client._send_to_scheduler({"op": "client-desires-keys", "keys": [self._key]})
+            session = worker_or_driver_session()
+            if session is None or session.closed:
+                raise ObjectLostError(self._key, "it arrived here after the session that made it was shut down",
+                                      "objects do not outlive their session: compute it again in the new one")
+            return self._bind(session.client)
         return self._future
 
     @property
@@ -170,10 +199,16 @@ class ObjectRef:
         return (_rebuild, (self.key, self._function))
 
     def __await__(self) -> Generator[Any, None, Any]:
-        from .objects import get
-
+        """``await ref`` in any event loop: ``lc.get(ref)`` in a thread, so that loop keeps running."""
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(None, get, self).__await__()
+        return loop.run_in_executor(None, self._get).__await__()
+
+    def _get(self) -> Any:
+        session = worker_or_driver_session()
+        if session is None:
+            raise ObjectLostError(self._key, "its session was shut down (lc.shutdown), which frees every object it "
+                                             "made", "objects do not outlive their session: compute it again")
+        return fetching.values(session, [self], None)[0]
 
     def __repr__(self) -> str:
         fn = f", function={self._function}" if self._function else ""

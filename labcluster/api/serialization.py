@@ -1,7 +1,18 @@
-"""Fail at ``.remote()`` -- not later on a worker -- when a function or argument cannot be pickled.
+"""How values travel: checked at ``.remote()``, and sent as one object.
 
-Arguments are checked with pickle protocol 5 and an out-of-band buffer callback, so numpy arrays and
-pandas frames are not copied: the check costs microseconds, not a second copy of the data.
+- **Fail at ``.remote()``**, not later on a worker, when a function or argument cannot be pickled. Arguments are
+  checked with pickle protocol 5 and an out-of-band buffer callback, so numpy arrays and pandas frames are not
+  copied: the check costs microseconds, not a second copy of the data. It also measures each argument, so the
+  large ones can travel as objects rather than inside the task graph (``labcluster.inline-argument-bytes``).
+- **One object, not one per element.** distributed serialises a Python list, tuple, dict or set element by
+  element (400,000 ints: 19 s to scatter, 34 s to fetch, where ``pickle`` takes 0.01 s). A put object, a task's
+  result and an actor call's result of those types travel in a :class:`Box`: pickled as one object, with numpy
+  buffers still out of band. ``lc.get`` and task arguments unwrap it; ``ref.future.result()`` (raw Dask) shows it.
+
+>>> unbox(box([1, 2, 3]))
+[1, 2, 3]
+>>> box(7)
+7
 """
 
 from __future__ import annotations
@@ -11,19 +22,59 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import cloudpickle
+from dask.sizeof import sizeof
 
 from ..exceptions import SerializationError
 
+#: the types distributed would serialise element by element
+COLLECTIONS = (list, tuple, dict, set, frozenset)
 
-def _dumps(obj: Any) -> None:
+
+class Box:
+    """A collection that travels as one pickled object (see the module docstring)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Box, (self.value,))
+
+    def __repr__(self) -> str:
+        return f"Box({type(self.value).__name__} of {len(self.value)})"
+
+
+@sizeof.register(Box)  # type: ignore[untyped-decorator]
+def _sizeof_box(b: Box) -> int:  # the scheduler's memory accounting sees the contents, not the wrapper
+    return int(sizeof(b.value))
+
+
+def box(value: Any) -> Any:
+    """``value`` in a :class:`Box` when it is a collection distributed would split up; else as it is."""
+    return Box(value) if type(value) in COLLECTIONS else value
+
+
+def unbox(value: Any) -> Any:
+    return value.value if type(value) is Box else value
+
+
+def item(boxed: Any, index: int) -> Any:
+    """Element ``index`` of a (boxed) sequence, boxed again: a task with ``num_returns > 1`` splits its result so."""
+    return box(unbox(boxed)[index])
+
+
+def _size(obj: Any) -> int:
+    """Bytes ``obj`` pickles to, out-of-band buffers included (raises what pickling raises)."""
     buffers: list[Any] = []
-    cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return len(data) + sum(memoryview(b).nbytes for b in buffers)
 
 
 def check_function(fn: Callable[..., Any], what: str) -> None:
     """Raise SerializationError naming the captured variable that cannot be pickled."""
     try:
-        _dumps(fn)
+        _size(fn)
         return
     except Exception as e:
         reason = f"{type(e).__name__}: {e}"
@@ -35,7 +86,7 @@ def check_function(fn: Callable[..., Any], what: str) -> None:
     for kind, names in (("closure variable", captured.nonlocals), ("global", captured.globals)):
         for name, value in names.items():
             try:
-                _dumps(value)
+                _size(value)
             except Exception as e:
                 culprit = f"the {kind} {name!r} ({type(value).__name__}) used by {getattr(fn, '__qualname__', fn)!r}"
                 reason = f"{type(e).__name__}: {e}"
@@ -43,15 +94,22 @@ def check_function(fn: Callable[..., Any], what: str) -> None:
     raise SerializationError(what, culprit, reason)
 
 
-def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any], what: str, name_arguments: bool = True) -> None:
-    """Raise SerializationError naming the first argument (or, without ``name_arguments``, the value's type)
-    that cannot be pickled."""
-    for label, value in [*((f"argument {i}", a) for i, a in enumerate(args)),
-                         *((f"keyword argument {k!r}", v) for k, v in kwargs.items())]:
-        if isinstance(value, (int, float, str, bytes, bool, type(None))):
+_SMALL = (int, float, str, bytes, bool, type(None))
+
+
+def check_arguments(args: Sequence[Any], kwargs: Mapping[str, Any], what: str,
+                    name_arguments: bool = True) -> dict[int | str, int]:
+    """Raise SerializationError naming the first argument (or, without ``name_arguments``, the value's type) that
+    cannot be pickled; returns the pickled size of each argument that is not a small scalar (by position or name)."""
+    sizes: dict[int | str, int] = {}
+    labelled: list[tuple[int | str, str, Any]] = [(i, f"argument {i}", a) for i, a in enumerate(args)]
+    labelled += [(k, f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for where, label, value in labelled:
+        if isinstance(value, _SMALL) and not (isinstance(value, (str, bytes)) and len(value) > 4096):
             continue
         try:
-            _dumps(value)
+            sizes[where] = _size(value)
         except Exception as e:
             culprit = f"{label} ({type(value).__name__})" if name_arguments else type(value).__name__
             raise SerializationError(what, culprit, f"{type(e).__name__}: {e}") from None
+    return sizes

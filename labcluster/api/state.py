@@ -10,13 +10,13 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed import get_worker
-from distributed.utils import thread_state  # type: ignore[attr-defined]  # not re-exported; the one the worker sets
-
-from ..cluster.groups import WORKER_INFO_KEY
 from ..cluster.info import WorkerInfo, total_resources, workers_from_info
-from . import _on_scheduler
-from .session import current_client, current_session, in_task
+from ..dask_internals import free_resources, task_resources
+from ..scheduler.protocol import WORKER_INFO
+from .actor_host import current_actor
+from .blocking import current_task_key
+from .session import current_worker
+from .start import current_client, current_session
 
 
 def _workers() -> list[WorkerInfo]:
@@ -36,12 +36,17 @@ def available_resources() -> dict[str, float]:
     """Resources not held by running tasks right now (resources with nothing free are left out, as Ray does)."""
     client = current_client()
     workers = workers_from_info(client.scheduler_info(n_workers=-1))
-    free = client.run(_on_scheduler.worker_available_resources)
+    free = client.run(_free_on_worker)
     out: dict[str, float] = {"memory": float(sum(w.memory_limit for w in workers))}
     for per_worker in free.values():
         for k, v in per_worker.items():
             out[k] = out.get(k, 0.0) + max(float(v), 0.0)
     return {k: v for k, v in out.items() if v > 1e-9}
+
+
+def _free_on_worker(dask_worker: Any) -> dict[str, float]:
+    """Run on each worker (``Client.run``): what its state machine has free, which is what gates tasks."""
+    return free_resources(dask_worker)
 
 
 def nodes() -> list[dict[str, Any]]:
@@ -63,17 +68,17 @@ def nodes() -> list[dict[str, Any]]:
     ]
 
 
-def _worker_description() -> dict[str, Any]:
-    worker = get_worker()
-    describe = worker.metrics.get(WORKER_INFO_KEY)
+def _worker_description(worker: Any) -> dict[str, Any]:
+    describe = worker.metrics.get(WORKER_INFO)
     return dict(describe(worker)) if describe else {}
 
 
 def get_gpu_ids() -> list[int]:
     """GPU ids given to the calling task's worker (simulated ids on simulated GPUs); ``[]`` on the driver."""
-    if not in_task():
+    worker = current_worker()
+    if worker is None:
         return []
-    return list(_worker_description().get("gpu_ids", []))
+    return list(_worker_description(worker).get("gpu_ids", []))
 
 
 @dataclass(frozen=True)
@@ -115,14 +120,11 @@ class RuntimeContext:
 
 def get_runtime_context() -> RuntimeContext:
     """The calling task's ids (task key, worker, node = worker address), or the driver's."""
-    if in_task():
-        worker = get_worker()
-        key = getattr(thread_state, "key", None)
-        ts = worker.state.tasks.get(key) if key is not None else None
-        assigned = dict(ts.resource_restrictions or {}) if ts is not None else {}
-        desc = _worker_description()
-        from .actor_host import current_actor
-
+    worker = current_worker()
+    if worker is not None:
+        key = current_task_key(worker)
+        assigned = task_resources(worker, key)
+        desc = _worker_description(worker)
         return RuntimeContext(job_id=None, node_id=str(worker.address), worker_id=str(worker.id),
                               task_id=None if key is None else str(key), assigned_resources=assigned,
                               gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get())

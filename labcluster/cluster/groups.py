@@ -15,6 +15,7 @@ never shares it with another task.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -22,16 +23,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from dask.system import CPU_COUNT
 from distributed import Nanny, Worker
 
+from .. import config
 from ..diagnostics import nvml
-from .tuning import StreamTuning
+from ..scheduler.protocol import WORKER_INFO
 from .worker_plugin import LabclusterWorkerPlugin
 
 GPUMode = Literal["nvml", "simulated", "none"]
 
-#: key under which each worker reports :func:`describe_worker` in the scheduler's worker metrics
-WORKER_INFO_KEY = "labcluster"
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,7 @@ def pin_gpus(groups: Sequence[WorkerGroup], probe: nvml.ProbeResult) -> list[Wor
 
 
 def _replace(g: WorkerGroup, **changes: Any) -> WorkerGroup:
-    from dataclasses import replace
-
-    return replace(g, **changes)
+    return dataclasses.replace(g, **changes)
 
 
 def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list[int],
@@ -145,7 +144,7 @@ def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list
 
 
 def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True,
-                   prefix: str = "", streams: StreamTuning | None = None) -> dict[str, Any]:
+                   prefix: str = "", stream_interval: float | None = None) -> dict[str, Any]:
     """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group`` (named ``<prefix><group>-<i>``)."""
     env = dict(group.env)
     gpu_ids: list[int] = []
@@ -165,8 +164,8 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
         "resources": {"CPU": group.nthreads, **group.resources},
         "memory_limit": group.memory_limit,
         "host": host,
-        "metrics": {WORKER_INFO_KEY: metric},
-        "plugins": (LabclusterWorkerPlugin(streams),),
+        "metrics": {WORKER_INFO: metric},
+        "plugins": (LabclusterWorkerPlugin(stream_interval),),
     }
     if processes:
         options["env"] = env
@@ -179,7 +178,7 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
 
 
 def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes: bool = True,
-               prefix: str = "", streams: StreamTuning | None = None) -> dict[str, dict[str, Any]]:
+               prefix: str = "", stream_interval: float | None = None) -> dict[str, dict[str, Any]]:
     """Turn worker groups into a ``SpecCluster`` worker spec ``{name: {"cls", "options"}}``.
 
     ``prefix`` keeps worker names unique when several machines run the same groups.
@@ -191,6 +190,47 @@ def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes
     spec = {}
     for g in groups:
         for i in range(g.n):
-            opts = worker_options(g, i, host, processes, prefix, streams)
+            opts = worker_options(g, i, host, processes, prefix, stream_interval)
             spec[opts["name"]] = {"cls": cls, "options": opts}
     return spec
+
+
+def default_groups(
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    resources: Mapping[str, float] | None = None,
+    simulate_gpus: int | None = None,
+    probe: nvml.ProbeResult | None = None,
+) -> list[WorkerGroup]:
+    """The worker groups ``lc.init()`` starts, Ray's ``init`` keywords included.
+
+    - one CPU worker with ``num_cpus`` threads (default: this machine's cores) and the custom
+      ``resources`` -- one Dask worker plays the part of one Ray node;
+    - one GPU worker per GPU: the real ones NVML finds (each pinned by UUID) or, with
+      ``simulate_gpus=N``, N simulated ones. ``num_gpus=N`` asks for N GPU workers: real devices first,
+      simulated ones for the rest (Ray also advertises ``num_gpus`` slots that do not exist).
+
+    >>> [g.name for g in default_groups(num_cpus=2, simulate_gpus=1)]
+    ['cpu', 'gpu']
+    """
+    probe = probe if probe is not None else nvml.probe()
+    cpus = int(num_cpus) if num_cpus is not None else CPU_COUNT
+    if cpus < 1:
+        raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
+    gpu_cpus = int(config.get("local.gpu-worker-cpus"))
+    groups = [WorkerGroup("cpu", n=1, nthreads=cpus, resources=dict(resources or {}))]
+    if simulate_gpus is not None or (probe.count == 0 and num_gpus is None):
+        n_sim = int(simulate_gpus if simulate_gpus is not None else config.get("simulate-gpus"))
+        if num_gpus is not None and n_sim != num_gpus:
+            raise ValueError(f"num_gpus={num_gpus} and simulate_gpus={n_sim} disagree; pass one of them")
+        if n_sim:
+            groups.append(WorkerGroup("gpu", n=n_sim, nthreads=gpu_cpus, resources={"GPU": 1}, simulated=True))
+        return groups
+    wanted = probe.count if num_gpus is None else int(num_gpus)
+    real = min(wanted, probe.count)
+    if real:
+        groups.append(WorkerGroup("gpu", n=real, nthreads=gpu_cpus, resources={"GPU": 1}, simulated=False))
+    if wanted > real:
+        groups.append(WorkerGroup("gpu-sim", n=wanted - real, nthreads=gpu_cpus, resources={"GPU": 1},
+                                  simulated=True))
+    return groups

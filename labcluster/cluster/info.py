@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .groups import WORKER_INFO_KEY
+from ..scheduler.protocol import WORKER_INFO
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def workers_from_info(info: Mapping[str, Any]) -> list[WorkerInfo]:
     """Turn ``Client.scheduler_info()`` into :class:`WorkerInfo` records, sorted by name."""
     out = []
     for addr, w in info.get("workers", {}).items():
-        desc = (w.get("metrics") or {}).get(WORKER_INFO_KEY) or {}
+        desc = (w.get("metrics") or {}).get(WORKER_INFO) or {}
         out.append(
             WorkerInfo(
                 address=addr,

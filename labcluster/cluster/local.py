@@ -2,81 +2,30 @@
 
 No lifecycle code of our own: ``SpecCluster`` starts, watches and closes the Nannies; labcluster only
 decides the spec (:func:`default_groups`) and the Dask settings local clusters run with
-(``labcluster.local.dask-config`` in ``labcluster.yaml``).
+(``labcluster.local.dask-config`` in ``labcluster.yaml``); ``groups.default_groups`` decides the groups.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from dask.system import CPU_COUNT
-from distributed import Scheduler, SchedulerPlugin, SpecCluster
+from distributed import Scheduler, SpecCluster
 
 from .. import config
 from ..diagnostics import nvml
+from ..scheduler.extension import LabclusterSchedulerPlugin
 from .groups import WorkerGroup, build_spec, pin_gpus
-from .held import SpillPlugin
-from .records import records_plugins
-from .retries import RetryLimitPlugin
 from .scheduler_process import SchedulerProcess
-from .tuning import StreamsSchedulerPlugin, StreamTuning
+from .tuning import local_interval
 
 logger = logging.getLogger(__name__)
-
-
-def default_groups(
-    num_cpus: int | None = None,
-    num_gpus: int | None = None,
-    resources: Mapping[str, float] | None = None,
-    simulate_gpus: int | None = None,
-    probe: nvml.ProbeResult | None = None,
-) -> list[WorkerGroup]:
-    """The worker groups ``lc.init()`` starts, Ray's ``init`` keywords included.
-
-    - one CPU worker with ``num_cpus`` threads (default: this machine's cores) and the custom
-      ``resources`` -- one Dask worker plays the part of one Ray node;
-    - one GPU worker per GPU: the real ones NVML finds (each pinned by UUID) or, with
-      ``simulate_gpus=N``, N simulated ones. ``num_gpus=N`` asks for N GPU workers: real devices first,
-      simulated ones for the rest (Ray also advertises ``num_gpus`` slots that do not exist).
-
-    >>> [g.name for g in default_groups(num_cpus=2, simulate_gpus=1)]
-    ['cpu', 'gpu']
-    """
-    probe = probe if probe is not None else nvml.probe()
-    cpus = int(num_cpus) if num_cpus is not None else CPU_COUNT
-    if cpus < 1:
-        raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
-    gpu_cpus = int(config.get("local.gpu-worker-cpus"))
-    groups = [WorkerGroup("cpu", n=1, nthreads=cpus, resources=dict(resources or {}))]
-    if simulate_gpus is not None or (probe.count == 0 and num_gpus is None):
-        n_sim = int(simulate_gpus if simulate_gpus is not None else config.get("simulate-gpus"))
-        if num_gpus is not None and n_sim != num_gpus:
-            raise ValueError(f"num_gpus={num_gpus} and simulate_gpus={n_sim} disagree; pass one of them")
-        if n_sim:
-            groups.append(WorkerGroup("gpu", n=n_sim, nthreads=gpu_cpus, resources={"GPU": 1}, simulated=True))
-        return groups
-    wanted = probe.count if num_gpus is None else int(num_gpus)
-    real = min(wanted, probe.count)
-    if real:
-        groups.append(WorkerGroup("gpu", n=real, nthreads=gpu_cpus, resources={"GPU": 1}, simulated=False))
-    if wanted > real:
-        groups.append(WorkerGroup("gpu-sim", n=wanted - real, nthreads=gpu_cpus, resources={"GPU": 1},
-                                  simulated=True))
-    return groups
 
 
 def local_dask_config() -> dict[str, Any]:
     """The Dask settings a local labcluster cluster runs with (see ``labcluster.yaml`` for why)."""
     return dict(config.get("local.dask-config") or {})
-
-
-def labcluster_plugins(streams: StreamTuning) -> list[SchedulerPlugin]:
-    """The plugins of every scheduler labcluster starts (local clusters and ``labcluster scheduler``): stream
-    settings, per-task max_retries for worker deaths, spilling tasks stuck behind holders, and task records."""
-    return [StreamsSchedulerPlugin(streams), RetryLimitPlugin(int(config.get("max-retries"))),
-            SpillPlugin(config.seconds("spill-interval")), *records_plugins()]
 
 
 def start_local_cluster(
@@ -98,8 +47,8 @@ def start_local_cluster(
     dashboard_address = (dashboard_address or config.get("local.dashboard-address")) if include_dashboard else None
     if any(g.gpus_per_worker and g.simulated is not True for g in groups):
         groups = pin_gpus(groups, probe if probe is not None else nvml.probe())
-    streams = StreamTuning.configured(local=True)
-    spec = build_spec(groups, host=host, processes=bool(processes), streams=streams)
+    interval = local_interval()
+    spec = build_spec(groups, host=host, processes=bool(processes), stream_interval=interval)
     scheduler: dict[str, Any]
     if processes and config.get("local.scheduler-process"):
         scheduler = {"cls": SchedulerProcess, "options": {"host": host, "dashboard_address": dashboard_address}}
@@ -115,7 +64,8 @@ def start_local_cluster(
             options = {"host": [host, None], "port": [0, None], "protocol": ["tcp://", "inproc://"]}
         scheduler = {"cls": Scheduler, "options": {**options, "dashboard_address": dashboard_address,
                                                    "dashboard": include_dashboard,
-                                                   "plugins": labcluster_plugins(streams)}}
+                                                   "plugins": [LabclusterSchedulerPlugin.configured(
+                                                       retries=True, stream_interval=interval)]}}
     logger.info("starting local cluster with groups %s", list(groups))
     return SpecCluster(workers=spec, scheduler=scheduler, name="labcluster",
                        silence_logs=logging.WARNING)

@@ -15,11 +15,13 @@ from typing import Any
 
 from distributed import Nanny, Scheduler
 
+from .. import config
 from ..diagnostics import nvml
-from .groups import WorkerGroup, build_spec, pin_gpus
-from .local import default_groups, labcluster_plugins
-from .scheduler_process import ADDRESS_LINE
-from .tuning import StreamTuning
+from ..scheduler.extension import LabclusterSchedulerPlugin
+from .groups import WorkerGroup, build_spec, default_groups, pin_gpus
+
+#: the line a labcluster scheduler prints first, followed by its address (``SchedulerProcess`` reads it)
+ADDRESS_LINE = "labcluster scheduler at "
 
 
 def parse_gpus(spec: str, probe: nvml.ProbeResult) -> tuple[int | None, int | None]:
@@ -73,19 +75,17 @@ async def _parent_gone(parent_pid: int, interval: float = 1.0) -> None:
         await asyncio.sleep(interval)
 
 
-async def run_scheduler(host: str, port: int, dashboard_address: str | None, streams: StreamTuning | None = None,
+async def run_scheduler(host: str, port: int, dashboard_address: str | None, stream_interval: float | None = None,
                         parent_pid: int | None = None) -> None:
-    """Run a scheduler with labcluster's plugins until stopped (see :func:`_until_stopped`).
+    """Run a scheduler with labcluster's extension until stopped (see :func:`_until_stopped`).
 
-    ``streams``: the stream settings (default: a remote cluster's, which keep Dask's batching interval).
+    ``stream_interval``: the batching interval of its streams (None keeps Dask's, right for a remote cluster).
     """
-    from .. import config
-
-    streams = streams if streams is not None else StreamTuning.configured(local=False)
+    plugin = LabclusterSchedulerPlugin.configured(retries=True, stream_interval=stream_interval)
     async with Scheduler(host=host, port=port, dashboard_address=dashboard_address,
                          dashboard=dashboard_address is not None,
                          allowed_failures=int(config.get("max-retries-ceiling")),
-                         plugins=labcluster_plugins(streams)) as scheduler:
+                         plugins=[plugin]) as scheduler:
         print(f"{ADDRESS_LINE}{scheduler.address}", flush=True)
         if dashboard_address:  # the port it got: a busy one falls back to a random port
             print(f"dashboard at http://{host}:{scheduler.http_server.port}/status", flush=True)
@@ -95,7 +95,7 @@ async def run_scheduler(host: str, port: int, dashboard_address: str | None, str
 async def run_workers(address: str, groups: Sequence[WorkerGroup], host: str, prefix: str,
                       probe: nvml.ProbeResult) -> None:
     groups = pin_gpus(groups, probe)
-    spec = build_spec(groups, host=host, processes=True, prefix=prefix, streams=StreamTuning.configured(local=False))
+    spec = build_spec(groups, host=host, processes=True, prefix=prefix)
     nannies: list[Any] = [Nanny(address, **entry["options"]) for entry in spec.values()]
     try:
         await asyncio.gather(*(n.start() for n in nannies))

@@ -29,12 +29,12 @@ import dask
 from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 
+from ..dask_internals import inherit_config_env
 from ..exceptions import ClusterError
+from .node import ADDRESS_LINE, run_scheduler
+from .tuning import local_interval
 
 logger = logging.getLogger(__name__)
-
-#: the line a labcluster scheduler prints first (node.run_scheduler), followed by its address
-ADDRESS_LINE = "labcluster scheduler at "
 #: what the child runs (not ``-m`` this module: the package imports it first, and runpy warns about that)
 _ENTRY = f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))"
 
@@ -68,7 +68,7 @@ class SchedulerProcess(ProcessInterface):
         env = {**os.environ,
                # the config the scheduler would have had in this process: labcluster.*, the local cluster's Dask
                # settings and anything the user set (what a Nanny passes its worker, too)
-               "DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(_plain(dask.config.config)),
+               **inherit_config_env(_plain(dask.config.config)),
                # run_on_scheduler ships functions by reference when they are importable here: make them there
                "PYTHONPATH": os.pathsep.join(_import_path())}
         self.process = process = await asyncio.create_subprocess_exec(
@@ -185,11 +185,8 @@ _DROP = object()
 
 def main(argv: list[str]) -> int:
     """The child's entry point: run the scheduler ``argv[0]`` (JSON from :class:`SchedulerProcess`) describes."""
-    from .node import run_scheduler
-    from .tuning import StreamTuning
-
     spec: dict[str, Any] = json.loads(argv[0])
-    asyncio.run(run_scheduler(spec["host"], 0, spec["dashboard_address"], StreamTuning.configured(local=True),
+    asyncio.run(run_scheduler(spec["host"], 0, spec["dashboard_address"], local_interval(),
                               parent_pid=spec["parent_pid"]))
     return 0
 

@@ -1,23 +1,33 @@
 """The worker plugin every labcluster-started worker runs.
 
-It applies labcluster's stream settings to the worker's stream (see ``tuning.py``), and it
-drops two of distributed's log records that only repeat what the user already has, and that would
-land in whatever notebook cell happens to be running (ipykernel forwards worker output):
-
-- "Compute Failed": labcluster hands the same error, with the user's type and traceback, to whoever
-  calls ``lc.get``;
-- "Async instruction ... ended with CancelledError": a task still running when ``lc.shutdown()``
-  closes the workers it started.
+- It sets the batching interval of the worker's stream (see ``tuning.py``).
+- In a worker process of its own (not thread workers in the driver), it marks the process, so code in any of its
+  threads or event loops (an async actor's, say) runs in that worker's session (``api/session.py``).
+- It drops two of distributed's log records that only repeat what the user already has, and that would land in
+  whatever notebook cell happens to be running:
+  "Compute Failed" (labcluster hands the same error, with the user's type and traceback, to whoever calls
+  ``lc.get``) and "Async instruction ... ended with CancelledError" (a task still running when ``lc.shutdown()``
+  closes the workers it started).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from distributed import WorkerPlugin
 
-from .tuning import StreamTuning
+from ..dask_internals import worker_stream
+from .tuning import tune
+
+#: in a worker process labcluster started: its worker (``api/session.py`` reads it through :func:`process_worker`)
+_process_worker: Any = None
+
+
+def process_worker() -> Any:
+    """The worker this process runs, when it is a worker process of its own; else None."""
+    return _process_worker
 
 
 class _DropRepeats(logging.Filter):
@@ -33,12 +43,16 @@ class LabclusterWorkerPlugin(WorkerPlugin):
 
     name = "labcluster"
 
-    def __init__(self, streams: StreamTuning | None = None) -> None:
-        self.streams = streams
+    def __init__(self, stream_interval: float | None = None) -> None:
+        self.stream_interval = stream_interval
+        #: the process that made this plugin: a worker in that same process is a thread worker
+        self.made_in = os.getpid()
 
     def setup(self, worker: Any) -> None:
-        if self.streams is not None:
-            self.streams.apply(worker.batched_stream)
+        tune(worker_stream(worker), self.stream_interval)
+        if os.getpid() != self.made_in:
+            global _process_worker
+            _process_worker = worker
         for name in ("distributed.worker", "distributed.worker.state_machine"):
             logger = logging.getLogger(name)
             if not any(isinstance(f, _DropRepeats) for f in logger.filters):

@@ -1,7 +1,7 @@
-"""``lc.util``: helpers with Ray's names (``ActorPool``, ``placement_group_table``, scheduling strategies)."""
+"""``lc.util``: helpers with Ray's names (``ActorPool``, placement groups, scheduling strategies)."""
 
-from ..api.placement import placement_group_table
-from . import scheduling_strategies
+from ..api.placement import get_placement_group, placement_group_table
+from . import placement_group, scheduling_strategies
 from .actor_pool import ActorPool
 
-__all__ = ["ActorPool", "placement_group_table", "scheduling_strategies"]
+__all__ = ["ActorPool", "get_placement_group", "placement_group", "placement_group_table", "scheduling_strategies"]

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from dask._task_spec import Task
 from distributed import SchedulerPlugin
 
+from ..dask_internals import fail_task_with
 from ..exceptions import WorkerCrashedError
-
-#: the annotation a task carries its own limit in (``dask.annotate(labcluster_max_retries=n)``)
-ANNOTATION = "labcluster_max_retries"
+from .protocol import MAX_RETRIES
 
 
 def worker_died_too_often(key: str, deaths: int, limit: int) -> None:
@@ -49,7 +47,7 @@ class RetryLimitPlugin(SchedulerPlugin):
         ts = self.scheduler.tasks.get(key)
         if ts is None or not ts.suspicious or ts.run_spec is None:
             return
-        limit = (ts.annotations or {}).get(ANNOTATION, self.default)
+        limit = (ts.annotations or {}).get(MAX_RETRIES, self.default)
         if limit is None or limit < 0 or ts.suspicious <= limit:
             return
-        ts.run_spec = Task(key, worker_died_too_often, str(key), int(ts.suspicious), int(limit))
+        fail_task_with(ts, worker_died_too_often, str(key), int(ts.suspicious), int(limit))

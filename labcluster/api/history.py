@@ -1,7 +1,8 @@
-"""Reading the scheduler's task records: ``lc.list_tasks``, ``lc.summary``, ``lc.timeline``.
+"""What ran: ``lc.list_tasks``, ``lc.summary``, ``lc.timeline``, read from the scheduler's task records.
 
-The records live on the scheduler (``cluster/records.py``); these functions page through them with the
-monotonic row index, so a reader that comes back later asks only for what is new (``since=``).
+The records live on the scheduler (``diagnostics/recorder.py``, answered by the extension's ``labcluster_records``
+handler); these functions page through them with the monotonic row index, so a reader that comes back later asks
+only for what is new (``since=``).
 
 >>> lc.list_tasks(state="failed")                   # doctest: +SKIP
 >>> lc.summary()                                    # doctest: +SKIP
@@ -16,8 +17,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..cluster import records
-from .session import current_client
+from .calls import call
+from .start import current_session
+from .tables import Table
 
 #: how the records' Dask states read to a user (Ray's words where Ray has one)
 STATE_NAMES = {"waiting": "pending", "no-worker": "pending", "queued": "queued", "processing": "running",
@@ -28,11 +30,12 @@ _PAGE = 20_000
 
 def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every row from index ``since`` on, paged, with user-facing state names; and the store's counters."""
-    client = current_client()
+    session = current_session()
+    session.require_extension("task records")
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
     while True:
-        page = client.run_on_scheduler(records.collect, since, _PAGE)
+        page = call(session.client, "records", since=since, limit=_PAGE)
         info = {k: v for k, v in page.items() if k != "rows"}
         if not info["enabled"]:
             raise RuntimeError("this scheduler keeps no task records: start it with `labcluster scheduler` or "
@@ -45,26 +48,22 @@ def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         since = page["next"]
 
 
-class TaskTable(list[dict[str, Any]]):
+class TaskTable(Table):
     """Rows of task records (a list of dicts) that render as a table; ``to_pandas()`` for analysis."""
 
     columns = ("key", "function", "state", "worker", "attempt", "duration", "nbytes", "error")
 
-    def to_pandas(self) -> Any:
-        import pandas as pd  # type: ignore[import-untyped]
+    def summary(self) -> str:
+        return f"{len(self)} rows; states {dict(Counter(r['state'] for r in self))}"
 
-        return pd.DataFrame(list(self))
-
-    def __repr__(self) -> str:
-        return f"<TaskTable: {len(self)} rows; states {dict(Counter(r['state'] for r in self))}>"
-
-    def _repr_html_(self) -> str:
-        shown = self[:50]
-        head = "".join(f"<th>{c}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r, c))}</td>" for c in self.columns) + "</tr>"
-                       for r in shown)
-        more = f"<p>... {len(self) - len(shown)} more rows (to_pandas() for all)</p>" if len(self) > len(shown) else ""
-        return f"<table><tr>{head}</tr>{body}</table>{more}"
+    def cell(self, row: dict[str, Any], column: str) -> str:
+        if column == "duration":
+            d = duration(row)
+            return "" if d is None else f"{d * 1e3:.2f} ms"
+        value = row.get(column)
+        if column == "error" and value:
+            return str(value)[:120]
+        return "" if value is None else str(value)
 
 
 def duration(row: dict[str, Any]) -> float | None:
@@ -72,16 +71,6 @@ def duration(row: dict[str, Any]) -> float | None:
     if row.get("started") is None or row.get("finished") is None:
         return None
     return float(row["finished"]) - float(row["started"])
-
-
-def _cell(row: dict[str, Any], column: str) -> str:
-    if column == "duration":
-        d = duration(row)
-        return "" if d is None else f"{d * 1e3:.2f} ms"
-    value = row.get(column)
-    if column == "error" and value:
-        return str(value)[:120]
-    return "" if value is None else str(value)
 
 
 def list_tasks(*, state: str | Iterable[str] | None = None, function: str | None = None, limit: int = 10_000,

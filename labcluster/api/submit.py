@@ -1,0 +1,94 @@
+"""The one submission funnel for tasks and actors (Ray's ``_remote``): resources, placement, checks, annotations.
+
+:func:`submit` turns a call into one Dask task: its arguments are checked (picklable, and large ones sent ahead as
+objects, as Ray puts arguments over 100 KB into its store), its resource request is checked against the cluster
+(or turned into one for its placement-group bundle), and it carries labcluster's annotations (stage, name, retry
+limit, role). ``RemoteFunction.remote`` and ``ActorClass.remote`` both come through here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from dask.base import annotate
+from distributed import Future
+
+from .. import config
+from ..scheduler.protocol import annotations_for
+from . import feasibility, serialization
+from .objects import put_in
+from .options import Options
+from .refs import ObjectRef
+from .session import Session
+
+_stage: contextvars.ContextVar[str | None] = contextvars.ContextVar("labcluster_stage", default=None)
+
+
+@contextlib.contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Tasks submitted inside ``with lc.stage(name):`` belong to stage ``name`` in the task records: the
+    lineage's coarse view groups by it, and ``lc.timeline_figure(color_by="stage")`` colours by it.
+
+    >>> with lc.stage("load"):                             # doctest: +SKIP
+    ...     parts = [load.remote(i) for i in range(8)]
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a stage name must be a non-empty string, got {name!r}")
+    token = _stage.set(name)
+    try:
+        yield
+    finally:
+        _stage.reset(token)
+
+
+def current_stage() -> str | None:
+    return _stage.get()
+
+
+def arguments(session: Session, args: Sequence[Any], kwargs: Mapping[str, Any], what: str
+              ) -> tuple[list[Any], dict[str, Any]]:
+    """Check ``args`` and ``kwargs`` and make them what the task gets: refs become dependencies (they arrive as
+    values), and arguments larger than ``labcluster.inline-argument-bytes`` travel as objects, not in the graph."""
+    sizes = serialization.check_arguments(args, kwargs, what)
+    limit = int(config.get("inline-argument-bytes"))
+
+    def one(where: int | str, value: Any) -> Any:
+        if isinstance(value, ObjectRef):
+            return value.future  # an actor call's result: waits for the call and makes it a key
+        if sizes.get(where, 0) > limit:
+            return put_in(session, value).future
+        return value
+
+    return [one(i, a) for i, a in enumerate(args)], {k: one(k, v) for k, v in kwargs.items()}
+
+
+def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *, options: Options, what: str,
+           key: str, retries: int | None, role: str | None = None, owner: str | None = None,
+           pin_to_bundle: bool = False) -> Future[Any]:
+    """Submit ``fn(*call_args)`` as the task ``key`` with ``options``' resources; returns its Dask future.
+
+    ``retries``: the task's limit for worker deaths (None: the cluster default); ``role``/``owner``: labcluster's
+    plumbing (actor and bundle holders); ``pin_to_bundle``: run on the bundle's worker even when the request is
+    empty (an actor in a bundle that asks for nothing).
+    """
+    request = options.request()
+    workers = None
+    group = options.in_group()
+    if group is None:
+        feasibility.check(session, request, what)
+    else:  # the bundle's resources appear on its worker once the group is placed: wait for that
+        pg, index = group
+        placement = pg.wait_placed()
+        index = pg.bundle(index)
+        request = pg.request_in_bundle(request, index)
+        if pin_to_bundle:
+            workers = [placement[index]]
+    annotations = annotations_for(role=role, owner=owner, stage=_stage.get(), name=getattr(options, "name", None),
+                                  max_retries=retries)
+    with annotate(**annotations) if annotations else contextlib.nullcontext():
+        future: Future[Any] = session.client.submit(fn, *call_args, key=key, resources=request or None,
+                                                    workers=workers, allow_other_workers=False, pure=False)
+    return future

@@ -1,0 +1,386 @@
+"""labcluster's scheduler extension: the scheduler-side state, and the handlers that read and change it.
+
+:class:`LabclusterSchedulerPlugin` installs one :class:`LabclusterExtension` as ``scheduler.extensions["labcluster"]``
+(and, as its settings say, the task recorder, per-task retries and stream tuning). Every scheduler labcluster
+starts has it; ``lc.init(address=...)`` adds it to a scheduler that lacks it (labcluster must be installed there).
+The client API (``labcluster/api/calls.py``), the dashboards and the Jupyter server extension reach the state only
+through these handlers, with plain (msgpack-able) arguments and replies:
+
+==============================  =====================================================================
+handler (``labcluster_*``)      what it does
+==============================  =====================================================================
+info                            version and which parts run here (records, retries)
+key_states                      each key's state: Dask's, ``forgotten``, or ``lost`` (no task, no copy)
+records, lineage                pages of task records; every attempt an object depends on
+fits                            whether a worker fits a request: live, kept by a local cluster, or away
+keep_workers                    a local cluster says which workers it keeps (its Nannies restart them)
+hold, release, release_all      holder tasks wait to be released; lc.kill / remove_placement_group
+actor_register, actor_get,      the actor table: create (names are unique per namespace), look up,
+actor_lookup, actor_list,       wait for a state, restart budget (incarnate), kill or restart
+actor_update, actor_incarnate,
+actor_kill
+pg_place, pg_started,           placement groups: place all bundles or none (waiting for room), the
+pg_wait_started, pg_unplace,    bundle holders report in, undo a placement an actor raced, remove,
+pg_remove, pg_table, pg_lookup  the table, find by name
+==============================  =====================================================================
+
+Roles are read from task annotations (``protocol.ROLE``) when graphs arrive (``update_graph``), never from keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from distributed import SchedulerPlugin
+from tornado.ioloop import PeriodicCallback
+
+from ..cluster.tuning import StreamsSchedulerPlugin
+from ..diagnostics.recorder import RecordsPlugin
+from . import actors as actor_states
+from .actors import Actors
+from .holders import Holders
+from .placement import Groups, fits, is_bundle_resource
+from .protocol import NOTICES, OWNER, ROLE, ROLE_ACTOR, ROLE_BUNDLE, WORKER_INFO
+from .retries import RetryLimitPlugin
+from .spill import spill
+
+logger = logging.getLogger(__name__)
+
+
+class LabclusterExtension:
+    """The state labcluster keeps on the scheduler, and its ``labcluster_*`` handlers (see the module docstring)."""
+
+    def __init__(self, scheduler: Any, records: RecordsPlugin | None, retries: bool, grace: float) -> None:
+        self.scheduler = scheduler
+        self.records = records
+        self.retries = retries
+        #: seconds a worker that left still counts as coming back (its Nanny restarting it): infeasible-grace
+        self.grace = grace
+        self.holders = Holders(scheduler)
+        self.actors = Actors()
+        self.groups = Groups()
+        if records is not None:
+            records.plumbing = self.holders.roles  # type: ignore[assignment]  # a dict: membership is what counts
+        #: name -> resources of each worker a local cluster keeps (its Nanny restarts it if it dies): they count as here
+        self.kept: dict[str, dict[str, float]] = {}
+        #: workers by address while they are here: (name, own resources); those that left: name -> (resources, when)
+        self._here: dict[str, tuple[str, dict[str, float]]] = {}
+        self.left: dict[str, tuple[dict[str, float], float]] = {}
+        self._changed = asyncio.Event()
+        scheduler.handlers.update({f"labcluster_{name}": handler for name, handler in self._handlers().items()})
+
+    def _handlers(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "info": self.info, "key_states": self.key_states, "records": self.records_page, "lineage": self.lineage,
+            "fits": self.fits, "keep_workers": self.keep_workers,
+            "hold": self.hold, "release": self.release, "release_all": self.release_all,
+            "actor_register": self.actor_register, "actor_get": self.actor_get, "actor_lookup": self.actor_lookup,
+            "actor_list": self.actor_list, "actor_update": self.actor_update,
+            "actor_incarnate": self.actor_incarnate, "actor_kill": self.actor_kill,
+            "pg_place": self.pg_place, "pg_started": self.pg_started, "pg_wait_started": self.pg_wait_started,
+            "pg_unplace": self.pg_unplace, "pg_remove": self.pg_remove, "pg_table": self.pg_table,
+            "pg_lookup": self.pg_lookup,
+        }
+
+    # -- what changed: wakes waits for room (placement groups) --------------------------------------------------
+
+    def changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _until_changed(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    # -- plugin hooks (forwarded by LabclusterSchedulerPlugin) ---------------------------------------------------
+
+    def graph_arrived(self, annotations: Mapping[str, Mapping[Any, Any]]) -> None:
+        roles = annotations.get(ROLE)
+        if roles:
+            owners = annotations.get(OWNER) or {}
+            for key, role in roles.items():
+                self.holders.add(str(key), str(role), owners.get(key))
+
+    def holder_ended(self, key: str, finish: str, kwargs: Mapping[str, Any]) -> None:
+        role, owner = self.holders.roles.get(key, ("", ""))
+        if role == ROLE_ACTOR and finish == "erred":
+            text = kwargs.get("exception_text") or "its holder task failed"
+            self.actors.die(owner, f"its worker died and it has no restarts left ({text})")
+        if finish == "forgotten":
+            self.holders.forget(key)
+        self.changed()
+
+    def worker_added(self, address: str) -> None:
+        ws = self.scheduler.workers.get(address)
+        if ws is not None:
+            self._here[address] = (str(ws.name), _own(ws.resources))
+        self.changed()
+
+    def worker_removed(self, address: str) -> None:
+        name, resources = self._here.pop(address, (address, {}))
+        self.left[name] = (resources, time.monotonic())
+        self.changed()
+
+    def worker_event(self, msg: Mapping[str, Any]) -> None:
+        """Dask's remove-worker event: tell the user, in one line, what it means for their work."""
+        worker = self.scheduler.workers.get(msg.get("worker"))
+        name = str(worker.name) if worker is not None else self._here.get(str(msg.get("worker")), (None,))[0]
+        name = name or str(msg.get("worker"))
+        if msg.get("expected"):
+            return  # retired on purpose (scale down, shutdown): nothing to act on
+        kept = name in self.kept
+        running = len(msg.get("processing-tasks") or ())
+        lost = len(msg.get("lost-computed-tasks") or ())
+        put_lost = len(msg.get("lost-scattered-tasks") or ())
+        parts = [f"worker {name} died"]
+        if kept:
+            parts.append("restarting it")
+        if running:
+            parts.append(f"{running} running task(s) will be retried")
+        if lost:
+            parts.append(f"{lost} result(s) will be recomputed")
+        if put_lost:
+            parts.append(f"{put_lost} lc.put object(s) are lost")
+        self.scheduler.log_event(NOTICES, {"kind": "worker-died", "worker": name, "text": "; ".join(parts)})
+
+    # -- handlers ------------------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        from .. import __version__
+
+        return {"version": __version__, "records": self.records is not None, "retries": self.retries}
+
+    def key_states(self, keys: list[str]) -> dict[str, str]:
+        tasks = self.scheduler.tasks
+        out = {}
+        for key in keys:
+            ts = tasks.get(key)
+            lost = ts is not None and ts.run_spec is None and not ts.who_has
+            out[key] = "forgotten" if ts is None else "lost" if lost else str(ts.state)
+        return out
+
+    def records_page(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
+        if self.records is None:
+            return {"enabled": False, "rows": [], "next": 0, "dropped": 0}
+        return self.records.page(since, limit)
+
+    def lineage(self, keys: list[str], limit: int = 100_000) -> dict[str, Any]:
+        if self.records is None:
+            return {"enabled": False, "rows": [], "missing": [], "truncated": False, "current": {}}
+        return self.records.lineage(keys, limit)
+
+    def _workers(self) -> list[dict[str, Any]]:
+        out = []
+        for ws in self.scheduler.workers.values():
+            desc = (ws.metrics or {}).get(WORKER_INFO) or {}
+            out.append({"name": str(ws.name), "address": ws.address, "resources": _own(ws.resources),
+                        "simulated": desc.get("gpu_mode") == "simulated"})
+        return sorted(out, key=lambda w: str(w["name"]))
+
+    def fits(self, request: dict[str, float]) -> dict[str, Any]:
+        """Whether a worker fits ``request``: one here now, one a local cluster keeps, or one that left less than
+        ``grace`` seconds ago (its Nanny may be restarting it). With what the cluster has, for the error."""
+        workers = self._workers()
+        here = any(fits(w["resources"], request) for w in workers)
+        since = time.monotonic() - self.grace
+        coming = any(fits(r, request) for r in self.kept.values()) or any(
+            fits(r, request) for r, when in self.left.values() if when >= since)
+        return {"fits": here or coming, "here": here, "workers": workers}
+
+    def keep_workers(self, workers: dict[str, dict[str, float]]) -> None:
+        self.kept = {str(name): dict(resources) for name, resources in workers.items()}
+
+    async def hold(self, key: str, timeout: float) -> str:
+        return await self.holders.hold(key, timeout)
+
+    def release(self, keys: list[str]) -> None:
+        self.holders.release(keys)
+
+    def release_all(self) -> int:
+        return self.holders.release_all()
+
+    def actor_register(self, info: dict[str, Any]) -> dict[str, Any]:
+        return self.actors.register(info)
+
+    async def actor_get(self, actor_id: str, newer_than: int | None = None, timeout: float = 0.0
+                        ) -> dict[str, Any] | None:
+        if newer_than is None:
+            return self.actors.get(actor_id)
+        return await self.actors.wait(actor_id, newer_than, timeout)
+
+    def actor_lookup(self, name: str, namespace: str = "") -> dict[str, Any] | None:
+        return self.actors.lookup(name, namespace)
+
+    def actor_list(self) -> list[dict[str, Any]]:
+        return list(self.actors.table.values())
+
+    def actor_update(self, actor_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        return self.actors.update(actor_id, **fields)
+
+    def actor_incarnate(self, actor_id: str) -> dict[str, Any]:
+        """The holder is about to construct the actor (first start, restart after a death, or in place)."""
+        entry = self.actors.get(actor_id)
+        if entry is None:
+            return {"state": actor_states.DEAD, "error": "this scheduler does not know the actor"}
+        if entry["state"] == actor_states.RESTARTING:  # lc.kill(no_restart=False): its holder holds again
+            self.holders.rearm(entry["holder"])
+        return self.actors.incarnate(actor_id)
+
+    def actor_kill(self, actor_id: str, restart: bool = False) -> bool:
+        """Kill the actor, or restart it in place (True); either way its holder is released (and re-armed by the
+        holder itself when it restarts)."""
+        entry = self.actors.get(actor_id)
+        restarting = self.actors.kill(actor_id, restart)
+        if entry is not None:
+            self.holders.release([entry["holder"]])
+        return restarting
+
+    def _totals(self) -> dict[str, dict[str, float]]:
+        return {addr: _own(ws.resources) for addr, ws in self.scheduler.workers.items()}
+
+    async def pg_place(self, pg_id: str, bundles: list[dict[str, float]], strategy: str, name: str | None = None,
+                       wait: float = 0.0, owner: str | None = None) -> dict[str, Any]:
+        """Place the group, waiting up to ``wait`` seconds for room while it does not fit now. ``owner``: the key
+        its bundle holders name as their owner (released with the group)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            status = self.groups.place(pg_id, bundles, strategy, name, self._totals(), self.holders.held())
+            entry = self.groups.table.get(pg_id)
+            if entry is not None and owner is not None:
+                entry["owner"] = owner
+            if status["status"] == "infeasible":
+                status["workers"] = {w["name"]: w["resources"] for w in self._workers()}
+            left = deadline - loop.time()
+            if status["status"] != "pending" or left <= 0:
+                return status
+            await self._until_changed(min(left, 1.0))
+
+    def pg_started(self, pg_id: str, index: int, attempt: int) -> None:
+        if self.groups.started(pg_id, index, attempt):
+            self.changed()
+
+    async def pg_wait_started(self, pg_id: str, attempt: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.groups.all_started(pg_id, attempt):
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            await self._until_changed(left)
+        return True
+
+    def pg_unplace(self, pg_id: str) -> bool:
+        """Undo a placement an actor raced (see ``Groups.unplace_if_blocked``); its bundle holders are released."""
+        undone = self.groups.unplace_if_blocked(pg_id, self._totals(), self.holders.held())
+        if undone:
+            self._release_bundles(pg_id)
+        return undone
+
+    def pg_remove(self, pg_id: str) -> int | None:
+        attempt = self.groups.remove(pg_id)
+        self._release_bundles(pg_id)
+        self.changed()
+        return attempt
+
+    def _release_bundles(self, pg_id: str) -> None:
+        owner = (self.groups.table.get(pg_id) or {}).get("owner")
+        if owner is not None:
+            self.holders.release([key for key, (role, of) in self.holders.roles.items()
+                                  if role == ROLE_BUNDLE and of == owner])
+
+    def pg_table(self) -> dict[str, Any]:
+        return self.groups.describe({a: str(ws.name) for a, ws in self.scheduler.workers.items()})
+
+    def pg_lookup(self, name: str) -> str | None:
+        return self.groups.by_name(name)
+
+    def spill(self) -> None:
+        held = self.holders.held_by_worker()
+        if held:
+            spill(self.scheduler, held, self.holders.roles)
+
+
+def _own(resources: Mapping[str, float]) -> dict[str, float]:
+    """A worker's own resources, without the ``pg_*`` ones its bundle holders add."""
+    return {str(k): float(v) for k, v in resources.items() if not is_bundle_resource(str(k))}
+
+
+class LabclusterSchedulerPlugin(SchedulerPlugin):
+    """Installs :class:`LabclusterExtension` and, as configured, the task recorder and per-task retries.
+
+    ``records``: the recorder's ring size (None: no records); ``retries``: per-task ``max_retries`` for worker
+    deaths (only on schedulers labcluster starts, whose cluster-wide limit it raised to the ceiling);
+    ``stream_interval``: the batching interval of the scheduler's streams (None keeps Dask's).
+    """
+
+    name = "labcluster"
+
+    def __init__(self, *, records: int | None, max_retries: int, retries: bool, stream_interval: float | None,
+                 spill_interval: float, grace: float) -> None:
+        self.records, self.max_retries, self.retries = records, max_retries, retries
+        self.stream_interval, self.spill_interval, self.grace = stream_interval, spill_interval, grace
+        self.extension: LabclusterExtension | None = None
+        self._spill: PeriodicCallback | None = None
+
+    @classmethod
+    def configured(cls, *, retries: bool, stream_interval: float | None) -> LabclusterSchedulerPlugin:
+        """From ``labcluster.*`` (records, max-retries, spill-interval, infeasible-grace)."""
+        from .. import config
+
+        return cls(records=int(config.get("records.max")) if config.get("records.enabled") else None,
+                   max_retries=int(config.get("max-retries")), retries=retries, stream_interval=stream_interval,
+                   spill_interval=config.seconds("spill-interval"), grace=config.seconds("infeasible-grace"))
+
+    async def start(self, scheduler: Any) -> None:
+        recorder = RecordsPlugin(self.records, self.max_retries) if self.records is not None else None
+        self.extension = LabclusterExtension(scheduler, recorder, self.retries, self.grace)
+        scheduler.extensions["labcluster"] = self.extension
+        parts: list[SchedulerPlugin] = [p for p in (
+            recorder, RetryLimitPlugin(self.max_retries) if self.retries else None,
+            StreamsSchedulerPlugin(self.stream_interval) if self.stream_interval is not None else None) if p]
+        for plugin in parts:
+            scheduler.add_plugin(plugin)
+            await plugin.start(scheduler)
+        for address in scheduler.workers:
+            self.extension.worker_added(address)
+        self._spill = PeriodicCallback(self.extension.spill, self.spill_interval * 1000)
+        self._spill.start()
+
+    async def close(self) -> None:
+        if self._spill is not None:
+            self._spill.stop()
+
+    def update_graph(self, scheduler: Any, *, annotations: Mapping[str, Mapping[Any, Any]] | None = None,
+                     **kwargs: Any) -> None:
+        if annotations and self.extension is not None:
+            self.extension.graph_arrived(annotations)
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        # every transition of every task passes here: one comparison for the common ones
+        if finish == "memory" or finish == "erred" or finish == "forgotten":
+            ext = self.extension
+            if ext is not None and key in ext.holders.roles:
+                ext.holder_ended(str(key), finish, kwargs)
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        if self.extension is not None:
+            self.extension.worker_added(worker)
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        if self.extension is not None:
+            self.extension.worker_removed(worker)
+
+    def remove_client(self, scheduler: Any, client: str) -> None:
+        if self.extension is not None:
+            self.extension.holders.client_left()
+
+    def log_event(self, topic: str, msg: Any) -> None:
+        if (topic == "all" and isinstance(msg, dict) and msg.get("action") == "remove-worker"
+                and self.extension is not None):
+            self.extension.worker_event(msg)
