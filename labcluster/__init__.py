@@ -12,10 +12,8 @@
 module on first use, so ``lc.init()`` can start the cluster's processes while this one is still importing Dask.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING
 
 from . import config as _config  # noqa: F401  (registers labcluster.yaml with dask.config)
 
@@ -83,11 +81,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module 'labcluster' has no attribute {name!r}")
-    module = importlib.import_module(f"{__name__}.{home or name}")
+    module = _importlib.import_module(f"{__name__}.{home or name}")
     value = module if not home else getattr(module, name)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -217,15 +217,15 @@ class Box:
 
 def test_shutdown_forgets_the_sessions_actors(shutdown_after: None) -> None:
     # a kernel runs many sessions: nothing of a closed one may stay behind in this process
-    from labcluster.api import actors
+    from labcluster.api.actors import Caller
 
     session = lc.init(num_cpus=2, include_dashboard=False)
     box = Box.remote()
     assert lc.get([box.put.remote(i) for i in range(5)], timeout=30) == list(range(5))
-    assert box._actor_id in actors._HOLDERS and any(k[0] == str(session.client.id) for k in actors._ROUTES)
+    caller = session.part(Caller)
+    assert box._actor_id in caller.holders and box._actor_id in caller.routes
     lc.shutdown()
-    assert box._actor_id not in actors._HOLDERS and box._actor_id not in actors._PENDING
-    assert not any(k[0] == str(session.client.id) for t in (actors._ROUTES, actors._DEAD) for k in t)
+    assert not caller.holders and not caller.routes and not caller.pending and not caller.dead
 
 
 def test_connect_to_a_cluster_object_and_leave_it_running(shutdown_after: None) -> None:

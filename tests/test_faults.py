@@ -52,11 +52,11 @@ def _kill_the_only_worker(session: lc.Session) -> None:
     no worker, and no feasible answer from before the death is cached."""
     from conftest import wait_until
 
-    from labcluster.api import feasibility
+    from labcluster.api.feasibility import Feasible
 
     os.kill(lc.nodes()[0]["PID"], signal.SIGKILL)
     assert wait_until(lambda: not session.client.scheduler_info(n_workers=-1)["workers"], timeout=30, interval=0.005)
-    feasibility._cache.clear()
+    session.part(Feasible).until.clear()
 
 
 def test_remote_right_after_the_only_worker_died_waits_for_its_restart(shutdown_after: None) -> None:

@@ -4,8 +4,7 @@ import pytest
 from conftest import fake_pynvml
 
 import labcluster as lc
-from labcluster.cluster.groups import build_spec, pin_gpus
-from labcluster.cluster.local import default_groups
+from labcluster.cluster.groups import build_spec, default_groups, pin_gpus
 from labcluster.diagnostics import nvml
 
 GiB = 2**30

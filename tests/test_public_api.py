@@ -6,13 +6,16 @@ import labcluster
 
 
 def test_all_is_sorted_and_complete() -> None:
+    # the public names are imported on first use (labcluster/__init__.py): every one of them resolves, and nothing
+    # else public sits in the package namespace
     assert labcluster.__all__ == sorted(labcluster.__all__)
-    public = {
-        name for name, value in vars(labcluster).items()
-        if not name.startswith("_") and not (isinstance(value, types.ModuleType) and name not in ("exceptions", "util"))
-    }
-    public.add("__version__")
-    assert set(labcluster.__all__) == public
+    assert set(labcluster.__all__) == {*labcluster._HOME, "__version__"}
+    for name in labcluster.__all__:
+        assert getattr(labcluster, name) is not None, name
+    public = {name for name, value in vars(labcluster).items() if not name.startswith("_")
+              and not (isinstance(value, types.ModuleType) and name not in ("exceptions", "util")) and name != "TYPE_CHECKING"}
+    assert public <= set(labcluster.__all__), public - set(labcluster.__all__)
+    assert sorted(dir(labcluster)) == sorted(set(dir(labcluster)) | set(labcluster.__all__))
 
 
 def test_every_public_name_has_a_docstring() -> None:

@@ -11,7 +11,7 @@ import dask
 import pytest
 
 import labcluster as lc
-from labcluster.cluster.records import RecordStore
+from labcluster.diagnostics.record_store import RecordStore
 
 
 @lc.remote

@@ -173,10 +173,10 @@ def test_a_key_not_yet_known_to_the_scheduler_is_not_called_lost(two_sides: None
     # means "wait", never ObjectLostError (seen on a separate scheduler process with 2,000 tasks in flight)
     from distributed import Future
 
-    from labcluster.api.objects import _gather_watched
+    from labcluster.api.fetching import _gather_watched
 
-    client = lc.current_session().client
-    unknown: Future[int] = Future("leaf-00000000000000000000000000000000", client)
+    session = lc.current_session()
+    unknown: Future[int] = Future("leaf-00000000000000000000000000000000", session.client)
     assert unknown.status == "pending"
     with pytest.raises(TimeoutError):  # still waiting after three checks of the keys' states
-        client.sync(_gather_watched, client, [unknown], None, callback_timeout=1.6)
+        session.client.sync(_gather_watched, session, [unknown], callback_timeout=1.6)

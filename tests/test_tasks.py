@@ -204,7 +204,7 @@ def test_refs_dropped_after_long_waits_free_their_results_without_garbage_collec
     # cycle, so their results stayed on the workers until a full collection (1,000 of 2,000 keys after 60 s)
     from conftest import wait_until
 
-    from labcluster.api._on_scheduler import key_states
+    from labcluster.api.calls import call
 
     client = hetero.client
     gc.collect()
@@ -218,7 +218,7 @@ def test_refs_dropped_after_long_waits_free_their_results_without_garbage_collec
         lc.wait(more, num_returns=8, timeout=30)
         assert lc.get(more) == list(range(8))  # no timeout: the watched gather
         del refs, more
-        assert wait_until(lambda: set(client.run_on_scheduler(key_states, keys).values()) == {"forgotten"}, 10)
+        assert wait_until(lambda: set(call(client, "key_states", keys=keys).values()) == {"forgotten"}, 10)
     finally:
         gc.enable()
 

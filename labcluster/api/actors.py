@@ -406,8 +406,8 @@ async def _call_actor(caller: Caller, actor_id: str, method: str, payload: Any, 
 class ActorTable(Table):
     """``lc.list_actors()``: one row per actor, as a table (``to_pandas()`` for every field)."""
 
-    columns = ("class", "name", "state", "worker", "restarts", "max_restarts", "resources", "pending_calls", "id",
-               "error")
+    columns = ("class_name", "name", "state", "worker", "restarts", "max_restarts", "resources", "pending_calls",
+               "actor_id", "error")
 
     def summary(self) -> str:
         states: dict[str, int] = {}
@@ -423,14 +423,15 @@ class ActorTable(Table):
 
 
 def list_actors() -> ActorTable:
-    """Every actor the cluster knows: id, class, name, state, where it runs, restarts, resources, calls pending
-    from this process, and the error of a dead one. Renders as a table; ``.to_pandas()`` for analysis."""
+    """Every actor the cluster knows, with Ray's field names: ``actor_id``, ``class_name``, ``name``, ``state``
+    (PENDING, ALIVE, RESTARTING, DEAD), where it runs, restarts, resources, calls pending from this process, and
+    the error of a dead one. Renders as a table; ``.to_pandas()`` for analysis."""
     session = current_session()
     session.require_extension("actors")
     pending = dict(session.part(Caller).pending)
     rows = []
     for entry in call(session.client, "actor_list") or []:
-        rows.append({"id": entry["id"], "class": entry.get("class"), "name": entry.get("name"),
+        rows.append({"actor_id": entry["id"], "class_name": entry.get("class"), "name": entry.get("name"),
                      "namespace": entry.get("namespace"), "state": entry.get("state"), "worker": entry.get("worker"),
                      "address": entry.get("address"), "pid": entry.get("pid"), "restarts": entry.get("restarts", 0),
                      "max_restarts": entry.get("max_restarts", 0), "resources": entry.get("resources") or {},

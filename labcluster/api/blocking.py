@@ -30,7 +30,7 @@ def current_task_key(worker: Any) -> Any:
     """The key of the Dask task running in this thread, or None (an actor's thread, the driver)."""
     try:
         return worker.get_current_task()
-    except AttributeError:  # Dask keeps it in a thread-local only its task threads have
+    except (AttributeError, KeyError):  # Dask knows it only in its own task threads
         return None
 
 

@@ -99,7 +99,7 @@ def values(session: Session, items: Sequence[Any], timeout: float | None) -> lis
                 pending = len([r for r in items if not r.done()])
                 if pending:
                     raise GetTimeoutError(pending, len(items), timeout)
-            return _gather(session, items)
+            return _collect(session, items)
     except GetTimeoutError:
         raise
     except BaseException as e:
@@ -109,7 +109,7 @@ def values(session: Session, items: Sequence[Any], timeout: float | None) -> lis
         raise translated from None
 
 
-def _gather(session: Session, items: Sequence[Any]) -> list[Any]:
+def _collect(session: Session, items: Sequence[Any]) -> list[Any]:
     """Fetch values: actor results that came back inside their call's reply from their refs (no scheduler
     round trip), the rest from the workers in one ``gather``."""
     remote = []

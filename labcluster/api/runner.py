@@ -23,8 +23,10 @@ import cloudpickle
 from ..exceptions import TaskError
 from .serialization import box, unbox
 
-#: (filename the code was compiled with, first line, source lines): what a worker needs to show the source
-Source = tuple[str, int, list[str]]
+#: (file, first line, source lines, names of the functions in it): what a worker needs to show the source
+Source = tuple[str, int, list[str], frozenset[str]]
+#: the file name cloudpickle gives code it sends by value (functions and classes from notebooks and __main__)
+_BY_VALUE = "<dynamic-code>"
 
 
 def task_name(name: str) -> str:
@@ -43,12 +45,13 @@ def source_of(obj: Any) -> Source | None:
         lines, first = inspect.getsourcelines(obj)
     except (OSError, TypeError):
         return None
-    code = getattr(obj, "__code__", None)
-    if code is None:  # a class: the file its methods were compiled from
-        method = next((m for m in vars(obj).values() if hasattr(m, "__code__")), None)
-        code = getattr(method, "__code__", None)
+    functions = [obj] if hasattr(obj, "__code__") else [m for m in vars(obj).values() if hasattr(m, "__code__")]
+    code = getattr(functions[0], "__code__", None) if functions else None
     filename = code.co_filename if code is not None else inspect.getsourcefile(obj)
-    return (filename, max(first, 1), [line.rstrip("\n") for line in lines]) if filename else None
+    if not filename:
+        return None
+    names = frozenset(f.__code__.co_name for f in functions)
+    return filename, max(first, 1), [line.rstrip("\n") for line in lines], names
 
 
 #: where the machinery between a worker and the user's code lives: labcluster, Dask, tornado, asyncio's and
@@ -64,11 +67,12 @@ def format_remote(e: BaseException, source: Source | None) -> str:
     while len(frames) > 1 and frames[0].filename.startswith(_MACHINERY):
         del frames[0]
     if source is not None:
-        filename, first, lines = source
+        filename, first, lines, names = source
         for i, fs in enumerate(frames):
             offset = (fs.lineno or 0) - first
-            if fs.filename == filename and 0 <= offset < len(lines) and not linecache.getline(fs.filename, 1):
-                frames[i] = traceback.FrameSummary(fs.filename, fs.lineno, fs.name, line=lines[offset].strip())
+            ours = fs.filename == _BY_VALUE or (fs.filename == filename and not linecache.getline(filename, 1))
+            if ours and fs.name in names and 0 <= offset < len(lines):
+                frames[i] = traceback.FrameSummary(filename, fs.lineno, fs.name, line=lines[offset].strip())
     return "".join(["Traceback (most recent call last):\n", *frames.format(),
                     *traceback.format_exception_only(type(e), e)])
 

@@ -13,12 +13,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import dask.config
 from distributed import Nanny, Scheduler
 
 from .. import config
 from ..diagnostics import nvml
 from ..scheduler.extension import LabclusterSchedulerPlugin
 from .groups import WorkerGroup, build_spec, default_groups, pin_gpus
+from .tuning import dask_settings
 
 #: the line a labcluster scheduler prints first, followed by its address (``SchedulerProcess`` reads it)
 ADDRESS_LINE = "labcluster scheduler at "
@@ -81,6 +83,7 @@ async def run_scheduler(host: str, port: int, dashboard_address: str | None, str
 
     ``stream_interval``: the batching interval of its streams (None keeps Dask's, right for a remote cluster).
     """
+    dask.config.set(dask_settings())  # this process is the scheduler's: its streams keep a short message log
     plugin = LabclusterSchedulerPlugin.configured(retries=True, stream_interval=stream_interval)
     async with Scheduler(host=host, port=port, dashboard_address=dashboard_address,
                          dashboard=dashboard_address is not None,
@@ -94,6 +97,7 @@ async def run_scheduler(host: str, port: int, dashboard_address: str | None, str
 
 async def run_workers(address: str, groups: Sequence[WorkerGroup], host: str, prefix: str,
                       probe: nvml.ProbeResult) -> None:
+    dask.config.set(dask_settings())  # this process's Nannies hand the config to their workers
     groups = pin_gpus(groups, probe)
     spec = build_spec(groups, host=host, processes=True, prefix=prefix)
     nannies: list[Any] = [Nanny(address, **entry["options"]) for entry in spec.values()]

@@ -28,6 +28,8 @@ class Actors:
     def __init__(self) -> None:
         self.table: dict[str, dict[str, Any]] = {}
         self.names: dict[tuple[str, str], str] = {}
+        #: holder task key -> actor id
+        self.holders: dict[str, str] = {}
         self._changed: dict[str, asyncio.Event] = {}
 
     def _notify(self, actor_id: str) -> None:
@@ -44,6 +46,8 @@ class Actors:
                 return {"status": "exists", "actor": existing}
             self.names[(namespace, name)] = info["id"]
         self.table[info["id"]] = {"state": PENDING, "incarnation": -1, "restarts": 0, **info}
+        if info.get("holder"):
+            self.holders[str(info["holder"])] = info["id"]
         return {"status": "created", "actor": self.table[info["id"]]}
 
     def get(self, actor_id: str) -> dict[str, Any] | None:
@@ -82,7 +86,9 @@ class Actors:
             self.die(actor_id, f"its worker died and it has no restarts left: max_restarts={limit}, all used "
                                f"(restarts with lc.kill(no_restart=False) count too)")
             return entry
-        return self.update(actor_id, incarnation=incarnation, restarts=incarnation) or entry
+        # not ALIVE until the new instance says where it lives: callers must not route to the old address
+        state = PENDING if incarnation == 0 else RESTARTING
+        return self.update(actor_id, incarnation=incarnation, restarts=incarnation, state=state) or entry
 
     def kill(self, actor_id: str, restart: bool) -> bool:
         """``lc.kill``: restart it in place when asked and it has restarts left (True), else mark it dead."""

@@ -107,13 +107,20 @@ class LabclusterExtension:
                 self.holders.add(str(key), str(role), owners.get(key))
 
     def holder_ended(self, key: str, finish: str, kwargs: Mapping[str, Any]) -> None:
-        role, owner = self.holders.roles.get(key, ("", ""))
+        role, _ = self.holders.roles.get(key, ("", ""))
         if role == ROLE_ACTOR and finish == "erred":
             text = kwargs.get("exception_text") or "its holder task failed"
-            self.actors.die(owner, f"its worker died and it has no restarts left ({text})")
+            self.actors.die(self.actors.holders.get(key, ""), f"its holder task failed: {text}")
         if finish == "forgotten":
             self.holders.forget(key)
         self.changed()
+
+    def out_of_retries(self, key: str, deaths: int, limit: int) -> None:
+        """The retry plugin failed ``key`` after ``deaths`` worker deaths: for an actor's holder, the actor is dead."""
+        actor_id = self.actors.holders.get(key)
+        if actor_id is not None:
+            self.actors.die(actor_id, f"its worker died and it has no restarts left: max_restarts={limit}, and "
+                                      f"{deaths} worker(s) died while it ran")
 
     def worker_added(self, address: str) -> None:
         ws = self.scheduler.workers.get(address)
@@ -227,8 +234,7 @@ class LabclusterExtension:
         entry = self.actors.get(actor_id)
         if entry is None:
             return {"state": actor_states.DEAD, "error": "this scheduler does not know the actor"}
-        if entry["state"] == actor_states.RESTARTING:  # lc.kill(no_restart=False): its holder holds again
-            self.holders.rearm(entry["holder"])
+        self.holders.rearm(entry["holder"])  # after lc.kill(no_restart=False), its holder holds again
         return self.actors.incarnate(actor_id)
 
     def actor_kill(self, actor_id: str, restart: bool = False) -> bool:
@@ -240,6 +246,10 @@ class LabclusterExtension:
             self.holders.release([entry["holder"]])
         return restarting
 
+    def _actors_held(self) -> list[tuple[str, Mapping[str, float]]]:
+        """What running actors hold, per worker (other groups' bundles are counted from the group table)."""
+        return self.holders.held(frozenset({ROLE_ACTOR}))
+
     def _totals(self) -> dict[str, dict[str, float]]:
         return {addr: _own(ws.resources) for addr, ws in self.scheduler.workers.items()}
 
@@ -250,7 +260,7 @@ class LabclusterExtension:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            status = self.groups.place(pg_id, bundles, strategy, name, self._totals(), self.holders.held())
+            status = self.groups.place(pg_id, bundles, strategy, name, self._totals(), self._actors_held())
             entry = self.groups.table.get(pg_id)
             if entry is not None and owner is not None:
                 entry["owner"] = owner
@@ -277,7 +287,7 @@ class LabclusterExtension:
 
     def pg_unplace(self, pg_id: str) -> bool:
         """Undo a placement an actor raced (see ``Groups.unplace_if_blocked``); its bundle holders are released."""
-        undone = self.groups.unplace_if_blocked(pg_id, self._totals(), self.holders.held())
+        undone = self.groups.unplace_if_blocked(pg_id, self._totals(), self._actors_held())
         if undone:
             self._release_bundles(pg_id)
         return undone
@@ -342,7 +352,7 @@ class LabclusterSchedulerPlugin(SchedulerPlugin):
         self.extension = LabclusterExtension(scheduler, recorder, self.retries, self.grace)
         scheduler.extensions["labcluster"] = self.extension
         parts: list[SchedulerPlugin] = [p for p in (
-            recorder, RetryLimitPlugin(self.max_retries) if self.retries else None,
+            recorder, RetryLimitPlugin(self.max_retries, self.extension.out_of_retries) if self.retries else None,
             StreamsSchedulerPlugin(self.stream_interval) if self.stream_interval is not None else None) if p]
         for plugin in parts:
             scheduler.add_plugin(plugin)

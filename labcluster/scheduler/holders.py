@@ -39,18 +39,18 @@ class Holders:
     def __contains__(self, key: object) -> bool:
         return key in self.roles
 
-    def running(self) -> Iterable[tuple[Any, Any]]:
-        """(TaskState, WorkerState) of every holder running now."""
+    def running(self, roles: frozenset[str] = HOLDER_ROLES) -> Iterable[tuple[Any, Any]]:
+        """(TaskState, WorkerState) of every holder (of ``roles``) running now."""
         tasks = self.scheduler.tasks
         for key, (role, _) in list(self.roles.items()):
-            if role in HOLDER_ROLES:
+            if role in roles:
                 ts = tasks.get(key)
                 if ts is not None and ts.processing_on is not None:
                     yield ts, ts.processing_on
 
-    def held(self) -> list[tuple[str, Mapping[str, float]]]:
-        """(worker address, resources) of every running holder."""
-        return [(ws.address, dict(ts.resource_restrictions or {})) for ts, ws in self.running()]
+    def held(self, roles: frozenset[str] = HOLDER_ROLES) -> list[tuple[str, Mapping[str, float]]]:
+        """(worker address, resources) of every running holder (of ``roles``)."""
+        return [(ws.address, dict(ts.resource_restrictions or {})) for ts, ws in self.running(roles)]
 
     def held_by_worker(self) -> dict[Any, dict[str, float]]:
         """Per WorkerState: the resources its running holders keep."""

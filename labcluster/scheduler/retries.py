@@ -15,6 +15,7 @@ increments ``suspicious`` before it applies the recommendations).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from distributed import SchedulerPlugin
@@ -34,8 +35,10 @@ class RetryLimitPlugin(SchedulerPlugin):
 
     name = "labcluster-retries"
 
-    def __init__(self, default: int) -> None:
+    def __init__(self, default: int, on_exhausted: Callable[[str, int, int], None] | None = None) -> None:
         self.default = default
+        #: told ``(key, deaths, limit)`` when a task runs out (the extension: an actor's holder means a dead actor)
+        self.on_exhausted = on_exhausted
         self.scheduler: Any = None
 
     async def start(self, scheduler: Any) -> None:
@@ -51,3 +54,5 @@ class RetryLimitPlugin(SchedulerPlugin):
         if limit is None or limit < 0 or ts.suspicious <= limit:
             return
         fail_task_with(ts, worker_died_too_often, str(key), int(ts.suspicious), int(limit))
+        if self.on_exhausted is not None:
+            self.on_exhausted(str(key), int(ts.suspicious), int(limit))
