@@ -152,3 +152,38 @@ def test_tasks_never_wait_behind_an_actor_while_another_worker_has_room(three: d
     assert not pending, f"{len(pending)} tasks stuck behind the actor on {three[held]}"
     assert held not in set(lc.get(ready))
     lc.kill(holder)
+
+
+@lc.remote(num_cpus=2)
+def actor(seconds: float) -> str:  # a user function that happens to share a name with labcluster's plumbing
+    import time
+
+    time.sleep(seconds)
+    return "done"
+
+
+@lc.remote
+def placement_group_bundle() -> str:
+    return "done"
+
+
+@lc.remote
+def pg_x() -> str:
+    return "done"
+
+
+def test_user_functions_named_like_plumbing_are_ordinary_tasks(three: dict[str, str]) -> None:
+    # roles are annotations, never key prefixes: these keys read actor-<hex>, placement_group_bundle-<hex>, pg_x-<hex>
+    assert lc.get([placement_group_bundle.remote(), pg_x.remote()], timeout=30) == ["done"] * 2
+    running = actor.remote(3.0)
+    assert wait_until(lambda: any(r["key"] == running.key and r["state"] == "running" for r in lc.list_tasks()), 30)
+    pg = lc.placement_group([{"CPU": 2}] * 3, strategy="STRICT_SPREAD")  # every CPU of the cluster
+    try:
+        # an ordinary running task is not a holder: the group is placed at once (its bundle there starts later)
+        assert lc.util.placement_group_table()[pg.id]["state"] == "CREATED"
+        assert lc.get(running, timeout=30) == "done"
+        assert pg.wait(30)
+    finally:
+        lc.remove_placement_group(pg)
+    functions = {r["function"] for r in lc.list_tasks(state="finished")}
+    assert {"actor", "placement_group_bundle", "pg_x"} <= functions  # recorded like any task
