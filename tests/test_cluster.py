@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import dask
 import psutil
 import pytest
 from conftest import CLIProcess, children, fake_pynvml, free_port, wait_until
@@ -114,8 +113,10 @@ def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
     assert len(started) >= 3  # one process per worker (plus multiprocessing helpers)
     pids = {n["PID"] for n in lc.nodes()}
     assert pids <= started
-    scheduler = lc.current_session().client.run_on_scheduler(os.getpid)
-    assert scheduler in started - pids  # the scheduler runs in a process of its own (local.scheduler-process)
+    head = lc.current_session().client.run_on_scheduler(os.getpid)
+    assert head in started - pids  # the scheduler and the Nannies run in the cluster's head process
+    assert all(psutil.Process(pid).ppid() == head for pid in pids)  # every worker is the head's child
+    assert os.getsid(head) != os.getsid(0) and os.getpgid(head) != os.getpgid(0)  # out of the kernel's group
     lc.shutdown()
     assert wait_until(lambda: not (children() & started), timeout=15), children() & started
 
@@ -132,7 +133,7 @@ if __name__ == "__main__":
 
 
 def test_a_killed_driver_leaves_no_scheduler_or_worker_behind(tmp_path: Path) -> None:
-    # a kernel killed outright runs no cleanup: the scheduler process notices its parent is gone
+    # a kernel killed outright runs no cleanup: the head process notices its parent is gone
     script = tmp_path / "driver.py"
     script.write_text(_DRIVER)
     driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
@@ -153,13 +154,13 @@ def test_a_killed_driver_leaves_no_scheduler_or_worker_behind(tmp_path: Path) ->
     assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=15), [p for p in pids if not gone(p)]
 
 
-def test_a_dead_scheduler_process_is_a_clear_error_and_shutdown_is_quick(shutdown_after: None) -> None:
+def test_a_dead_head_process_is_a_clear_error_and_shutdown_is_quick(shutdown_after: None) -> None:
     before = children()
     session = lc.init(num_cpus=1, include_dashboard=False)
     started = children() - before
     ref = slow_identity.remote(1, 30)
     os.kill(session.client.run_on_scheduler(os.getpid), signal.SIGKILL)
-    with pytest.raises(ClusterError, match=r"scheduler process \(pid \d+\) exited \(killed by SIGKILL\).*lc.init"):
+    with pytest.raises(ClusterError, match=r"head process \(pid \d+\) exited \(killed by SIGKILL\).*lc.init"):
         lc.get(ref)  # not a wait forever, not a GetTimeoutError that says the tasks keep running
     with pytest.raises(ClusterError, match="exited"):
         whoami.remote()  # every call says so
@@ -171,20 +172,12 @@ def test_a_dead_scheduler_process_is_a_clear_error_and_shutdown_is_quick(shutdow
     assert lc.get(whoami.remote())["mode"] == "none"
 
 
-def test_a_scheduler_that_cannot_start_says_why(shutdown_after: None) -> None:
+def test_a_cluster_that_cannot_start_says_why(shutdown_after: None) -> None:
     before = children()
-    with pytest.raises(ClusterError, match=r"scheduler process failed to start on host '192\.0\.2\.1': .*(assign|bind)"):
+    with pytest.raises(ClusterError, match=r"local cluster failed to start on host '192\.0\.2\.1': .*(assign|bind)"):
         lc.init(num_cpus=1, include_dashboard=False, host="192.0.2.1")  # TEST-NET-1: never this machine's
     assert not lc.is_initialized()
     assert wait_until(lambda: not (children() - before), timeout=15), children() - before
-
-
-def test_the_scheduler_can_stay_in_this_process(shutdown_after: None) -> None:
-    with dask.config.set({"labcluster.local.scheduler-process": False}):
-        session = lc.init(num_cpus=1, include_dashboard=False)
-    assert session.client.run_on_scheduler(os.getpid) == os.getpid()
-    assert str(session.client.scheduler.address).startswith("inproc://")  # local.in-process-client
-    assert lc.get(whoami.remote())["mode"] == "none"
 
 
 def _scheduler_streams(dask_scheduler=None) -> list:  # type: ignore[no-untyped-def]
@@ -306,8 +299,8 @@ def test_dashboard_on_by_default_off_when_asked(shutdown_after: None) -> None:
 
 
 def test_every_listener_binds_loopback(shutdown_after: None) -> None:
-    lc.init(num_cpus=1, simulate_gpus=1)
-    pids = {os.getpid(), *(n["PID"] for n in lc.nodes())}
+    session = lc.init(num_cpus=1, simulate_gpus=1)
+    pids = {os.getpid(), session.client.run_on_scheduler(os.getpid), *(n["PID"] for n in lc.nodes())}
     listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid in pids]
     assert len(listening) >= 5  # scheduler, its HTTP server, and each worker's comm and HTTP ports
     assert {c.laddr.ip for c in listening} == {"127.0.0.1"}

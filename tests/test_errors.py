@@ -175,16 +175,18 @@ def test_application_exceptions_are_retried_only_when_asked(hetero: lc.Session, 
                    if False else flaky_any.options(retry_exceptions=[KeyError]).remote(str(tmp_path / "e")))
 
 
-def test_script_without_main_guard_gets_told_the_fix(tmp_path: Path) -> None:
+def test_a_script_needs_no_main_guard(tmp_path: Path) -> None:
+    # Ray's examples have none: the workers are started by the cluster's head process, never from this script
     import subprocess
     import sys
 
     script = tmp_path / "no_guard.py"
-    script.write_text("import labcluster as lc\nlc.init(num_cpus=1, include_dashboard=False)\n")
+    script.write_text("import labcluster as lc\nprint('top level ran', flush=True)\n"
+                      "lc.init(num_cpus=1, include_dashboard=False)\n"
+                      "print(lc.get(lc.remote(lambda: 41).remote()) + 1)\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert out.returncode != 0
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("labcluster.exceptions.ClusterError") and 'if __name__ == "__main__":' in last
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["top", "level", "ran", "42"]  # the script's top level ran once, in this process
 
 
 def test_put_of_something_unpicklable_and_get_after_shutdown(shutdown_after: None) -> None:

@@ -251,3 +251,17 @@ def test_calls_in_flight_fail_without_max_task_retries(shutdown_after: None) -> 
             return False
 
     assert wait_until(restarted, timeout=60, interval=0.5)
+
+
+def test_a_cluster_left_without_workers_says_so_on_get_and_wait(shutdown_after: None) -> None:
+    # its only worker retired, and its Nanny with it: nothing will run the task, so waiting would be forever
+    import pytest
+
+    from labcluster.exceptions import ClusterError
+
+    session = lc.init(num_cpus=1, include_dashboard=False)
+    session.client.retire_workers(close_workers=True)
+    with pytest.raises(ClusterError, match=r"no workers left \(they left: cpu-0 \d+s ago\) and none will come back"):
+        lc.get(step.remote(1))  # no timeout: it would have waited forever
+    with pytest.raises(ClusterError, match="no workers left"):
+        lc.wait([step.remote(2)], timeout=30)  # not "the tasks keep running"

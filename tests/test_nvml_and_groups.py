@@ -4,7 +4,8 @@ import pytest
 from conftest import fake_pynvml
 
 import labcluster as lc
-from labcluster.cluster.groups import build_spec, default_groups, pin_gpus
+from labcluster.cluster.groups import default_groups, pin_gpus
+from labcluster.cluster.spec import build_spec
 from labcluster.diagnostics import nvml
 
 GiB = 2**30

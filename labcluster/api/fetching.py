@@ -168,6 +168,8 @@ async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future
         if done:
             return "ok", gathering.result()
         session.check()  # raises through client.sync: no scheduler to ask
+        if session.extension and (gone_all := await acall(session.client, "workers_gone")):
+            raise _no_workers_error(gone_all)
         states = await acall(session.client, "key_states", keys=[str(f.key) for f in futures])
         # unknown to the scheduler is "gone" only for a key this client saw computed: a pending one may simply not
         # have reached the scheduler yet (its update-graph message is queued behind others)
@@ -220,6 +222,7 @@ def until_done(session: Session, refs: Sequence[Any], need: int, timeout: float 
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     step = config.seconds("wait-step")
+    steps = 0
     while True:
         pending = [r for r in refs if not r.done()]
         gone = {r.key for r in _lost_for_good(session, pending)}
@@ -229,10 +232,27 @@ def until_done(session: Session, refs: Sequence[Any], need: int, timeout: float 
             return gone
         waiting = [r for r in pending if r.key not in gone]
         session.check()
+        if steps:  # a step passed with work still pending: is there anything left to do it?
+            no_workers(session)
+        steps += 1
         # our own counter, not distributed.wait: on a timeout it cancels every waiter it made; then look for
         # lost objects and wait on (or return what is ready by the deadline)
         session.client.sync(_count_done, [_when_done(r) for r in waiting], missing,
                             step if left is None else min(step, left))
+
+
+def no_workers(session: Session) -> None:
+    """Raise ClusterError when the session's (local) cluster has no workers left and none will come back."""
+    if session.extension:
+        gone = call(session.client, "workers_gone")
+        if gone:
+            raise _no_workers_error(gone)
+
+
+def _no_workers_error(gone: dict[str, Any]) -> ClusterError:
+    left = ", ".join(f"{w['name']} {w['seconds_ago']:.0f}s ago" for w in gone["left"]) or "none was ever here"
+    return ClusterError(f"the cluster has no workers left (they left: {left}) and none will come back, so this "
+                        "will never finish; call lc.shutdown() and lc.init() to start a new cluster")
 
 
 def _when_done(ref: Any) -> Awaitable[Any]:

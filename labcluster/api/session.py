@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import html
 import logging
+import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-from distributed import Client, get_worker
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..cluster import info as cluster_info
-from ..cluster.worker_plugin import process_worker
+from ..cluster.worker_process import process_worker
 from ..exceptions import ClusterError
 from .calls import call
 
 logger = logging.getLogger("labcluster")
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 P = TypeVar("P")
 
@@ -181,7 +183,7 @@ class _Driver:
     """The driver process's session (lc.init), behind a lock."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock: threading.RLock = threading.RLock()
         self.session: Session | None = None
 
 
@@ -191,8 +193,11 @@ _worker_sessions: dict[str, Session] = {}
 _worker_sessions_lock = threading.Lock()
 def current_worker() -> Any:
     """The worker whose code is running here (a task, an actor's thread or event loop, a worker process), or None."""
+    worker_module = sys.modules.get("distributed.worker")
+    if worker_module is None:  # distributed is not even imported here (lc.init launching): no worker can be here
+        return None
     try:
-        return get_worker()
+        return worker_module.get_worker()
     except ValueError:  # not a Dask task's context; in a worker process of its own, that process's worker
         return process_worker()
 
@@ -213,6 +218,11 @@ def worker_session(worker: Any) -> Session:
                 session = _worker_sessions[worker.id] = Session(client, extension=extension_info(client),
                                                                 in_worker=True)
     return session
+
+
+def driver_lock() -> threading.RLock:
+    """Held while the driver's session is made or ended."""
+    return _driver.lock
 
 
 def driver_session() -> Session | None:

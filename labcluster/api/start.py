@@ -1,7 +1,11 @@
 """``lc.init()``: start a local cluster or connect to one; and the current session, starting a default one on first use.
 
-A local cluster is started by ``cluster/local.py``; here the session is built around it: the client, the Dask
-settings it runs with (for the session's lifetime), the scheduler extension's info, and what to check on every call.
+A local cluster runs in a head process of its own (``cluster/head.py``): Dask's scheduler with labcluster's
+extension, and a Nanny per worker. ``init`` launches it before this process imports distributed, so the two
+imports run side by side, then connects to it as a client. ``processes=False`` instead runs the scheduler and
+thread workers in this process (``cluster/local.py``): the fastest to start, for tests and small experiments.
+
+This module imports no Dask at import time (distributed is imported once the head is on its way).
 """
 
 from __future__ import annotations
@@ -9,48 +13,43 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import multiprocessing
-import os
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
-
-import dask.config
-from distributed import Client
-from distributed.deploy.cluster import Cluster
+from typing import TYPE_CHECKING, Any
 
 from .. import config
-from ..cluster.groups import WorkerGroup, default_groups
-from ..cluster.local import in_process_address, local_dask_config, start_local_cluster
-from ..cluster.scheduler_process import SchedulerProcess
-from ..cluster.tuning import dask_settings, local_interval, tune
+from ..cluster.groups import WorkerGroup, default_groups, pin_gpus
+from ..cluster.launcher import Head
+from ..cluster.tuning import dask_settings, local_interval, local_settings, tune
 from ..dask_internals import client_stream
+from ..diagnostics import nvml
 from ..exceptions import ClusterError, WorkerStartTimeout
-from .calls import call
 from .session import (
     Session,
     current_worker,
     dashboard_port,
+    driver_lock,
     driver_session,
     ensure_extension,
     set_driver_session,
     shutdown,
     worker_session,
 )
-from .session import _driver as driver
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger("labcluster")
 
 _INIT_KEYWORDS = ("address", "cluster", "workers", "num_cpus", "num_gpus", "resources", "simulate_gpus",
-                  "processes", "host", "dashboard_address", "include_dashboard", "security",
+                  "processes", "host", "dashboard_address", "include_dashboard", "security", "namespace",
                   "ignore_reinit_error", "timeout")
 
 
 def init(
     address: str | None = None,
     *,
-    cluster: Cluster | Any | None = None,
+    cluster: Any | None = None,
     workers: Sequence[WorkerGroup] | None = None,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
@@ -61,6 +60,7 @@ def init(
     dashboard_address: str | None = None,
     include_dashboard: bool = True,
     security: Any | None = None,
+    namespace: str | None = None,
     ignore_reinit_error: bool = False,
     timeout: float | None = None,
     **unknown: Any,
@@ -75,8 +75,9 @@ def init(
     - ``lc.init("tcp://10.0.0.5:8786")`` or ``lc.init(cluster=any_dask_cluster)``: connect; ``shutdown``
       then leaves that cluster running.
 
-    A local cluster's scheduler runs in a process of its own (``labcluster.local.scheduler-process``), worker
-    processes each behind a Nanny; ``processes=False`` runs workers as threads, with the scheduler, in this process.
+    A local cluster runs in a process of its own, out of reach of a notebook's interrupt: Dask's scheduler, and a
+    Nanny per worker process. ``processes=False`` runs thread workers, with the scheduler, in this process.
+    ``namespace`` scopes the names of named actors (default "": shared by every driver of the cluster).
 
     >>> import labcluster as lc
     >>> with lc.init(num_cpus=2, processes=False) as ctx:
@@ -86,7 +87,7 @@ def init(
     if unknown:
         raise TypeError(f"lc.init() got unknown keyword(s) {sorted(unknown)}; valid ones are "
                         f"{', '.join(_INIT_KEYWORDS)}")
-    with driver.lock:
+    with driver_lock():
         existing = driver_session()
         if existing is not None:
             if ignore_reinit_error:
@@ -109,19 +110,28 @@ def init(
         else:
             groups = list(workers) if workers is not None else default_groups(
                 num_cpus, num_gpus, resources, simulate_gpus)
-            session = _start_local(groups, processes, host, dashboard_address, include_dashboard, timeout)
+            processes = bool(config.get("local.processes")) if processes is None else processes
+            host = host or str(config.get("local.host"))
+            # no bokeh server when include_dashboard is False: saves ~0.35 s of start-up
+            dashboard = (dashboard_address or str(config.get("local.dashboard-address"))) if include_dashboard else None
+            wait = timeout if timeout is not None else config.seconds("timeouts.worker-start")
+            start = _start_head if processes else _start_in_process
+            session = start(groups, host, dashboard, wait)
+        session.namespace = namespace or ""
         set_driver_session(session)
         return session
 
 
 def _connect(address: str | None, cluster: Any | None, security: Any | None, timeout: float | None) -> Session:
+    from distributed import Client
+
     timeout = timeout if timeout is not None else config.seconds("timeouts.connect")
     target = cluster if cluster is not None else address
-    settings = dask.config.set(dask_settings())  # for the session's lifetime: its close leaves it
+    settings = _Settings(dask_settings())
     try:
         client = Client(target, timeout=timeout, security=security)
     except (OSError, TimeoutError) as e:
-        settings.__exit__(None, None, None)
+        settings.leave()
         raise ClusterError(f"could not reach a Dask scheduler at {address!r} within {timeout:g}s ({e}); "
                            f"check the address (e.g. 'tcp://127.0.0.1:8786'), that `labcluster scheduler` "
                            f"or `dask scheduler` runs there, and any TLS settings (security=)") from e
@@ -131,123 +141,129 @@ def _connect(address: str | None, cluster: Any | None, security: Any | None, tim
         try:
             client.close(timeout=10)
         finally:
-            settings.__exit__(None, None, None)
+            settings.leave()
 
     return Session(client, cluster, owns_cluster=False, extension=extension, on_close=close)
 
 
-_MAIN_GUARD_HINT = (
-    "if this is a script, put the code that calls lc.init() (or the first .remote()) under "
-    "`if __name__ == \"__main__\":` -- worker processes are started with multiprocessing's 'spawn', which "
-    "imports your script again in each worker, and an unguarded lc.init() there tries to start another cluster"
-)
+class _Settings:
+    """``dask.config.set(values)`` for as long as a session lasts: entered now, left by :meth:`leave`."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        import dask.config
+
+        self._ctx = dask.config.set(dict(values))
+
+    def leave(self) -> None:
+        self._ctx.__exit__(None, None, None)
 
 
-def _prepare_main_for_spawn() -> None:
-    """Worker processes start with multiprocessing's 'spawn', which re-imports ``__main__`` from its file."""
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise RuntimeError(f"lc.init() was called while a worker process was importing your script; {_MAIN_GUARD_HINT}")
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if main is not None and isinstance(path, str) and not os.path.isfile(path):
-        # code read from stdin (`python - <<EOF`) has the fake path "<stdin>": spawn would try to run that file in
-        # each worker and fail. Without a path, spawn skips re-importing __main__, as it does for notebooks.
-        del main.__file__
+def _start_head(groups: list[WorkerGroup], host: str, dashboard: str | None, wait: float) -> Session:
+    """The cluster in a head process of its own (``cluster/head.py``), this process its client."""
+    if any(g.gpus_per_worker and g.simulated is not True for g in groups):  # real GPUs: one per worker, by UUID
+        groups = pin_gpus(groups, nvml.probe())
+    head = Head(groups, host=host, dashboard_address=dashboard)
+    head.start()
+    settings: _Settings | None = None
+    client = None
+    try:
+        from distributed import Client  # the head imports distributed meanwhile: side by side, not one after the other
+
+        settings = _Settings(local_settings())
+        address = head.wait_for("scheduler", wait)
+        client = Client(address, direct_to_workers=bool(config.get("local.direct-to-workers")), timeout=wait)
+        tune(client_stream(client), local_interval())
+        head.wait_for("workers", wait)
+        _wait_for_workers(client, groups, wait)
+        extension = ensure_extension(client)
+    except BaseException:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=5)
+        head.close()
+        if settings is not None:
+            settings.leave()
+        raise
+    local = _LocalHead(client, head, settings)
+    return Session(client, head, owns_cluster=True, extension=extension, address=address,
+                   dashboard_link=_dashboard_link(client, host, dashboard), on_close=local.close, check=local.check)
 
 
-def _start_local(groups: list[WorkerGroup], processes: bool | None, host: str | None,
-                 dashboard_address: str | None, include_dashboard: bool, timeout: float | None) -> Session:
-    _prepare_main_for_spawn()
-    # the scheduler-wide ceiling; each task's own max_retries is applied by the extension's retry plugin
-    settings = {**dask_settings(), **local_dask_config(),
-                "distributed.scheduler.allowed-failures": int(config.get("max-retries-ceiling"))}
-    config_ctx = dask.config.set(settings)
+def _start_in_process(groups: list[WorkerGroup], host: str, dashboard: str | None, wait: float) -> Session:
+    """Thread workers and the scheduler in this process (``processes=False``)."""
+    from distributed import Client
+
+    from ..cluster.local import in_process_address, start_in_process
+
+    settings = _Settings(local_settings())
     cluster = None
     try:
-        cluster = start_local_cluster(groups, host=host, dashboard_address=dashboard_address, processes=processes,
-                                      include_dashboard=include_dashboard)
-        direct = bool(config.get("local.direct-to-workers"))
-        inproc = in_process_address(cluster) if processes is not False else None
-        client = Client(inproc or cluster, direct_to_workers=direct)
+        cluster = start_in_process(groups, dashboard_address=dashboard)
+        client = Client(in_process_address(cluster) or cluster)
         tune(client_stream(client), local_interval())
-        expected = sum(g.n for g in groups)
-        wait = timeout if timeout is not None else config.seconds("timeouts.worker-start")
-        try:
-            client.wait_for_workers(expected, timeout=wait)
-        except TimeoutError as e:
-            arrived = len(client.scheduler_info(n_workers=-1)["workers"])
-            client.close()
-            raise WorkerStartTimeout(arrived, expected, wait) from e
+        _wait_for_workers(client, groups, wait)
         extension = ensure_extension(client)
-        call(client, "keep_workers", workers={
-            name: dict(entry.get("options", {}).get("resources") or {}) for name, entry in cluster.worker_spec.items()})
-    except BaseException as e:
+    except BaseException:
         if cluster is not None:
             cluster.close(timeout=10)
-        config_ctx.__exit__(None, None, None)
-        if isinstance(e.__cause__, ClusterError):  # the scheduler process's own error (SpecCluster wraps it)
-            raise e.__cause__ from None
-        if isinstance(e, RuntimeError) and "failed to start" in str(e):
-            main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-            hint = f"; {_MAIN_GUARD_HINT}" if main_file and os.path.isfile(main_file) else ""
-            raise ClusterError(f"the local cluster's worker processes failed to start ({e}); the worker's own error "
-                               f"is printed above{hint}") from e
+        settings.leave()
         raise
-    dashboard_host = (host or config.get("local.host")) if include_dashboard else None
-    scheduler = getattr(cluster, "scheduler", None)
-    process = scheduler if isinstance(scheduler, SchedulerProcess) else None
-    local = _LocalCluster(client, cluster, config_ctx, process)
 
-    def dashboard_link() -> str | None:
-        # built from where it binds: Dask derives it from the scheduler's address, which for in-process
-        # clusters is the machine's IP, not the loopback the dashboard listens on
-        port = dashboard_port(client) if dashboard_host is not None else None
-        return f"http://{dashboard_host}:{port}/status" if port else None
+    def close() -> None:
+        try:
+            client.close(timeout=10)
+        finally:
+            try:
+                cluster.close(timeout=20)
+            finally:
+                settings.leave()
 
     return Session(client, cluster, owns_cluster=True, extension=extension, address=str(cluster.scheduler_address),
-                   dashboard_link=dashboard_link, on_close=local.close, check=local.check)
+                   dashboard_link=_dashboard_link(client, host, dashboard), on_close=close)
 
 
-class _LocalCluster:
-    """What a session that started its cluster checks on every call, and closes at the end."""
+def _wait_for_workers(client: Client, groups: Sequence[WorkerGroup], wait: float) -> None:
+    expected = sum(g.n for g in groups)
+    try:
+        client.wait_for_workers(expected, timeout=wait)
+    except TimeoutError as e:
+        arrived = len(client.scheduler_info(n_workers=-1)["workers"])
+        raise WorkerStartTimeout(arrived, expected, wait) from e
 
-    def __init__(self, client: Client, cluster: Any, config_ctx: Any, process: SchedulerProcess | None) -> None:
-        self.client, self.cluster, self.config_ctx, self.process = client, cluster, config_ctx, process
 
-    def gone(self) -> str | None:
-        """Why the scheduler is gone, when it was a process ``init`` started and it exited; else None."""
-        return self.process.died() if self.process is not None else None
+def _dashboard_link(client: Client, host: str, dashboard: str | None) -> Any:
+    def link() -> str | None:
+        # built from where it binds: Dask derives it from the scheduler's address, which for in-process
+        # clusters is the machine's IP, not the loopback the dashboard listens on
+        port = dashboard_port(client) if dashboard is not None else None
+        return f"http://{host}:{port}/status" if port else None
 
-    def error(self) -> ClusterError | None:
-        gone = self.gone()
-        if gone is None:
-            return None
-        return ClusterError(f"{gone}: every task and object of this session went with it; call lc.shutdown() "
-                            "and lc.init() to start a new cluster")
+    return link
+
+
+class _LocalHead:
+    """What a session whose cluster runs in a head process checks on every call, and closes at the end."""
+
+    def __init__(self, client: Client, head: Head, settings: _Settings) -> None:
+        self.client, self.head, self.settings = client, head, settings
 
     def check(self) -> None:
-        if self.process is not None and self.process.died() is not None:
-            error = self.error()
-            if error is not None:
-                raise error
+        gone = self.head.died()
+        if gone is not None:
+            raise ClusterError(f"{gone}: every task and object of this session went with it; call lc.shutdown() "
+                               "and lc.init() to start a new cluster")
 
     def close(self) -> None:
-        gone = self.gone()
-        if gone is not None:
-            self.cluster.shutdown_scheduler = False  # nothing to ask it: close the workers and the client only
-        else:
-            # let actor and placement-group holders end cleanly: the cluster goes away with them
-            with contextlib.suppress(Exception):
-                call(self.client, "release_all")
+        gone = self.head.died()
         try:
-            # with the scheduler gone, the client is retrying to reach it; Dask logs that being cut short as an error
+            # with the head gone, the client is retrying to reach it; Dask logs that being cut short as an error
             with _quiet("distributed.client") if gone is not None else contextlib.nullcontext():
                 self.client.close(timeout=10)
         finally:
             try:
-                self.cluster.close(timeout=20)
+                self.head.close()  # it releases actor and bundle holders, closes its Nannies, exits
             finally:
-                self.config_ctx.__exit__(None, None, None)
+                self.settings.leave()
 
 
 @contextlib.contextmanager
@@ -260,20 +276,6 @@ def _quiet(logger_name: str) -> Iterator[None]:
         yield
     finally:
         log.setLevel(level)
-
-
-def scheduler_error(session: Session, wait: float = 0.0) -> ClusterError | None:
-    """The error to raise if ``session``'s scheduler process is gone; ``wait``: seconds to give this process to
-    notice that it exited (a lost connection can be seen first)."""
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            session.check()
-        except ClusterError as e:
-            return e
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.05)
 
 
 atexit.register(shutdown)
@@ -291,7 +293,7 @@ def current_session(auto_init: bool = True) -> Session:
         return session
     if not auto_init:
         raise RuntimeError("labcluster is not initialized; call lc.init() first")
-    with driver.lock:
+    with driver_lock():
         session = driver_session()
         if session is None:
             started = time.monotonic()

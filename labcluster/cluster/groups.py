@@ -1,38 +1,30 @@
-"""Worker groups: the unit a heterogeneous cluster is described in, turned into a Dask SpecCluster spec.
+"""Worker groups: the unit a heterogeneous cluster is described in (``spec.py`` turns them into a Dask spec).
 
 A cluster is a list of :class:`WorkerGroup`. Each group is ``n`` identical workers with a number of
 threads, custom resources and, for GPU groups, one GPU per worker. Every worker advertises the
 resource ``CPU`` equal to its thread count, which is what makes ``num_cpus`` mean CPU *slots*:
 every labcluster task asks for ``CPU: num_cpus``, so a ``num_cpus=2`` task on a 2-thread worker
-never shares it with another task.
+never shares it with another task. This module imports no Dask: ``lc.init()`` decides the groups and launches
+the cluster's process before this process has imported distributed.
 
->>> spec = build_spec([WorkerGroup("cpu", n=2, nthreads=2), WorkerGroup("gpu", resources={"GPU": 1})])
->>> sorted(spec)
-['cpu-0', 'cpu-1', 'gpu-0']
->>> spec["gpu-0"]["options"]["resources"]
-{'CPU': 1, 'GPU': 1}
+>>> [g.name for g in default_groups(num_cpus=2, simulate_gpus=1)]
+['cpu', 'gpu']
+>>> WorkerGroup.from_dict(WorkerGroup("gpu", n=2, resources={"GPU": 1}).to_dict())
+WorkerGroup('gpu', n=2, nthreads=1, resources={'GPU': 1})
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from dask.system import CPU_COUNT
-from distributed import Nanny, Worker
-
 from .. import config
 from ..diagnostics import nvml
-from ..scheduler.protocol import WORKER_INFO
-from .worker_plugin import LabclusterWorkerPlugin
 
 GPUMode = Literal["nvml", "simulated", "none"]
-
 
 
 @dataclass(frozen=True)
@@ -91,6 +83,16 @@ class WorkerGroup:
         sim = f", simulated={self.simulated}" if self.simulated is not None else ""
         return f"WorkerGroup({self.name!r}, n={self.n}, nthreads={self.nthreads}{extra}{sim})"
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (JSON), to send the group to the process that starts its workers."""
+        out = dataclasses.asdict(self)
+        out["resources"], out["env"] = dict(self.resources), dict(self.env)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WorkerGroup:
+        return cls(**{**d, "devices": tuple(nvml.GPUDevice(**dev) for dev in d.get("devices", ()))})
+
     @property
     def gpus_per_worker(self) -> float:
         return float(self.resources.get("GPU", 0))
@@ -132,69 +134,6 @@ def _replace(g: WorkerGroup, **changes: Any) -> WorkerGroup:
     return dataclasses.replace(g, **changes)
 
 
-def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list[int],
-                    gpu_uuids: list[str]) -> dict[str, Any]:
-    """What a labcluster worker tells the scheduler about itself (sent with every heartbeat).
-
-    Registered as a Dask worker ``metrics`` entry, so it works the same for local workers and for
-    ``labcluster worker`` processes on other machines.
-    """
-    return {"group": group, "gpu_mode": gpu_mode, "gpu_ids": gpu_ids, "gpu_uuids": gpu_uuids,
-            "pid": os.getpid()}
-
-
-def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True,
-                   prefix: str = "", stream_interval: float | None = None) -> dict[str, Any]:
-    """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group`` (named ``<prefix><group>-<i>``)."""
-    env = dict(group.env)
-    gpu_ids: list[int] = []
-    gpu_uuids: list[str] = []
-    if group.gpu_mode == "nvml":
-        device = group.devices[index]
-        env["CUDA_VISIBLE_DEVICES"] = device.uuid
-        gpu_ids, gpu_uuids = [device.index], [device.uuid]
-    elif group.gpu_mode == "simulated":
-        gpu_ids = [index]
-        gpu_uuids = [f"simulated-{group.name}-{index}"]
-    metric = functools.partial(describe_worker, group=group.name, gpu_mode=group.gpu_mode,
-                               gpu_ids=gpu_ids, gpu_uuids=gpu_uuids)
-    options: dict[str, Any] = {
-        "name": f"{prefix}{group.name}-{index}",
-        "nthreads": group.nthreads,
-        "resources": {"CPU": group.nthreads, **group.resources},
-        "memory_limit": group.memory_limit,
-        "host": host,
-        "metrics": {WORKER_INFO: metric},
-        "plugins": (LabclusterWorkerPlugin(stream_interval),),
-    }
-    if processes:
-        options["env"] = env
-        # the worker process logs warnings and up only: its INFO chatter would land in notebook cells
-        options["silence_logs"] = logging.WARNING
-    elif env:
-        raise ValueError(f"worker group {group.name!r}: env= and real GPUs need processes=True "
-                         f"(threads share one environment)")
-    return options
-
-
-def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes: bool = True,
-               prefix: str = "", stream_interval: float | None = None) -> dict[str, dict[str, Any]]:
-    """Turn worker groups into a ``SpecCluster`` worker spec ``{name: {"cls", "options"}}``.
-
-    ``prefix`` keeps worker names unique when several machines run the same groups.
-    """
-    names = [g.name for g in groups]
-    if len(set(names)) != len(names):
-        raise ValueError(f"worker group names must be unique, got {names}")
-    cls = Nanny if processes else Worker
-    spec = {}
-    for g in groups:
-        for i in range(g.n):
-            opts = worker_options(g, i, host, processes, prefix, stream_interval)
-            spec[opts["name"]] = {"cls": cls, "options": opts}
-    return spec
-
-
 def default_groups(
     num_cpus: int | None = None,
     num_gpus: int | None = None,
@@ -214,7 +153,7 @@ def default_groups(
     ['cpu', 'gpu']
     """
     probe = probe if probe is not None else nvml.probe()
-    cpus = int(num_cpus) if num_cpus is not None else CPU_COUNT
+    cpus = int(num_cpus) if num_cpus is not None else cpu_count()
     if cpus < 1:
         raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
     gpu_cpus = int(config.get("local.gpu-worker-cpus"))
@@ -234,3 +173,11 @@ def default_groups(
         groups.append(WorkerGroup("gpu-sim", n=wanted - real, nthreads=gpu_cpus, resources={"GPU": 1},
                                   simulated=True))
     return groups
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its CPU affinity, as Dask counts them; cgroup quotas aside)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1

@@ -19,10 +19,11 @@ from distributed import Nanny, Scheduler
 from .. import config
 from ..diagnostics import nvml
 from ..scheduler.extension import LabclusterSchedulerPlugin
-from .groups import WorkerGroup, build_spec, default_groups, pin_gpus
+from .groups import WorkerGroup, default_groups, pin_gpus
+from .spec import build_spec
 from .tuning import dask_settings
 
-#: the line a labcluster scheduler prints first, followed by its address (``SchedulerProcess`` reads it)
+#: the line `labcluster scheduler` prints first, followed by its address
 ADDRESS_LINE = "labcluster scheduler at "
 
 

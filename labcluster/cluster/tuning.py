@@ -17,7 +17,7 @@ Every client, scheduler and worker talks over ``BatchedSend`` streams. Two of th
   ``labcluster.stream-message-log`` for every process labcluster sets up: its own client (also against a remote
   scheduler), and the scheduler and workers it starts.
 
-The scheduler side of the interval is applied by :class:`StreamsSchedulerPlugin`, the worker side by
+The scheduler side of the interval is applied by ``scheduler/streams.py``, the worker side by
 ``LabclusterWorkerPlugin``, the client side by :func:`tune`.
 """
 
@@ -26,10 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 from dask.utils import parse_timedelta
-from distributed import SchedulerPlugin
 
 from .. import config
-from ..dask_internals import scheduler_streams, set_stream_interval
+from ..dask_internals import set_stream_interval
 
 
 def dask_settings() -> dict[str, Any]:
@@ -51,26 +50,8 @@ def tune(comm: Any, interval: float | None) -> None:
         set_stream_interval(comm, interval)
 
 
-class StreamsSchedulerPlugin(SchedulerPlugin):
-    """Set the batching interval of the scheduler's stream to every worker and client that connects."""
-
-    name = "labcluster-streams"
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.scheduler: Any = None
-
-    async def start(self, scheduler: Any) -> None:
-        self.scheduler = scheduler
-        self._apply()
-
-    def add_worker(self, scheduler: Any, worker: str) -> None:
-        self._apply()
-
-    def add_client(self, scheduler: Any, client: str) -> None:
-        # the client's stream is created just after this hook runs
-        scheduler.loop.add_callback(self._apply)
-
-    def _apply(self) -> None:
-        for comm in scheduler_streams(self.scheduler):
-            tune(comm, self.interval)
+def local_settings() -> dict[str, Any]:
+    """The Dask settings of every process of a local cluster (see ``labcluster.yaml`` for why each one)."""
+    return {**dask_settings(), **dict(config.get("local.dask-config") or {}),
+            # the scheduler-wide ceiling; each task's own max_retries is applied by the extension's retry plugin
+            "distributed.scheduler.allowed-failures": int(config.get("max-retries-ceiling"))}

@@ -20,14 +20,7 @@ from distributed import WorkerPlugin
 
 from ..dask_internals import worker_stream
 from .tuning import tune
-
-#: in a worker process labcluster started: its worker (``api/session.py`` reads it through :func:`process_worker`)
-_process_worker: Any = None
-
-
-def process_worker() -> Any:
-    """The worker this process runs, when it is a worker process of its own; else None."""
-    return _process_worker
+from .worker_process import set_process_worker
 
 
 class _DropRepeats(logging.Filter):
@@ -51,8 +44,7 @@ class LabclusterWorkerPlugin(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         tune(worker_stream(worker), self.stream_interval)
         if os.getpid() != self.made_in:
-            global _process_worker
-            _process_worker = worker
+            set_process_worker(worker)
         for name in ("distributed.worker", "distributed.worker.state_machine"):
             logger = logging.getLogger(name)
             if not any(isinstance(f, _DropRepeats) for f in logger.filters):

@@ -13,7 +13,8 @@ info                            version and which parts run here (records, retri
 key_states                      each key's state: Dask's, ``forgotten``, or ``lost`` (no task, no copy)
 records, lineage                pages of task records; every attempt an object depends on
 fits                            whether a worker fits a request: live, kept by a local cluster, or away
-keep_workers                    a local cluster says which workers it keeps (its Nannies restart them)
+keep_workers, workers_gone      a local cluster says which workers it keeps (its Nannies restart them); are
+                                they all gone for good
 hold, release, release_all      holder tasks wait to be released; lc.kill / remove_placement_group
 actor_register, actor_get,      the actor table: create (names are unique per namespace), look up,
 actor_lookup, actor_list,       wait for a state, restart budget (incarnate), kill or restart
@@ -39,7 +40,6 @@ from typing import Any
 from distributed import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
-from ..cluster.tuning import StreamsSchedulerPlugin
 from ..diagnostics.recorder import RecordsPlugin
 from . import actors as actor_states
 from .actors import Actors
@@ -48,6 +48,7 @@ from .placement import Groups, fits, is_bundle_resource
 from .protocol import NOTICES, OWNER, ROLE, ROLE_ACTOR, ROLE_BUNDLE, WORKER_INFO
 from .retries import RetryLimitPlugin
 from .spill import spill
+from .streams import StreamsSchedulerPlugin
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ class LabclusterExtension:
         self.groups = Groups()
         if records is not None:
             records.plumbing = self.holders.roles  # type: ignore[assignment]  # a dict: membership is what counts
-        #: name -> resources of each worker a local cluster keeps (its Nanny restarts it if it dies): they count as here
-        self.kept: dict[str, dict[str, float]] = {}
+        #: name -> resources of each worker a local cluster keeps (its Nanny restarts it if it dies): they count as
+        #: here; None on a cluster this scheduler does not manage (nothing known of what may come back)
+        self.kept: dict[str, dict[str, float]] | None = None
         #: workers by address while they are here: (name, own resources); those that left: name -> (resources, when)
         self._here: dict[str, tuple[str, dict[str, float]]] = {}
         self.left: dict[str, tuple[dict[str, float], float]] = {}
@@ -77,7 +79,7 @@ class LabclusterExtension:
     def _handlers(self) -> dict[str, Callable[..., Any]]:
         return {
             "info": self.info, "key_states": self.key_states, "records": self.records_page, "lineage": self.lineage,
-            "fits": self.fits, "keep_workers": self.keep_workers,
+            "fits": self.fits, "keep_workers": self.keep_workers, "workers_gone": self.workers_gone,
             "hold": self.hold, "release": self.release, "release_all": self.release_all,
             "actor_register": self.actor_register, "actor_get": self.actor_get, "actor_lookup": self.actor_lookup,
             "actor_list": self.actor_list, "actor_update": self.actor_update,
@@ -140,7 +142,7 @@ class LabclusterExtension:
         name = name or str(msg.get("worker"))
         if msg.get("expected"):
             return  # retired on purpose (scale down, shutdown): nothing to act on
-        kept = name in self.kept
+        kept = self.kept is not None and name in self.kept
         running = len(msg.get("processing-tasks") or ())
         lost = len(msg.get("lost-computed-tasks") or ())
         put_lost = len(msg.get("lost-scattered-tasks") or ())
@@ -195,12 +197,21 @@ class LabclusterExtension:
         workers = self._workers()
         here = any(fits(w["resources"], request) for w in workers)
         since = time.monotonic() - self.grace
-        coming = any(fits(r, request) for r in self.kept.values()) or any(
+        coming = any(fits(r, request) for r in (self.kept or {}).values()) or any(
             fits(r, request) for r, when in self.left.values() if when >= since)
         return {"fits": here or coming, "here": here, "workers": workers}
 
     def keep_workers(self, workers: dict[str, dict[str, float]]) -> None:
         self.kept = {str(name): dict(resources) for name, resources in workers.items()}
+
+    def workers_gone(self) -> dict[str, Any] | None:
+        """On a local cluster whose workers are all gone and none will come back (their Nannies stopped): which
+        left and how long ago. None otherwise (a cluster this scheduler does not manage may yet grow workers)."""
+        if self.kept is None or self.kept or self.scheduler.workers:
+            return None
+        now = time.monotonic()
+        return {"left": [{"name": name, "seconds_ago": now - when}
+                         for name, (_, when) in sorted(self.left.items(), key=lambda kv: kv[1][1])]}
 
     async def hold(self, key: str, timeout: float) -> str:
         return await self.holders.hold(key, timeout)

@@ -1,0 +1,85 @@
+"""Worker groups -> a Dask ``SpecCluster`` worker spec: each worker's Nanny (or Worker) options.
+
+>>> spec = build_spec([WorkerGroup("cpu", n=2, nthreads=2), WorkerGroup("gpu", resources={"GPU": 1})])
+>>> sorted(spec)
+['cpu-0', 'cpu-1', 'gpu-0']
+>>> spec["gpu-0"]["options"]["resources"]
+{'CPU': 1, 'GPU': 1}
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from distributed import Nanny, Worker
+
+from ..scheduler.protocol import WORKER_INFO
+from .groups import GPUMode, WorkerGroup
+from .worker_plugin import LabclusterWorkerPlugin
+
+
+def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list[int],
+                    gpu_uuids: list[str]) -> dict[str, Any]:
+    """What a labcluster worker tells the scheduler about itself (sent with every heartbeat).
+
+    Registered as a Dask worker ``metrics`` entry, so it works the same for local workers and for
+    ``labcluster worker`` processes on other machines.
+    """
+    return {"group": group, "gpu_mode": gpu_mode, "gpu_ids": gpu_ids, "gpu_uuids": gpu_uuids,
+            "pid": os.getpid()}
+
+
+def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True,
+                   prefix: str = "", stream_interval: float | None = None) -> dict[str, Any]:
+    """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group`` (named ``<prefix><group>-<i>``)."""
+    env = dict(group.env)
+    gpu_ids: list[int] = []
+    gpu_uuids: list[str] = []
+    if group.gpu_mode == "nvml":
+        device = group.devices[index]
+        env["CUDA_VISIBLE_DEVICES"] = device.uuid
+        gpu_ids, gpu_uuids = [device.index], [device.uuid]
+    elif group.gpu_mode == "simulated":
+        gpu_ids = [index]
+        gpu_uuids = [f"simulated-{group.name}-{index}"]
+    metric = functools.partial(describe_worker, group=group.name, gpu_mode=group.gpu_mode,
+                               gpu_ids=gpu_ids, gpu_uuids=gpu_uuids)
+    options: dict[str, Any] = {
+        "name": f"{prefix}{group.name}-{index}",
+        "nthreads": group.nthreads,
+        "resources": {"CPU": group.nthreads, **group.resources},
+        "memory_limit": group.memory_limit,
+        "host": host,
+        "metrics": {WORKER_INFO: metric},
+        "plugins": (LabclusterWorkerPlugin(stream_interval),),
+    }
+    if processes:
+        options["env"] = env
+        # the worker process logs warnings and up only: its INFO chatter would land in notebook cells
+        options["silence_logs"] = logging.WARNING
+    elif env:
+        raise ValueError(f"worker group {group.name!r}: env= and real GPUs need processes=True "
+                         f"(threads share one environment)")
+    return options
+
+
+def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes: bool = True,
+               prefix: str = "", stream_interval: float | None = None) -> dict[str, dict[str, Any]]:
+    """Turn worker groups into a ``SpecCluster`` worker spec ``{name: {"cls", "options"}}``.
+
+    ``prefix`` keeps worker names unique when several machines run the same groups.
+    """
+    names = [g.name for g in groups]
+    if len(set(names)) != len(names):
+        raise ValueError(f"worker group names must be unique, got {names}")
+    cls = Nanny if processes else Worker
+    spec = {}
+    for g in groups:
+        for i in range(g.n):
+            opts = worker_options(g, i, host, processes, prefix, stream_interval)
+            spec[opts["name"]] = {"cls": cls, "options": opts}
+    return spec

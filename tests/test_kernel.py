@@ -1,0 +1,102 @@
+"""labcluster in a real Jupyter kernel (jupyter_client): a kernel interrupt never takes the cluster down.
+
+Jupyter interrupts a kernel by sending SIGINT to its whole process group (jupyter_client's local provisioner uses
+killpg). The cluster ``lc.init()`` starts runs in a head process of its own session, out of that group's reach.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jupyter_client.manager import KernelManager
+
+
+class Kernel:
+    """A real IPython kernel, and what each cell sent on iopub (by the parent header of its request)."""
+
+    def __init__(self) -> None:
+        self.manager = KernelManager(kernel_name="python3")
+        self.manager.start_kernel()
+        self.client = self.manager.client()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def run(self, code: str, timeout: float = 120) -> dict[str, Any]:
+        """Run a cell; return its reply and what it printed (stdout, stderr, errors), once the kernel is idle."""
+        return self.collect(self.client.execute(code), timeout)
+
+    def collect(self, msg_id: str, timeout: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"stdout": "", "stderr": "", "error": None}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the cell did not finish within {timeout}s; so far: {out}") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out[content["name"]] += content["text"]
+            elif kind == "error":
+                out["error"] = content["ename"]
+            elif kind == "status" and content["execution_state"] == "idle":
+                out["reply"] = self.client.get_shell_msg(timeout=10)["content"]
+                return out
+
+    def busy(self, msg_id: str, timeout: float = 30) -> None:
+        """Wait until the kernel started running that cell."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.client.get_iopub_msg(timeout=timeout)
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "busy"):
+                return
+        raise AssertionError("the cell never started")
+
+    def close(self) -> None:
+        self.client.stop_channels()
+        self.manager.shutdown_kernel(now=False)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    k = Kernel()
+    setup = k.run("import time\nimport labcluster as lc\n"
+                  "session = lc.init(num_cpus=2, include_dashboard=False)\n"
+                  "@lc.remote\ndef slow(seconds):\n    time.sleep(seconds)\n    return seconds\n"
+                  "print(len(lc.nodes()))")
+    assert setup["error"] is None and setup["stdout"].strip() == "1", setup
+    yield k
+    k.run("lc.shutdown()")
+    k.close()
+
+
+def _interrupt(kernel: Kernel, code: str, after: float = 1.5) -> tuple[dict[str, Any], float]:
+    msg_id = kernel.client.execute(code)
+    kernel.busy(msg_id)
+    time.sleep(after)  # the cell is blocked by now
+    interrupted = time.monotonic()
+    kernel.manager.interrupt_kernel()
+    out = kernel.collect(msg_id, timeout=30)
+    return out, time.monotonic() - interrupted
+
+
+@pytest.mark.parametrize("cell", [
+    pytest.param("lc.get(slow.remote(20))", id="during-lc.get"),
+    pytest.param("lc.wait([slow.remote(20)], num_returns=1)", id="during-lc.wait"),
+    pytest.param("time.sleep(10)", id="during-plain-sleep"),
+])
+def test_an_interrupt_leaves_the_cluster_running(kernel: Kernel, cell: str) -> None:
+    out, seconds = _interrupt(kernel, cell)
+    assert out["error"] == "KeyboardInterrupt", out
+    print(f"KeyboardInterrupt {seconds:.2f}s after the interrupt")  # the figure, for the record (no threshold)
+    # the next cell runs tasks at once, on the same workers, and prints nothing of Dask's
+    after = kernel.run("print(len(lc.nodes()), lc.get(slow.remote(0.1), timeout=30))", timeout=60)
+    assert after["error"] is None, after
+    assert after["stdout"].strip() == "1 0.1"
+    assert "Traceback" not in after["stderr"] and "KeyboardInterrupt" not in after["stderr"], after["stderr"]
