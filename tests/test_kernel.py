@@ -100,3 +100,14 @@ def test_an_interrupt_leaves_the_cluster_running(kernel: Kernel, cell: str) -> N
     assert after["error"] is None, after
     assert after["stdout"].strip() == "1 0.1"
     assert "Traceback" not in after["stderr"] and "KeyboardInterrupt" not in after["stderr"], after["stderr"]
+
+
+def test_a_dead_worker_is_one_labcluster_line_in_the_cell_where_it_died(kernel: Kernel) -> None:
+    out = kernel.run("import os, signal\nrefs = [slow.remote(1) for _ in range(2)]\ntime.sleep(0.3)\n"
+                     "os.kill(lc.nodes()[0]['PID'], signal.SIGKILL)\nprint(lc.get(refs, timeout=60))", timeout=90)
+    assert out["error"] is None, out
+    lines = out["stdout"].splitlines()
+    assert lines[-1] == "[1, 1]"
+    assert any(line.startswith("labcluster: worker cpu-0 died; restarting it;") for line in lines), lines
+    assert out["stderr"] == "", out["stderr"]  # Dask's WARNING lines went to the cluster's log file
+

@@ -12,6 +12,7 @@ method is closed with its session, newest first.
 
 from __future__ import annotations
 
+import contextvars
 import html
 import logging
 import sys
@@ -284,6 +285,23 @@ def ensure_extension(client: Client) -> dict[str, Any] | None:
                        getattr(client.scheduler, "address", "?"), type(e).__name__, e)
         return None
     return extension_info(client)
+
+
+def show_notices(client: Client) -> None:
+    """Print the extension's notices for a user (``protocol.NOTICES``: a worker died, what it means for the work) as
+    one line each, on stdout: visible in a notebook cell, not painted as an error. Dask's own log records of a
+    cluster labcluster started go to its log file instead."""
+    from ..scheduler.protocol import NOTICES
+
+    def show(event: Any) -> None:
+        _, msg = event
+        text = msg.get("text") if isinstance(msg, dict) else None
+        if text:
+            # in a fresh context: a notebook kernel (ipykernel 7 keeps each cell's output target in a context
+            # variable) then shows it in the cell running now, not in the cell that started the client
+            contextvars.Context().run(print, f"labcluster: {text}", file=sys.stdout, flush=True)
+
+    client.subscribe_topic(NOTICES, show)
 
 
 def dashboard_port(client: Client) -> int | None:

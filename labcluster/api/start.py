@@ -32,6 +32,7 @@ from .session import (
     driver_session,
     ensure_extension,
     set_driver_session,
+    show_notices,
     shutdown,
     worker_session,
 )
@@ -136,6 +137,8 @@ def _connect(address: str | None, cluster: Any | None, security: Any | None, tim
                            f"check the address (e.g. 'tcp://127.0.0.1:8786'), that `labcluster scheduler` "
                            f"or `dask scheduler` runs there, and any TLS settings (security=)") from e
     extension = ensure_extension(client)
+    if extension:
+        show_notices(client)
 
     def close() -> None:
         try:
@@ -176,6 +179,7 @@ def _start_head(groups: list[WorkerGroup], host: str, dashboard: str | None, wai
         head.wait_for("workers", wait)
         _wait_for_workers(client, groups, wait)
         extension = ensure_extension(client)
+        show_notices(client)
     except BaseException:
         if client is not None:
             with contextlib.suppress(Exception):

@@ -186,6 +186,8 @@ def logging_config(log_file: str | None) -> dict[str, Any]:
     return {"version": 1, "disable_existing_loggers": False,
             "formatters": {"plain": {"format": "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"}},
             "handlers": {"file": handler},
+            # every library's records (bokeh's and tornado's too), not only Dask's
+            "root": {"level": "WARNING", "handlers": ["file"]},
             "loggers": {"distributed": {"level": "INFO", "handlers": ["file"], "propagate": False},
                         "labcluster": {"level": "INFO", "handlers": ["file"], "propagate": False}}}
 

@@ -150,7 +150,7 @@ class LabclusterExtension:
         if kept:
             parts.append("restarting it")
         if running:
-            parts.append(f"{running} running task(s) will be retried")
+            parts.append(f"{running} task(s) it was given will be retried")
         if lost:
             parts.append(f"{lost} result(s) will be recomputed")
         if put_lost:
