@@ -2,20 +2,21 @@
 
 ::
 
-    LabclusterError
-     ├── TaskError                  a task raised; also an instance of the user's exception type
+    LabclusterError (RayError)
+     ├── TaskError (RayTaskError)   a task raised; also an instance of the user's exception type
+     │    └── TaskCancelledError    the object's task was cancelled with lc.cancel
      ├── GetTimeoutError            lc.get(timeout=...) ran out (also a TimeoutError); the task keeps running
-     ├── TaskCancelledError         the object's task was cancelled with lc.cancel
      ├── WorkerCrashedError         the task's worker died more often than max_retries allowed
- ├── ActorDiedError             an actor is dead (killed, failed to start, or out of restarts)
+     ├── ActorDiedError (RayActorError)  an actor is dead (killed, failed to start, or out of restarts)
      ├── ObjectLostError            no copy of an object is left and it cannot be recomputed
- │    └── ObjectReconstructionFailedError   rebuilt from lineage more often than max_retries allows
+     │    └── ObjectReconstructionFailedError   rebuilt from lineage more often than max_retries allows
      ├── InfeasibleResourceError    no worker can ever satisfy a resource request (also a ValueError)
- │    └── PlacementGroupInfeasibleError   a placement group can never fit the cluster
+     │    └── PlacementGroupInfeasibleError   a placement group can never fit the cluster
      ├── SerializationError         a function or argument cannot be pickled (also a TypeError)
      └── ClusterError               the cluster could not be started, reached or used
           └── WorkerStartTimeout    too few workers registered in time
 
+Names in brackets are Ray's, for programs written against ``ray.exceptions``: the same classes.
 Every message says what was expected, what arrived, and how to fix it.
 """
 
@@ -51,7 +52,8 @@ class TaskError(LabclusterError):
     ``except ValueError`` and ``except lc.exceptions.TaskError`` both catch it, as in Ray.
 
     Attributes: ``cause`` (the original exception), ``function_name``, ``traceback_str`` (the remote
-    traceback, as text), ``worker`` (address of the worker the task ran on), ``pid`` (its process id).
+    traceback, as text), ``worker`` (address of the worker the task ran on), ``worker_name`` (its name, as
+    ``lc.nodes()`` shows it), ``pid`` (its process id).
     """
 
     def __init__(
@@ -61,16 +63,18 @@ class TaskError(LabclusterError):
         cause: BaseException | None = None,
         worker: str | None = None,
         pid: int | None = None,
+        worker_name: str | None = None,
     ) -> None:
         self.function_name = function_name
         self.traceback_str = traceback_str
         self.cause = cause
         self.worker = worker
         self.pid = pid
+        self.worker_name = worker_name
         Exception.__init__(self, function_name, traceback_str, cause, worker, pid)
 
     def __str__(self) -> str:
-        where = f" on worker {self.worker} (pid={self.pid})" if self.worker else ""
+        where = f" on worker {self.worker_name or self.worker} (pid {self.pid})" if self.worker else ""
         return f"task {self.function_name!r} failed{where}:\n\n{self.traceback_str.rstrip()}"
 
     def __repr__(self) -> str:
@@ -79,7 +83,8 @@ class TaskError(LabclusterError):
         return f"{type(self).__name__}({self.function_name!r}, {cause!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.worker, self.pid))
+        return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.worker, self.pid,
+                                      self.worker_name))
 
     def as_instanceof_cause(self) -> TaskError:
         """Return a copy whose class also derives from the cause's class (Ray's behaviour)."""
@@ -89,7 +94,8 @@ class TaskError(LabclusterError):
         if cls is None:
             return self
         err = cls.__new__(cls)
-        TaskError.__init__(err, self.function_name, self.traceback_str, self.cause, self.worker, self.pid)
+        TaskError.__init__(err, self.function_name, self.traceback_str, self.cause, self.worker, self.pid,
+                           self.worker_name)
         err.__cause__ = None
         return err
 
@@ -121,9 +127,10 @@ def _dual_class(cause_cls: type[BaseException]) -> type[TaskError] | None:
 
 
 def _rebuild_task_error(
-    function_name: str, traceback_str: str, cause: BaseException | None, worker: str | None, pid: int | None
+    function_name: str, traceback_str: str, cause: BaseException | None, worker: str | None, pid: int | None,
+    worker_name: str | None = None,
 ) -> TaskError:
-    return TaskError(function_name, traceback_str, cause, worker, pid).as_instanceof_cause()
+    return TaskError(function_name, traceback_str, cause, worker, pid, worker_name).as_instanceof_cause()
 
 
 class GetTimeoutError(LabclusterError, builtins.TimeoutError):
@@ -137,12 +144,21 @@ class GetTimeoutError(LabclusterError, builtins.TimeoutError):
         )
 
 
-class TaskCancelledError(LabclusterError):
-    """The task that produces this object was cancelled."""
+class TaskCancelledError(TaskError):
+    """The task that produces this object was cancelled (a task error too, as Ray programs catch it)."""
 
     def __init__(self, key: str) -> None:
         self.key = key
-        super().__init__(f"task {key!r} was cancelled (lc.cancel), so its result will never exist")
+        TaskError.__init__(self, key, "")
+
+    def __str__(self) -> str:
+        return f"task {self.key!r} was cancelled (lc.cancel), so its result will never exist"
+
+    def __repr__(self) -> str:
+        return f"TaskCancelledError({self.key!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskCancelledError, (self.key,))
 
 
 class WorkerCrashedError(LabclusterError):
@@ -298,3 +314,9 @@ class WorkerStartTimeout(ClusterError):
 
 def _fmt(resources: Mapping[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
+
+
+#: Ray's names for the same classes (``ray.exceptions``)
+RayError = LabclusterError
+RayTaskError = TaskError
+RayActorError = ActorDiedError

@@ -142,10 +142,12 @@ def test_timeline_is_a_valid_chrome_trace_with_a_bokeh_picture(cluster: lc.Sessi
     assert {(e["pid"], e["tid"]) for e in spans.values()} <= named
     fig = lc.timeline_figure()
     assert fig.renderers and len(fig.y_range.factors) >= 1
-    from bokeh.embed import file_html
-    from bokeh.resources import CDN
-
-    assert "load" in file_html(fig, CDN)
+    names = {n["NodeName"] for n in lc.nodes()}
+    assert all(lane.split(" / ")[0] in names for lane in fig.y_range.factors)  # cpu-0 / thread 1, not an address
+    assert any(type(r).__name__ == "Legend" for r in fig.right)  # beside the lanes, not over the bars
+    html = fig._repr_html_()  # a cell's last expression renders the chart, with bokeh's inline resources
+    assert "Bokeh" in html and "load" in html and "cdn.bokeh.org" not in html
+    assert "load" in Path(fig.save(str(tmp_path / "timeline.html"))).read_text()
 
 
 def test_lineage_has_task_and_stage_views_and_exports(cluster: lc.Session) -> None:
@@ -170,6 +172,26 @@ def test_lineage_has_task_and_stage_views_and_exports(cluster: lc.Session) -> No
     html = graph._repr_html_()
     assert html.count("<svg") == 2 and "extract" in html
     assert json.dumps(graph.to_dict())  # plain data all the way down
+    # one legend, in pipeline order, naming only marks that occur (nothing was lost, rebuilt or failed here)
+    assert html.count("background:") == len(graph.stages.nodes)  # one legend entry per stage: the legend is shown once
+    assert graph.stages.groups().index("extract") < graph.stages.groups().index("merge")
+    assert "dashed red: lost" not in html and "orange: reconstructed" not in html and "dark red" not in html
+
+
+@lc.remote
+def missing_part(x: int) -> int:
+    raise KeyError(f"no part {x}")
+
+
+def test_failed_tasks_are_marked_in_the_lineage_with_their_error(cluster: lc.Session) -> None:
+    bad = combine.remote(load.remote(2), missing_part.remote(7))
+    lc.wait([bad], timeout=30)
+    graph = lc.lineage(bad)
+    failed = [n for n in graph.tasks.nodes.values() if n["failed"]]
+    assert {n["function"] for n in failed} == {"missing_part", "combine"}  # the cause and what depended on it
+    html = graph._repr_html_()
+    assert "dark red: failed" in html and "no part 7" in html  # the mark in the legend, the error in the title
+    assert "1 failed" in graph.stages._label(graph.stages.nodes["missing_part"])
 
 
 def test_a_big_lineage_still_renders(cluster: lc.Session) -> None:

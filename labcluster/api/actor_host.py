@@ -42,7 +42,7 @@ from .blocking import wait_released
 from .calls import call
 from .objects import get
 from .refs import ObjectRef
-from .runner import Source, format_remote, source_of, task_error
+from .runner import Source, format_remote, task_error
 from .serialization import box, unbox
 from .session import worker_session
 
@@ -125,8 +125,8 @@ class _Hosted:
 
 #: actors hosted in this worker process, by id (what ``labcluster_actor_call`` finds them by)
 _HOSTED: dict[str, _Hosted] = {}
-#: unpickled actor classes, by payload: every restart in this process reuses the class
-_CLASSES: dict[bytes, Any] = {}
+#: unpickled actor classes (with their source), by payload: every restart in this process reuses the class
+_CLASSES: dict[bytes, tuple[Any, Source | None]] = {}
 
 
 def host_actor(actor_id: str, holder: str, payload: bytes, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -137,13 +137,14 @@ def host_actor(actor_id: str, holder: str, payload: bytes, args: tuple[Any, ...]
     client = worker.client
     if call(client, "hold", key=holder, timeout=0) == RELEASED:
         return "killed"  # killed before it ever started: never construct it
-    cls = _CLASSES.get(payload)
-    if cls is None:
-        cls = _CLASSES[payload] = cloudpickle.loads(payload)
+    cached = _CLASSES.get(payload)
+    if cached is None:
+        cached = _CLASSES[payload] = cloudpickle.loads(payload)
+    cls, source = cached
     args, kwargs = _resolve_refs(args, kwargs)
     secede()  # from here on the thread is not a task slot; the task's resources stay held (blocking.hold)
     while True:
-        hosted = _construct(client, worker, actor_id, cls, args, kwargs, max_concurrency, class_name)
+        hosted = _construct(client, worker, actor_id, cls, source, args, kwargs, max_concurrency, class_name)
         if hosted is None:
             return "out of restarts"
         owned = wait_released(client, holder)
@@ -160,8 +161,8 @@ def host_actor(actor_id: str, holder: str, payload: bytes, args: tuple[Any, ...]
         # lc.kill(no_restart=False): a fresh instance from the constructor, on this worker
 
 
-def _construct(client: Any, worker: Any, actor_id: str, cls: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-               max_concurrency: int, class_name: str) -> _Hosted | None:
+def _construct(client: Any, worker: Any, actor_id: str, cls: Any, source: Source | None, args: tuple[Any, ...],
+               kwargs: dict[str, Any], max_concurrency: int, class_name: str) -> _Hosted | None:
     """Build one incarnation of the actor and publish where it lives; None when the extension says that would be
     one restart more than ``max_restarts`` (it marks the actor DEAD)."""
     entry = call(client, "actor_incarnate", actor_id=actor_id)
@@ -171,10 +172,10 @@ def _construct(client: Any, worker: Any, actor_id: str, cls: Any, args: tuple[An
         instance = cls(*args, **kwargs)
     except Exception as e:
         call(client, "actor_update", actor_id=actor_id, fields={"state": "DEAD", "error": f"{type(e).__name__}: {e}"})
-        raise task_error(f"{class_name}.__init__", e, worker.address, format_remote(e, source_of(cls))) from None
+        raise task_error(f"{class_name}.__init__", e, worker, format_remote(e, source)) from None
     is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls, inspect.isfunction))
     extension = worker_session(worker).extension or {}
-    hosted = _Hosted(actor_id, instance, source_of(cls), is_async, recorded=bool(extension.get("records")))
+    hosted = _Hosted(actor_id, instance, source, is_async, recorded=bool(extension.get("records")))
     if is_async:
         hosted.start_loop(worker)
     else:
@@ -248,7 +249,7 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     try:
         result = box(await running)
     except Exception as e:
-        error = task_error(function, e, worker.address, format_remote(e, hosted.source))
+        error = task_error(function, e, worker, format_remote(e, hosted.source))
         if hosted.recorded:
             _record(worker, key, function, payload, timing, -1, repr(error))
         return {"status": "error", "exception": to_serialize(error)}

@@ -43,7 +43,7 @@ from .actor_host import host_actor
 from .calls import acall, call
 from .options import Options
 from .refs import CallOutcome, ObjectRef
-from .runner import task_name
+from .runner import source_of, task_name
 from .session import Session
 from .start import current_session
 from .submit import submit
@@ -134,7 +134,8 @@ class ActorClass:
         what = f"actor {self._cls.__name__!r}"
         if self._payload is None:
             serialization.check_function(self._cls, what)
-            self._payload = cloudpickle.dumps(self._cls)
+            # the class and its source (read here, where it exists: tracebacks on the worker show its lines)
+            self._payload = cloudpickle.dumps((self._cls, source_of(self._cls)))
         serialization.check_arguments(args, kwargs, what)
         actor_id = f"{task_name(self._cls.__name__)}-{uuid.uuid4().hex[:16]}"
         holder = f"actor-{actor_id}"

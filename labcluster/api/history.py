@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..diagnostics.figures import Figure
+from ..diagnostics.timeline import timeline_figure as draw
 from .calls import call
 from .start import current_session
 from .tables import Table
@@ -184,13 +186,15 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     return None
 
 
-def timeline_figure(*, color_by: str = "function", since: int = 0, width: int = 900) -> Any:
-    """A bokeh figure of the task records: a lane per worker thread, a bar per task or actor call, coloured by
-    function (or ``color_by="stage"``); reconstructions outlined in red. Show it with ``bokeh.io.show``.
+def timeline_figure(*, color_by: str = "function", since: int = 0, width: int = 900) -> Figure:
+    """A picture of the task records: a lane per worker thread (``cpu-0 / thread 1``), a bar per task or actor
+    call, coloured by function (or ``color_by="stage"``); reconstructions outlined in red, failures hatched. As a
+    cell's last expression it renders inline (no network needed); ``.save("timeline.html")`` writes a page.
 
-    >>> from bokeh.io import output_notebook, show     # doctest: +SKIP
-    >>> output_notebook(); show(lc.timeline_figure())  # doctest: +SKIP
+    >>> lc.timeline_figure(color_by="stage")           # doctest: +SKIP
     """
-    from ..diagnostics.timeline import timeline_figure as draw
-
-    return draw(fetch(since)[0], color_by=color_by, width=width)
+    rows, _ = fetch(since)
+    session = current_session()
+    names = call(session.client, "worker_names")
+    model = draw(rows, color_by=color_by, width=width, worker_names=names)
+    return Figure(model, f"task timeline, {len(rows)} records")

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from ..diagnostics.graph_svg import Node, layered_svg
+from ..diagnostics.graph_svg import Node, layered_svg, layers
 from .calls import call
 from .history import STATE_NAMES, duration
 from .refs import ObjectRef
@@ -28,12 +28,24 @@ from .start import current_session
 
 _PALETTE = ("#9ecae1", "#a1d99b", "#fdd0a2", "#dadaeb", "#c7e9c0", "#fdae6b", "#bcbddc", "#9e9ac8", "#fc9272",
             "#d9d9d9")
-LOST, RECONSTRUCTED = "#d62728", "#ff7f0e"
+LOST, RECONSTRUCTED, FAILED = "#d62728", "#ff7f0e", "#7b0000"
+#: the marks a node can carry: (node field that says so, stroke, dashed, what the legend says)
+_MARKS = (("lost", LOST, True, "dashed red: lost"), ("failed", FAILED, False, "dark red: failed"),
+          ("reconstructed", RECONSTRUCTED, False, "orange: reconstructed"))
 MAX_DRAWN = 400
 
 
 def _color(name: str, names: list[str]) -> str:
     return _PALETTE[names.index(name) % len(_PALETTE)] if name in names else _PALETTE[-1]
+
+
+def _legend(names: list[str], marks: list[tuple[str, str, bool, str]]) -> str:
+    """One legend: the groups' colours, in pipeline order, and only the marks some node carries."""
+    groups = " ".join(f'<span style="background:{_color(n, names)}; padding:0 4px">{html.escape(n)}</span>'
+                      for n in names[:20])
+    shown = " &middot; ".join(f'<span style="color:{stroke}">&#9711; {html.escape(text)}</span>'
+                              for _, stroke, _, text in marks)
+    return f"<div style='margin: 4px 0'>{groups}{'<br>' + shown if shown else ''}</div>"
 
 
 def _dot_id(key: str) -> str:
@@ -54,11 +66,23 @@ class _View:
                 "edges": [{"source": a, "target": b, "count": n} for a, b, n in self.edges]}
 
     def _style(self, node: dict[str, Any]) -> tuple[str, bool]:
-        if node["lost"]:
-            return LOST, True
-        if node["reconstructed"]:
-            return RECONSTRUCTED, False
+        for field, stroke, dashed, _ in _MARKS:
+            if node.get(field):
+                return stroke, dashed
         return "#333333", False
+
+    def groups(self) -> list[str]:
+        """The groups (stages, or functions) in pipeline order: by how early their first node comes, then name."""
+        depth = layers(list(self.nodes), [(a, b) for a, b, _ in self.edges])
+        first: dict[str, int] = {}
+        for nid, node in self.nodes.items():
+            group = str(node.get("group") or node.get("function"))
+            first[group] = min(first.get(group, depth.get(nid, 0)), depth.get(nid, 0))
+        return sorted(first, key=lambda g: (first[g], g))
+
+    def marks(self) -> list[tuple[str, str, bool, str]]:
+        """The marks some node of this view carries (lost, failed, reconstructed)."""
+        return [m for m in _MARKS if any(n.get(m[0]) for n in self.nodes.values())]
 
     def to_dot(self) -> str:
         lines = [f"digraph lineage_{self.grain} {{", "  rankdir=LR;", '  node [style=filled, fontname="sans-serif"];']
@@ -82,10 +106,13 @@ class _View:
         return self.grain == "stages" or node.get("kind") == "data"
 
     def _title(self, node: dict[str, Any]) -> str:
-        return "\n".join(f"{k}: {v}" for k, v in node.items() if v not in (None, "", [], {}))
+        """The hover text: the error first, for a failed node, then every known field."""
+        error = f"error: {node['error']}\n" if node.get("error") else ""
+        return error + "\n".join(f"{k}: {v}" for k, v in node.items() if v not in (None, "", [], {}, False)
+                                  and k != "error")
 
-    def _svg(self) -> str:
-        names = sorted({str(n.get("group") or n.get("function")) for n in self.nodes.values()})
+    def _svg(self, names: list[str] | None = None, legend: bool = True) -> str:
+        names = names if names is not None else self.groups()
         drawn = list(self.nodes)[:MAX_DRAWN]
         keep = set(drawn)
         nodes = []
@@ -98,11 +125,8 @@ class _View:
         svg = layered_svg(nodes, [(a, b) for a, b, _ in self.edges if a in keep and b in keep])
         more = (f"<p>{len(self.nodes) - len(drawn)} more nodes not drawn; to_dot() / to_dict() have them all.</p>"
                 if len(drawn) < len(self.nodes) else "")
-        legend = " ".join(f'<span style="background:{_color(n, names)}; padding:0 4px">{html.escape(n)}</span>'
-                          for n in names[:20])
-        marks = (f'<span style="color:{LOST}">&#9711; dashed red: lost</span> &middot; '
-                 f'<span style="color:{RECONSTRUCTED}">&#9711; orange: reconstructed</span>')
-        return f"<div>{legend}<br>{marks}<br>{svg}{more}</div>"
+        key = _legend(names, self.marks()) if legend else ""
+        return f"<div>{key}{svg}{more}</div>"
 
     def _repr_html_(self) -> str:
         return f"<div><strong>lineage, {self.grain} view</strong>: {len(self.nodes)} nodes{self._svg()}</div>"
@@ -122,7 +146,8 @@ class StageView(_View):
     grain = "stages"
 
     def _label(self, node: dict[str, Any]) -> str:
-        marks = [f"{node[k]} {word}" for k, word in (("reconstructed", "rebuilt"), ("lost", "lost")) if node[k]]
+        marks = [f"{node[k]} {word}" for k, word in (("reconstructed", "rebuilt"), ("lost", "lost"),
+                                                     ("failed", "failed")) if node.get(k)]
         return f"{node['group']} x{node['count']}" + (f" ({', '.join(marks)})" if marks else "")
 
 
@@ -146,7 +171,7 @@ class LineageGraph:
                 "name": last.get("name"), "kind": last["kind"], "state": state, "attempts": len(tries),
                 "reconstructed": any(t["reconstruction"] for t in tries),
                 "reconstructions": sum(1 for t in tries if t["reconstruction"]),
-                "lost": state == "lost",
+                "lost": state == "lost", "failed": state == "failed",
                 "worker": last.get("worker"), "nbytes": last.get("nbytes"),
                 "seconds": duration(last),
                 "reasons": [t["reason"] for t in tries if t.get("reason")], "error": last.get("error"),
@@ -158,7 +183,7 @@ class LineageGraph:
                           "group": "put", "name": None, "kind": "data",
                           "state": "finished" if state == "memory" else "lost" if state == "forgotten" else state,
                           "attempts": 0, "reconstructed": False, "reconstructions": 0,
-                          "lost": state in ("forgotten", "released"), "worker": None, "nbytes": None,
+                          "lost": state in ("forgotten", "released"), "failed": False, "worker": None, "nbytes": None,
                           "seconds": None, "reasons": [], "error": None}
         self.tasks = TaskView(nodes, [e for e in edges if e[0] in nodes])
         self.stages = self._group(nodes, self.tasks.edges)
@@ -168,11 +193,14 @@ class LineageGraph:
         groups: dict[str, dict[str, Any]] = {}
         for node in nodes.values():
             g = groups.setdefault(str(node["group"]), {"group": str(node["group"]), "count": 0, "states": Counter(),
-                                                       "reconstructed": 0, "lost": 0, "seconds": 0.0})
+                                                       "reconstructed": 0, "lost": 0, "failed": 0, "seconds": 0.0})
             g["count"] += 1
             g["states"][node["state"]] += 1
             g["reconstructed"] += int(node["reconstructed"])
             g["lost"] += int(node["lost"])
+            g["failed"] += int(node["failed"])
+            if node.get("error") and not g.get("error"):
+                g["error"] = node["error"]
             g["seconds"] += node["seconds"] or 0.0
         for g in groups.values():
             g["states"] = dict(g["states"])
@@ -209,9 +237,15 @@ class LineageGraph:
 
     def _repr_html_(self) -> str:
         note = "<p>(truncated: the graph is larger than the limit)</p>" if self.truncated else ""
+        failed = sum(1 for n in self.tasks.nodes.values() if n["failed"])
+        names = self.stages.groups()
+        marks = [m for m in _MARKS if any(n.get(m[0]) for n in self.tasks.nodes.values())]
+        head = "margin: 8px 0 2px 0"
         return (f"<div><strong>LineageGraph</strong>: {len(self.tasks.nodes)} tasks in {len(self.stages.nodes)} "
-                f"stages, {len(self.reconstructed)} reconstructed, {len(self.lost)} lost{note}"
-                f"<h4>stages</h4>{self.stages._svg()}<h4>tasks</h4>{self.tasks._svg()}</div>")
+                f"stages, {len(self.reconstructed)} reconstructed, {len(self.lost)} lost, {failed} failed{note}"
+                f"{_legend(names, marks)}<div style='{head}'><em>stages</em> (Spark's coarse lineage)</div>"
+                f"{self.stages._svg(names, legend=False)}<div style='{head}'><em>tasks</em> (Ray's fine lineage)</div>"
+                f"{self.tasks._svg(names, legend=False)}</div>")
 
 
 def lineage(refs: ObjectRef | Sequence[ObjectRef], *, limit: int = 100_000) -> LineageGraph:

@@ -72,6 +72,7 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     >>> lc.get([square.remote(i) for i in range(3)])   # doctest: +SKIP
     [0, 1, 4]
     """
+    __tracebackhide__ = True  # IPython and pytest show the caller's line, not this frame
     items, single = _as_list(refs, "get")
     if not items:
         return []
@@ -131,6 +132,7 @@ def wait(
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     if not items:
         return [], []
+    __tracebackhide__ = True
     session = _refs_session(items)
     try:
         with blocked():

@@ -77,8 +77,9 @@ def format_remote(e: BaseException, source: Source | None) -> str:
                     *traceback.format_exception_only(type(e), e)])
 
 
-def task_error(function: str, e: BaseException, worker: str | None, traceback_str: str | None = None) -> BaseException:
-    """The error ``lc.get`` raises for ``e``: a TaskError that is also ``type(e)``; TaskErrors pass through."""
+def task_error(function: str, e: BaseException, worker: Any, traceback_str: str | None = None) -> BaseException:
+    """The error ``lc.get`` raises for ``e``: a TaskError that is also ``type(e)``; TaskErrors pass through.
+    ``worker``: the Dask worker it ran on (or None)."""
     if isinstance(e, TaskError):  # a failure of a task this one waited for: keep the original
         return e
     if traceback_str is None:
@@ -88,14 +89,15 @@ def task_error(function: str, e: BaseException, worker: str | None, traceback_st
         cause: BaseException | None = e
     except Exception:  # an exception that cannot travel: keep its text, lose its type
         cause = None
-    return TaskError(function, traceback_str, cause, worker, os.getpid()).as_instanceof_cause()
+    address, name = (str(worker.address), str(worker.name)) if worker is not None else (None, None)
+    return TaskError(function, traceback_str, cause, address, os.getpid(), name).as_instanceof_cause()
 
 
-def _where() -> str | None:
+def _where() -> Any:
     from distributed import get_worker
 
     try:
-        return str(get_worker().address)
+        return get_worker()
     except ValueError:
         return None
 

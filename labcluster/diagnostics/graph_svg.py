@@ -76,7 +76,8 @@ def layered_svg(nodes: Sequence[Node], edges: Sequence[tuple[str, str]], *, labe
     radius = 9 if labelled else 6
     pos = {nid: (30 + col * dx, 24 + row * dy) for col, ids in columns.items() for row, nid in enumerate(ids)}
     width = 60 + max(columns, default=0) * dx + (160 if labelled else 0)
-    height = 48 + max((len(ids) for ids in columns.values()), default=1) * dy
+    rows = max((len(ids) for ids in columns.values()), default=1)
+    height = 24 + (rows - 1) * dy + (radius + 16 if labelled else radius + 4)  # the last row, its label: no more
     def extent(nid: str) -> tuple[float, float]:  # left and right x of a node's shape
         x = pos[nid][0]
         if by_id[nid].shape == "box":

@@ -15,7 +15,7 @@ bulk-vs-pipelined comparison can reuse it on any rows. Colour is by function, or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -28,21 +28,23 @@ def _palette(n: int) -> list[str]:
     return [colors[i % 20] for i in range(n)]
 
 
-def lanes(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, int], str]:
-    """A readable lane name per (worker, thread): ``worker-address / thread n``, numbered per worker."""
-    names: dict[tuple[str, int], str] = {}
+def lanes(rows: Sequence[dict[str, Any]], names: Mapping[str, str] | None = None) -> dict[tuple[str, int], str]:
+    """A readable lane name per (worker, thread): ``cpu-0 / thread 1``, threads numbered per worker; ``names``
+    maps worker addresses to worker names (an address without one shows without ``tcp://``)."""
+    lane: dict[tuple[str, int], str] = {}
     per_worker: dict[str, int] = {}
     for row in rows:
         key = (str(row.get("worker") or "?"), int(row.get("thread") or 0))
-        if key not in names:
+        if key not in lane:
             per_worker[key[0]] = per_worker.get(key[0], 0) + 1
-            names[key] = f"{key[0].removeprefix('tcp://')} / thread {per_worker[key[0]]}"
-    return names
+            worker = (names or {}).get(key[0]) or key[0].removeprefix("tcp://")
+            lane[key] = f"{worker} / thread {per_worker[key[0]]}"
+    return lane
 
 
 def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function", title: str = "task timeline",
-                    width: int = 900) -> Any:
-    """A bokeh figure of ``rows`` that ran (have start and finish times)."""
+                    width: int = 900, worker_names: Mapping[str, str] | None = None) -> Any:
+    """A bokeh figure of ``rows`` that ran (have start and finish times); the legend sits beside the lanes."""
     from bokeh.models import ColumnDataSource, FactorRange, HoverTool
     from bokeh.plotting import figure
 
@@ -50,7 +52,7 @@ def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function
         raise ValueError(f"color_by must be 'function' or 'stage', got {color_by!r}")
     ran = [r for r in rows if r.get("started") is not None and r.get("finished") is not None]
     origin = min((float(r["started"]) for r in ran), default=0.0)
-    lane_of = lanes(ran)
+    lane_of = lanes(ran, worker_names)
     groups = sorted({str(r.get(color_by) or r["function"]) for r in ran})
     color = dict(zip(groups, _palette(len(groups)), strict=False))
     data: dict[str, list[Any]] = {k: [] for k in ("left", "right", "lane", "group", "color", "key", "ms", "attempt",
@@ -70,7 +72,7 @@ def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function
         data["outline"].append("#d62728" if r.get("reconstruction") else "#333333")
         data["hatch"].append("/" if r.get("state") in ("failed", "erred") else " ")
     factors = sorted(set(data["lane"]), reverse=True) or ["(no tasks ran)"]
-    fig = figure(y_range=FactorRange(factors=factors), width=width, height=max(160, 28 * len(factors) + 80),
+    fig = figure(y_range=FactorRange(factors=factors), width=width, height=max(180, 28 * len(factors) + 90),
                  title=title, x_axis_label="seconds since the first task started",
                  tools="xpan,xwheel_zoom,reset,save")
     source = ColumnDataSource(data)
@@ -79,6 +81,9 @@ def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function
     fig.add_tools(HoverTool(renderers=[bars], tooltips=[("key", "@key"), ("function", "@group"), ("ms", "@ms"),
                                                         ("attempt", "@attempt"), ("bytes", "@bytes"),
                                                         ("state", "@state")]))
-    fig.legend.location = "top_right"
-    fig.legend.click_policy = "mute"
+    if fig.legend:
+        legend = fig.legend[0]
+        legend.click_policy = "mute"
+        legend.title = color_by
+        fig.add_layout(legend, "right")  # beside the lanes, never over the last bars
     return fig

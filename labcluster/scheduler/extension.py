@@ -12,6 +12,7 @@ handler (``labcluster_*``)      what it does
 info                            version and which parts run here (records, retries)
 key_states                      each key's state: Dask's, ``forgotten``, or ``lost`` (no task, no copy)
 records, lineage                pages of task records; every attempt an object depends on
+worker_names                    address -> name of every worker seen, for pictures of the records
 fits                            whether a worker fits a request: live, kept by a local cluster, or away
 keep_workers, workers_gone      a local cluster says which workers it keeps (its Nannies restart them); are
                                 they all gone for good
@@ -73,6 +74,8 @@ class LabclusterExtension:
         #: workers by address while they are here: (name, own resources); those that left: name -> (resources, when)
         self._here: dict[str, tuple[str, dict[str, float]]] = {}
         self.left: dict[str, tuple[dict[str, float], float]] = {}
+        #: the name of every worker address seen (bounded), for pictures of records that name dead workers too
+        self.names: dict[str, str] = {}
         self._changed = asyncio.Event()
         scheduler.handlers.update({f"labcluster_{name}": handler for name, handler in self._handlers().items()})
 
@@ -80,6 +83,7 @@ class LabclusterExtension:
         return {
             "info": self.info, "key_states": self.key_states, "records": self.records_page, "lineage": self.lineage,
             "fits": self.fits, "keep_workers": self.keep_workers, "workers_gone": self.workers_gone,
+            "worker_names": self.worker_names,
             "hold": self.hold, "release": self.release, "release_all": self.release_all,
             "actor_register": self.actor_register, "actor_get": self.actor_get, "actor_lookup": self.actor_lookup,
             "actor_list": self.actor_list, "actor_update": self.actor_update,
@@ -128,6 +132,9 @@ class LabclusterExtension:
         ws = self.scheduler.workers.get(address)
         if ws is not None:
             self._here[address] = (str(ws.name), _own(ws.resources))
+            self.names[address] = str(ws.name)
+            while len(self.names) > 10_000:
+                self.names.pop(next(iter(self.names)))
         self.changed()
 
     def worker_removed(self, address: str) -> None:
@@ -200,6 +207,10 @@ class LabclusterExtension:
         coming = any(fits(r, request) for r in (self.kept or {}).values()) or any(
             fits(r, request) for r, when in self.left.values() if when >= since)
         return {"fits": here or coming, "here": here, "workers": workers}
+
+    def worker_names(self) -> dict[str, str]:
+        """Address -> name of every worker this scheduler has seen (those that left too)."""
+        return dict(self.names)
 
     def keep_workers(self, workers: dict[str, dict[str, float]]) -> None:
         self.kept = {str(name): dict(resources) for name, resources in workers.items()}
