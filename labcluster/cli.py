@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -47,11 +46,13 @@ def _parser() -> argparse.ArgumentParser:
 
     wk = sub.add_parser("worker", help="run this machine's workers: a CPU worker plus one per GPU")
     wk.add_argument("address", help="scheduler address, e.g. tcp://127.0.0.1:8786")
-    wk.add_argument("--nthreads", type=int, default=None, help="CPU slots of the CPU worker (default: cores)")
+    wk.add_argument("--nthreads", type=int, default=None, help="CPU slots of this node, its GPU workers' one each "
+                    "included (default: cores)")
     wk.add_argument("--gpus", default="auto", help="auto (what NVML finds), N (real GPUs), or sim:N (simulated)")
     wk.add_argument("--resources", nargs="*", default=[], metavar="NAME=N", help="custom resources, e.g. special=1")
     wk.add_argument("--host", default="127.0.0.1", help="interface the workers bind (default 127.0.0.1)")
-    wk.add_argument("--name", default=None, help="prefix for worker names (default: hostname-pid)")
+    wk.add_argument("--name", default=None, help="this node's name, the prefix of its workers' names "
+                    "(<name>-cpu-0, <name>-gpu-0; default: the host name; give each node on one host its own)")
 
     st = sub.add_parser("status", help="show a cluster's workers and resources")
     st.add_argument("address")
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             print(f"labcluster worker: {e}", file=sys.stderr)
             return 2
-        prefix = (args.name or f"{socket.gethostname()}-{os.getpid()}") + "-"
+        prefix = (args.name or socket.gethostname()) + "-"
         asyncio.run(run_workers(args.address, groups, args.host, prefix, probe))
         return 0
     if args.command == "status":

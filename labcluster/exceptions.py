@@ -11,7 +11,8 @@
      ├── ObjectLostError            no copy of an object is left and it cannot be recomputed
      │    └── ObjectReconstructionFailedError   rebuilt from lineage more often than max_retries allows
      ├── InfeasibleResourceError    no worker can ever satisfy a resource request (also a ValueError)
-     │    └── PlacementGroupInfeasibleError   a placement group can never fit the cluster
+     │    ├── PlacementGroupInfeasibleError   a placement group can never fit the cluster
+     │    └── BundleTooSmallError   work asks for more than its placement-group bundle reserves
      ├── SerializationError         a function or argument cannot be pickled (also a TypeError)
      └── ClusterError               the cluster could not be started, reached or used
           └── WorkerStartTimeout    too few workers registered in time
@@ -78,9 +79,10 @@ class TaskError(LabclusterError):
         return f"task {self.function_name!r} failed{where}:\n\n{self.traceback_str.rstrip()}"
 
     def __repr__(self) -> str:
-        # short: Dask records repr() as a task's exception_text (labcluster's task records show it)
-        cause = f"{type(self.cause).__name__}: {self.cause}" if self.cause is not None else "see traceback"
-        return f"{type(self).__name__}({self.function_name!r}, {cause!r})"
+        # short, the cause first: Dask records repr() as a task's exception_text (list_tasks shows it as "error")
+        last = self.traceback_str.strip().splitlines()[-1] if self.traceback_str.strip() else "see its traceback"
+        cause = f"{type(self.cause).__name__}: {self.cause}" if self.cause is not None else last
+        return f"{cause} (in task {self.function_name!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.worker, self.pid,
@@ -284,6 +286,26 @@ class PlacementGroupInfeasibleError(InfeasibleResourceError):
             f"{self._WHY.get(strategy, 'it does not fit')}, and the cluster has {len(workers)} worker(s): {have}. "
             f"Use fewer or smaller bundles, a softer strategy (PACK/SPREAD), or more workers",
         )
+
+
+class BundleTooSmallError(InfeasibleResourceError):
+    """Work placed in a placement-group bundle asks for more than the bundle reserves."""
+
+    def __init__(self, what: str, request: Mapping[str, float], bundle: Mapping[str, float], index: int,
+                 group: str) -> None:
+        self.request, self.bundle, self.index, self.group = dict(request), dict(bundle), index, group
+        self.workers = [(f"bundle {index}", dict(bundle))]
+        lacks = {k: v - bundle.get(k, 0.0) for k, v in request.items() if v > bundle.get(k, 0.0) + 1e-9}
+        if "CPU" in lacks and request.get("CPU") == 1 and not bundle.get("CPU"):
+            others = {k: v for k, v in request.items() if k != "CPU"}
+            fix = (f"tasks and actor calls ask for num_cpus=1 unless told otherwise: pass num_cpus=0 "
+                   f"(.options(num_cpus=0)) to use only the bundle's {_fmt(others)}, or reserve a CPU in the bundle "
+                   f"({_fmt({**bundle, 'CPU': 1})})")
+        else:
+            fix = "ask for no more than the bundle reserves, or make the bundle bigger"
+        LabclusterError.__init__(
+            self, f"{what} asks for {_fmt(request)} but bundle {index} of placement group {group} reserves "
+                  f"{_fmt(bundle)}: it lacks {_fmt(lacks)}; {fix}")
 
 
 class SerializationError(LabclusterError, TypeError):

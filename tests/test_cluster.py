@@ -37,7 +37,7 @@ def whoami() -> dict:
 def test_ray_keywords_declare_what_the_local_cluster_advertises(shutdown_after: None) -> None:
     with lc.init(num_cpus=3, num_gpus=2, resources={"special": 1}, include_dashboard=False) as session:
         total = lc.cluster_resources()
-        assert (total["CPU"], total["GPU"], total["special"]) == (3 + 2, 2, 1)  # 1 CPU slot per GPU worker
+        assert (total["CPU"], total["GPU"], total["special"]) == (3, 2, 1)  # the CPUs asked for, GPU workers' included
         assert lc.is_initialized()
         nodes = lc.nodes()
         assert sorted(n["GPUMode"] for n in nodes) == ["none", "simulated", "simulated"]
@@ -254,7 +254,7 @@ def test_cli_scheduler_worker_status_and_connect_by_address(shutdown_after: None
             c.recent_message_log.maxlen for c in dask_scheduler.client_comms.values()}) == {log}
         assert wait_until(lambda: len(lc.nodes()) == 2)
         total = lc.cluster_resources()
-        assert (total["CPU"], total["GPU"], total["special"]) == (3, 1, 2)
+        assert (total["CPU"], total["GPU"], total["special"]) == (2, 1, 2)  # --nthreads: the node's CPU slots
         assert lc.get(whoami.options(num_gpus=1).remote())["mode"] == "simulated"
         assert set(session.client.run(lambda dask_worker: dask_worker.batched_stream.recent_message_log.maxlen)
                    .values()) == {log}

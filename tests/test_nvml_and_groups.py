@@ -42,27 +42,36 @@ def test_probe_dedups_by_uuid_and_honours_cuda_visible_devices(monkeypatch: pyte
 
 def test_default_groups_one_gpu_worker_per_real_gpu(two_gpus: None) -> None:
     groups = pin_gpus(default_groups(num_cpus=4), nvml.probe())
-    assert [(g.name, g.n, g.gpu_mode) for g in groups] == [("cpu", 1, "none"), ("gpu", 2, "nvml")]
+    assert [(g.name, g.n, g.gpu_mode(0)) for g in groups] == [("cpu", 1, "none"), ("gpu", 2, "nvml")]
     spec = build_spec(groups)
     assert spec["gpu-0"]["options"]["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa"
     assert spec["gpu-1"]["options"]["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb"
     assert spec["gpu-1"]["options"]["resources"] == {"CPU": 1, "GPU": 1}
-    assert spec["cpu-0"]["options"]["resources"] == {"CPU": 4}
+    # the cluster has the 4 CPU slots asked for: each GPU worker's slot comes out of them
+    assert spec["cpu-0"]["options"]["resources"] == {"CPU": 2}
+    # memory is split by CPU slots, so the limits add up to the machine (not 100% + 50% + 50%)
+    limits = [o["options"]["memory_limit"] for o in spec.values()]
+    assert limits[0] == 2 * limits[1] and sum(limits) <= __import__("psutil").virtual_memory().total
 
 
 def test_num_gpus_beyond_the_machine_is_simulated_and_labelled(two_gpus: None) -> None:
-    groups = default_groups(num_cpus=2, num_gpus=3)
-    assert [(g.name, g.n, g.simulated) for g in groups] == [("cpu", 1, None), ("gpu", 2, False),
-                                                            ("gpu-sim", 1, True)]
-    assert [g.gpu_mode for g in pin_gpus(groups, nvml.probe())][1:] == ["nvml", "simulated"]
+    # one naming rule: every GPU worker is gpu-<i>, real or simulated; the simulated ones say so everywhere
+    groups = pin_gpus(default_groups(num_cpus=4, num_gpus=3), nvml.probe())
+    assert [(g.name, g.n) for g in groups] == [("cpu", 1), ("gpu", 3)]
+    assert [groups[1].gpu_mode(i) for i in range(3)] == ["nvml", "nvml", "simulated"]
+    assert sorted(build_spec(groups)) == ["cpu-0", "gpu-0", "gpu-1", "gpu-2"]
 
 
 def test_no_gpu_machine_has_no_gpu_workers_unless_asked() -> None:
     probe = nvml.ProbeResult(nvml.NVMLState.DISABLED_NO_DRIVER)
     assert [g.name for g in default_groups(probe=probe)] == ["cpu"]
-    assert [(g.name, g.simulated) for g in default_groups(simulate_gpus=2, probe=probe)] == [
+    assert [(g.name, g.simulated) for g in default_groups(num_cpus=3, simulate_gpus=2, probe=probe)] == [
         ("cpu", None), ("gpu", True)]
-    assert default_groups(num_gpus=1, probe=probe)[1].simulated is True
+    assert [(g.name, g.nthreads) for g in default_groups(num_cpus=2, num_gpus=1, probe=probe)] == [
+        ("cpu", 1), ("gpu", 1)]  # CPU: 2 in all, as asked
+    only_gpu = default_groups(num_cpus=1, num_gpus=1, probe=probe)
+    assert [g.name for g in only_gpu] == ["gpu"]  # no slot left for a CPU worker: CPU tasks run on the GPU worker
+    assert pin_gpus(only_gpu, probe)[0].gpu_mode(0) == "simulated"
 
 
 def test_group_validation_messages() -> None:

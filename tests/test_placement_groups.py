@@ -108,6 +108,24 @@ def test_a_task_asking_more_than_its_bundle_fails_at_once(three: dict[str, str])
         lc.remove_placement_group(pg)
 
 
+def test_the_bundle_error_names_the_implicit_cpu_it_lacks(three: dict[str, str]) -> None:
+    # a num_gpus=1 task also asks for CPU: 1 (Ray's default): in a {GPU: 1} bundle that CPU is what is missing
+    pg = lc.placement_group([{"CPU": 1}])
+    try:
+        with pytest.raises(InfeasibleResourceError) as info:
+            where.options(placement_group=pg, resources={"disk": 1}, num_cpus=0).remote()
+        assert "lacks {disk: 1}" in str(info.value) and "make the bundle bigger" in str(info.value)
+    finally:
+        lc.remove_placement_group(pg)
+    from labcluster.api.placement import PlacementGroup
+
+    gpu_bundle = PlacementGroup("g1", [{"GPU": 1.0}], "PACK", None, lc.put(True))
+    with pytest.raises(InfeasibleResourceError) as info:
+        gpu_bundle.request_in_bundle({"CPU": 1.0, "GPU": 1.0}, 0)
+    message = str(info.value)
+    assert "lacks {CPU: 1}" in message and "num_cpus=0" in message and "{CPU: 1, GPU: 1}" in message
+
+
 @lc.remote
 class Resident:
     def node(self) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import dask
 import pytest
+from conftest import wait_until
 
 import labcluster as lc
 from labcluster.diagnostics.record_store import RecordStore
@@ -261,3 +262,19 @@ def test_record_store_memory_per_row() -> None:
     per_row = store.nbytes() / len(store)
     assert per_row < 300, per_row  # the README states the measured figure
     assert store.row(5)["deps"] == [keys[4]]
+
+
+def test_a_task_whose_ref_was_dropped_reads_released_by_its_owner(cluster: lc.Session) -> None:
+    from labcluster.exceptions import GetTimeoutError
+
+    ref = slow.remote(5)
+    key = ref.key
+    with pytest.raises(GetTimeoutError):
+        lc.get(ref, timeout=0.5)
+    del ref  # nothing holds it any more: the scheduler forgets it before it finished
+
+    def row() -> dict | None:
+        return next((r for r in lc.list_tasks() if r["key"] == key), None)
+
+    assert wait_until(lambda: (r := row()) is not None and r["state"] == "released", timeout=30)
+    assert "released by its owner" in (row() or {})["reason"]  # not "cancelled": no one called lc.cancel

@@ -153,7 +153,7 @@ def test_object_ref_repr_hash_and_await(hetero: lc.Session) -> None:
     assert lc.get(ref) == 36
     assert repr(ref).startswith(f"ObjectRef({ref.key}, state=finished") and "function=square" in repr(ref)
     html = ref._repr_html_()
-    assert "finished" in html and "tcp://127.0.0.1" in html  # names the worker holding it
+    assert "finished" in html and "held by: cpu-0" in html  # names the worker holding it, by its name
     assert len({ref, ref}) == 1 and ref.hex() == ref.key
 
     async def main() -> int:
@@ -227,3 +227,21 @@ def test_lambdas_and_recursive_remote_functions(hetero: lc.Session) -> None:
     double = lc.remote(lambda x: 2 * x)
     ref = double.remote(21)
     assert ref.key.startswith("lambda-") and lc.get(ref) == 42
+
+
+@lc.remote
+def nap(seconds: float) -> str:
+    time.sleep(seconds)
+    return lc.get_runtime_context().get_node_id()
+
+
+def test_cpu_tasks_avoid_gpu_workers_so_gpu_work_never_waits_behind_them(hetero: lc.Session) -> None:
+    nodes = {n["NodeID"]: n for n in lc.nodes()}
+    cpu_work = [nap.remote(0.5) for _ in range(4)]
+    gpu_task = nap.options(num_gpus=1).remote(0.1)
+    ran = lc.get(cpu_work, timeout=60)
+    assert {nodes[w]["GPUMode"] for w in ran} == {"none"}  # every CPU task ran on the CPU worker
+    assert nodes[lc.get(gpu_task, timeout=60)]["GPUMode"] == "simulated"
+    rows = {r["key"]: r for r in lc.list_tasks(function="nap")}
+    last_cpu_start = max(rows[r.key]["started"] for r in cpu_work)
+    assert rows[gpu_task.key]["started"] < last_cpu_start  # it did not queue behind the CPU work

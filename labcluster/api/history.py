@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..diagnostics.figures import Figure
+from ..scheduler.protocol import visible
 from ..diagnostics.timeline import timeline_figure as draw
 from .calls import call
 from .start import current_session
@@ -26,7 +27,7 @@ from .tables import Table
 #: how the records' Dask states read to a user (Ray's words where Ray has one)
 STATE_NAMES = {"waiting": "pending", "no-worker": "pending", "queued": "queued", "processing": "running",
                "memory": "finished", "erred": "failed", "released": "interrupted", "lost": "lost",
-               "cancelled": "cancelled"}
+               "cancelled": "cancelled", "dropped": "released"}
 _PAGE = 20_000
 
 
@@ -44,6 +45,7 @@ def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                                "lc.init(), and leave labcluster.records.enabled on")
         for row in page["rows"]:
             row["state"] = STATE_NAMES.get(row["state"], row["state"])
+            row["resources"] = visible(row.get("resources"))
         rows.extend(page["rows"])
         if len(page["rows"]) < _PAGE:
             return rows, info
@@ -53,7 +55,7 @@ def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 class TaskTable(Table):
     """Rows of task records (a list of dicts) that render as a table; ``to_pandas()`` for analysis."""
 
-    columns = ("key", "function", "state", "worker", "attempt", "duration", "nbytes", "error")
+    columns = ("key", "function", "state", "worker_name", "attempt", "duration", "nbytes", "error")
 
     def summary(self) -> str:
         return f"{len(self)} rows; states {dict(Counter(r['state'] for r in self))}"
@@ -65,6 +67,8 @@ class TaskTable(Table):
         value = row.get(column)
         if column == "error" and value:
             return str(value)[:120]
+        if column == "worker_name":
+            value = row.get("worker_name") or row.get("worker")
         return "" if value is None else str(value)
 
 
@@ -80,8 +84,10 @@ def list_tasks(*, state: str | Iterable[str] | None = None, function: str | None
     """Task and actor-call attempts, oldest first: one row per attempt, ``duration`` in seconds added.
 
     ``state``: ``pending``, ``queued``, ``running``, ``finished``, ``failed``, ``interrupted`` (its worker died),
-    ``lost`` (finished, but the result was lost with its worker) or ``cancelled``; one or several.
+    ``lost`` (finished, but the result was lost with its worker), ``cancelled`` (``lc.cancel``) or ``released``
+    (every ref to it was dropped before it finished: its owner let it go); one or several.
     ``function`` filters by function (or ``Class.method``) name. ``since`` skips rows below that index.
+    Each row has the ``worker`` address it ran on and that worker's name (``worker_name``, as ``lc.nodes()``).
 
     >>> lc.list_tasks(state="failed", limit=5)          # doctest: +SKIP
     """
@@ -90,10 +96,12 @@ def list_tasks(*, state: str | Iterable[str] | None = None, function: str | None
     if unknown:
         raise ValueError(f"unknown state(s) {sorted(unknown)}; use one of {sorted(set(STATE_NAMES.values()))}")
     rows, _ = fetch(since)
+    names = call(current_session().client, "worker_names")
     out = TaskTable()
     for row in rows:
         if (states is None or row["state"] in states) and (function is None or row["function"] == function):
             row["duration"] = duration(row)
+            row["worker_name"] = names.get(row["worker"]) if row.get("worker") else None
             out.append(row)
             if len(out) >= limit:
                 break

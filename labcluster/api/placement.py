@@ -25,7 +25,7 @@ from dask.base import annotate
 from distributed import fire_and_forget, get_worker
 
 from .. import config
-from ..exceptions import InfeasibleResourceError, PlacementGroupInfeasibleError
+from ..exceptions import BundleTooSmallError, PlacementGroupInfeasibleError
 from ..scheduler.placement import STRATEGIES, bundle_resource
 from ..scheduler.protocol import ROLE_BUNDLE, ROLE_GROUP, annotations_for
 from .blocking import blocked, current_task_key, hold
@@ -87,8 +87,7 @@ class PlacementGroup:
         """Turn a task's resource request into one for bundle ``index`` (a resolved index, see :meth:`bundle`)."""
         bundle = self.bundle_specs[index]
         if any(v > bundle.get(k, 0.0) + 1e-9 for k, v in request.items()):
-            raise InfeasibleResourceError(f"a task in bundle {index} of placement group {self.id}", request,
-                                          [(f"bundle {index}", bundle)])
+            raise BundleTooSmallError("work placed in the bundle", request, bundle, index, self.id)
         return {bundle_resource(self.id, index, k): v for k, v in request.items()}
 
     def __repr__(self) -> str:

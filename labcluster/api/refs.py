@@ -18,6 +18,7 @@ from distributed import Future
 from ..dask_internals import desire_keys
 from ..exceptions import ObjectLostError
 from . import fetching
+from .calls import call
 from .serialization import box
 from .session import current_worker, driver_session, worker_or_driver_session
 
@@ -221,8 +222,10 @@ class ObjectRef:
         else:
             workers = "?"
             try:
-                who = self.future.client.who_has([self.future])
-                workers = ", ".join(who.get(self.key, ())) or "-"
+                client = self.future.client
+                who = client.who_has([self.future]).get(self.key, ())
+                names = call(client, "worker_names") if who else {}
+                workers = ", ".join(names.get(a, a) for a in who) or "-"
             except Exception:
                 pass  # a closed client or a lost key: the repr must still render
         color = {"finished": "#2a7f2a", "error": "#b00020", "pending": "#8a6d00"}.get(state, "#555")

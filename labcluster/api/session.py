@@ -121,14 +121,14 @@ class Session:
 
     def __repr__(self) -> str:
         kind, workers, total = self._summary()
-        res = ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if k != "memory")
+        res = ", ".join(f"{k}: {v:g}" for k, v in sorted(cluster_info.shown(total).items()) if k != "memory")
         sim = sum(1 for w in workers if w.simulated)
         sim_note = f", {sim} simulated GPU(s)" if sim else ""
         return f"<labcluster.Session {kind} {self.address} workers={len(workers)} {{{res}}}{sim_note}>"
 
     def _repr_html_(self) -> str:
         kind, workers, total = self._summary()
-        res = ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if k != "memory")
+        res = ", ".join(f"{k}: {v:g}" for k, v in sorted(cluster_info.shown(total).items()) if k != "memory")
         link = self.dashboard_link if not self._closed else None
         dash = f" &middot; <a href='{html.escape(link)}' target='_blank'>dashboard</a>" if link else ""
         return (

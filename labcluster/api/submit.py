@@ -75,10 +75,10 @@ def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *
     empty (an actor in a bundle that asks for nothing).
     """
     request = options.request()
-    workers = None
+    workers: list[str] | None = None
     group = options.in_group()
     if group is None:
-        feasibility.check(session, request, what)
+        request = feasibility.check(session, request, what)  # work asking for no GPU keeps off GPU workers
     else:  # the bundle's resources appear on its worker once the group is placed: wait for that
         pg, index = group
         placement = pg.wait_placed()

@@ -46,7 +46,8 @@ class Table(list[dict[str, Any]]):
         columns = self._columns()
         rows = self[: self.shown]
         head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(self.cell(r, c))}</td>"
+        body = "".join("<tr>" + "".join(f"<td style='text-align:left; white-space:nowrap'>"
+                                        f"{html.escape(self.cell(r, c))}</td>"
                                         for c in columns) + "</tr>" for r in rows)
         more = (f"<p>... {len(self) - len(rows)} more rows (to_pandas() has them all)</p>"
                 if len(self) > len(rows) else "")

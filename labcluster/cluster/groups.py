@@ -42,10 +42,11 @@ class WorkerGroup:
     resources:
         Extra resources per worker, e.g. ``{"GPU": 1}`` or ``{"special": 2}``.
     simulated:
-        Only for groups with a ``GPU`` resource. ``None``: pin real GPUs when this machine has enough,
-        else simulate them. ``True``: always simulate. ``False``: require real GPUs.
+        Only for groups with a ``GPU`` resource. ``None``: real GPUs for as many workers as this machine has free,
+        simulated ones for the rest. ``True``: always simulate. ``False``: require real GPUs.
     memory_limit:
-        Per worker, as Dask takes it (``"auto"``, ``"4GiB"``, bytes, or ``0`` for no limit).
+        Per worker, as Dask takes it (``"4GiB"``, bytes, or ``0`` for no limit). ``"auto"``: this machine's
+        memory split over the local cluster's workers by their CPU slots, so the limits add up to the machine.
     env:
         Environment variables for the worker processes.
 
@@ -60,7 +61,7 @@ class WorkerGroup:
     simulated: bool | None = None
     memory_limit: str | int | float | None = "auto"
     env: Mapping[str, str] = field(default_factory=dict)
-    #: set by :func:`pin_gpus`: the devices of the group's workers, one per worker
+    #: set by :func:`pin_gpus`: the devices of the group's first workers, one each (the others are simulated)
     devices: tuple[nvml.GPUDevice, ...] = ()
 
     def __post_init__(self) -> None:
@@ -97,18 +98,18 @@ class WorkerGroup:
     def gpus_per_worker(self) -> float:
         return float(self.resources.get("GPU", 0))
 
-    @property
-    def gpu_mode(self) -> GPUMode:
+    def gpu_mode(self, index: int) -> GPUMode:
+        """How worker ``index`` of the group has its GPU: a real device (``nvml``), ``simulated``, or ``none``."""
         if not self.gpus_per_worker:
             return "none"
-        return "nvml" if self.devices else "simulated"
+        return "nvml" if index < len(self.devices) else "simulated"
 
 
 def pin_gpus(groups: Sequence[WorkerGroup], probe: nvml.ProbeResult) -> list[WorkerGroup]:
-    """Give each real-GPU worker its own device; GPU groups that cannot have real ones become simulated.
+    """Give real-GPU workers a device each, in order across groups; the workers left over are simulated.
 
-    Devices are handed out in order across groups; a group with ``simulated=False`` that cannot get
-    enough devices is an error naming what the machine has.
+    A group with ``simulated=False`` that cannot get a device for every worker is an error naming what the
+    machine has.
     """
     free = list(probe.devices)
     out = []
@@ -116,17 +117,14 @@ def pin_gpus(groups: Sequence[WorkerGroup], probe: nvml.ProbeResult) -> list[Wor
         if not g.gpus_per_worker or g.simulated:
             out.append(g)
             continue
-        if len(free) >= g.n:
-            taken, free = free[: g.n], free[g.n :]
-            out.append(_replace(g, devices=tuple(taken)))
-        elif g.simulated is False:
+        if g.simulated is False and len(free) < g.n:
             raise ValueError(
                 f"worker group {g.name!r} needs {g.n} real GPU(s) but {len(free)} are free "
                 f"(NVML: {probe.state.value}{'; ' + probe.detail if probe.detail else ''}); "
                 f"ask for fewer, or pass simulated=True to teach on simulated GPUs"
             )
-        else:
-            out.append(_replace(g, simulated=True))
+        taken, free = free[: g.n], free[g.n :]
+        out.append(_replace(g, devices=tuple(taken)))
     return out
 
 
@@ -143,36 +141,68 @@ def default_groups(
 ) -> list[WorkerGroup]:
     """The worker groups ``lc.init()`` starts, Ray's ``init`` keywords included.
 
-    - one CPU worker with ``num_cpus`` threads (default: this machine's cores) and the custom
-      ``resources`` -- one Dask worker plays the part of one Ray node;
-    - one GPU worker per GPU: the real ones NVML finds (each pinned by UUID) or, with
-      ``simulate_gpus=N``, N simulated ones. ``num_gpus=N`` asks for N GPU workers: real devices first,
-      simulated ones for the rest (Ray also advertises ``num_gpus`` slots that do not exist).
+    - ``gpu``: one worker per GPU, each with one CPU slot (``labcluster.local.gpu-worker-cpus``) so a GPU task,
+      which asks for ``num_cpus=1`` as in Ray, can run there. The GPUs are the real ones NVML finds (each pinned by
+      UUID) or, with ``simulate_gpus=N``, N simulated ones; ``num_gpus=N`` asks for N: real devices first, simulated
+      ones for the rest (Ray also advertises ``num_gpus`` slots that do not exist).
+    - ``cpu``: one worker with the CPU slots left, and the custom ``resources`` -- one Dask worker plays the part of
+      one Ray node. The CPU slots of the whole cluster are ``num_cpus`` (default: this machine's cores), as Ray
+      counts them; the GPU workers' slots come out of them. With no slot left for it (``num_cpus`` no more than the
+      GPUs) and no custom resources, there is no CPU worker; else it has one slot at least.
 
-    >>> [g.name for g in default_groups(num_cpus=2, simulate_gpus=1)]
-    ['cpu', 'gpu']
+    >>> [(g.name, g.n, g.nthreads) for g in default_groups(num_cpus=4, simulate_gpus=1)]
+    [('cpu', 1, 3), ('gpu', 1, 1)]
+    >>> [(g.name, g.n, g.nthreads) for g in default_groups(num_cpus=1, simulate_gpus=1)]
+    [('gpu', 1, 1)]
     """
     probe = probe if probe is not None else nvml.probe()
     cpus = int(num_cpus) if num_cpus is not None else cpu_count()
     if cpus < 1:
         raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
     gpu_cpus = int(config.get("local.gpu-worker-cpus"))
-    groups = [WorkerGroup("cpu", n=1, nthreads=cpus, resources=dict(resources or {}))]
     if simulate_gpus is not None or (probe.count == 0 and num_gpus is None):
         n_sim = int(simulate_gpus if simulate_gpus is not None else config.get("simulate-gpus"))
         if num_gpus is not None and n_sim != num_gpus:
             raise ValueError(f"num_gpus={num_gpus} and simulate_gpus={n_sim} disagree; pass one of them")
-        if n_sim:
-            groups.append(WorkerGroup("gpu", n=n_sim, nthreads=gpu_cpus, resources={"GPU": 1}, simulated=True))
-        return groups
-    wanted = probe.count if num_gpus is None else int(num_gpus)
-    real = min(wanted, probe.count)
-    if real:
-        groups.append(WorkerGroup("gpu", n=real, nthreads=gpu_cpus, resources={"GPU": 1}, simulated=False))
-    if wanted > real:
-        groups.append(WorkerGroup("gpu-sim", n=wanted - real, nthreads=gpu_cpus, resources={"GPU": 1},
-                                  simulated=True))
+        gpu = WorkerGroup("gpu", n=n_sim, nthreads=gpu_cpus, resources={"GPU": 1}, simulated=True) if n_sim else None
+    else:
+        wanted = probe.count if num_gpus is None else int(num_gpus)
+        gpu = WorkerGroup("gpu", n=wanted, nthreads=gpu_cpus, resources={"GPU": 1}) if wanted else None
+    left = cpus - (gpu.n * gpu.nthreads if gpu is not None else 0)
+    groups = []
+    if left >= 1 or resources or gpu is None:
+        groups.append(WorkerGroup("cpu", n=1, nthreads=max(1, left), resources=dict(resources or {})))
+    if gpu is not None:
+        groups.append(gpu)
     return groups
+
+
+def memory_total() -> int:
+    """Bytes of memory this process may use: the machine's, or its cgroup's limit when lower (as Dask counts)."""
+    import psutil
+
+    total = int(psutil.virtual_memory().total)
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def memory_limits(groups: Sequence[WorkerGroup], total: int | None = None) -> dict[str, Any]:
+    """Each group's memory limit per worker: ``"auto"`` becomes the machine's memory split over every worker of
+    the cluster by its CPU slots (so the limits add up to the machine, as LocalCluster splits it).
+
+    >>> memory_limits([WorkerGroup("cpu", nthreads=3), WorkerGroup("gpu")], total=4000)
+    {'cpu': 3000, 'gpu': 1000}
+    """
+    total = memory_total() if total is None else total
+    slots = sum(g.n * g.nthreads for g in groups) or 1
+    return {g.name: int(total * g.nthreads / slots) if g.memory_limit == "auto" else g.memory_limit for g in groups}
 
 
 def cpu_count() -> int:

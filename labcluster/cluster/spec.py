@@ -5,6 +5,8 @@
 ['cpu-0', 'cpu-1', 'gpu-0']
 >>> spec["gpu-0"]["options"]["resources"]
 {'CPU': 1, 'GPU': 1}
+>>> spec["cpu-0"]["options"]["resources"]  # the marker that lets work without GPUs keep off GPU workers
+{'CPU': 2, 'labcluster_no_gpu': 1000000.0}
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any
 
 from distributed import Nanny, Worker
 
-from ..scheduler.protocol import WORKER_INFO
-from .groups import GPUMode, WorkerGroup
+from ..scheduler.protocol import NO_GPU, NO_GPU_HAS, WORKER_INFO
+from .groups import GPUMode, WorkerGroup, memory_limits
 from .worker_plugin import LabclusterWorkerPlugin
 
 
@@ -34,25 +36,27 @@ def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list
 
 
 def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True,
-                   prefix: str = "", stream_interval: float | None = None) -> dict[str, Any]:
-    """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group`` (named ``<prefix><group>-<i>``)."""
+                   prefix: str = "", stream_interval: float | None = None,
+                   memory_limit: Any = None) -> dict[str, Any]:
+    """Dask Worker/Nanny keyword arguments for worker ``index`` of ``group``, named ``<prefix><group>-<i>``: the one
+    naming rule, whatever the worker's GPU (real or simulated) and however it was started."""
     env = dict(group.env)
     gpu_ids: list[int] = []
     gpu_uuids: list[str] = []
-    if group.gpu_mode == "nvml":
+    mode = group.gpu_mode(index)
+    if mode == "nvml":
         device = group.devices[index]
         env["CUDA_VISIBLE_DEVICES"] = device.uuid
         gpu_ids, gpu_uuids = [device.index], [device.uuid]
-    elif group.gpu_mode == "simulated":
+    elif mode == "simulated":
         gpu_ids = [index]
-        gpu_uuids = [f"simulated-{group.name}-{index}"]
-    metric = functools.partial(describe_worker, group=group.name, gpu_mode=group.gpu_mode,
-                               gpu_ids=gpu_ids, gpu_uuids=gpu_uuids)
+        gpu_uuids = [f"simulated-{prefix}{group.name}-{index}"]
+    metric = functools.partial(describe_worker, group=group.name, gpu_mode=mode, gpu_ids=gpu_ids, gpu_uuids=gpu_uuids)
     options: dict[str, Any] = {
         "name": f"{prefix}{group.name}-{index}",
         "nthreads": group.nthreads,
-        "resources": {"CPU": group.nthreads, **group.resources},
-        "memory_limit": group.memory_limit,
+        "resources": {"CPU": group.nthreads, **group.resources, **({} if mode != "none" else {NO_GPU: NO_GPU_HAS})},
+        "memory_limit": group.memory_limit if memory_limit is None else memory_limit,
         "host": host,
         "metrics": {WORKER_INFO: metric},
         "plugins": (LabclusterWorkerPlugin(stream_interval),),
@@ -77,9 +81,10 @@ def build_spec(groups: Sequence[WorkerGroup], host: str = "127.0.0.1", processes
     if len(set(names)) != len(names):
         raise ValueError(f"worker group names must be unique, got {names}")
     cls = Nanny if processes else Worker
+    limits = memory_limits(groups)
     spec = {}
     for g in groups:
         for i in range(g.n):
-            opts = worker_options(g, i, host, processes, prefix, stream_interval)
+            opts = worker_options(g, i, host, processes, prefix, stream_interval, limits[g.name])
             spec[opts["name"]] = {"cls": cls, "options": opts}
     return spec

@@ -22,12 +22,15 @@ from typing import Any
 
 from dask.utils import key_split
 
-STATES = ("waiting", "queued", "no-worker", "processing", "memory", "erred", "released", "lost", "cancelled")
+#: "dropped": forgotten before it finished because no client held it any more (not an lc.cancel)
+STATES = ("waiting", "queued", "no-worker", "processing", "memory", "erred", "released", "lost", "cancelled",
+          "dropped")
 #: a row in one of these is the attempt in progress (they come first in STATES)
 OPEN = ("waiting", "queued", "no-worker", "processing")
 OPEN_SET = frozenset(OPEN)
 _CLOSED = len(OPEN)
-MEMORY, ERRED, RELEASED, CANCELLED = (STATES.index(s) for s in ("memory", "erred", "released", "cancelled"))
+MEMORY, ERRED, RELEASED, CANCELLED, DROPPED = (STATES.index(s) for s in ("memory", "erred", "released", "cancelled",
+                                                                          "dropped"))
 _STATE_CODE = {s: i for i, s in enumerate(STATES)}
 _RECONSTRUCTION, _ACTOR_CALL = 1, 2
 NAN = float("nan")
@@ -192,6 +195,7 @@ class RecordStore:
 
     def update(self, index: int, *, state: str | None = None, worker: str | None = None,
                thread: int | None = None, nbytes: int | None = None, error: str | None = None,
+               reason: str | None = None,
                queued: float | None = None, started: float | None = None, finished: float | None = None) -> None:
         """Fill in what became known about a row (ignored once the row was dropped)."""
         if not self.holds(index):
@@ -207,6 +211,8 @@ class RecordStore:
             self._nbytes[slot] = nbytes
         if error is not None:
             self._extra.setdefault(index, {})["error"] = error
+        if reason is not None:
+            self._extra.setdefault(index, {})["reason"] = reason
         if queued is not None:
             self._queued[slot] = queued
         if started is not None:

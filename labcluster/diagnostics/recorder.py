@@ -24,7 +24,7 @@ from distributed.metrics import time
 from ..dask_internals import fail_task_with
 from ..exceptions import ObjectReconstructionFailedError
 from ..scheduler.protocol import MAX_RETRIES, NAME, STAGE
-from .record_store import CANCELLED, ERRED, MEMORY, NAN, OPEN_SET, RELEASED, RecordStore
+from .record_store import CANCELLED, DROPPED, ERRED, MEMORY, NAN, OPEN_SET, RELEASED, RecordStore
 
 #: the event topic a worker reports a finished actor call on
 ACTOR_CALL_TOPIC = "labcluster-actor-call"
@@ -160,7 +160,11 @@ class RecordsPlugin(SchedulerPlugin):
             if self._died_running:
                 self._died_running.pop(key, None)
             if store.is_open(index):
-                self._close(key, index, CANCELLED, kwargs)
+                # lc.cancel, or every ref to it dropped before it finished (released by its owner)
+                cancelled = str(kwargs.get("stimulus_id") or "").startswith("cancel")
+                self._close(key, index, CANCELLED if cancelled else DROPPED, kwargs)
+                if not cancelled:
+                    store.update(index, reason="released by its owner before it finished: no ref to it was left")
 
     @property
     def _pending(self) -> bool:
