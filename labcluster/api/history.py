@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..diagnostics.figures import Figure
-from ..scheduler.protocol import visible
 from ..diagnostics.timeline import timeline_figure as draw
+from ..scheduler.protocol import visible
 from .calls import call
 from .start import current_session
 from .tables import Table
