@@ -21,6 +21,7 @@ bind_worker                   ``distributed.worker._worker_cvar`` (what ``get_wo
 task_resources                ``Worker.state.tasks[key].resource_restrictions`` (what a running task asked for)
 lend_resources                the same, and ``Worker.state.available_resources``
 free_resources                ``Worker.state.available_resources``
+task_cancelled                ``Worker.state.tasks[key].state`` ("cancelled": the scheduler dropped a running task)
 fail_task_with                ``TaskState.run_spec`` replaced by a ``dask._task_spec.Task``
 move_task                     the work-stealing extension's ``move_task_request`` and ``in_flight``
 inherit_config_env            the ``DASK_INTERNAL_INHERIT_CONFIG`` environment variable
@@ -140,6 +141,14 @@ def lend_resources(worker: Any, key: Any, sign: int) -> dict[str, float]:
         if name in available:
             available[name] += sign * amount
     return restrictions
+
+
+def task_cancelled(worker: Any, key: Any) -> bool:
+    """Whether the task ``key``, running on ``worker``, was cancelled: the scheduler let go of it (``lc.cancel``, or
+    no ref left) while it runs. Dask keeps running the thread and has no public flag for the task to read
+    (``get_runtime_context().is_canceled()`` reads this)."""
+    ts = worker.state.tasks.get(key) if key is not None else None
+    return ts is None or ts.state in ("cancelled", "released", "forgotten")
 
 
 def free_resources(worker: Any) -> dict[str, float]:

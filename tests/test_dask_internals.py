@@ -144,6 +144,29 @@ def test_task_resources_lend_resources_and_free_resources(client: Client) -> Non
     assert out == {"asked": {"R": 1.0}, "before": 1.0, "lent": {"R": 1.0}, "during": 2.0, "after": 1.0}
 
 
+def test_task_cancelled(client: Client) -> None:
+    gate = Event("cancelled-gate", client=client)
+
+    def watch() -> list[bool]:
+        worker = get_worker()
+        key = worker.get_current_task()
+        seen = [di.task_cancelled(worker, key)]
+        gate.wait(10)
+        deadline = time.monotonic() + 10
+        while not di.task_cancelled(worker, key) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen.append(di.task_cancelled(worker, key))
+        Event("cancelled-seen", client=worker.client).set()
+        return seen
+
+    future = client.submit(watch, pure=False)
+    _until(lambda: client.run_on_scheduler(lambda dask_scheduler: getattr(
+        dask_scheduler.tasks.get(future.key), "state", None)) == "processing")
+    client.cancel([future])
+    gate.set()
+    assert Event("cancelled-seen", client=client).wait(15)
+
+
 def _raise_it(text: str) -> None:
     raise RuntimeError(text)
 

@@ -108,7 +108,7 @@ def test_sigkill_of_the_driver_leaves_no_orphan_workers(tmp_path: "os.PathLike[s
     script.write_text(
         "import time, labcluster as lc\n"
         "if __name__ == '__main__':\n"
-        "    lc.init(num_cpus=1, simulate_gpus=1, include_dashboard=False)\n"
+        "    lc.init(num_cpus=2, simulate_gpus=1, include_dashboard=False)\n"
         "    print(' '.join(str(n['PID']) for n in lc.nodes()), flush=True)\n"
         "    time.sleep(120)\n"
     )

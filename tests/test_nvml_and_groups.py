@@ -48,7 +48,7 @@ def test_default_groups_one_gpu_worker_per_real_gpu(two_gpus: None) -> None:
     assert spec["gpu-1"]["options"]["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb"
     assert spec["gpu-1"]["options"]["resources"] == {"CPU": 1, "GPU": 1}
     # the cluster has the 4 CPU slots asked for: each GPU worker's slot comes out of them
-    assert spec["cpu-0"]["options"]["resources"] == {"CPU": 2}
+    assert spec["cpu-0"]["options"]["resources"] == {"CPU": 2, "labcluster_no_gpu": 1e6}  # the marker: no GPU here
     # memory is split by CPU slots, so the limits add up to the machine (not 100% + 50% + 50%)
     limits = [o["options"]["memory_limit"] for o in spec.values()]
     assert limits[0] == 2 * limits[1] and sum(limits) <= __import__("psutil").virtual_memory().total

@@ -72,7 +72,8 @@ class TaskOptions(Options):
     max_retries: int | None = None
     #: re-run on application exceptions too: True (any), or a tuple of exception types
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
-    num_returns: int = 1
+    #: values the task returns (a tuple of them), or "dynamic" / "streaming" for a generator task (generators.py)
+    num_returns: int | str = 1
     name: str | None = None
     #: run inside a placement group's bundle: ``placement_group=pg, bundle_index=i`` (-1: any bundle), or
     #: Ray's ``scheduling_strategy=lc.util.scheduling_strategies.PlacementGroupSchedulingStrategy(pg, i)``
@@ -93,8 +94,10 @@ class TaskOptions(Options):
                 raise ValueError(f"resource {k!r} must be a number >= 0, got {v!r}")
         if self.max_retries is not None and (not isinstance(self.max_retries, int) or self.max_retries < -1):
             raise ValueError(f"max_retries must be an int >= -1 (-1: retry forever), got {self.max_retries!r}")
-        if not isinstance(self.num_returns, int) or isinstance(self.num_returns, bool) or self.num_returns < 1:
-            raise ValueError(f"num_returns must be an int >= 1, got {self.num_returns!r}")
+        if self.num_returns not in ("dynamic", "streaming") and (
+                not isinstance(self.num_returns, int) or isinstance(self.num_returns, bool) or self.num_returns < 1):
+            raise ValueError(f"num_returns must be an int >= 1, 'dynamic' or 'streaming' (generator tasks), "
+                             f"got {self.num_returns!r}")
         if not isinstance(self.retry_exceptions, bool):
             if isinstance(self.retry_exceptions, list):
                 object.__setattr__(self, "retry_exceptions", tuple(self.retry_exceptions))

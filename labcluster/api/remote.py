@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import serialization
 from .actors import ActorClass, ActorOptions
+from .generators import STREAMING, ObjectRefGenerator
 from .options import TaskOptions
 from .refs import ObjectRef
 from .runner import TaskRunner, task_name
@@ -78,15 +79,19 @@ class RemoteFunction(Generic[P, R]):
             _warn_retry_divergence(session, opts)
             self._pickle_checked = True
         call_args, call_kwargs = arguments(session, args, kwargs, what)
-        future = submit(session, self._runner, (call_kwargs, *call_args), options=opts, what=what,
+        generator = isinstance(opts.num_returns, str)
+        head = ({"owner": str(session.client.id)},) if generator else ()  # who holds what a generator yields
+        future = submit(session, self._runner, (*head, call_kwargs, *call_args), options=opts, what=what,
                         key=f"{self._name}-{uuid.uuid4().hex}", retries=opts.max_retries)
-        if opts.num_returns == 1:
+        if opts.num_returns == STREAMING:
+            return ObjectRefGenerator(session, ObjectRef(future, self._name))
+        if opts.num_returns == 1 or generator:
             return ObjectRef(future, self._name)
         # one tiny task per return value, on one CPU slot, so slot accounting stays exact
         item = TaskOptions(num_cpus=1.0 if opts.num_cpus and opts.in_group() is None else 0.0)
         return [ObjectRef(submit(session, serialization.item, (future, i), options=item, what=what,
                                  key=f"{self._name}-{i}-{uuid.uuid4().hex}", retries=opts.max_retries), self._name)
-                for i in range(opts.num_returns)]
+                for i in range(int(opts.num_returns))]
 
     def __repr__(self) -> str:
         diffs = []
@@ -136,7 +141,8 @@ def remote(*args: Any, **options: Any) -> Any:
     """Make a function a remote function: ``@lc.remote`` or ``@lc.remote(num_cpus=2, num_gpus=1, ...)``.
 
     Options (Ray's): ``num_cpus`` (CPU slots, default 1), ``num_gpus``, ``resources``, ``max_retries``
-    (default 3), ``retry_exceptions`` (bool or list of exception types), ``num_returns``, ``name``. On a class,
+    (default 3), ``retry_exceptions`` (bool or list of exception types), ``num_returns`` (an int, or ``"dynamic"`` /
+    ``"streaming"`` for a function that yields: see ``generators.py``), ``name``. On a class,
     the actor options too (``max_restarts``, ``max_concurrency``, ``name``, ``lifetime``, ...).
     """
     if len(args) == 1 and not options and callable(args[0]):

@@ -21,7 +21,10 @@ from typing import Any
 import cloudpickle
 
 from ..exceptions import TaskError
+from .blocking import current_task_key
+from .generators import generate
 from .serialization import box, unbox
+from .start import current_session
 
 #: (file, first line, source lines, names of the functions in it): what a worker needs to show the source
 Source = tuple[str, int, list[str], frozenset[str]]
@@ -107,7 +110,7 @@ class TaskRunner:
 
     __slots__ = ("_payload", "fn", "name", "num_returns", "retries", "retry_exceptions", "source")
 
-    def __init__(self, fn: Callable[..., Any], name: str, num_returns: int, retries: int,
+    def __init__(self, fn: Callable[..., Any], name: str, num_returns: int | str, retries: int,
                  retry_exceptions: bool | tuple[type[BaseException], ...]) -> None:
         self.fn = fn
         self.source = source_of(fn)
@@ -126,12 +129,16 @@ class TaskRunner:
         return (_rebuild_runner, (self._payload, self.name, self.num_returns, self.retries, self.retry_exceptions))
 
     def __call__(self, kwargs: dict[str, Any], *args: Any) -> Any:
+        if isinstance(self.num_returns, str):  # a generator task: the first argument says who the caller is
+            owner, kwargs, args = kwargs["owner"], args[0], args[1:]
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
         attempt = 0
         while True:
             try:
                 result = self.fn(*args, **kwargs)
+                if isinstance(self.num_returns, str):
+                    return self._generate(result, owner)
                 break
             except Exception as e:
                 if self._should_retry(e, attempt):
@@ -145,6 +152,15 @@ class TaskRunner:
                 f"of {self.num_returns} values or change num_returns"), _where(), None)
         return box(result)
 
+    def _generate(self, result: Any, owner: str) -> Any:
+        """Put each value a generator task yields (``generators.py``)."""
+        if not inspect.isgenerator(result) and not isinstance(result, (list, tuple)):
+            raise TypeError(f"task {self.name!r} has num_returns={self.num_returns!r} but returned "
+                            f"{type(result).__name__}, not a generator; yield its values, or drop num_returns")
+        worker = _where()
+        stream = str(current_task_key(worker)) if worker is not None else None
+        return generate(current_session(), result, str(self.num_returns), owner, stream)
+
     def _should_retry(self, e: Exception, attempt: int) -> bool:
         if isinstance(e, TaskError) or not self.retry_exceptions:
             return False
@@ -157,7 +173,7 @@ _FUNCTIONS: dict[bytes, tuple[Callable[..., Any], Any]] = {}
 _FUNCTIONS_MAX = 512
 
 
-def _rebuild_runner(payload: bytes, name: str, num_returns: int, retries: int,
+def _rebuild_runner(payload: bytes, name: str, num_returns: int | str, retries: int,
                     retry_exceptions: bool | tuple[type[BaseException], ...]) -> TaskRunner:
     cached = _FUNCTIONS.get(payload)
     if cached is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cluster.info import WorkerInfo, total_resources, workers_from_info
-from ..dask_internals import free_resources, task_resources
+from ..dask_internals import free_resources, task_cancelled, task_resources
 from ..scheduler.protocol import WORKER_INFO, visible
 from .actor_host import current_actor
 from .blocking import current_task_key
@@ -92,6 +92,8 @@ class RuntimeContext:
     assigned_resources: dict[str, float] = field(default_factory=dict)
     gpu_mode: str = "none"
     actor_id: str | None = None
+    #: the task's own Dask key (``task_id`` is its text)
+    _dask_key: Any = None
 
     def get_job_id(self) -> str | None:
         return self.job_id
@@ -104,6 +106,12 @@ class RuntimeContext:
 
     def get_task_id(self) -> str | None:
         return self.task_id
+
+    def is_canceled(self) -> bool:
+        """Whether the running task was cancelled (``lc.cancel``, or every ref to it dropped): Dask does not stop a
+        running thread, so a long task can check this and return early, as with Ray. False on the driver."""
+        worker = current_worker()
+        return bool(worker is not None and self.task_id is not None and task_cancelled(worker, self._dask_key))
 
     def get_actor_id(self) -> str | None:
         """The actor whose method is running, or None (in a task or on the driver)."""
@@ -127,7 +135,7 @@ def get_runtime_context() -> RuntimeContext:
         desc = _worker_description(worker)
         return RuntimeContext(job_id=None, node_id=str(worker.address), worker_id=str(worker.id),
                               task_id=None if key is None else str(key), assigned_resources=assigned,
-                              gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get())
+                              gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get(), _dask_key=key)
     session = current_session()
     return RuntimeContext(job_id=str(session.client.id), node_id=f"driver@{socket.gethostname()}",
                           worker_id=str(session.client.id), task_id=None)

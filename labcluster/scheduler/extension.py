@@ -24,6 +24,8 @@ actor_kill
 pg_place, pg_started,           placement groups: place all bundles or none (waiting for room), the
 pg_wait_started, pg_unplace,    bundle holders report in, undo a placement an actor raced, remove,
 pg_remove, pg_table, pg_lookup  the table, find by name
+stream_push, stream_next,       streaming generator tasks: the worker pushes each yielded object (its
+stream_close                    caller holds it at once), the caller reads them in order, then closes
 ==============================  =====================================================================
 
 Roles are read from task annotations (``protocol.ROLE``) when graphs arrive (``update_graph``), never from keys.
@@ -44,6 +46,7 @@ from tornado.ioloop import PeriodicCallback
 from ..diagnostics.recorder import RecordsPlugin
 from . import actors as actor_states
 from .actors import Actors
+from .generators import Streams
 from .holders import Holders
 from .placement import Groups, fits, is_bundle_resource
 from .protocol import NO_GPU, NOTICES, OWNER, ROLE, ROLE_ACTOR, ROLE_BUNDLE, WORKER_INFO
@@ -66,6 +69,7 @@ class LabclusterExtension:
         self.holders = Holders(scheduler)
         self.actors = Actors()
         self.groups = Groups()
+        self.streams = Streams()
         if records is not None:
             records.plumbing = self.holders.roles  # type: ignore[assignment]  # a dict: membership is what counts
         #: name -> resources of each worker a local cluster keeps (its Nanny restarts it if it dies): they count as
@@ -91,6 +95,7 @@ class LabclusterExtension:
             "pg_place": self.pg_place, "pg_started": self.pg_started, "pg_wait_started": self.pg_wait_started,
             "pg_unplace": self.pg_unplace, "pg_remove": self.pg_remove, "pg_table": self.pg_table,
             "pg_lookup": self.pg_lookup,
+            "stream_push": self.stream_push, "stream_next": self.stream_next, "stream_close": self.stream_close,
         }
 
     # -- what changed: wakes waits for room (placement groups) --------------------------------------------------
@@ -337,6 +342,21 @@ class LabclusterExtension:
 
     def pg_lookup(self, name: str) -> str | None:
         return self.groups.by_name(name)
+
+    def stream_push(self, stream: str, key: str | None = None, owner: str | None = None, done: bool = False) -> None:
+        """A streaming task yielded the object ``key``: its caller (``owner``, a client id) holds it from now on."""
+        if key is not None and owner is not None and key in self.scheduler.tasks:
+            self.scheduler.client_desires_keys(keys=[key], client=owner)
+        self.streams.push(stream, key, done)
+
+    async def stream_next(self, stream: str, index: int, timeout: float) -> dict[str, Any]:
+        return await self.streams.next(stream, index, timeout)
+
+    def stream_close(self, stream: str, read: int = 0, owner: str | None = None) -> None:
+        """The caller is done with the stream, after reading ``read`` objects: it lets go of the others."""
+        unread = self.streams.close(stream, read)
+        if unread and owner is not None:
+            self.scheduler.client_releases_keys(keys=unread, client=owner, stimulus_id=f"stream-close-{time.time()}")
 
     def spill(self) -> None:
         held = self.holders.held_by_worker()
