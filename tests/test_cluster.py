@@ -234,6 +234,26 @@ def test_connect_to_a_cluster_object_and_leave_it_running(shutdown_after: None) 
         assert len(cluster.scheduler_info["workers"]) == 1
 
 
+def test_a_scheduler_that_cannot_take_the_extension_still_runs_tasks_and_says_what_will_not_work(
+        shutdown_after: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # (a scheduler where labcluster is not installed refuses the extension's pickled plugin: the same path)
+    from distributed import Client
+
+    def refuse(self: Client, *args: object, **kwargs: object) -> None:
+        raise ModuleNotFoundError("No module named 'labcluster'")
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                      resources={"CPU": 2}) as cluster:
+        monkeypatch.setattr(Client, "register_plugin", refuse)
+        with caplog.at_level("WARNING", logger="labcluster"):
+            session = lc.init(cluster=cluster)
+        assert session.extension is None
+        assert "actors, placement groups, task records, lineage and timelines will not work" in caplog.text
+        assert lc.get(whoami.remote())["mode"] == "none"  # tasks work
+        with pytest.raises(ClusterError, match="placement groups needs labcluster's scheduler extension"):
+            lc.placement_group([{"CPU": 1}])
+
+
 def test_cli_scheduler_worker_status_and_connect_by_address(shutdown_after: None) -> None:
     port = free_port()
     scheduler = CLIProcess("scheduler", "--port", str(port), "--dashboard-address", "")

@@ -203,6 +203,20 @@ def test_put_of_something_unpicklable_and_get_after_shutdown(shutdown_after: Non
         lc.get(ref, timeout=5)
 
 
+def test_get_of_a_ref_from_a_shut_down_session_starts_nothing(shutdown_after: None) -> None:
+    from labcluster.exceptions import ObjectLostError
+
+    lc.init(num_cpus=1, processes=False)
+    ref = dependent.remote(1)
+    assert lc.get(ref) == 1
+    lc.shutdown()
+    with pytest.raises(ObjectLostError, match="its session was shut down"):
+        lc.get(ref)  # at once: no default cluster is started just to say the object is gone
+    with pytest.raises(ObjectLostError, match="its session was shut down"):
+        lc.wait([ref], timeout=5)
+    assert not lc.is_initialized()
+
+
 def test_code_from_stdin_can_start_process_workers() -> None:
     import subprocess
     import sys

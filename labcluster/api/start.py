@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import logging
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -202,7 +203,9 @@ def _start_in_process(groups: list[WorkerGroup], host: str, dashboard: str | Non
     settings = _Settings(local_settings())
     cluster = None
     try:
-        cluster = start_in_process(groups, dashboard_address=dashboard)
+        with warnings.catch_warnings():  # a busy dashboard port falls back to a free one: the session's repr says it
+            warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)
+            cluster = start_in_process(groups, dashboard_address=dashboard)
         client = Client(in_process_address(cluster) or cluster)
         tune(client_stream(client), local_interval())
         _wait_for_workers(client, groups, wait)

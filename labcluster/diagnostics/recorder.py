@@ -73,6 +73,8 @@ class RecordsPlugin(SchedulerPlugin):
         self.store = RecordStore(maxlen)
         #: keys of labcluster's own plumbing tasks (holders), kept by the extension: they get no row
         self.plumbing: set[str] = set()
+        #: worker address -> name (the extension keeps it, for workers that left too): reasons name workers so
+        self.worker_names: dict[str, str] = {}
         self.default_max_retries = default_max_retries
         #: per key: how often its result was lost with a worker and rebuilt (bounded by max_retries)
         self.reconstructions: dict[str, int] = {}
@@ -140,8 +142,9 @@ class RecordsPlugin(SchedulerPlugin):
             gone = self._died_running.pop(key, None)
             if gone is not None:
                 left, how = gone
-                self._close(key, index, RELEASED, kwargs, f"worker {left} {how} while running it", left)
-                self._why_next[key] = (False, f"retry: worker {left} {how} while running attempt "
+                name = self.worker_names.get(left, left)
+                self._close(key, index, RELEASED, kwargs, f"worker {name} {how} while running it", left)
+                self._why_next[key] = (False, f"retry: worker {name} {how} while running attempt "
                                               f"{store.attempt_of(index)}")
             else:
                 store.mark(index, "waiting")  # stolen or rescheduled: the same attempt goes on
@@ -150,7 +153,8 @@ class RecordsPlugin(SchedulerPlugin):
             if worker is not None and worker not in scheduler.workers:
                 store.mark(index, "lost")
                 if finish == "released":  # a task's result: Dask recomputes it if it is still wanted
-                    self._why_next[key] = (True, f"reconstruction: its result was lost with worker {worker}")
+                    name = self.worker_names.get(worker, worker)
+                    self._why_next[key] = (True, f"reconstruction: its result was lost with worker {name}")
                     self._limit_reconstructions(key)
         if finish == "forgotten":
             if self._why_next:

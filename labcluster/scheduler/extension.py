@@ -80,6 +80,8 @@ class LabclusterExtension:
         self.left: dict[str, tuple[dict[str, float], float]] = {}
         #: the name of every worker address seen (bounded), for pictures of records that name dead workers too
         self.names: dict[str, str] = {}
+        if records is not None:
+            records.worker_names = self.names
         self._changed = asyncio.Event()
         scheduler.handlers.update({f"labcluster_{name}": handler for name, handler in self._handlers().items()})
 
