@@ -35,12 +35,6 @@ def run(repeat: int, only: set[str] | None) -> dict[str, Any]:
                 results["dask-same"] = core.DaskClient(lab.session.client, "dask-same").measure(repeat)
         finally:
             lab.close()
-    if want("labcluster-in-process"):  # local.scheduler-process: false
-        lab = core.labcluster_system(scheduler_process=False)
-        try:
-            results["labcluster-in-process"] = lab.measure(repeat)
-        finally:
-            lab.close()
     factories: list[tuple[str, Any, str | None]] = [
         ("dask-default", core.dask_default, None),
         ("ray", core.ray_system, "ray"),

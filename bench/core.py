@@ -2,7 +2,8 @@
 
 Systems (columns):
 
-- ``labcluster``: ``lc.init(num_cpus=2)`` with labcluster's tuned local settings;
+- ``labcluster``: ``lc.init(num_cpus=2)`` as it ships (scheduler and the worker's Nanny in a head process of the
+  cluster's own), with labcluster's tuned local settings;
 - ``dask-same``: raw ``client.submit`` on that very cluster: the ratio to it is labcluster's own overhead;
 - ``dask-default``: ``LocalCluster(n_workers=1, threads_per_worker=2)`` with Dask's defaults (process worker);
 - ``ray`` / ``pyspark``: when importable (``ray.init(num_cpus=2)``; ``local[2]``).
@@ -148,22 +149,19 @@ class RayAPI(System):
         self.api.shutdown()
 
 
-def start_labcluster(scheduler_process: bool = True) -> Any:
-    """The cluster every benchmark runs on: ``lc.init(num_cpus=2)``, one CPU worker process with 2 threads;
-    ``scheduler_process=False``: its scheduler in this process instead of its own. Returns the session."""
-    import dask
-
+def start_labcluster(processes: bool = True) -> Any:
+    """The cluster every benchmark runs on: ``lc.init(num_cpus=2)``, one CPU worker process with 2 threads, its
+    Nanny and the scheduler in the cluster's head process; ``processes=False``: ``lc.init(num_cpus=2,
+    processes=False)``, a thread worker and the scheduler in this process. Returns the session."""
     import labcluster as lc
 
-    with dask.config.set({"labcluster.local.scheduler-process": scheduler_process}):
-        return lc.init(num_cpus=2, include_dashboard=False)
+    return lc.init(num_cpus=2, include_dashboard=False, processes=processes)
 
 
-def labcluster_system(scheduler_process: bool = True) -> RayAPI:
+def labcluster_system() -> RayAPI:
     import labcluster as lc
 
-    session = start_labcluster(scheduler_process)
-    return RayAPI("labcluster" if scheduler_process else "labcluster-in-process", lc, session)
+    return RayAPI("labcluster", lc, start_labcluster())
 
 
 def ray_system() -> RayAPI:
