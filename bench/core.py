@@ -9,7 +9,10 @@ Systems (columns):
 - ``ray`` / ``pyspark``: when importable (``ray.init(num_cpus=2)``; ``local[2]``).
 
 Measurements: no-op task throughput (5,000 async), sync round trip per task, put + get of a 100 MB
-array, cold start to first result (a fresh process each time). Medians of ``--repeat`` runs.
+array, put + get of a 400,000-element list and a task taking and returning it (``list(range(400_000))``:
+distributed serialises a list element by element), cold start to first result (a fresh process each time).
+Medians of ``--repeat`` runs. A list measurement's first run is its warm-up; one that took over ``SLOW_S``
+(raw Dask: tens of seconds) is the system's only run of it, so that the whole benchmark stays bounded.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ import numpy as np
 N_ASYNC = 5_000
 N_SYNC = 300
 MB_100 = 100 * 2**20
+N_LIST = 400_000
+#: a list measurement whose first run takes longer is not repeated (that run is its value)
+SLOW_S = 10.0
 
 
 def save(name: str, result: Any, md: str) -> str:
@@ -42,6 +48,11 @@ def save(name: str, result: Any, md: str) -> str:
 
 def noop() -> None:
     return None
+
+
+def echo(value: Any) -> Any:
+    """A task that returns its argument."""
+    return value
 
 
 def _by_value(params: str = "") -> Any:
@@ -78,10 +89,14 @@ class System:
         """``value`` stored in the cluster and fetched back."""
         raise NotImplementedError
 
+    def echo_task(self, value: Any) -> Any:
+        """A task ``echo(value)`` submitted, and its result fetched."""
+        raise NotImplementedError
+
     def close(self) -> None: ...
 
-    def metrics(self, arr: Any) -> list[tuple[str, Callable[[], Any], Callable[[], float]]]:
-        """(key, warm-up, one timed run) per metric, in the table's order."""
+    def metrics(self, arr: Any, items: list[int]) -> list[tuple[str, Callable[[], Any] | None, Callable[[], float]]]:
+        """(key, warm-up, one timed run) per metric, in the table's order; warm-up None: the first run is it."""
 
         def throughput(submit: Callable[[int], None]) -> Callable[[], float]:
             def run() -> float:
@@ -103,6 +118,15 @@ class System:
             assert out.shape == arr.shape and out[123] == arr[123]
             return MB_100 / dt / 1e9
 
+        def seconds(op: Callable[[Any], Any]) -> Callable[[], float]:
+            def run() -> float:
+                t = time.perf_counter()
+                out = op(items)
+                dt = time.perf_counter() - t
+                assert type(out) is list and len(out) == N_LIST and out[123] == 123
+                return dt
+            return run
+
         return [
             # warm-ups: imports, connections, function caches; the first large transfers pay for connections
             # and fresh pages, in every system
@@ -110,18 +134,30 @@ class System:
             ("round_trip_ms", lambda: [self.round_trip() for _ in range(20)], rtt),
             ("by_value_tasks_per_s", lambda: self.submit_many_by_value(200), throughput(self.submit_many_by_value)),
             ("put_get_GBps", lambda: [self.put_get(arr) for _ in range(2)], put_get),
+            ("list_put_get_s", None, seconds(self.put_get)),
+            ("list_task_s", None, seconds(self.echo_task)),
         ]
 
-    def measure(self, repeat: int) -> dict[str, float]:
-        """Per metric this system implements: its warm-up, then the median of ``repeat`` timed runs."""
+    def measure(self, repeat: int) -> dict[str, Any]:
+        """Per metric this system implements: its warm-up, then the median of ``repeat`` timed runs. A metric
+        without a warm-up of its own whose first run took over ``SLOW_S`` keeps that run alone, and is named in
+        ``one_run``."""
         arr = np.random.default_rng(0).random(MB_100 // 8)
-        out: dict[str, float] = {}
-        for key, warm_up, run in self.metrics(arr):
+        items = list(range(N_LIST))
+        out: dict[str, Any] = {}
+        one_run: list[str] = []
+        for key, warm_up, run in self.metrics(arr, items):
             try:
-                warm_up()
+                first = run() if warm_up is None else warm_up()
             except NotImplementedError:  # this system has no such operation: "-" in the table
                 continue
-            out[key] = _median(run, repeat)
+            if warm_up is None and first > SLOW_S:
+                out[key] = first
+                one_run.append(key)
+            else:
+                out[key] = _median(run, repeat)
+        if one_run:
+            out["one_run"] = one_run
         return out
 
 
@@ -132,6 +168,7 @@ class RayAPI(System):
         self.name, self.api, self.session = name, module, session
         self.fn = module.remote(noop)
         self.by_value = module.remote(_by_value())
+        self.echo = module.remote(echo)
 
     def submit_many_by_value(self, n: int) -> None:
         self.api.get([self.by_value.remote() for _ in range(n)])
@@ -144,6 +181,9 @@ class RayAPI(System):
 
     def put_get(self, value: Any) -> Any:
         return self.api.get(self.api.put(value))
+
+    def echo_task(self, value: Any) -> Any:
+        return self.api.get(self.echo.remote(value))
 
     def close(self) -> None:
         self.api.shutdown()
@@ -189,6 +229,9 @@ class DaskClient(System):
         [fut] = self.client.scatter([value], hash=False)
         return fut.result()
 
+    def echo_task(self, value: Any) -> Any:
+        return self.client.submit(echo, value, pure=False).result()
+
     def close(self) -> None:
         if self.cluster is not None:
             self.client.close()
@@ -225,6 +268,11 @@ class PySpark(System):
 
     def put_get(self, value: Any) -> Any:
         return self.sc.broadcast(value).value
+
+    def echo_task(self, value: Any) -> Any:
+        # one partition, whose one element is value; a lambda travels by value, as Spark's functions here do
+        [out] = self.sc.parallelize([value], 1).map(lambda x: x).collect()
+        return out
 
     def close(self) -> None:
         self.spark.stop()
