@@ -1,7 +1,9 @@
 """``python -m bench``: run the benchmarks and print ratios, side by side, measured in one run.
 
 Writes ``bench/results/core.json`` and ``bench/results/core.md``. Options: ``--repeat N`` (default 3),
-``--only labcluster,dask-same,...``. No thresholds here or in tests: these are measurements.
+``--only labcluster,dask-same,...``. No thresholds here or in tests: these are measurements. A system that has
+no such operation shows "-"; a list measurement marked * was run once (its first run took over
+``core.SLOW_S``: raw Dask, element by element), not ``--repeat`` times.
 """
 
 from __future__ import annotations
@@ -35,12 +37,6 @@ def run(repeat: int, only: set[str] | None) -> dict[str, Any]:
                 results["dask-same"] = core.DaskClient(lab.session.client, "dask-same").measure(repeat)
         finally:
             lab.close()
-    if want("labcluster-in-process"):  # local.scheduler-process: false
-        lab = core.labcluster_system(scheduler_process=False)
-        try:
-            results["labcluster-in-process"] = lab.measure(repeat)
-        finally:
-            lab.close()
     factories: list[tuple[str, Any, str | None]] = [
         ("dask-default", core.dask_default, None),
         ("ray", core.ray_system, "ray"),
@@ -65,24 +61,41 @@ def run(repeat: int, only: set[str] | None) -> dict[str, Any]:
 METRICS = [("tasks_per_s", "no-op tasks/s (5,000 async)"),
            ("by_value_tasks_per_s", "same, function defined in a notebook cell (by value)"),
            ("round_trip_ms", "sync round trip (ms)"),
-           ("put_get_GBps", "put + get 100 MB (GB/s)"), ("cold_start_s", "cold start to first result (s)")]
+           ("put_get_GBps", "put + get 100 MB (GB/s)"),
+           ("list_put_get_s", f"put + get of a {core.N_LIST:,}-element list (s)"),
+           ("list_task_s", f"a task taking and returning a {core.N_LIST:,}-element list (s)"),
+           ("cold_start_s", "cold start to first result (s)")]
+
+
+def _cell(values: dict[str, Any], key: str) -> str:
+    if key not in values:
+        return "-"
+    return f"{values[key]:.3g}" + ("*" if key in values.get("one_run", ()) else "")
+
+
+def _ratio(r: float) -> str:
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.2g}x"  # 0.0026x, not 0.00x
 
 
 def markdown(report: dict[str, Any]) -> str:
     res = report["results"]
     systems = list(res)
-    lines = ["| metric | " + " | ".join(systems) + " | labcluster / dask-same | labcluster / dask-default |",
-             "|---" * (len(systems) + 3) + "|"]
+    bases = ["dask-same", "dask-default"] + (["ray"] if "ray" in res else [])
+    lines = ["| metric | " + " | ".join(systems) + " | " + " | ".join(f"labcluster / {b}" for b in bases) + " |",
+             "|---" * (len(systems) + len(bases) + 1) + "|"]
     for key, label in METRICS:
-        cells = [f"{res[s][key]:.3g}" if key in res[s] else "-" for s in systems]
+        cells = [_cell(res[s], key) for s in systems]
         ratios = []
-        for base in ("dask-same", "dask-default"):
+        for base in bases:
             a, b = res.get("labcluster", {}).get(key), res.get(base, {}).get(key)
-            ratios.append(f"{a / b:.2f}x" if a and b else "-")
+            ratios.append(_ratio(a / b) if a and b else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
     lines.append("")
     lines.append("Ratios are labcluster's value over the other's: above 1 is better for rates (tasks/s, GB/s), "
                  "below 1 is better for times (ms, s).")
+    if any(r.get("one_run") for r in res.values()):
+        lines.append(f"\n\\* one run, without a warm-up: it took over {core.SLOW_S:g} s, so it was not repeated "
+                     "(the benchmark stays bounded).")
     return "\n".join(lines)
 
 

@@ -77,7 +77,7 @@ def markdown(results: dict[str, dict[str, float]]) -> str:
     for key, label in (("calls_per_s", "async actor calls/s (5,000)"), ("round_trip_ms", "sync call round trip (ms)")):
         cells = [f"{results[s][key]:.3g}" for s in systems]
         a, b = results.get("labcluster", {}).get(key), results.get("dask-actor", {}).get(key)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {a / b:.2f}x |" if a and b else " | - |")
+        lines.append(f"| {label} | " + " | ".join(cells) + (f" | {a / b:.2f}x |" if a and b else " | - |"))
     return "\n".join(lines)
 
 

@@ -2,8 +2,9 @@
 
 ``python -m bench.busy [rounds]`` submits 3,000 no-op tasks, then spins pure Python in this process for 2 s (a
 cell doing its own work), and counts the tasks the scheduler has finished by then. Once with ``lc.init()`` as it
-ships (the scheduler in a process of its own) and once with ``local.scheduler-process: false`` (the scheduler in
-this process, sharing its GIL). Writes ``bench/results/busy.{json,md}``.
+ships (the scheduler and the worker's Nanny in the cluster's head process, a worker process of their own) and once
+with ``lc.init(processes=False)`` (the scheduler and a thread worker in this process, sharing its GIL). Writes
+``bench/results/busy.{json,md}``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ def _finished(dask_scheduler: Any = None) -> int:
     return sum(1 for ts in dask_scheduler.tasks.values() if ts.state == "memory")
 
 
-def measure(scheduler_process: bool, rounds: int) -> dict[str, Any]:
+def measure(processes: bool, rounds: int) -> dict[str, Any]:
     import labcluster as lc
 
-    session = start_labcluster(scheduler_process)
+    session = start_labcluster(processes)
     try:
         fn = lc.remote(noop)
         lc.get([fn.remote() for _ in range(500)])  # warm-up
@@ -51,8 +52,8 @@ def measure(scheduler_process: bool, rounds: int) -> dict[str, Any]:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    rows = [("`lc.init()` as it ships (scheduler in its own process)", res["scheduler_process"]),
-            ("`local.scheduler-process: false` (scheduler in this process)", res["in_process"])]
+    rows = [("`lc.init()` as it ships (scheduler in the head process)", res["head_process"]),
+            ("`lc.init(processes=False)` (scheduler and thread worker in this process)", res["in_process"])]
     lines = ["| layout | tasks finished during a busy cell (median; each round) |", "|---|---|"]
     for title, r in rows:
         lines.append(f"| {title} | {r['finished_while_busy']:,.0f} of {r['tasks']:,} in {r['busy_s']:g} s; "
@@ -62,5 +63,5 @@ def markdown(res: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
-    result = {"scheduler_process": measure(True, rounds), "in_process": measure(False, rounds)}
+    result = {"head_process": measure(True, rounds), "in_process": measure(False, rounds)}
     print(save("busy", result, markdown(result)))

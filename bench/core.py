@@ -2,13 +2,17 @@
 
 Systems (columns):
 
-- ``labcluster``: ``lc.init(num_cpus=2)`` with labcluster's tuned local settings;
+- ``labcluster``: ``lc.init(num_cpus=2)`` as it ships (scheduler and the worker's Nanny in a head process of the
+  cluster's own), with labcluster's tuned local settings;
 - ``dask-same``: raw ``client.submit`` on that very cluster: the ratio to it is labcluster's own overhead;
 - ``dask-default``: ``LocalCluster(n_workers=1, threads_per_worker=2)`` with Dask's defaults (process worker);
 - ``ray`` / ``pyspark``: when importable (``ray.init(num_cpus=2)``; ``local[2]``).
 
 Measurements: no-op task throughput (5,000 async), sync round trip per task, put + get of a 100 MB
-array, cold start to first result (a fresh process each time). Medians of ``--repeat`` runs.
+array, put + get of a 400,000-element list and a task taking and returning it (``list(range(400_000))``:
+distributed serialises a list element by element), cold start to first result (a fresh process each time).
+Medians of ``--repeat`` runs. A list measurement's first run is its warm-up; one that took over ``SLOW_S``
+(raw Dask: tens of seconds) is the system's only run of it, so that the whole benchmark stays bounded.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ import numpy as np
 N_ASYNC = 5_000
 N_SYNC = 300
 MB_100 = 100 * 2**20
+N_LIST = 400_000
+#: a list measurement whose first run takes longer is not repeated (that run is its value)
+SLOW_S = 10.0
 
 
 def save(name: str, result: Any, md: str) -> str:
@@ -43,10 +50,16 @@ def noop() -> None:
     return None
 
 
-def _by_value() -> Any:
-    """A no-op function that cloudpickle sends by value, like a function defined in a notebook cell."""
+def echo(value: Any) -> Any:
+    """A task that returns its argument."""
+    return value
+
+
+def _by_value(params: str = "") -> Any:
+    """A no-op function that cloudpickle sends by value, like a function defined in a notebook cell;
+    ``params``: its parameter list (``"_"`` for a function that ``map`` calls with an element)."""
     namespace: dict[str, Any] = {"__name__": "__main__"}  # what a notebook cell's functions have
-    exec("def cell_noop():\n    return None\n", namespace)
+    exec(f"def cell_noop({params}):\n    return None\n", namespace)
     return namespace["cell_noop"]
 
 
@@ -55,28 +68,42 @@ def _median(fn: Callable[[], float], repeat: int) -> float:
 
 
 class System:
+    """One column of the table. A system implements the operations it has; one it lacks raises
+    NotImplementedError, and :meth:`measure` leaves that metric out (the table prints "-")."""
+
     name = "?"
 
-    def submit_many(self, n: int) -> None: ...
-    def round_trip(self) -> None: ...
-    def put_get(self, value: Any) -> Any: ...
-    def close(self) -> None: ...
+    def submit_many(self, n: int) -> None:
+        """``n`` no-op tasks submitted at once, then waited for."""
+        raise NotImplementedError
 
     def submit_many_by_value(self, n: int) -> None:
         """Like submit_many, with a function that travels by value (as every notebook function does)."""
+        raise NotImplementedError
 
-    def measure(self, repeat: int) -> dict[str, float]:
-        self.submit_many(200)  # warm up: imports, connections, function caches
-        for _ in range(20):
-            self.round_trip()
-        arr = np.random.default_rng(0).random(MB_100 // 8)
-        for _ in range(2):  # the first large transfers pay for connections and fresh pages, in every system
-            self.put_get(arr)
+    def round_trip(self) -> None:
+        """One no-op task, submitted and waited for."""
+        raise NotImplementedError
 
-        def throughput() -> float:
-            t = time.perf_counter()
-            self.submit_many(N_ASYNC)
-            return N_ASYNC / (time.perf_counter() - t)
+    def put_get(self, value: Any) -> Any:
+        """``value`` stored in the cluster and fetched back."""
+        raise NotImplementedError
+
+    def echo_task(self, value: Any) -> Any:
+        """A task ``echo(value)`` submitted, and its result fetched."""
+        raise NotImplementedError
+
+    def close(self) -> None: ...
+
+    def metrics(self, arr: Any, items: list[int]) -> list[tuple[str, Callable[[], Any] | None, Callable[[], float]]]:
+        """(key, warm-up, one timed run) per metric, in the table's order; warm-up None: the first run is it."""
+
+        def throughput(submit: Callable[[int], None]) -> Callable[[], float]:
+            def run() -> float:
+                t = time.perf_counter()
+                submit(N_ASYNC)
+                return N_ASYNC / (time.perf_counter() - t)
+            return run
 
         def rtt() -> float:
             t = time.perf_counter()
@@ -91,15 +118,47 @@ class System:
             assert out.shape == arr.shape and out[123] == arr[123]
             return MB_100 / dt / 1e9
 
-        def throughput_by_value() -> float:
-            t = time.perf_counter()
-            self.submit_many_by_value(N_ASYNC)
-            return N_ASYNC / (time.perf_counter() - t)
+        def seconds(op: Callable[[Any], Any]) -> Callable[[], float]:
+            def run() -> float:
+                t = time.perf_counter()
+                out = op(items)
+                dt = time.perf_counter() - t
+                assert type(out) is list and len(out) == N_LIST and out[123] == 123
+                return dt
+            return run
 
-        self.submit_many_by_value(200)
-        return {"tasks_per_s": _median(throughput, repeat), "round_trip_ms": _median(rtt, repeat),
-                "by_value_tasks_per_s": _median(throughput_by_value, repeat),
-                "put_get_GBps": _median(put_get, repeat)}
+        return [
+            # warm-ups: imports, connections, function caches; the first large transfers pay for connections
+            # and fresh pages, in every system
+            ("tasks_per_s", lambda: self.submit_many(200), throughput(self.submit_many)),
+            ("round_trip_ms", lambda: [self.round_trip() for _ in range(20)], rtt),
+            ("by_value_tasks_per_s", lambda: self.submit_many_by_value(200), throughput(self.submit_many_by_value)),
+            ("put_get_GBps", lambda: [self.put_get(arr) for _ in range(2)], put_get),
+            ("list_put_get_s", None, seconds(self.put_get)),
+            ("list_task_s", None, seconds(self.echo_task)),
+        ]
+
+    def measure(self, repeat: int) -> dict[str, Any]:
+        """Per metric this system implements: its warm-up, then the median of ``repeat`` timed runs. A metric
+        without a warm-up of its own whose first run took over ``SLOW_S`` keeps that run alone, and is named in
+        ``one_run``."""
+        arr = np.random.default_rng(0).random(MB_100 // 8)
+        items = list(range(N_LIST))
+        out: dict[str, Any] = {}
+        one_run: list[str] = []
+        for key, warm_up, run in self.metrics(arr, items):
+            try:
+                first = run() if warm_up is None else warm_up()
+            except NotImplementedError:  # this system has no such operation: "-" in the table
+                continue
+            if warm_up is None and first > SLOW_S:
+                out[key] = first
+                one_run.append(key)
+            else:
+                out[key] = _median(run, repeat)
+        if one_run:
+            out["one_run"] = one_run
+        return out
 
 
 class RayAPI(System):
@@ -109,6 +168,7 @@ class RayAPI(System):
         self.name, self.api, self.session = name, module, session
         self.fn = module.remote(noop)
         self.by_value = module.remote(_by_value())
+        self.echo = module.remote(echo)
 
     def submit_many_by_value(self, n: int) -> None:
         self.api.get([self.by_value.remote() for _ in range(n)])
@@ -122,26 +182,26 @@ class RayAPI(System):
     def put_get(self, value: Any) -> Any:
         return self.api.get(self.api.put(value))
 
+    def echo_task(self, value: Any) -> Any:
+        return self.api.get(self.echo.remote(value))
+
     def close(self) -> None:
         self.api.shutdown()
 
 
-def start_labcluster(scheduler_process: bool = True) -> Any:
-    """The cluster every benchmark runs on: ``lc.init(num_cpus=2)``, one CPU worker process with 2 threads;
-    ``scheduler_process=False``: its scheduler in this process instead of its own. Returns the session."""
-    import dask
-
+def start_labcluster(processes: bool = True) -> Any:
+    """The cluster every benchmark runs on: ``lc.init(num_cpus=2)``, one CPU worker process with 2 threads, its
+    Nanny and the scheduler in the cluster's head process; ``processes=False``: ``lc.init(num_cpus=2,
+    processes=False)``, a thread worker and the scheduler in this process. Returns the session."""
     import labcluster as lc
 
-    with dask.config.set({"labcluster.local.scheduler-process": scheduler_process}):
-        return lc.init(num_cpus=2, include_dashboard=False)
+    return lc.init(num_cpus=2, include_dashboard=False, processes=processes)
 
 
-def labcluster_system(scheduler_process: bool = True) -> RayAPI:
+def labcluster_system() -> RayAPI:
     import labcluster as lc
 
-    session = start_labcluster(scheduler_process)
-    return RayAPI("labcluster" if scheduler_process else "labcluster-in-process", lc, session)
+    return RayAPI("labcluster", lc, start_labcluster())
 
 
 def ray_system() -> RayAPI:
@@ -168,6 +228,9 @@ class DaskClient(System):
     def put_get(self, value: Any) -> Any:
         [fut] = self.client.scatter([value], hash=False)
         return fut.result()
+
+    def echo_task(self, value: Any) -> Any:
+        return self.client.submit(echo, value, pure=False).result()
 
     def close(self) -> None:
         if self.cluster is not None:
@@ -196,11 +259,20 @@ class PySpark(System):
     def submit_many(self, n: int) -> None:
         self.sc.parallelize(range(n), min(n, 1000)).map(lambda _: None).collect()
 
+    def submit_many_by_value(self, n: int) -> None:
+        # Spark ships every function by value (cloudpickle) already; this one is built as a notebook cell's is
+        self.sc.parallelize(range(n), min(n, 1000)).map(_by_value("_")).collect()
+
     def round_trip(self) -> None:
         self.sc.parallelize([0], 1).map(lambda _: None).collect()
 
     def put_get(self, value: Any) -> Any:
         return self.sc.broadcast(value).value
+
+    def echo_task(self, value: Any) -> Any:
+        # one partition, whose one element is value; a lambda travels by value, as Spark's functions here do
+        [out] = self.sc.parallelize([value], 1).map(lambda x: x).collect()
+        return out
 
     def close(self) -> None:
         self.spark.stop()

@@ -5,10 +5,10 @@
 alternating order, and the loss is the median over rounds of 1 - (on / off) -- paired, so drift and noise hit
 both sides alike; the spread across rounds (IQR) is printed with it, and so is the noise floor: the spread of
 the same setting measured twice in a row. A batch is timed until the scheduler forgot its tasks, so that
-releasing them is counted where it belongs. Twice: ``lc.init()``'s cluster with its scheduler in a process of
-its own (the default) and in this one (``labcluster.local.scheduler-process: false``). Then it records
-100,000 real tasks and reports what the scheduler's store holds (``RecordStore.nbytes()``), cross-checked with
-``tracemalloc`` on a store filled the same way in this process. Writes ``bench/results/records.{json,md}``.
+releasing them is counted where it belongs. On ``lc.init()``'s cluster as it ships (the scheduler and the
+worker's Nanny in the cluster's head process). Then it records 100,000 real tasks and reports what the
+scheduler's store holds (``RecordStore.nbytes()``), cross-checked with ``tracemalloc`` on a store filled the same
+way in this process. Writes ``bench/results/records.{json,md}``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ async def _forgotten(timeout: float = 60, dask_scheduler: Any = None) -> int:
 
 def _rate(session: Any, fn: Any, n: int) -> tuple[float, float]:
     """Tasks/s over each task's whole life -- submitted, run, fetched, released and forgotten by the scheduler --
-    and CPU microseconds per task spent in this process (driver, client and in-process scheduler).
+    and CPU microseconds per task spent in this process (the driver and its client).
 
     Timing up to ``lc.get`` alone would leave the release of a batch's results (a good part of the scheduler's
     work per task) to land in whichever batch runs next, or in the gap before it: a bias between paired batches.
@@ -55,15 +55,15 @@ def _rate(session: Any, fn: Any, n: int) -> tuple[float, float]:
 
 
 def _detach(dask_scheduler: Any = None) -> None:
-    from labcluster.cluster.records import RECORDS_PLUGIN
+    from labcluster.diagnostics.recorder import RecordsPlugin
 
-    dask_scheduler._labcluster_bench_records = dask_scheduler.plugins.pop(RECORDS_PLUGIN)
+    dask_scheduler._labcluster_bench_records = dask_scheduler.plugins.pop(RecordsPlugin.name)
 
 
 def _attach(dask_scheduler: Any = None) -> None:
-    from labcluster.cluster.records import RECORDS_PLUGIN
+    from labcluster.diagnostics.recorder import RecordsPlugin
 
-    dask_scheduler.plugins[RECORDS_PLUGIN] = dask_scheduler._labcluster_bench_records
+    dask_scheduler.plugins[RecordsPlugin.name] = dask_scheduler._labcluster_bench_records
 
 
 def paired(session: Any, rounds: int) -> dict[str, float]:
@@ -101,11 +101,11 @@ def paired(session: Any, rounds: int) -> dict[str, float]:
             "noise_iqr_low": n1 * 100, "noise_iqr_high": n3 * 100}
 
 
-def local(rounds: int, scheduler_process: bool) -> dict[str, float]:
-    """``lc.init()``'s cluster, with its scheduler in a process of its own (the default) or in this one."""
+def local(rounds: int) -> dict[str, float]:
+    """``lc.init()``'s cluster as it ships: the scheduler in the cluster's head process."""
     import labcluster as lc
 
-    session = start_labcluster(scheduler_process)
+    session = start_labcluster()
     try:
         return paired(session, rounds)
     finally:
@@ -117,7 +117,7 @@ def plugin_cost(n: int = 50_000) -> float:
     import uuid
     from types import SimpleNamespace
 
-    from labcluster.cluster.records import RecordsPlugin
+    from labcluster.diagnostics.recorder import RecordsPlugin
 
     plugin = RecordsPlugin(100_000)
     worker = SimpleNamespace(address="tcp://127.0.0.1:1")
@@ -137,16 +137,14 @@ def plugin_cost(n: int = 50_000) -> float:
 
 
 def store_bytes(dask_scheduler: Any = None) -> dict[str, int]:
-    from labcluster.cluster.records import plugin_of
-
-    plugin = plugin_of(dask_scheduler)
+    plugin = dask_scheduler.extensions["labcluster"].records  # the extension's recorder (None: records off)
     assert plugin is not None
     return {"rows": len(plugin.store), "bytes": plugin.store.nbytes()}
 
 
 def memory() -> dict[str, float]:
     import labcluster as lc
-    from labcluster.cluster.records import RecordStore
+    from labcluster.diagnostics.record_store import RecordStore
 
     fn = lc.remote(noop)
     session = start_labcluster()
@@ -178,15 +176,12 @@ def _loss_line(title: str, r: dict[str, Any]) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    own, here = res["scheduler_process"], res["in_process"]
+    own = res["local"]
     lines = [
         "| metric | value |", "|---|---|",
-        _loss_line("`lc.init()`, scheduler in its own process (the default)", own),
+        _loss_line("`lc.init()` as it ships (scheduler in the head process)", own),
         f"| driver CPU per task, on / off | {own['driver_cpu_us_per_task_on']:.0f} / "
         f"{own['driver_cpu_us_per_task_off']:.0f} us |",
-        _loss_line("`lc.init()` with `local.scheduler-process: false` (scheduler in the driver's process)", here),
-        f"| driver CPU per task (client + in-process scheduler), on / off | {here['driver_cpu_us_per_task_on']:.0f} / "
-        f"{here['driver_cpu_us_per_task_off']:.0f} us |",
         f"| the plugin's own cost per task (a no-op task's transitions, stand-in scheduler) | "
         f"{res['plugin_us_per_task']:.1f} us |",
     ]
@@ -202,8 +197,7 @@ def markdown(res: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 20
-    result: dict[str, Any] = {"scheduler_process": local(rounds, True), "in_process": local(rounds, False),
-                              "plugin_us_per_task": plugin_cost()}
+    result: dict[str, Any] = {"local": local(rounds), "plugin_us_per_task": plugin_cost()}
     if "--no-memory" in sys.argv:  # the throughput half alone, printed, not saved (the memory half takes ~2 min)
         print(markdown(result))
         sys.exit(0)

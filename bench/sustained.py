@@ -3,8 +3,9 @@
 ``python -m bench.sustained [batches]`` starts the same local cluster twice -- once with Dask's message log
 (each batched stream keeps its last 1,000 sent payloads) and once with labcluster's
 (``labcluster.stream-message-log``, 16) -- and on each times ``batches`` (default 20) batches of 5,000 no-op
-tasks in a row. Per batch: tasks/s and the seconds Python's garbage collector ran in this process (the driver,
-which also runs the scheduler); at the end, how many objects the collector tracks. Writes
+tasks in a row. Per batch: tasks/s and the seconds Python's garbage collector ran in this process (the driver
+and its client; the scheduler runs in the cluster's head process); at the end, how many objects the collector
+tracks. Writes
 ``bench/results/sustained.{json,md}``.
 """
 
