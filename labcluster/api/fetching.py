@@ -170,10 +170,11 @@ async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future
         session.check()  # raises through client.sync: no scheduler to ask
         if session.extension and (gone_all := await acall(session.client, "workers_gone")):
             raise _no_workers_error(gone_all)
-        states = await acall(session.client, "key_states", keys=[str(f.key) for f in futures])
-        # unknown to the scheduler is "gone" only for a key this client saw computed: a pending one may simply not
-        # have reached the scheduler yet (its update-graph message is queued behind others)
+        # unknown to the scheduler is "gone" only for a key this client saw computed *before it asked*: a pending
+        # one may simply not have reached the scheduler yet (its update-graph message is queued behind others), and
+        # one that finishes while the question travels was answered "forgotten" for the same reason
         computed = {str(f.key) for f in futures if f.status != "pending"}
+        states = await acall(session.client, "key_states", keys=[str(f.key) for f in futures])
         gone = [k for k, state in states.items() if state in GONE and k in computed]
         # a computed key that is no longer in memory was lost with its worker (and is being rebuilt): the gather
         # may be stuck connecting to that worker. Keys still being computed are waited on by the gather itself.

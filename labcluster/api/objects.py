@@ -83,12 +83,13 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     return values[0] if single else values
 
 
-def put_in(session: Session, value: Any) -> ObjectRef:
-    """``lc.put`` in ``session``: store ``value`` on a worker, as one object, and return a ref to it."""
+def put_in(session: Session, value: Any, p: serialization.Pickled | None = None) -> ObjectRef:
+    """``lc.put`` in ``session``: store ``value`` on a worker, as one object, and return a ref to it. ``p``: its
+    pickle, when it was pickled already (to check it): a collection then travels as that pickle."""
     # keyed by hand: Dask would name the key after the value's type ("list-..."); "put-<hex>" reads as what it is
     # in lineage, records and errors
     key = f"put-{uuid.uuid4().hex}"
-    future = session.client.scatter({key: serialization.box(value)}, hash=False)[key]
+    future = session.client.scatter({key: serialization.box(value, p)}, hash=False)[key]
     return ObjectRef(future, "put")
 
 
@@ -103,8 +104,8 @@ def put(value: Any) -> ObjectRef:
         raise TypeError("lc.put() of an ObjectRef is not allowed: the ref already names an object in the cluster; "
                         "pass the ref itself")
     session = current_session()
-    serialization.check_arguments([value], {}, "lc.put() value", name_arguments=False)
-    return put_in(session, value)
+    checked = serialization.check_arguments([value], {}, "lc.put() value", name_arguments=False)
+    return put_in(session, value, checked.get(0))
 
 
 def wait(

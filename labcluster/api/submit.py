@@ -52,14 +52,15 @@ def arguments(session: Session, args: Sequence[Any], kwargs: Mapping[str, Any], 
               ) -> tuple[list[Any], dict[str, Any]]:
     """Check ``args`` and ``kwargs`` and make them what the task gets: refs become dependencies (they arrive as
     values), and arguments larger than ``labcluster.inline-argument-bytes`` travel as objects, not in the graph."""
-    sizes = serialization.check_arguments(args, kwargs, what)
+    pickles = serialization.check_arguments(args, kwargs, what)
     limit = int(config.get("inline-argument-bytes"))
 
     def one(where: int | str, value: Any) -> Any:
         if isinstance(value, ObjectRef):
             return value.future  # an actor call's result: waits for the call and makes it a key
-        if sizes.get(where, 0) > limit:
-            return put_in(session, value).future
+        p = pickles.get(where)
+        if p is not None and serialization.nbytes(p) > limit:
+            return put_in(session, value, p).future  # the pickle of the check travels: no second one
         return value
 
     return [one(i, a) for i, a in enumerate(args)], {k: one(k, v) for k, v in kwargs.items()}
