@@ -74,7 +74,8 @@ async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> No
     workers = build_spec(groups, host=host, processes=True, stream_interval=interval)
     plugin = LabclusterSchedulerPlugin.configured(retries=True, stream_interval=interval)
     dashboard = spec["dashboard_address"]
-    scheduler = {"cls": Scheduler, "options": {"host": host, "port": 0, "dashboard_address": dashboard,
+    # without a dashboard the scheduler still serves /health and /metrics: on a free port, never 8787
+    scheduler = {"cls": Scheduler, "options": {"host": host, "port": 0, "dashboard_address": dashboard or f"{host}:0",
                                                "dashboard": dashboard is not None, "plugins": [plugin, _Announce(say)]}}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -32,7 +32,9 @@ def start_in_process(groups: Sequence[WorkerGroup], dashboard_address: str | Non
         entry["options"].pop("host")
     plugin = LabclusterSchedulerPlugin.configured(retries=True, stream_interval=interval)
     scheduler: dict[str, Any] = {"cls": Scheduler, "options": {
-        "protocol": "inproc://", "dashboard_address": dashboard_address, "dashboard": dashboard_address is not None,
+        # without a dashboard the scheduler still serves /health and /metrics: on a free port, never 8787
+        "protocol": "inproc://", "dashboard_address": dashboard_address or "127.0.0.1:0",
+        "dashboard": dashboard_address is not None,
         "plugins": [plugin]}}
     logger.info("starting an in-process cluster with groups %s", list(groups))
     return SpecCluster(workers=spec, scheduler=scheduler, name="labcluster", silence_logs=logging.WARNING)
