@@ -1,6 +1,6 @@
 """The table's rule, without a cluster: a system measures only what it implements; the rest prints "-".
 
-``python -m pytest bench/test_core.py`` (bench/ is not among the project's default test paths).
+Part of the test command (pyproject.toml names this file among the test paths).
 """
 
 from __future__ import annotations
