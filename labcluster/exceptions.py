@@ -237,6 +237,9 @@ def shortfall(request: Mapping[str, float], workers: Sequence[tuple[str, Mapping
     for k, amount in sorted(request.items(), key=lambda kv: kv[0] not in ("GPU",)):
         best_name, best = max(((n, float(r.get(k, 0.0))) for n, r in workers), key=lambda nb: nb[1])
         if best <= 0:
+            if k == "CPU":
+                return ("no worker has CPU slots", "The cluster's workers all hold GPUs, whose threads run GPU work "
+                        "only: add a CPU worker (lc.WorkerGroup('cpu', nthreads=...)), or ask for num_cpus=0")
             if k == "GPU":
                 return ("no worker has a GPU", "Start GPU workers: lc.init(num_gpus=1) simulates one on a machine "
                         "without GPUs; on a cluster, `labcluster worker ADDRESS --gpus sim:1`")

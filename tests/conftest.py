@@ -28,9 +28,9 @@ def shutdown_after() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def hetero() -> Iterator[lc.Session]:
-    """Process workers: a 2-slot CPU worker and one simulated-GPU worker (3 CPU slots in all)."""
+    """Process workers: a 2-slot CPU worker and one simulated-GPU worker."""
     lc.shutdown()
-    session = lc.init(num_cpus=3, simulate_gpus=1, include_dashboard=False)  # cpu-0: 2 slots, gpu-0: 1
+    session = lc.init(num_cpus=2, simulate_gpus=1, include_dashboard=False)
     yield session
     lc.shutdown()
 

@@ -37,14 +37,14 @@ def whoami() -> dict:
 def test_ray_keywords_declare_what_the_local_cluster_advertises(shutdown_after: None) -> None:
     with lc.init(num_cpus=3, num_gpus=2, resources={"special": 1}, include_dashboard=False) as session:
         total = lc.cluster_resources()
-        assert (total["CPU"], total["GPU"], total["special"]) == (3, 2, 1)  # the CPUs asked for, GPU workers' included
+        assert (total["CPU"], total["GPU"], total["special"]) == (3, 2, 1)  # the CPU slots asked for: the CPU worker's
         assert lc.is_initialized()
         nodes = lc.nodes()
         assert sorted(n["GPUMode"] for n in nodes) == ["none", "simulated", "simulated"]
         assert "simulated" in repr(session) and "simulated" in session._repr_html_()
         out = lc.get(whoami.options(num_gpus=1).remote())
         assert out["mode"] == "simulated" and out["gpus"] in ([0], [1])
-        assert out["resources"] == {"CPU": 1.0, "GPU": 1.0}
+        assert out["resources"] == {"GPU": 1.0}  # GPU work asks for no CPU slot
     assert not lc.is_initialized()
 
 

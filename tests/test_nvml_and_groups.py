@@ -46,12 +46,11 @@ def test_default_groups_one_gpu_worker_per_real_gpu(two_gpus: None) -> None:
     spec = build_spec(groups)
     assert spec["gpu-0"]["options"]["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-aaaa"
     assert spec["gpu-1"]["options"]["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-bbbb"
-    assert spec["gpu-1"]["options"]["resources"] == {"CPU": 1, "GPU": 1}
-    # the cluster has the 4 CPU slots asked for: each GPU worker's slot comes out of them
-    assert spec["cpu-0"]["options"]["resources"] == {"CPU": 2, "labcluster_no_gpu": 1e6}  # the marker: no GPU here
-    # memory is split by CPU slots, so the limits add up to the machine (not 100% + 50% + 50%)
+    assert spec["gpu-1"]["options"]["resources"] == {"GPU": 1}  # its thread runs GPU work: no CPU slot
+    assert spec["cpu-0"]["options"]["resources"] == {"CPU": 4}  # the cluster has the 4 CPU slots asked for
+    # memory is split by threads, so the limits add up to the machine (not 100% + 50% + 50%)
     limits = [o["options"]["memory_limit"] for o in spec.values()]
-    assert limits[0] == 2 * limits[1] and sum(limits) <= __import__("psutil").virtual_memory().total
+    assert limits[0] == 4 * limits[1] and sum(limits) <= __import__("psutil").virtual_memory().total
 
 
 def test_num_gpus_beyond_the_machine_is_simulated_and_labelled(two_gpus: None) -> None:
@@ -67,11 +66,12 @@ def test_no_gpu_machine_has_no_gpu_workers_unless_asked() -> None:
     assert [g.name for g in default_groups(probe=probe)] == ["cpu"]
     assert [(g.name, g.simulated) for g in default_groups(num_cpus=3, simulate_gpus=2, probe=probe)] == [
         ("cpu", None), ("gpu", True)]
-    assert [(g.name, g.nthreads) for g in default_groups(num_cpus=2, num_gpus=1, probe=probe)] == [
-        ("cpu", 1), ("gpu", 1)]  # CPU: 2 in all, as asked
-    only_gpu = default_groups(num_cpus=1, num_gpus=1, probe=probe)
-    assert [g.name for g in only_gpu] == ["gpu"]  # no slot left for a CPU worker: CPU tasks run on the GPU worker
-    assert pin_gpus(only_gpu, probe)[0].gpu_mode(0) == "simulated"
+    groups = default_groups(num_cpus=2, num_gpus=1, probe=probe)
+    assert [(g.name, g.nthreads) for g in groups] == [("cpu", 2), ("gpu", 1)]  # CPU: 2 in all, as asked
+    assert pin_gpus(groups, probe)[1].gpu_mode(0) == "simulated"
+    spec = build_spec(pin_gpus(groups, probe))
+    assert spec["cpu-0"]["options"]["resources"] == {"CPU": 2}
+    assert spec["gpu-0"]["options"]["resources"] == {"GPU": 1}  # its thread runs GPU work, not CPU work
 
 
 def test_group_validation_messages() -> None:

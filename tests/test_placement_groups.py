@@ -109,7 +109,6 @@ def test_a_task_asking_more_than_its_bundle_fails_at_once(three: dict[str, str])
 
 
 def test_the_bundle_error_names_the_implicit_cpu_it_lacks(three: dict[str, str]) -> None:
-    # a num_gpus=1 task also asks for CPU: 1 (Ray's default): in a {GPU: 1} bundle that CPU is what is missing
     pg = lc.placement_group([{"CPU": 1}])
     try:
         with pytest.raises(InfeasibleResourceError) as info:
@@ -117,13 +116,19 @@ def test_the_bundle_error_names_the_implicit_cpu_it_lacks(three: dict[str, str])
         assert "lacks {disk: 1}" in str(info.value) and "make the bundle bigger" in str(info.value)
     finally:
         lc.remove_placement_group(pg)
+    from labcluster.api.options import TaskOptions
     from labcluster.api.placement import PlacementGroup
 
-    gpu_bundle = PlacementGroup("g1", [{"GPU": 1.0}], "PACK", None, lc.put(True))
+    # a task asks for CPU: 1 unless told otherwise (Ray's default): in a {disk: 1} bundle that CPU is what is missing
+    disk_bundle = PlacementGroup("d1", [{"disk": 1.0}], "PACK", None, lc.put(True))
     with pytest.raises(InfeasibleResourceError) as info:
-        gpu_bundle.request_in_bundle({"CPU": 1.0, "GPU": 1.0}, 0)
+        disk_bundle.request_in_bundle(TaskOptions().merged(resources={"disk": 1}).request(), 0)
     message = str(info.value)
-    assert "lacks {CPU: 1}" in message and "num_cpus=0" in message and "{CPU: 1, GPU: 1}" in message
+    assert "lacks {CPU: 1}" in message and "num_cpus=0" in message and "{CPU: 1, disk: 1}" in message
+    # GPU work asks for no CPU slot, so Ray's [{"CPU": 1, "GPU": 1}] and a plain {GPU: 1} bundle both fit it
+    gpu_bundle = PlacementGroup("g1", [{"GPU": 1.0}], "PACK", None, lc.put(True))
+    assert gpu_bundle.request_in_bundle(TaskOptions().merged(num_gpus=1).request(), 0) == {
+        "pg_g1_0_GPU": 1.0}
 
 
 @lc.remote

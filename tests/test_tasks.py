@@ -134,18 +134,11 @@ def test_num_cpus_2_never_shares_a_2_slot_worker(hetero: lc.Session) -> None:
     narrow = [interval.remote(f"n{i}", 0.2) for i in range(4)]
     results = lc.get([wide, *narrow])
     _, w_start, w_end, _ = results[0]
-    cpu_worker_runs = []
-    for tag, start, end, _ in results[1:]:
-        cpu_worker_runs.append((tag, start, end))
-    # narrow tasks may run on the GPU worker's one CPU slot meanwhile; none may overlap the wide
-    # task on the CPU worker, whose two slots it holds
-    nodes = {n["NodeName"]: n["NodeID"] for n in lc.nodes()}
-    where = {r.key: w for r, (w,) in zip([wide, *narrow], [
-        tuple(hetero.client.who_has([r.future])[r.key]) for r in [wide, *narrow]], strict=True)}
-    overlapping = [tag for (tag, s, e), ref in zip(cpu_worker_runs, narrow, strict=True)
-                   if where[ref.key] == nodes["cpu-0"] and s < w_end and e > w_start]
-    assert where[wide.key] == nodes["cpu-0"]
+    # the CPU worker has the cluster's only CPU slots (2): no narrow task may overlap the wide one, which holds both
+    overlapping = [tag for tag, start, end, _ in results[1:] if start < w_end and end > w_start]
     assert overlapping == []
+    nodes = {n["NodeName"]: n["NodeID"] for n in lc.nodes()}
+    assert {w for r in [wide, *narrow] for w in hetero.client.who_has([r.future])[r.key]} == {nodes["cpu-0"]}
 
 
 def test_object_ref_repr_hash_and_await(hetero: lc.Session) -> None:
@@ -163,13 +156,13 @@ def test_object_ref_repr_hash_and_await(hetero: lc.Session) -> None:
 
 
 def test_available_resources_drop_while_a_task_holds_slots(hetero: lc.Session) -> None:
-    assert lc.available_resources()["CPU"] == 3
+    assert lc.available_resources()["CPU"] == 2
     ref = slow.options(num_cpus=2).remote(0, 1.5)
     from conftest import wait_until
 
-    assert wait_until(lambda: lc.available_resources().get("CPU") == 1, timeout=10)
+    assert wait_until(lambda: lc.available_resources().get("CPU", 0) == 0, timeout=10)
     lc.get(ref)
-    assert wait_until(lambda: lc.available_resources().get("CPU") == 3, timeout=10)
+    assert wait_until(lambda: lc.available_resources().get("CPU") == 2, timeout=10)
 
 
 def test_runtime_context_on_driver_and_in_task(hetero: lc.Session) -> None:
@@ -235,7 +228,7 @@ def nap(seconds: float) -> str:
     return lc.get_runtime_context().get_node_id()
 
 
-def test_cpu_tasks_avoid_gpu_workers_so_gpu_work_never_waits_behind_them(hetero: lc.Session) -> None:
+def test_cpu_tasks_never_take_a_gpu_workers_thread_so_gpu_work_never_waits_behind_them(hetero: lc.Session) -> None:
     nodes = {n["NodeID"]: n for n in lc.nodes()}
     cpu_work = [nap.remote(0.5) for _ in range(4)]
     gpu_task = nap.options(num_gpus=1).remote(0.1)
@@ -245,3 +238,18 @@ def test_cpu_tasks_avoid_gpu_workers_so_gpu_work_never_waits_behind_them(hetero:
     rows = {r["key"]: r for r in lc.list_tasks(function="nap")}
     last_cpu_start = max(rows[r.key]["started"] for r in cpu_work)
     assert rows[gpu_task.key]["started"] < last_cpu_start  # it did not queue behind the CPU work
+
+
+def test_a_gpu_bundle_runs_cpu_and_gpu_work_on_its_gpu_worker(hetero: lc.Session) -> None:
+    # Ray's shape: a CPU bundle next to a CPU+GPU one. The GPU worker has no CPU slots, so the second bundle reserves
+    # its GPU only, and work placed there (a CPU task too, num_cpus=1 by default) runs on its thread
+    pg = lc.placement_group([{"CPU": 1}, {"CPU": 1, "GPU": 1}], strategy="STRICT_SPREAD")
+    try:
+        lc.get(pg.ready(), timeout=30)
+        assert pg.bundle_specs == [{"CPU": 1.0}, {"GPU": 1.0}]
+        names = {n["NodeID"]: n["NodeName"] for n in lc.nodes()}
+        ran = [nap.options(placement_group=pg, bundle_index=i).remote(0) for i in range(2)]
+        on_gpu = nap.options(num_gpus=1, placement_group=pg, bundle_index=1).remote(0)
+        assert [names[w] for w in lc.get([*ran, on_gpu], timeout=30)] == ["cpu-0", "gpu-0", "gpu-0"]
+    finally:
+        lc.remove_placement_group(pg)

@@ -19,7 +19,6 @@ from typing import Any
 
 from ..diagnostics.figures import Figure
 from ..diagnostics.timeline import timeline_figure as draw
-from ..scheduler.protocol import visible
 from .calls import call
 from .start import current_session
 from .tables import Table
@@ -45,7 +44,6 @@ def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                                "lc.init(), and leave labcluster.records.enabled on")
         for row in page["rows"]:
             row["state"] = STATE_NAMES.get(row["state"], row["state"])
-            row["resources"] = visible(row.get("resources"))
         rows.extend(page["rows"])
         if len(page["rows"]) < _PAGE:
             return rows, info

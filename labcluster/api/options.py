@@ -1,7 +1,9 @@
 """Task options with Ray's names, validated once, when they are given.
 
->>> TaskOptions().merged(num_gpus=1).request()
-{'CPU': 1.0, 'GPU': 1.0}
+>>> TaskOptions().merged(num_gpus=1).request()  # a GPU worker's own thread runs it: no CPU slot
+{'GPU': 1.0}
+>>> TaskOptions().merged(num_cpus=2).request()
+{'CPU': 2.0}
 >>> TaskOptions().merged(num_gpu=1)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
   ...
@@ -44,11 +46,15 @@ class Options:
         """Check the values; raise ValueError/TypeError naming the option and the fix."""
 
     def request(self) -> dict[str, float]:
-        """The Dask resource restrictions: CPU slots, GPUs and custom resources (zeros dropped)."""
+        """The Dask resource restrictions: CPU slots, GPUs and custom resources (zeros dropped).
+
+        Work that asks for GPUs asks for no CPU slot: it runs on a GPU worker, whose thread is there for it, not
+        among the cluster's CPU slots (``cluster/groups.py``). So a GPU task never waits behind CPU work, and CPU
+        work never takes a GPU worker's thread."""
         fields: Any = self
         req = {"CPU": float(fields.num_cpus), "GPU": float(fields.num_gpus)}
         req.update({k: float(v) for k, v in fields.resources.items()})
-        return {k: v for k, v in req.items() if v}
+        return without_cpu_for_gpus({k: v for k, v in req.items() if v})
 
     def in_group(self) -> tuple[Any, int] | None:
         """``(placement group, bundle index)`` when the work runs inside a placement group."""
@@ -59,6 +65,15 @@ class Options:
         if group is not None:
             return group, int(getattr(self, "bundle_index", -1))
         return None
+
+
+def without_cpu_for_gpus(request: dict[str, float]) -> dict[str, float]:
+    """A request (or a placement-group bundle) that asks for GPUs asks for no CPU slots (see ``Options.request``).
+
+    >>> without_cpu_for_gpus({"CPU": 1.0, "GPU": 1.0}), without_cpu_for_gpus({"CPU": 2.0})
+    ({'GPU': 1.0}, {'CPU': 2.0})
+    """
+    return {k: v for k, v in request.items() if k != "CPU"} if request.get("GPU") else request
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from ..scheduler.protocol import ROLE_BUNDLE, ROLE_GROUP, annotations_for
 from .blocking import blocked, current_task_key, hold
 from .calls import call
 from .objects import get, wait
+from .options import without_cpu_for_gpus
 from .refs import ObjectRef
 from .start import current_session
 
@@ -84,8 +85,13 @@ class PlacementGroup:
         return index
 
     def request_in_bundle(self, request: Mapping[str, float], index: int) -> dict[str, float]:
-        """Turn a task's resource request into one for bundle ``index`` (a resolved index, see :meth:`bundle`)."""
+        """Turn a task's resource request into one for bundle ``index`` (a resolved index, see :meth:`bundle`).
+
+        Work in a bundle with GPUs asks for no CPU slots (the bundle reserves none: see :func:`placement_group`),
+        as a GPU task asks for none outside a group (``options.without_cpu_for_gpus``)."""
         bundle = self.bundle_specs[index]
+        if bundle.get("GPU"):  # it sits on a GPU worker, whose threads run what is placed there: no CPU slots
+            request = {k: v for k, v in request.items() if k != "CPU"}
         if any(v > bundle.get(k, 0.0) + 1e-9 for k, v in request.items()):
             raise BundleTooSmallError("work placed in the bundle", request, bundle, index, self.id)
         return {bundle_resource(self.id, index, k): v for k, v in request.items()}
@@ -130,7 +136,8 @@ def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PAC
     for i, b in enumerate(bundles):
         if not isinstance(b, Mapping) or not b or any(not isinstance(v, (int, float)) or v <= 0 for v in b.values()):
             raise ValueError(f"bundle {i} must be a non-empty dict of positive amounts like {{'CPU': 1}}, got {b!r}")
-        specs.append({str(k): float(v) for k, v in b.items()})
+        # a bundle with GPUs reserves no CPU slots: GPU work runs on a GPU worker's own thread (options.py)
+        specs.append(without_cpu_for_gpus({str(k): float(v) for k, v in b.items()}))
     session = current_session()
     session.require_extension("placement groups")
     pg_id = uuid.uuid4().hex[:12]

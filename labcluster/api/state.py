@@ -12,7 +12,7 @@ from typing import Any
 
 from ..cluster.info import WorkerInfo, total_resources, workers_from_info
 from ..dask_internals import free_resources, task_cancelled, task_resources
-from ..scheduler.protocol import WORKER_INFO, visible
+from ..scheduler.protocol import WORKER_INFO
 from .actor_host import current_actor
 from .blocking import current_task_key
 from .session import current_worker
@@ -46,7 +46,7 @@ def available_resources() -> dict[str, float]:
 
 def _free_on_worker(dask_worker: Any) -> dict[str, float]:
     """Run on each worker (``Client.run``): what its state machine has free, which is what gates tasks."""
-    return visible(free_resources(dask_worker))
+    return free_resources(dask_worker)
 
 
 def nodes() -> list[dict[str, Any]]:
@@ -131,7 +131,7 @@ def get_runtime_context() -> RuntimeContext:
     worker = current_worker()
     if worker is not None:
         key = current_task_key(worker)
-        assigned = visible(task_resources(worker, key))
+        assigned = task_resources(worker, key)
         desc = _worker_description(worker)
         return RuntimeContext(job_id=None, node_id=str(worker.address), worker_id=str(worker.id),
                               task_id=None if key is None else str(key), assigned_resources=assigned,

@@ -72,20 +72,20 @@ def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *
     """Submit ``fn(*call_args)`` as the task ``key`` with ``options``' resources; returns its Dask future.
 
     ``retries``: the task's limit for worker deaths (None: the cluster default); ``role``/``owner``: labcluster's
-    plumbing (actor and bundle holders); ``pin_to_bundle``: run on the bundle's worker even when the request is
-    empty (an actor in a bundle that asks for nothing).
+    plumbing (actor and bundle holders); ``pin_to_bundle``: run on the bundle's worker (work in a bundle whose
+    request comes out empty runs there too).
     """
     request = options.request()
     workers: list[str] | None = None
     group = options.in_group()
     if group is None:
-        request = feasibility.check(session, request, what)  # work asking for no GPU keeps off GPU workers
+        feasibility.check(session, request, what)
     else:  # the bundle's resources appear on its worker once the group is placed: wait for that
         pg, index = group
         placement = pg.wait_placed()
         index = pg.bundle(index)
         request = pg.request_in_bundle(request, index)
-        if pin_to_bundle:
+        if pin_to_bundle or not request:  # nothing of the bundle's to ask for: run on its worker all the same
             workers = [placement[index]]
     annotations = annotations_for(role=role, owner=owner, stage=_stage.get(), name=getattr(options, "name", None),
                                   max_retries=retries)

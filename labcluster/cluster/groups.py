@@ -1,11 +1,12 @@
 """Worker groups: the unit a heterogeneous cluster is described in (``spec.py`` turns them into a Dask spec).
 
 A cluster is a list of :class:`WorkerGroup`. Each group is ``n`` identical workers with a number of
-threads, custom resources and, for GPU groups, one GPU per worker. Every worker advertises the
-resource ``CPU`` equal to its thread count, which is what makes ``num_cpus`` mean CPU *slots*:
+threads, custom resources and, for GPU groups, one GPU per worker. Every worker without a GPU advertises
+the resource ``CPU`` equal to its thread count, which is what makes ``num_cpus`` mean CPU *slots*:
 every labcluster task asks for ``CPU: num_cpus``, so a ``num_cpus=2`` task on a 2-thread worker
-never shares it with another task. This module imports no Dask: ``lc.init()`` decides the groups and launches
-the cluster's process before this process has imported distributed.
+never shares it with another task. A GPU worker's threads run GPU work, which asks for no CPU slots.
+This module imports no Dask: ``lc.init()`` decides the groups and launches the cluster's process
+before this process has imported distributed.
 
 >>> [g.name for g in default_groups(num_cpus=2, simulate_gpus=1)]
 ['cpu', 'gpu']
@@ -38,7 +39,8 @@ class WorkerGroup:
     n:
         Number of workers in the group.
     nthreads:
-        Threads per worker; the worker advertises ``CPU: nthreads`` slots.
+        Threads per worker; a worker without a GPU advertises ``CPU: nthreads`` slots, a GPU worker none (its
+        threads run the GPU work, which asks for no CPU slots).
     resources:
         Extra resources per worker, e.g. ``{"GPU": 1}`` or ``{"special": 2}``.
     simulated:
@@ -141,40 +143,33 @@ def default_groups(
 ) -> list[WorkerGroup]:
     """The worker groups ``lc.init()`` starts, Ray's ``init`` keywords included.
 
-    - ``gpu``: one worker per GPU, each with one CPU slot (``labcluster.local.gpu-worker-cpus``) so a GPU task,
-      which asks for ``num_cpus=1`` as in Ray, can run there. The GPUs are the real ones NVML finds (each pinned by
-      UUID) or, with ``simulate_gpus=N``, N simulated ones; ``num_gpus=N`` asks for N: real devices first, simulated
-      ones for the rest (Ray also advertises ``num_gpus`` slots that do not exist).
-    - ``cpu``: one worker with the CPU slots left, and the custom ``resources`` -- one Dask worker plays the part of
-      one Ray node. The CPU slots of the whole cluster are ``num_cpus`` (default: this machine's cores), as Ray
-      counts them; the GPU workers' slots come out of them. With no slot left for it (``num_cpus`` no more than the
-      GPUs) and no custom resources, there is no CPU worker; else it has one slot at least.
+    - ``cpu``: one worker with ``num_cpus`` CPU slots (default: this machine's cores) and the custom
+      ``resources`` -- one Dask worker plays the part of one Ray node. These are the cluster's CPU slots.
+    - ``gpu``: one worker per GPU, with ``labcluster.local.gpu-worker-threads`` threads for the GPU work it runs.
+      Its threads are not CPU slots: GPU work asks for none (``options.without_cpu_for_gpus``), so CPU work never
+      takes a GPU worker's thread and a GPU task never waits behind CPU work while its GPU idles. The GPUs are the
+      real ones NVML finds (each pinned by UUID) or, with ``simulate_gpus=N``, N simulated ones; ``num_gpus=N`` asks
+      for N: real devices first, simulated ones for the rest (Ray also advertises ``num_gpus`` slots that do not
+      exist).
 
     >>> [(g.name, g.n, g.nthreads) for g in default_groups(num_cpus=4, simulate_gpus=1)]
-    [('cpu', 1, 3), ('gpu', 1, 1)]
-    >>> [(g.name, g.n, g.nthreads) for g in default_groups(num_cpus=1, simulate_gpus=1)]
-    [('gpu', 1, 1)]
+    [('cpu', 1, 4), ('gpu', 1, 1)]
     """
     probe = probe if probe is not None else nvml.probe()
     cpus = int(num_cpus) if num_cpus is not None else cpu_count()
     if cpus < 1:
         raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
-    gpu_cpus = int(config.get("local.gpu-worker-cpus"))
+    gpu_threads = int(config.get("local.gpu-worker-threads"))
     if simulate_gpus is not None or (probe.count == 0 and num_gpus is None):
         n_sim = int(simulate_gpus if simulate_gpus is not None else config.get("simulate-gpus"))
         if num_gpus is not None and n_sim != num_gpus:
             raise ValueError(f"num_gpus={num_gpus} and simulate_gpus={n_sim} disagree; pass one of them")
-        gpu = WorkerGroup("gpu", n=n_sim, nthreads=gpu_cpus, resources={"GPU": 1}, simulated=True) if n_sim else None
+        gpu = WorkerGroup("gpu", n=n_sim, nthreads=gpu_threads, resources={"GPU": 1}, simulated=True) if n_sim else None
     else:
         wanted = probe.count if num_gpus is None else int(num_gpus)
-        gpu = WorkerGroup("gpu", n=wanted, nthreads=gpu_cpus, resources={"GPU": 1}) if wanted else None
-    left = cpus - (gpu.n * gpu.nthreads if gpu is not None else 0)
-    groups = []
-    if left >= 1 or resources or gpu is None:
-        groups.append(WorkerGroup("cpu", n=1, nthreads=max(1, left), resources=dict(resources or {})))
-    if gpu is not None:
-        groups.append(gpu)
-    return groups
+        gpu = WorkerGroup("gpu", n=wanted, nthreads=gpu_threads, resources={"GPU": 1}) if wanted else None
+    groups = [WorkerGroup("cpu", n=1, nthreads=cpus, resources=dict(resources or {}))]
+    return [*groups, gpu] if gpu is not None else groups
 
 
 def memory_total() -> int:
@@ -195,7 +190,7 @@ def memory_total() -> int:
 
 def memory_limits(groups: Sequence[WorkerGroup], total: int | None = None) -> dict[str, Any]:
     """Each group's memory limit per worker: ``"auto"`` becomes the machine's memory split over every worker of
-    the cluster by its CPU slots (so the limits add up to the machine, as LocalCluster splits it).
+    the cluster by its threads (so the limits add up to the machine, as LocalCluster splits it).
 
     >>> memory_limits([WorkerGroup("cpu", nthreads=3), WorkerGroup("gpu")], total=4000)
     {'cpu': 3000, 'gpu': 1000}

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..scheduler.protocol import WORKER_INFO, visible
+from ..scheduler.protocol import WORKER_INFO
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def workers_from_info(info: Mapping[str, Any]) -> list[WorkerInfo]:
                 group=str(desc.get("group", "dask")),
                 nthreads=int(w.get("nthreads", 0)),
                 # placement-group bundles leave 0-valued resources behind when released: not worth showing
-                resources={k: v for k, v in visible(w.get("resources")).items() if v or not k.startswith("pg_")},
+                resources={k: float(v) for k, v in (w.get("resources") or {}).items() if v or not k.startswith("pg_")},
                 memory_limit=int(w.get("memory_limit") or 0),
                 pid=desc.get("pid", w.get("pid")),
                 gpu_mode=str(desc.get("gpu_mode", "none")),

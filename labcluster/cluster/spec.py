@@ -3,10 +3,10 @@
 >>> spec = build_spec([WorkerGroup("cpu", n=2, nthreads=2), WorkerGroup("gpu", resources={"GPU": 1})])
 >>> sorted(spec)
 ['cpu-0', 'cpu-1', 'gpu-0']
->>> spec["gpu-0"]["options"]["resources"]
-{'CPU': 1, 'GPU': 1}
->>> spec["cpu-0"]["options"]["resources"]  # the marker that lets work without GPUs keep off GPU workers
-{'CPU': 2, 'labcluster_no_gpu': 1000000.0}
+>>> spec["gpu-0"]["options"]["resources"]  # its thread runs GPU work: no CPU slot of the cluster's
+{'GPU': 1}
+>>> spec["cpu-0"]["options"]["resources"]
+{'CPU': 2}
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from distributed import Nanny, Worker
 
-from ..scheduler.protocol import NO_GPU, NO_GPU_HAS, WORKER_INFO
+from ..scheduler.protocol import WORKER_INFO
 from .groups import GPUMode, WorkerGroup, memory_limits
 from .worker_plugin import LabclusterWorkerPlugin
 
@@ -55,7 +55,8 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
     options: dict[str, Any] = {
         "name": f"{prefix}{group.name}-{index}",
         "nthreads": group.nthreads,
-        "resources": {"CPU": group.nthreads, **group.resources, **({} if mode != "none" else {NO_GPU: NO_GPU_HAS})},
+        # a GPU worker's threads run GPU work: its slots are not the cluster's CPU slots (see groups.py)
+        "resources": {**({"CPU": group.nthreads} if mode == "none" else {}), **group.resources},
         "memory_limit": group.memory_limit if memory_limit is None else memory_limit,
         "host": host,
         "metrics": {WORKER_INFO: metric},

@@ -49,7 +49,7 @@ from .actors import Actors
 from .generators import Streams
 from .holders import Holders
 from .placement import Groups, fits, is_bundle_resource
-from .protocol import NO_GPU, NOTICES, OWNER, ROLE, ROLE_ACTOR, ROLE_BUNDLE, WORKER_INFO
+from .protocol import NOTICES, OWNER, ROLE, ROLE_ACTOR, ROLE_BUNDLE, WORKER_INFO
 from .retries import RetryLimitPlugin
 from .spill import spill
 from .streams import StreamsSchedulerPlugin
@@ -207,19 +207,13 @@ class LabclusterExtension:
 
     def fits(self, request: dict[str, float]) -> dict[str, Any]:
         """Whether a worker fits ``request``: one here now, one a local cluster keeps, or one that left less than
-        ``grace`` seconds ago (its Nanny may be restarting it). With what the cluster has, for the error.
-
-        ``avoid_gpu``: work that asks for no GPU should also ask for a sliver of ``protocol.NO_GPU``: the cluster has
-        GPU workers, and a labcluster worker without one fits it. Such work then avoids GPU workers, as in Ray, so a
-        GPU task never waits behind CPU work while its GPU idles."""
+        ``grace`` seconds ago (its Nanny may be restarting it). With what the cluster has, for the error."""
         workers = self._workers()
         here = any(fits(w["resources"], request) for w in workers)
         since = time.monotonic() - self.grace
         coming = any(fits(r, request) for r in (self.kept or {}).values()) or any(
             fits(r, request) for r, when in self.left.values() if when >= since)
-        avoid = not request.get("GPU") and any(w["resources"].get("GPU") for w in workers) and any(
-            ws.resources.get(NO_GPU) and fits(_own(ws.resources), request) for ws in self.scheduler.workers.values())
-        return {"fits": here or coming, "here": here, "workers": workers, "avoid_gpu": avoid}
+        return {"fits": here or coming, "here": here, "workers": workers}
 
     def worker_names(self) -> dict[str, str]:
         """Address -> name of every worker this scheduler has seen (those that left too)."""
@@ -367,8 +361,8 @@ class LabclusterExtension:
 
 
 def _own(resources: Mapping[str, float]) -> dict[str, float]:
-    """A worker's own resources, without the ``pg_*`` ones its bundle holders add and labcluster's marker."""
-    return {str(k): float(v) for k, v in resources.items() if not is_bundle_resource(str(k)) and k != NO_GPU}
+    """A worker's own resources, without the ``pg_*`` ones its bundle holders add."""
+    return {str(k): float(v) for k, v in resources.items() if not is_bundle_resource(str(k))}
 
 
 class LabclusterSchedulerPlugin(SchedulerPlugin):

@@ -40,13 +40,3 @@ def annotations_for(*, role: str | None = None, owner: str | None = None, stage:
 WORKER_INFO = "labcluster"
 #: the event topic the extension publishes notices for a user on (a worker died, results will be recomputed)
 NOTICES = "labcluster-notices"
-
-#: the resource every labcluster worker without a GPU advertises (in plenty), and that work asking for no GPU asks
-#: a sliver of while such a worker fits it: so it avoids GPU workers, as in Ray, and a GPU task never waits behind
-#: CPU work while its GPU idles. A resource, not a worker address: it survives restarts and work stealing.
-NO_GPU, NO_GPU_HAS, NO_GPU_ASKS = "labcluster_no_gpu", 1e6, 1e-6
-
-
-def visible(resources: Any) -> dict[str, float]:
-    """``resources`` as a user reads them: without labcluster's own marker (:data:`NO_GPU`)."""
-    return {str(k): float(v) for k, v in dict(resources or {}).items() if k != NO_GPU}
