@@ -94,15 +94,29 @@ def _fmt_resources(res: Mapping[str, float]) -> str:
     return ", ".join(f"{k}: {v:g}" for k, v in sorted(shown(res).items()) if k not in ("CPU", "GPU")) or "-"
 
 
+def _cpu_slots(w: WorkerInfo) -> str:
+    """The CPU column: a plain Dask worker (no resources) runs anything on its threads; a GPU worker has no CPU
+    slots (``groups.py``)."""
+    slots = w.resources.get("CPU", 0.0 if "GPU" in w.resources else float(w.nthreads))
+    return f"{slots:g}" if slots else "-"
+
+
 def _fmt_bytes(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n else "no limit"
 
 
 def workers_table(workers: Sequence[WorkerInfo]) -> str:
-    """A fixed-width text table of workers (used by reprs and ``labcluster status``)."""
+    """A fixed-width text table of workers (used by reprs and ``labcluster status``).
+
+    >>> print(workers_table([WorkerInfo("tcp://h:1", "cpu-0", "cpu", 2, {"CPU": 2}, 2**31, 11),
+    ...                      WorkerInfo("tcp://h:2", "gpu-0", "gpu", 1, {"GPU": 1}, 2**30, 12, "simulated")]))
+    worker  group  CPU  GPU                other resources  memory   pid  address
+    cpu-0   cpu    2    -                  -                2.0 GiB  11   tcp://h:1
+    gpu-0   gpu    -    1 GPU (simulated)  -                1.0 GiB  12   tcp://h:2
+    """
     rows = [("worker", "group", "CPU", "GPU", "other resources", "memory", "pid", "address")]
     for w in workers:
-        rows.append((w.name, w.group, f"{w.resources.get('CPU', w.nthreads):g}", w.gpu_label,
+        rows.append((w.name, w.group, _cpu_slots(w), w.gpu_label,
                      _fmt_resources(w.resources), _fmt_bytes(w.memory_limit), str(w.pid or "?"), w.address))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
@@ -117,7 +131,7 @@ def workers_html(workers: Sequence[WorkerInfo]) -> str:
         gpu = html.escape(w.gpu_label)
         if w.simulated:
             gpu = f"<span style='color:#b35900' title='simulated GPU: a GPU slot with no device'>{gpu}</span>"
-        cells = [html.escape(w.name), html.escape(w.group), f"{w.resources.get('CPU', w.nthreads):g}", gpu,
+        cells = [html.escape(w.name), html.escape(w.group), _cpu_slots(w), gpu,
                  html.escape(_fmt_resources(w.resources)), _fmt_bytes(w.memory_limit), str(w.pid or "?"),
                  f"<code>{html.escape(w.address)}</code>"]
         body.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
