@@ -25,6 +25,8 @@ task_cancelled                ``Worker.state.tasks[key].state`` ("cancelled": th
 fail_task_with                ``TaskState.run_spec`` replaced by a ``dask._task_spec.Task``
 move_task                     the work-stealing extension's ``move_task_request`` and ``in_flight``
 inherit_config_env            the ``DASK_INTERNAL_INHERIT_CONFIG`` environment variable
+pre_spawn_environ             ``distributed/distributed.yaml`` read as a file (``distributed.nanny.pre-spawn-environ``)
+keep_forkserver_preload       ``distributed.utils._forkserver_preload_set``
 worker_rpc                    ``Client.rpc`` (the client's connection pool to any server)
 ============================  ==========================================================================
 """
@@ -194,3 +196,48 @@ def inherit_config_env(config: Mapping[str, Any]) -> dict[str, str]:
     import dask.config
 
     return {"DASK_INTERNAL_INHERIT_CONFIG": dask.config.serialize(dict(config))}
+
+
+def pre_spawn_environ(config: Mapping[str, Any]) -> dict[str, str]:
+    """The environment a worker process must start with (``distributed.nanny.pre-spawn-environ``: malloc's trim
+    threshold, one BLAS/OpenMP thread), for a process that is about to start a forkserver, before it imports
+    distributed.
+
+    A Nanny sets these in its own environment just before it spawns a worker. A worker forked from a forkserver
+    gets the forkserver's environment instead (Dask's Nanny docstring says to set them where the cluster starts),
+    so the head's launcher sets them, as the Nanny would, in the environment the head and its forkserver start
+    with. ``config`` is this process's Dask config, which lacks distributed's defaults until distributed is imported:
+    those are read from distributed's own YAML file, found without importing the package, and ``config``'s
+    overrides win. ``PYTHONHASHSEED`` follows the Nanny's rule (6640 unless set to something other than "0").
+    """
+    import importlib.util
+    import os
+
+    import yaml
+
+    spec = importlib.util.find_spec("distributed")
+    origin = spec.origin if spec is not None else None
+    defaults: dict[str, Any] = {}
+    if origin:
+        with open(os.path.join(os.path.dirname(origin), "distributed.yaml")) as f:
+            defaults = dict(yaml.safe_load(f)["distributed"]["nanny"]["pre-spawn-environ"])
+    override = config.get("distributed", {}).get("nanny", {}).get("pre-spawn-environ") or {}
+    env = {k: str(v) for k, v in {**defaults, **override}.items() if v is not None}
+    env = {k: os.environ.get(k, v) for k, v in env.items()}  # the environment wins, as in the Nanny
+    if env.get("PYTHONHASHSEED") in (None, "0"):
+        env["PYTHONHASHSEED"] = "6640"
+    return env
+
+
+def keep_forkserver_preload() -> None:
+    """Stop distributed from choosing the forkserver's preload modules.
+
+    The first time a Nanny starts a worker with ``multiprocessing-method: forkserver``, distributed imports numpy,
+    pandas and lz4 into the Nanny's process to name them as the forkserver's preload (``utils.get_mp_context``).
+    The head starts its forkserver first thing, with the modules a labcluster worker imports, so that those imports
+    run while the head imports distributed (``cluster/launcher.py``); importing pandas into the head on top would
+    hold the first worker back by ~0.3 s. No setting exists for it.
+    """
+    import distributed.utils
+
+    distributed.utils._forkserver_preload_set = True

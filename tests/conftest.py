@@ -41,6 +41,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def gone(pid: int) -> bool:
+    """The process ``pid`` has exited (a zombie waiting for its parent counts), whoever its parent is now."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def children() -> set[int]:
     from multiprocessing import resource_tracker
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import CLIProcess, children, fake_pynvml, free_port, wait_until
+from conftest import CLIProcess, children, fake_pynvml, free_port, gone, wait_until
 from distributed import LocalCluster
 
 import labcluster as lc
@@ -106,6 +106,11 @@ def test_first_remote_call_starts_a_default_cluster(shutdown_after: None) -> Non
     assert [n["GPUMode"] for n in lc.nodes()] == ["none"]  # no GPU here, none simulated unless asked
 
 
+@lc.remote
+def environ(names: tuple[str, ...]) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in names}
+
+
 def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
     before = children()
     lc.init(num_cpus=2, simulate_gpus=2, include_dashboard=False)
@@ -115,10 +120,16 @@ def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
     assert pids <= started
     head = lc.current_session().client.run_on_scheduler(os.getpid)
     assert head in started - pids  # the scheduler and the Nannies run in the cluster's head process
-    assert all(psutil.Process(pid).ppid() == head for pid in pids)  # every worker is the head's child
-    assert os.getsid(head) != os.getsid(0) and os.getpgid(head) != os.getpgid(0)  # out of the kernel's group
+    # every worker descends from the head (forked by its forkserver), in the head's session: out of the kernel's
+    assert all(head in {p.pid for p in psutil.Process(pid).parents()} for pid in pids)
+    assert os.getsid(head) != os.getsid(0) and os.getpgid(head) != os.getpgid(0)
+    assert {os.getsid(pid) for pid in started} == {os.getsid(head)}
+    # forked workers start with the environment a Nanny gives the workers it spawns; the head keeps this process's
+    spawn_env = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
+    assert lc.get(environ.remote(spawn_env)) == {"MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
+    assert psutil.Process(head).environ().get("MALLOC_TRIM_THRESHOLD_") == os.environ.get("MALLOC_TRIM_THRESHOLD_")
     lc.shutdown()
-    assert wait_until(lambda: not (children() & started), timeout=15), children() & started
+    assert wait_until(lambda: all(gone(pid) for pid in started), timeout=15), [p for p in started if not gone(p)]
 
 
 _DRIVER = """
@@ -145,12 +156,6 @@ def test_a_killed_driver_leaves_no_scheduler_or_worker_behind(tmp_path: Path) ->
         driver.kill()
         driver.wait(timeout=10)
 
-    def gone(pid: int) -> bool:
-        try:
-            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
     assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=15), [p for p in pids if not gone(p)]
 
 
@@ -167,7 +172,8 @@ def test_a_dead_head_process_is_a_clear_error_and_shutdown_is_quick(shutdown_aft
     t = time.monotonic()
     lc.shutdown()
     assert time.monotonic() - t < 15
-    assert wait_until(lambda: not (children() & started), timeout=15), children() & started
+    # the workers and the forkserver die with their head, though they are no children of this process any more
+    assert wait_until(lambda: all(gone(pid) for pid in started), timeout=15), [p for p in started if not gone(p)]
     lc.init(num_cpus=1, include_dashboard=False)  # and a new cluster starts
     assert lc.get(whoami.remote())["mode"] == "none"
 

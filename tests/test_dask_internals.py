@@ -215,6 +215,35 @@ def test_inherit_config_env() -> None:
     assert json.loads(out.stdout) == 7
 
 
+def test_pre_spawn_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask.config
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    # distributed's defaults, read from its file, are what a Nanny sets before it spawns a worker
+    assert di.pre_spawn_environ({}) == {
+        **{k: str(v) for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items()},
+        "PYTHONHASHSEED": "6640"}
+    overridden = {"distributed": {"nanny": {"pre-spawn-environ": {"OMP_NUM_THREADS": 4, "EXTRA": "x"}}}}
+    assert di.pre_spawn_environ(overridden)["OMP_NUM_THREADS"] == "4"
+    assert di.pre_spawn_environ(overridden)["EXTRA"] == "x"
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the environment wins, as in the Nanny
+    assert di.pre_spawn_environ(overridden)["OMP_NUM_THREADS"] == "2"
+
+
+def test_keep_forkserver_preload() -> None:
+    import distributed.utils
+
+    code = ("import dask, distributed.utils as u, sys; from labcluster import dask_internals as di\n"
+            "di.keep_forkserver_preload()\n"
+            "with dask.config.set({'distributed.worker.multiprocessing-method': 'forkserver'}): u.get_mp_context()\n"
+            "print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"  # distributed did not import pandas to preload it
+    assert isinstance(distributed.utils._forkserver_preload_set, bool)
+
+
 def test_the_seam_was_checked_with_the_installed_release() -> None:
     import distributed
 

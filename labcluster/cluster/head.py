@@ -6,8 +6,11 @@ worker, which starts the worker process and restarts it if it dies. So, as with 
 
 - **A Jupyter interrupt cannot reach the cluster.** The head runs in a session of its own, and every worker process
   is the head's child: the SIGINT Jupyter sends to the kernel's process group reaches none of them.
-- **Workers never import the driver's script.** multiprocessing's *spawn* re-imports ``__main__`` in each child;
-  here that is this process's ``-c`` entry, not the user's file, so a script needs no ``__main__`` guard.
+- **Workers never import the driver's script.** multiprocessing re-imports the parent's ``__main__`` in each
+  child; here that is this process's ``-c`` entry, not the user's file, so a script needs no ``__main__`` guard.
+- **Workers start from a warm process.** The entry starts multiprocessing's forkserver before anything else; it
+  imports what a worker needs while this process imports distributed, and the Nannies fork their workers from it
+  (``labcluster.local.worker-start-method``).
 - **Nothing is left running.** The head stops by itself within a second once its parent is gone (a kernel that
   was killed), closing its Nannies; a head that is killed takes its workers along (Dask's parent-alive pipe).
 - **The driver is not slowed by the cluster:** scheduling does not share the notebook's GIL (bench/).
@@ -31,6 +34,7 @@ from typing import Any
 
 from distributed import Scheduler, SchedulerPlugin, SpecCluster
 
+from ..dask_internals import keep_forkserver_preload
 from ..scheduler.extension import LabclusterSchedulerPlugin
 from .groups import WorkerGroup
 from .spec import build_spec
@@ -69,6 +73,8 @@ async def _keep_kept(cluster: SpecCluster, extension: Any, interval: float = 0.5
 async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> None:
     """Run the cluster ``spec`` describes until the parent process is gone, SIGTERM, or a client closes it."""
     groups = [WorkerGroup.from_dict(g) for g in spec["groups"]]  # real GPUs pinned already, by the launcher
+    if spec.get("forkserver"):  # started by the entry with labcluster's preload (launcher.py): keep it as it is
+        keep_forkserver_preload()
     interval = local_interval()
     host = spec["host"]
     workers = build_spec(groups, host=host, processes=True, stream_interval=interval)

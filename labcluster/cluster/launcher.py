@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import queue
 import signal
@@ -25,13 +26,32 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from .. import config
-from ..dask_internals import inherit_config_env
+from ..dask_internals import inherit_config_env, pre_spawn_environ
 from ..exceptions import ClusterError
 from .groups import WorkerGroup
 from .tuning import local_settings
 
-#: what the head process runs (not ``-m``: the package imports the module first, and runpy warns about that)
-ENTRY = "import sys; from labcluster.cluster.head import main; sys.exit(main(sys.argv[1:]))"
+#: what a worker process imports anyway: the head's forkserver imports it before it forks the first worker
+WORKER_IMPORTS = ("distributed", "distributed.nanny", "labcluster.cluster.worker_plugin", "labcluster.api.runner")
+
+#: what the head process runs (not ``-m``: the package imports the module first, and runpy warns about that). It
+#: starts the forkserver before it imports anything, so that the forkserver's imports run while the head imports
+#: distributed (``labcluster.local.worker-start-method``); the forkserver, and so every worker, starts with the
+#: environment a Nanny gives a worker it spawns, the head itself with this process's
+ENTRY = """\
+import json, os, sys
+forkserver = json.loads(sys.argv[1])["forkserver"]
+if forkserver:
+    import multiprocessing.forkserver
+    here = dict(os.environ)
+    os.environ.update(forkserver["env"])
+    multiprocessing.forkserver.set_forkserver_preload(forkserver["preload"])
+    multiprocessing.forkserver.ensure_running()
+    os.environ.clear()
+    os.environ.update(here)
+from labcluster.cluster.head import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 class Head:
@@ -64,11 +84,15 @@ class Head:
     # -- start -----------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Launch the head process (returns at once; :meth:`wait_for` reads what it says)."""
+        settings = self.dask_config()
+        forkserver = settings["distributed"]["worker"]["multiprocessing-method"] == "forkserver"
         spec = {"groups": [g.to_dict() for g in self.groups], "host": self.host,
                 "dashboard_address": self.dashboard_address, "parent_pid": os.getpid(),
-                "close_timeout": self.close_timeout}
+                "close_timeout": self.close_timeout,
+                "forkserver": {"preload": list(WORKER_IMPORTS), "env": pre_spawn_environ(settings)} if forkserver
+                else None}
         read, write = os.pipe()
-        env = {**os.environ, **inherit_config_env(self.dask_config()),
+        env = {**os.environ, **inherit_config_env(settings),
                # functions shipped by reference (run_on_scheduler, plugins) must import there as they do here
                "PYTHONPATH": os.pathsep.join(_import_path())}
         try:
@@ -90,7 +114,13 @@ class Head:
         anything the user set), the local cluster's settings, and logging to the cluster's log file."""
         import dask.config
 
-        merged: dict[str, Any] = dask.config.merge(_plain(dask.config.config), _nest(local_settings()))
+        method = str(config.get("local.worker-start-method"))
+        if method not in ("forkserver", "spawn"):
+            raise ValueError(f"labcluster.local.worker-start-method must be 'forkserver' or 'spawn', got {method!r}")
+        if method not in multiprocessing.get_all_start_methods():  # Windows has spawn only
+            method = "spawn"
+        merged: dict[str, Any] = dask.config.merge(_plain(dask.config.config), _nest(local_settings()),
+                                                   {"distributed": {"worker": {"multiprocessing-method": method}}})
         return {**merged, "logging": logging_config(self.log_file)}
 
     def _read_said(self, stream: IO[bytes]) -> None:
