@@ -7,6 +7,7 @@ killpg). The cluster ``lc.init()`` starts runs in a head process of its own sess
 from __future__ import annotations
 
 import queue
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,7 +31,7 @@ class Kernel:
         return self.collect(self.client.execute(code), timeout)
 
     def collect(self, msg_id: str, timeout: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"stdout": "", "stderr": "", "error": None}
+        out: dict[str, Any] = {"stdout": "", "stderr": "", "error": None, "evalue": "", "traceback": ""}
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -42,8 +43,9 @@ class Kernel:
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
                 out[content["name"]] += content["text"]
-            elif kind == "error":
-                out["error"] = content["ename"]
+            elif kind == "error":  # the traceback as the notebook shows it, without its colours
+                out["error"], out["evalue"] = content["ename"], content["evalue"]
+                out["traceback"] = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(content["traceback"]))
             elif kind == "status" and content["execution_state"] == "idle":
                 out["reply"] = self.client.get_shell_msg(timeout=10)["content"]
                 return out
@@ -95,6 +97,9 @@ def test_an_interrupt_leaves_the_cluster_running(kernel: Kernel, cell: str) -> N
     out, seconds = _interrupt(kernel, cell)
     assert out["error"] == "KeyboardInterrupt", out
     print(f"KeyboardInterrupt {seconds:.2f}s after the interrupt")  # the figure, for the record (no threshold)
+    if cell.startswith("lc."):  # the cell's line and what keeps running, not the frames of a thread wait
+        assert "was interrupted; the tasks keep running" in out["evalue"] and "lc.cancel" in out["evalue"], out
+        assert "threading.py" not in out["traceback"] and "distributed" not in out["traceback"], out["traceback"]
     # the next cell runs tasks at once, on the same workers, and prints nothing of Dask's
     after = kernel.run("print(len(lc.nodes()), lc.get(slow.remote(0.1), timeout=30))", timeout=60)
     assert after["error"] is None, after
@@ -111,3 +116,15 @@ def test_a_dead_worker_is_one_labcluster_line_in_the_cell_where_it_died(kernel: 
     assert any(line.startswith("labcluster: worker cpu-0 died; restarting it;") for line in lines), lines
     assert out["stderr"] == "", out["stderr"]  # Dask's WARNING lines went to the cluster's log file
 
+
+def test_errors_in_a_cell_show_the_callers_line_the_message_and_the_users_source(kernel: Kernel) -> None:
+    out = kernel.run("slow.options(num_gpus=3).remote(1)")
+    assert out["error"] == "InfeasibleResourceError" and "no worker has a GPU" in out["evalue"], out
+    assert "slow.options(num_gpus=3).remote(1)" in out["traceback"]
+    assert "submit.py" not in out["traceback"] and "feasibility.py" not in out["traceback"], out["traceback"]
+    # an actor class defined in a cell: its method's line shows in the remote traceback (inspect has no source
+    # for the class there; its methods have)
+    out = kernel.run("@lc.remote\nclass Parser:\n    def parse(self, text):\n        return int(text)\n\n"
+                     "lc.get(Parser.remote().parse.remote('seven'))")
+    assert out["error"] == "TaskError(ValueError)", out
+    assert "return int(text)" in out["evalue"] and "<dynamic-code>" not in out["evalue"], out["evalue"]

@@ -40,6 +40,7 @@ from ..exceptions import ActorDiedError
 from ..scheduler.protocol import ROLE_ACTOR
 from . import serialization
 from .actor_host import host_actor
+from .boundary import entry
 from .calls import acall, call
 from .options import Options
 from .refs import CallOutcome, ObjectRef
@@ -127,6 +128,7 @@ class ActorClass:
     def __repr__(self) -> str:
         return f"ActorClass({self._cls.__name__})"
 
+    @entry
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         opts = self._options
         session = current_session()
@@ -237,6 +239,7 @@ class ActorMethod:
         """Ray's ``method.options(num_returns=...)`` for one call."""
         return ActorMethod(self._handle, self._name, self._num_returns if num_returns is None else num_returns)
 
+    @entry
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         h = self._handle
         session = current_session()
@@ -423,6 +426,7 @@ class ActorTable(Table):
         return "" if value is None else str(value)
 
 
+@entry
 def list_actors() -> ActorTable:
     """Every actor the cluster knows, with Ray's field names: ``actor_id``, ``class_name``, ``name``, ``state``
     (PENDING, ALIVE, RESTARTING, DEAD), where it runs, restarts, resources, calls pending from this process, and
@@ -431,15 +435,16 @@ def list_actors() -> ActorTable:
     session.require_extension("actors")
     pending = dict(session.part(Caller).pending)
     rows = []
-    for entry in call(session.client, "actor_list") or []:
-        rows.append({"actor_id": entry["id"], "class_name": entry.get("class"), "name": entry.get("name"),
-                     "namespace": entry.get("namespace"), "state": entry.get("state"), "worker": entry.get("worker"),
-                     "address": entry.get("address"), "pid": entry.get("pid"), "restarts": entry.get("restarts", 0),
-                     "max_restarts": entry.get("max_restarts", 0), "resources": entry.get("resources") or {},
-                     "pending_calls": pending.get(entry["id"], 0), "error": entry.get("error")})
+    for row in call(session.client, "actor_list") or []:
+        rows.append({"actor_id": row["id"], "class_name": row.get("class"), "name": row.get("name"),
+                     "namespace": row.get("namespace"), "state": row.get("state"), "worker": row.get("worker"),
+                     "address": row.get("address"), "pid": row.get("pid"), "restarts": row.get("restarts", 0),
+                     "max_restarts": row.get("max_restarts", 0), "resources": row.get("resources") or {},
+                     "pending_calls": pending.get(row["id"], 0), "error": row.get("error")})
     return ActorTable(rows)
 
 
+@entry
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of the named actor (``Cls.options(name=...).remote()``); ValueError if there is none."""
     session = current_session()
@@ -452,6 +457,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     return _handle_from(entry)
 
 
+@entry
 def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """Stop an actor: pending and later calls raise ActorDiedError, and its resources are given back.
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import config
+from .boundary import entry
 from .calls import call
 from .fetching import values
 from .objects import put_in
@@ -71,6 +72,7 @@ class ObjectRefGenerator:
     def __iter__(self) -> ObjectRefGenerator:
         return self
 
+    @entry(interrupted="the generator task keeps running: next() again for its next value")
     def __next__(self) -> ObjectRef:
         if self._done:
             raise StopIteration

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..diagnostics.figures import Figure
 from ..diagnostics.timeline import timeline_figure as draw
+from .boundary import entry
 from .calls import call
 from .start import current_session
 from .tables import Table
@@ -77,6 +78,7 @@ def duration(row: dict[str, Any]) -> float | None:
     return float(row["finished"]) - float(row["started"])
 
 
+@entry
 def list_tasks(*, state: str | Iterable[str] | None = None, function: str | None = None, limit: int = 10_000,
                since: int = 0) -> TaskTable:
     """Task and actor-call attempts, oldest first: one row per attempt, ``duration`` in seconds added.
@@ -133,6 +135,7 @@ class Summary:
         return f"<div><strong>task records</strong>: {self.rows} rows{dropped}{table}</div>"
 
 
+@entry
 def summary() -> Summary:
     """Task attempts by function and state, as a table.
 
@@ -176,6 +179,7 @@ def trace_events(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return events
 
 
+@entry
 def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     """The task records as a Chrome trace: returns the events, or writes them to ``filename`` (then None).
 
@@ -192,6 +196,7 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
     return None
 
 
+@entry
 def timeline_figure(*, color_by: str = "function", since: int = 0, width: int = 900) -> Figure:
     """A picture of the task records: a lane per worker thread (``cpu-0 / thread 1``), a bar per task or actor
     call, coloured by function (or ``color_by="stage"``); reconstructions outlined in red, failures hatched. As a

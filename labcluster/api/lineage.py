@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..diagnostics.graph_svg import Node, layered_svg, layers
+from .boundary import entry
 from .calls import call
 from .history import STATE_NAMES, duration
 from .refs import ObjectRef
@@ -248,6 +249,7 @@ class LineageGraph:
                 f"{self.tasks._svg(names, legend=False)}</div>")
 
 
+@entry
 def lineage(refs: ObjectRef | Sequence[ObjectRef], *, limit: int = 100_000) -> LineageGraph:
     """The lineage of one object or several: every task, actor call and ``lc.put`` they depend on.
 

@@ -12,9 +12,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, overload
 
-from ..exceptions import LabclusterError, ObjectLostError, TaskCancelledError
+from ..exceptions import ObjectLostError, TaskCancelledError
 from . import fetching, serialization
 from .blocking import blocked
+from .boundary import entry
 from .refs import ObjectRef
 from .session import Session
 from .start import current_session
@@ -63,6 +64,7 @@ def get(refs: ObjectRef, *, timeout: float | None = None) -> Any: ...
 def get(refs: Sequence[ObjectRef], *, timeout: float | None = None) -> list[Any]: ...
 
 
+@entry(interrupted="the tasks keep running: lc.get them again for their results, or lc.cancel(ref) to stop one")
 def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
     """Fetch the value of one ref, or the values of a list of refs (same order, duplicates allowed).
 
@@ -72,14 +74,10 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     >>> lc.get([square.remote(i) for i in range(3)])   # doctest: +SKIP
     [0, 1, 4]
     """
-    __tracebackhide__ = True  # IPython and pytest show the caller's line, not this frame
     items, single = _as_list(refs, "get")
     if not items:
         return []
-    try:
-        values = fetching.values(_refs_session(items), items, timeout)
-    except LabclusterError as e:  # the caller's line and our message: not the frames in between
-        raise e.with_traceback(None) from None
+    values = fetching.values(_refs_session(items), items, timeout)
     return values[0] if single else values
 
 
@@ -93,6 +91,7 @@ def put_in(session: Session, value: Any, p: serialization.Pickled | None = None)
     return ObjectRef(future, "put")
 
 
+@entry
 def put(value: Any) -> ObjectRef:
     """Store ``value`` in the cluster (on a worker) and return a ref to it.
 
@@ -108,6 +107,7 @@ def put(value: Any) -> ObjectRef:
     return put_in(session, value, checked.get(0))
 
 
+@entry(interrupted="the tasks keep running: lc.wait or lc.get them again, or lc.cancel(ref) to stop one")
 def wait(
     refs: Sequence[ObjectRef],
     *,
@@ -133,18 +133,15 @@ def wait(
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
     if not items:
         return [], []
-    __tracebackhide__ = True
     session = _refs_session(items)
-    try:
-        with blocked():
-            gone = fetching.until_done(session, items, num_returns, timeout)
-    except LabclusterError as e:
-        raise e.with_traceback(None) from None
+    with blocked():
+        gone = fetching.until_done(session, items, num_returns, timeout)
     done = [r for r in items if r.done() or r.key in gone]  # a lost object is ready: get raises ObjectLostError
     ready = set(done[:num_returns])
     return [r for r in items if r in ready], [r for r in items if r not in ready]
 
 
+@entry
 def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task behind ``ref``; ``lc.get(ref)`` then raises :class:`TaskCancelledError`.
 

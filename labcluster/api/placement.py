@@ -29,6 +29,7 @@ from ..exceptions import BundleTooSmallError, PlacementGroupInfeasibleError
 from ..scheduler.placement import STRATEGIES, bundle_resource
 from ..scheduler.protocol import ROLE_BUNDLE, ROLE_GROUP, annotations_for
 from .blocking import blocked, current_task_key, hold
+from .boundary import entry
 from .calls import call
 from .objects import get, wait
 from .options import without_cpu_for_gpus
@@ -59,6 +60,7 @@ class PlacementGroup:
         """An ObjectRef that becomes ``True`` once every bundle is reserved (``False`` if removed first)."""
         return self._ready
 
+    @entry(interrupted="the group is still being placed: pg.wait() again, or lc.remove_placement_group(pg)")
     def wait(self, timeout_seconds: float = 30) -> bool:
         """Wait until the group is reserved; False if it was not within ``timeout_seconds``."""
         ready, _ = wait([self._ready], timeout=timeout_seconds)
@@ -118,6 +120,7 @@ class PlacementGroup:
                 f"</code><table><tr><th>bundle</th><th>resources</th><th>worker</th></tr>{cells}</table></div>")
 
 
+@entry
 def placement_group(bundles: Sequence[Mapping[str, float]], strategy: str = "PACK", name: str | None = None,
                     lifetime: str | None = None) -> PlacementGroup:
     """Reserve ``bundles`` (e.g. ``[{"CPU": 1, "GPU": 1}] * 2``) all together, or not at all.
@@ -204,6 +207,7 @@ def _hold_bundle(pg_id: str, attempt: int, index: int, bundle: dict[str, float])
     return "released"
 
 
+@entry
 def remove_placement_group(pg: PlacementGroup) -> None:
     """Release the group's reservation; tasks still running in it finish, new ones cannot be placed."""
     if not isinstance(pg, PlacementGroup):
@@ -212,6 +216,7 @@ def remove_placement_group(pg: PlacementGroup) -> None:
     call(current_session().client, "pg_remove", pg_id=pg.id)
 
 
+@entry
 def placement_group_table(pg: PlacementGroup | None = None) -> dict[str, Any]:
     """Every group (or just ``pg``): bundles, strategy, name, state (PENDING / CREATED / REMOVED), its workers."""
     session = current_session()

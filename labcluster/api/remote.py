@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from . import serialization
 from .actors import ActorClass, ActorOptions
+from .boundary import entry
 from .generators import STREAMING, ObjectRefGenerator
 from .options import TaskOptions
 from .refs import ObjectRef
@@ -69,6 +70,7 @@ class RemoteFunction(Generic[P, R]):
     def task_options(self) -> TaskOptions:
         return self._options
 
+    @entry
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit the task; returns an ObjectRef (a list of them when ``num_returns > 1``)."""
         opts = self._options

@@ -26,8 +26,10 @@ from .generators import generate
 from .serialization import box, unbox
 from .start import current_session
 
-#: (file, first line, source lines, names of the functions in it): what a worker needs to show the source
-Source = tuple[str, int, list[str], frozenset[str]]
+#: (file, first line, source lines, names of the functions in it): what a worker needs to show the source of one
+#: stretch of a file; a function has one, a class one (or one per method, see :func:`source_of`)
+Fragment = tuple[str, int, list[str], frozenset[str]]
+Source = tuple[Fragment, ...]
 #: the file name cloudpickle gives code it sends by value (functions and classes from notebooks and __main__)
 _BY_VALUE = "<dynamic-code>"
 
@@ -43,12 +45,26 @@ def task_name(name: str) -> str:
 
 
 def source_of(obj: Any) -> Source | None:
-    """The source of a function or class, read on the driver where it exists."""
+    """The source of a function or class, read on the driver where it exists.
+
+    A class defined in a notebook cell has no source of its own for ``inspect`` (its module, ``__main__``, has no
+    file); its methods do (each names its cell), so a class falls back to one fragment per method."""
+    if hasattr(obj, "__code__"):
+        one = _fragment(obj, [obj])
+        return (one,) if one is not None else None
+    methods = [m for m in vars(obj).values() if hasattr(m, "__code__")]
+    whole = _fragment(obj, methods)
+    if whole is not None:
+        return (whole,)
+    parts = tuple(f for f in (_fragment(m, [m]) for m in methods) if f is not None)
+    return parts or None
+
+
+def _fragment(obj: Any, functions: list[Any]) -> Fragment | None:
     try:
         lines, first = inspect.getsourcelines(obj)
     except (OSError, TypeError):
         return None
-    functions = [obj] if hasattr(obj, "__code__") else [m for m in vars(obj).values() if hasattr(m, "__code__")]
     code = getattr(functions[0], "__code__", None) if functions else None
     filename = code.co_filename if code is not None else inspect.getsourcefile(obj)
     if not filename:
@@ -69,8 +85,7 @@ def format_remote(e: BaseException, source: Source | None) -> str:
     frames = traceback.extract_tb(e.__traceback__)
     while len(frames) > 1 and frames[0].filename.startswith(_MACHINERY):
         del frames[0]
-    if source is not None:
-        filename, first, lines, names = source
+    for filename, first, lines, names in source or ():
         for i, fs in enumerate(frames):
             offset = (fs.lineno or 0) - first
             ours = fs.filename == _BY_VALUE or (fs.filename == filename and not linecache.getline(filename, 1))

@@ -25,6 +25,7 @@ from ..cluster.tuning import dask_settings, local_interval, local_settings, tune
 from ..dask_internals import client_stream
 from ..diagnostics import nvml
 from ..exceptions import ClusterError, WorkerStartTimeout
+from .boundary import entry
 from .session import (
     Session,
     current_worker,
@@ -48,6 +49,7 @@ _INIT_KEYWORDS = ("address", "cluster", "workers", "num_cpus", "num_gpus", "reso
                   "ignore_reinit_error", "timeout")
 
 
+@entry
 def init(
     address: str | None = None,
     *,
