@@ -190,6 +190,10 @@ class ObjectLostError(LabclusterError):
                 "there is no task to recompute it from", "put the data again, or create it inside a task so it can be "
                 "rebuilt")
 
+    #: a ref used after its session ended
+    SHUT_DOWN = ("its session was shut down (lc.shutdown), which frees every object it made",
+                 "objects do not outlive their session: compute it again in the new one")
+
     def __init__(self, key: str, reason: str = PUT_LOST[0], fix: str = PUT_LOST[1]) -> None:
         self.key, self.reason = key, reason
         super().__init__(f"object {key!r} is lost: {reason}; {fix}")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,11 +96,20 @@ def test_bad_init_arguments_say_what_is_wrong(shutdown_after: None) -> None:
     assert not lc.is_initialized()
 
 
-def test_first_remote_call_starts_a_default_cluster(shutdown_after: None) -> None:
+def test_first_remote_call_starts_a_default_cluster(shutdown_after: None, capsys: pytest.CaptureFixture[str]) -> None:
+    assert not lc.is_initialized()
+    # a question about the cluster starts none (it would be empty): it says how to start one
+    for question in (lc.cluster_resources, lc.available_resources, lc.nodes, lc.list_tasks, lc.list_actors,
+                     lc.get_runtime_context, lc.util.placement_group_table, lc.timeline_figure):
+        with pytest.raises(ClusterError, match=r"not initialized: call lc.init\(\) first"):
+            question()
     assert not lc.is_initialized()
     with __import__("dask").config.set({"labcluster.local.processes": False}):
         assert lc.get(whoami.remote())["mode"] == "none"
     assert lc.is_initialized()
+    said = capsys.readouterr().out  # work starts one, and says so
+    assert re.search(r"^labcluster: started a local cluster in [\d.]+s \(CPU: \d+\), as lc.init\(\) would; "
+                     r"lc.shutdown\(\) stops it$", said, re.M), said
     from dask.system import CPU_COUNT
 
     assert lc.cluster_resources()["CPU"] == CPU_COUNT  # sized to the machine

@@ -3,13 +3,20 @@
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import dask.config
 import pytest
 
 import labcluster as lc
-from labcluster.exceptions import GetTimeoutError, InfeasibleResourceError, SerializationError, TaskError
+from labcluster.exceptions import (
+    GetTimeoutError,
+    InfeasibleResourceError,
+    ObjectLostError,
+    SerializationError,
+    TaskError,
+)
 
 
 class CustomError(Exception):
@@ -190,8 +197,6 @@ def test_a_script_needs_no_main_guard(tmp_path: Path) -> None:
 
 
 def test_put_of_something_unpicklable_and_get_after_shutdown(shutdown_after: None) -> None:
-    from labcluster.exceptions import ObjectLostError
-
     lc.init(num_cpus=1, processes=False)
     with pytest.raises(SerializationError, match=r"lc.put\(\) value to a worker: lock cannot be pickled"):
         lc.put(threading.Lock())
@@ -228,3 +233,20 @@ def test_code_from_stdin_can_start_process_workers() -> None:
     out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "42"
+
+
+def test_a_generator_and_a_ref_after_shutdown_say_the_session_is_gone(shutdown_after: None) -> None:
+    lc.init(num_cpus=1, processes=False)
+    ref = sleepy.remote(0)
+    lc.get(ref)
+    stream = countdown.remote(2)
+    lc.shutdown()
+    assert "state=shut down" in repr(ref) and "shut down" in ref._repr_html_()
+    with pytest.raises(ObjectLostError, match="its session was shut down"):
+        next(stream)  # not an AttributeError of a closed client
+    assert not lc.is_initialized()  # and nothing was started to say so
+
+
+@lc.remote(num_returns="streaming")
+def countdown(n: int) -> Iterator[int]:
+    yield from range(n, 0, -1)

@@ -431,7 +431,7 @@ def list_actors() -> ActorTable:
     """Every actor the cluster knows, with Ray's field names: ``actor_id``, ``class_name``, ``name``, ``state``
     (PENDING, ALIVE, RESTARTING, DEAD), where it runs, restarts, resources, calls pending from this process, and
     the error of a dead one. Renders as a table; ``.to_pandas()`` for analysis."""
-    session = current_session()
+    session = current_session(auto_init=False)
     session.require_extension("actors")
     pending = dict(session.part(Caller).pending)
     rows = []
@@ -447,7 +447,7 @@ def list_actors() -> ActorTable:
 @entry
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of the named actor (``Cls.options(name=...).remote()``); ValueError if there is none."""
-    session = current_session()
+    session = current_session(auto_init=False)
     session.require_extension("actors")
     namespace = namespace if namespace is not None else session.namespace
     entry = call(session.client, "actor_lookup", name=name, namespace=namespace)
@@ -466,7 +466,7 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     """
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"lc.kill() takes an ActorHandle, got {type(actor).__name__}")
-    session = current_session()
+    session = current_session(auto_init=False)
     restarting = bool(call(session.client, "actor_kill", actor_id=actor._actor_id, restart=not no_restart))
     caller = session.part(Caller)
     caller.forget_route(actor._actor_id, None)

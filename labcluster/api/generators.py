@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .. import config
+from ..exceptions import ObjectLostError
 from .boundary import entry
 from .calls import call
 from .fetching import values
@@ -76,6 +77,8 @@ class ObjectRefGenerator:
     def __next__(self) -> ObjectRef:
         if self._done:
             raise StopIteration
+        if self._session.closed:
+            raise ObjectLostError(self._task.key, *ObjectLostError.SHUT_DOWN)
         step = config.seconds("wait-step")
         while True:
             answer = call(self._session.client, "stream_next", stream=self._task.key, index=self._read[0],

@@ -33,7 +33,7 @@ _PAGE = 20_000
 
 def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every row from index ``since`` on, paged, with user-facing state names; and the store's counters."""
-    session = current_session()
+    session = current_session(auto_init=False)
     session.require_extension("task records")
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
@@ -96,7 +96,7 @@ def list_tasks(*, state: str | Iterable[str] | None = None, function: str | None
     if unknown:
         raise ValueError(f"unknown state(s) {sorted(unknown)}; use one of {sorted(set(STATE_NAMES.values()))}")
     rows, _ = fetch(since)
-    names = call(current_session().client, "worker_names")
+    names = call(current_session(auto_init=False).client, "worker_names")
     out = TaskTable()
     for row in rows:
         if (states is None or row["state"] in states) and (function is None or row["function"] == function):
@@ -205,7 +205,7 @@ def timeline_figure(*, color_by: str = "function", since: int = 0, width: int = 
     >>> lc.timeline_figure(color_by="stage")           # doctest: +SKIP
     """
     rows, _ = fetch(since)
-    session = current_session()
+    session = current_session(auto_init=False)
     names = call(session.client, "worker_names")
     model = draw(rows, color_by=color_by, width=width, worker_names=names)
     return Figure(model, f"task timeline, {len(rows)} records")

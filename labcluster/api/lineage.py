@@ -262,7 +262,7 @@ def lineage(refs: ObjectRef | Sequence[ObjectRef], *, limit: int = 100_000) -> L
     for ref in items:  # an actor call's small result becomes a key only when a task needs it; its record exists
         if ref._call is not None:
             ref._call.done.wait()
-    session = current_session()
+    session = current_session(auto_init=False)
     session.require_extension("lineage")
     result = call(session.client, "lineage", keys=[r.key for r in items], limit=limit)
     if not result["enabled"]:

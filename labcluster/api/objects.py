@@ -40,8 +40,7 @@ def _check_same_session(items: Sequence[ObjectRef], session: Session) -> None:
         if owner is session.client:
             continue
         if getattr(owner, "status", "") in ("closing", "closed"):
-            raise ObjectLostError(ref.key, "its session was shut down (lc.shutdown), which frees every object it made",
-                                  "objects do not outlive their session: compute it again in the new one")
+            raise ObjectLostError(ref.key, *ObjectLostError.SHUT_DOWN)
         raise ObjectLostError(ref.key, "it belongs to another session or client than the one in use",
                               "get it through the client that created it")
 
@@ -51,8 +50,7 @@ def _refs_session(items: Sequence[ObjectRef]) -> Session:
     nothing (the first call without ``lc.init`` would otherwise start a cluster just to say the object is gone)."""
     for ref in items:
         if ref.bound and getattr(ref.client, "status", "") in ("closing", "closed"):
-            raise ObjectLostError(ref.key, "its session was shut down (lc.shutdown), which frees every object it made",
-                                  "objects do not outlive their session: compute it again in the new one")
+            raise ObjectLostError(ref.key, *ObjectLostError.SHUT_DOWN)
     session = current_session()
     _check_same_session(items, session)
     return session

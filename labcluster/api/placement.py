@@ -213,13 +213,13 @@ def remove_placement_group(pg: PlacementGroup) -> None:
     if not isinstance(pg, PlacementGroup):
         raise TypeError(f"lc.remove_placement_group() takes a PlacementGroup, got {type(pg).__name__}")
     pg._removed = True
-    call(current_session().client, "pg_remove", pg_id=pg.id)
+    call(current_session(auto_init=False).client, "pg_remove", pg_id=pg.id)
 
 
 @entry
 def placement_group_table(pg: PlacementGroup | None = None) -> dict[str, Any]:
     """Every group (or just ``pg``): bundles, strategy, name, state (PENDING / CREATED / REMOVED), its workers."""
-    session = current_session()
+    session = current_session(auto_init=False)
     session.require_extension("placement groups")
     table = dict(call(session.client, "pg_table"))
     if pg is not None:
@@ -230,7 +230,7 @@ def placement_group_table(pg: PlacementGroup | None = None) -> dict[str, Any]:
 def get_placement_group(name: str) -> PlacementGroup:
     """The placement group named ``name`` (``lc.placement_group(..., name=...)``), as Ray's
     ``ray.util.get_placement_group``; ValueError if there is none."""
-    session = current_session()
+    session = current_session(auto_init=False)
     session.require_extension("placement groups")
     pg_id = call(session.client, "pg_lookup", name=name)
     if pg_id is None:

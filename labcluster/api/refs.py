@@ -169,9 +169,12 @@ class ObjectRef:
 
     @property
     def state(self) -> str:
-        """``pending``, ``finished``, ``error``, ``cancelled`` or ``lost``, as Dask reports it."""
+        """``pending``, ``finished``, ``error``, ``cancelled`` or ``lost``, as Dask reports it; ``shut down`` once the
+        session that made it is gone (its objects with it)."""
         if self._call is not None:
             return self._call.status
+        if self._future is not None and getattr(self._future.client, "status", "") in ("closing", "closed"):
+            return "shut down"
         return str(self.future.status)
 
     def _error(self) -> BaseException | None:
@@ -207,8 +210,7 @@ class ObjectRef:
     def _get(self) -> Any:
         session = worker_or_driver_session()
         if session is None:
-            raise ObjectLostError(self._key, "its session was shut down (lc.shutdown), which frees every object it "
-                                             "made", "objects do not outlive their session: compute it again")
+            raise ObjectLostError(self._key, *ObjectLostError.SHUT_DOWN)
         return fetching.values(session, [self], None)[0]
 
     def __repr__(self) -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..cluster.groups import WorkerGroup, default_groups, pin_gpus
+from ..cluster.info import total_resources
 from ..cluster.launcher import Head
 from ..cluster.tuning import dask_settings, local_interval, local_settings, tune
 from ..dask_internals import client_stream
@@ -291,8 +292,12 @@ atexit.register(shutdown)
 
 
 def current_session(auto_init: bool = True) -> Session:
-    """The session for the calling context: the worker's inside tasks and actors; else the driver's, where the
-    first call without ``init`` starts a default local cluster, as Ray does."""
+    """The session for the calling context: the worker's inside tasks and actors; else the driver's.
+
+    Without ``init``, work (``auto_init``: a task, an actor, ``put``, a placement group) starts a default local
+    cluster, as Ray does, and says so in one line; a question about the cluster (``auto_init=False``: its
+    resources, nodes, task records) raises :class:`ClusterError` instead: a cluster started just to answer it would
+    be empty."""
     worker = current_worker()
     if worker is not None:
         return worker_session(worker)
@@ -301,14 +306,22 @@ def current_session(auto_init: bool = True) -> Session:
         session.check()  # fails fast, and says why, once the session's cluster is gone
         return session
     if not auto_init:
-        raise RuntimeError("labcluster is not initialized; call lc.init() first")
+        raise ClusterError("labcluster is not initialized: call lc.init() first (or submit work: the first "
+                           ".remote() or lc.put() starts a local cluster)")
     with driver_lock():
         session = driver_session()
         if session is None:
             started = time.monotonic()
             session = init()
-            logger.info("started a local cluster (lc.init()) in %.1fs", time.monotonic() - started)
+            total = total_resources(session.workers())
+            print(f"labcluster: started a local cluster in {time.monotonic() - started:.1f}s "
+                  f"({_resources_line(total)}), as lc.init() would; lc.shutdown() stops it", flush=True)
         return session
+
+
+def _resources_line(total: Mapping[str, float]) -> str:
+    """``{"CPU": 4.0, "GPU": 1.0, "memory": ...}`` -> ``"CPU: 4, GPU: 1"``."""
+    return ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if k != "memory" and not k.startswith("pg_"))
 
 
 def current_client() -> Client:

@@ -16,11 +16,11 @@ from ..scheduler.protocol import WORKER_INFO
 from .actor_host import current_actor
 from .blocking import current_task_key
 from .session import current_worker
-from .start import current_client, current_session
+from .start import current_session
 
 
 def _workers() -> list[WorkerInfo]:
-    return workers_from_info(current_client().scheduler_info(n_workers=-1))
+    return workers_from_info(current_session(auto_init=False).client.scheduler_info(n_workers=-1))
 
 
 def cluster_resources() -> dict[str, float]:
@@ -34,7 +34,7 @@ def cluster_resources() -> dict[str, float]:
 
 def available_resources() -> dict[str, float]:
     """Resources not held by running tasks right now (resources with nothing free are left out, as Ray does)."""
-    client = current_client()
+    client = current_session(auto_init=False).client
     workers = workers_from_info(client.scheduler_info(n_workers=-1))
     free = client.run(_free_on_worker)
     out: dict[str, float] = {"memory": float(sum(w.memory_limit for w in workers))}
@@ -136,6 +136,6 @@ def get_runtime_context() -> RuntimeContext:
         return RuntimeContext(job_id=None, node_id=str(worker.address), worker_id=str(worker.id),
                               task_id=None if key is None else str(key), assigned_resources=assigned,
                               gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get(), _dask_key=key)
-    session = current_session()
+    session = current_session(auto_init=False)
     return RuntimeContext(job_id=str(session.client.id), node_id=f"driver@{socket.gethostname()}",
                           worker_id=str(session.client.id), task_id=None)
