@@ -145,10 +145,15 @@ def test_generator_tasks_streaming_and_dynamic(cluster: lc.Session) -> None:
     stream = count_up.remote(4, 0.3)
     first = next(stream)
     assert lc.get(first, timeout=30) == 0 and not stream.completed().done()  # before the task is done
+    assert first.key.startswith("count_up-0-")  # named after its task and which value it is, not "put"
     assert [lc.get(r, timeout=30) for r in stream] == [1, 2, 3]
     assert lc.get(stream.completed(), timeout=30) == 4
+    assert "ObjectRefGenerator" in stream._repr_html_() and "4 value(s) read" in stream._repr_html_()
+    with pytest.raises(TypeError, match="iterate it"):
+        lc.get(stream)
     generator = lc.get(chunks.remote(3), timeout=30)
     assert [lc.get(r, timeout=30) for r in generator] == [[], [1], [2, 2]]
+    assert [r.key.rsplit("-", 1)[0] for r in generator] == ["chunks-0", "chunks-1", "chunks-2"]
 
 
 @lc.remote

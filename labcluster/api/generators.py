@@ -20,6 +20,7 @@ caller a holder of the object at once, and the caller's generator reads the keys
 from __future__ import annotations
 
 import contextlib
+import html
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -50,6 +51,10 @@ class DynamicObjectRefGenerator:
 
     def __repr__(self) -> str:
         return f"DynamicObjectRefGenerator({len(self._refs)} refs)"
+
+    def _repr_html_(self) -> str:
+        return (f"<div><strong>DynamicObjectRefGenerator</strong>: {len(self._refs)} values, each an ObjectRef "
+                f"(iterate it; <code>lc.get(ref)</code> each)</div>")
 
 
 class ObjectRefGenerator:
@@ -98,6 +103,13 @@ class ObjectRefGenerator:
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._task.key}, {self._read[0]} read{', done' if self._done else ''})"
 
+    def _repr_html_(self) -> str:
+        state = "done" if self._done else ("shut down" if self._session.closed else self._task.state)
+        color = {"done": "#2a7f2a", "finished": "#2a7f2a", "error": "#b00020", "pending": "#8a6d00"}.get(state, "#555")
+        return (f"<div><strong>ObjectRefGenerator</strong> of <code>{html.escape(self._task.key)}</code> "
+                f"<span style='color:{color}'>{html.escape(state)}</span> &middot; {self._read[0]} value(s) read "
+                f"(iterate it for a ref per value, as the task yields them)</div>")
+
 
 def _close(session: Session, stream: str, read: list[int]) -> None:
     """The caller is done with the stream: let the scheduler forget it (and the objects never read)."""
@@ -106,14 +118,16 @@ def _close(session: Session, stream: str, read: list[int]) -> None:
             call(session.client, "stream_close", stream=stream, read=read[0], owner=str(session.client.id))
 
 
-def generate(session: Session, values_: Iterable[Any], mode: str, owner: str | None, stream: str | None) -> Any:
-    """On the worker: put each value the generator yields; a dynamic task returns the refs, a streaming one pushes
-    each key (its caller, ``owner``, holds it from then on) and returns how many it yielded."""
+def generate(session: Session, values_: Iterable[Any], mode: str, owner: str | None, stream: str | None,
+             name: str = "generator") -> Any:
+    """On the worker: put each value the generator yields (keyed ``<name>-<i>-<hex>``: the function and which
+    value); a dynamic task returns the refs, a streaming one pushes each key (its caller, ``owner``, holds it from
+    then on) and returns how many it yielded."""
     if mode == DYNAMIC:
-        return DynamicObjectRefGenerator([put_in(session, v) for v in values_])
+        return DynamicObjectRefGenerator([put_in(session, v, name=f"{name}-{i}") for i, v in enumerate(values_)])
     count = 0
     for value in values_:
-        ref = put_in(session, value)
+        ref = put_in(session, value, name=f"{name}-{count}")
         call(session.client, "stream_push", stream=stream, key=ref.key, owner=owner)
         count += 1
     call(session.client, "stream_push", stream=stream, done=True)

@@ -29,7 +29,11 @@ def _as_list(refs: Any, fn: str) -> tuple[list[ObjectRef], bool]:
         if bad:
             raise TypeError(f"lc.{fn}() takes ObjectRefs (from f.remote() or lc.put()), but got {bad[0]} in the list")
         return list(refs), False
-    raise TypeError(f"lc.{fn}() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}")
+    hint = ""
+    if type(refs).__name__ in ("ObjectRefGenerator", "DynamicObjectRefGenerator"):  # (generators.py imports us)
+        hint = ("; a generator task's values are refs of their own: iterate it (lc.get(ref) for each ref), "
+                "or pass list(generator) to get them all")
+    raise TypeError(f"lc.{fn}() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}{hint}")
 
 
 def _check_same_session(items: Sequence[ObjectRef], session: Session) -> None:
@@ -79,14 +83,15 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     return values[0] if single else values
 
 
-def put_in(session: Session, value: Any, p: serialization.Pickled | None = None) -> ObjectRef:
+def put_in(session: Session, value: Any, p: serialization.Pickled | None = None, name: str = "put") -> ObjectRef:
     """``lc.put`` in ``session``: store ``value`` on a worker, as one object, and return a ref to it. ``p``: its
-    pickle, when it was pickled already (to check it): a collection then travels as that pickle."""
-    # keyed by hand: Dask would name the key after the value's type ("list-..."); "put-<hex>" reads as what it is
-    # in lineage, records and errors
-    key = f"put-{uuid.uuid4().hex}"
+    pickle, when it was pickled already (to check it): a collection then travels as that pickle. ``name``: what
+    made it (``put``; a generator task's values are ``<function>-<i>``)."""
+    # keyed by hand: Dask would name the key after the value's type ("list-..."); "<name>-<hex>" reads as what it
+    # is in lineage, records and errors
+    key = f"{name}-{uuid.uuid4().hex}"
     future = session.client.scatter({key: serialization.box(value, p)}, hash=False)[key]
-    return ObjectRef(future, "put")
+    return ObjectRef(future, name)
 
 
 @entry

@@ -174,7 +174,7 @@ class TaskRunner:
                             f"{type(result).__name__}, not a generator; yield its values, or drop num_returns")
         worker = _where()
         stream = str(current_task_key(worker)) if worker is not None else None
-        return generate(current_session(), result, str(self.num_returns), owner, stream)
+        return generate(current_session(), result, str(self.num_returns), owner, stream, name=self.name)
 
     def _should_retry(self, e: Exception, attempt: int) -> bool:
         if isinstance(e, TaskError) or not self.retry_exceptions:
