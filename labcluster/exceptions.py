@@ -341,6 +341,20 @@ class WorkerStartTimeout(ClusterError):
         )
 
 
+def unknown_name(what: str, name: str, valid: Sequence[str], more: str = "", also: Sequence[str] = ()) -> TypeError:
+    """The error for a misspelled option or keyword: what it is, the closest valid name, and every valid one
+    (``more``: a note after the list, on names ``also`` valid elsewhere).
+
+    >>> print(unknown_name("option", "num_gpu", ["num_cpus", "num_gpus", "resources"]))
+    unknown option 'num_gpu' (did you mean 'num_gpus'?); valid options are: num_cpus, num_gpus, resources
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name, [*valid, *also], n=1, cutoff=0.6)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    return TypeError(f"unknown {what} {name!r}{guess}; valid {what}s are: {', '.join(valid)}{more and ' ' + more}")
+
+
 def _fmt(resources: Mapping[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
 

@@ -7,7 +7,7 @@
 >>> TaskOptions().merged(num_gpu=1)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
   ...
-TypeError: unknown option 'num_gpu'; valid options are: bundle_index, max_retries, name, num_cpus, ...
+TypeError: unknown option 'num_gpu' (did you mean 'num_gpus'?); valid options are: bundle_index, max_retries, ...
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .. import config
+from ..exceptions import unknown_name
 
 Self = TypeVar("Self", bound="Options")
 
@@ -37,7 +38,7 @@ class Options:
         valid = self.valid_names()
         for key in overrides:
             if key not in valid:
-                raise TypeError(f"unknown {self.kind} {key!r}; valid options are: {', '.join(valid)}")
+                raise unknown_name(self.kind, key, valid)
         new = dataclasses.replace(self, **overrides)  # type: ignore[type-var]
         new.validate()
         return new

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from ..exceptions import unknown_name
 from . import serialization
 from .actors import ActorClass, ActorOptions
 from .boundary import entry
@@ -162,8 +163,8 @@ def _check_options(options: dict[str, Any]) -> None:
     actor_only = sorted(set(ActorOptions.valid_names()) - set(task_names))
     for key in options:
         if key not in task_names and key not in actor_only:
-            raise TypeError(f"unknown option {key!r}; valid options are: {', '.join(task_names)} "
-                            f"(and for classes also: {', '.join(actor_only)})")
+            raise unknown_name("option", key, task_names, f"(and for classes also: {', '.join(actor_only)})",
+                               also=actor_only)
     if all(k in task_names for k in options):
         TaskOptions().merged(**options)
 

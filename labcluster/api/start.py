@@ -25,7 +25,7 @@ from ..cluster.launcher import Head
 from ..cluster.tuning import dask_settings, local_interval, local_settings, tune
 from ..dask_internals import client_stream
 from ..diagnostics import nvml
-from ..exceptions import ClusterError, WorkerStartTimeout
+from ..exceptions import ClusterError, WorkerStartTimeout, unknown_name
 from .boundary import entry
 from .session import (
     Session,
@@ -90,8 +90,7 @@ def init(
     2.0
     """
     if unknown:
-        raise TypeError(f"lc.init() got unknown keyword(s) {sorted(unknown)}; valid ones are "
-                        f"{', '.join(_INIT_KEYWORDS)}")
+        raise unknown_name("lc.init() keyword", sorted(unknown)[0], _INIT_KEYWORDS)
     with driver_lock():
         existing = driver_session()
         if existing is not None:
