@@ -169,9 +169,21 @@ class WorkerCrashedError(LabclusterError):
     def __init__(self, key: str, detail: str) -> None:
         self.key = key
         super().__init__(
-            f"task {key!r} was running on a worker that died, and it has no retries left ({detail}); "
+            f"task {_task_label(key)} was running on a worker that died, and it has no retries left ({detail}); "
             f"raise max_retries in @lc.remote(max_retries=...) or find why the worker dies (memory?)"
         )
+
+
+def _task_label(key: str) -> str:
+    """``'slow' (slow-3416d42e...)`` for a labcluster task key (``<function>-<32 hex>``); other keys as they are.
+
+    >>> _task_label("slow-3416d42e288246469328243ce645b9e8"), _task_label("x")
+    ("'slow' (slow-3416d42e288246469328243ce645b9e8)", "'x'")
+    """
+    name, _, tail = key.rpartition("-")
+    if name and len(tail) == 32 and all(c in "0123456789abcdef" for c in tail):
+        return f"{name!r} ({key})"
+    return repr(key)
 
 
 class ActorDiedError(LabclusterError):

@@ -265,3 +265,42 @@ def test_a_cluster_left_without_workers_says_so_on_get_and_wait(shutdown_after: 
         lc.get(step.remote(1))  # no timeout: it would have waited forever
     with pytest.raises(ClusterError, match="no workers left"):
         lc.wait([step.remote(2)], timeout=30)  # not "the tasks keep running"
+
+
+@lc.remote
+class Sleeper:
+    def pid(self) -> int:
+        return os.getpid()
+
+    def nap(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+@lc.remote
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_the_death_notice_says_what_fails_and_what_is_retried(shutdown_after: None,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import wait_until
+
+    from labcluster.exceptions import ActorDiedError, WorkerCrashedError
+
+    lc.init(num_cpus=3, include_dashboard=False)
+    actor = Sleeper.remote()  # max_restarts=0: dies with its worker
+    pid = lc.get(actor.pid.remote(), timeout=30)
+    doomed, retried, call = nap.options(max_retries=0).remote(3), nap.remote(0.5), actor.nap.remote(3)
+    assert wait_until(lambda: len(lc.list_tasks(state="running", function="nap")) == 2, timeout=30)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(WorkerCrashedError, match=r"task 'nap' \(nap-[0-9a-f]{32}\) was running on a worker that died"):
+        lc.get(doomed, timeout=60)
+    assert lc.get(retried, timeout=60) == 0.5
+    with pytest.raises(ActorDiedError) as info:
+        lc.get(call, timeout=60)
+    assert "ConnectionPool" not in str(info.value) and "max_restarts=N" in str(info.value)
+    said = capsys.readouterr().out
+    assert ("labcluster: worker cpu-0 died; restarting it; 1 task(s) it was running will be retried; 1 task(s) it "
+            "was running fail: no retries left (max_retries); actor(s) Sleeper die: no restarts left") in said, said

@@ -380,13 +380,15 @@ async def _call_actor(caller: Caller, actor_id: str, method: str, payload: Any, 
             response = await worker_rpc(client, route.address).labcluster_actor_call(
                 actor=actor_id, method=method, payload=wire, key=key, caller=str(client.id),
                 seq=seq, function=function)
-        except OSError as e:  # the worker is gone: the actor died with it; a restart makes a newer route
+        except OSError:  # the worker is gone: the actor died with it; a restart makes a newer route
             caller.forget_route(actor_id, route)
             if attempt < retries or retries == -1:
                 attempt += 1
                 continue
-            return {"error": ActorDiedError(actor_id, f"its worker died during the call to {method} ({e}); "
-                                                      f"pass max_task_retries= to resend calls after a restart")}
+            # (the error of a closed connection names Dask's connection pool: not the user's business)
+            return {"error": ActorDiedError(actor_id, f"its worker died during the call to {method}; an actor "
+                                                      f"made with max_restarts=N restarts on a live worker, and "
+                                                      f"max_task_retries=N resends the calls that were in flight")}
         if response["status"] == "missing":  # killed, or restarted elsewhere meanwhile
             caller.forget_route(actor_id, route)
             if attempt < retries or retries == -1:

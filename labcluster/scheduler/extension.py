@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from distributed import SchedulerPlugin
@@ -67,6 +67,8 @@ class LabclusterExtension:
         #: seconds a worker that left still counts as coming back (its Nanny restarting it): infeasible-grace
         self.grace = grace
         self.holders = Holders(scheduler)
+        #: the per-task retry limits (set by the plugin where it runs them)
+        self.retry_limit: RetryLimitPlugin | None = None
         self.actors = Actors()
         self.groups = Groups()
         self.streams = Streams()
@@ -157,19 +159,43 @@ class LabclusterExtension:
         if msg.get("expected"):
             return  # retired on purpose (scale down, shutdown): nothing to act on
         kept = self.kept is not None and name in self.kept
-        running = len(msg.get("processing-tasks") or ())
+        fate = self._fates(msg.get("processing-tasks") or ())
         lost = len(msg.get("lost-computed-tasks") or ())
         put_lost = len(msg.get("lost-scattered-tasks") or ())
         parts = [f"worker {name} died"]
         if kept:
             parts.append("restarting it")
-        if running:
-            parts.append(f"{running} task(s) it was given will be retried")
+        if fate["retried"]:
+            parts.append(f"{fate['retried']} task(s) it was running will be retried")
+        if fate["failed"]:
+            parts.append(f"{fate['failed']} task(s) it was running fail: no retries left (max_retries)")
+        for what, how in (("restarted", "will restart"), ("dead", "die: no restarts left (max_restarts)")):
+            if fate[what]:
+                parts.append(f"actor(s) {', '.join(sorted(set(fate[what])))} {how}")
         if lost:
             parts.append(f"{lost} result(s) will be recomputed")
         if put_lost:
             parts.append(f"{put_lost} lc.put object(s) are lost")
         self.scheduler.log_event(NOTICES, {"kind": "worker-died", "worker": name, "text": "; ".join(parts)})
+
+    def _fates(self, keys: Iterable[Any]) -> dict[str, Any]:
+        """What a worker's death means for the tasks it was running: retried, failed (out of retries), and the
+        actors among them (their holders) that restart or die. Asked after Dask counted the death."""
+        fate: dict[str, Any] = {"retried": 0, "failed": 0, "restarted": [], "dead": []}
+        for key in keys:
+            ts = self.scheduler.tasks.get(key)
+            if ts is None:
+                continue
+            # each task's own max_retries where the retry plugin runs; else Dask's cluster-wide limit
+            out = (self.retry_limit.out_of_retries(ts) if self.retry_limit is not None
+                   else ts.suspicious > self.scheduler.allowed_failures)
+            actor_id = self.actors.holders.get(str(key))
+            if actor_id is not None:
+                entry = self.actors.get(actor_id) or {}
+                fate["dead" if out else "restarted"].append(str(entry.get("class") or actor_id))
+            elif str(key) not in self.holders.roles:  # plumbing (placement-group bundles) is not the user's work
+                fate["failed" if out else "retried"] += 1
+        return fate
 
     # -- handlers ------------------------------------------------------------------------------------------------
 
@@ -395,8 +421,10 @@ class LabclusterSchedulerPlugin(SchedulerPlugin):
         recorder = RecordsPlugin(self.records, self.max_retries) if self.records is not None else None
         self.extension = LabclusterExtension(scheduler, recorder, self.retries, self.grace)
         scheduler.extensions["labcluster"] = self.extension
+        if self.retries:
+            self.extension.retry_limit = RetryLimitPlugin(self.max_retries, self.extension.out_of_retries)
         parts: list[SchedulerPlugin] = [p for p in (
-            recorder, RetryLimitPlugin(self.max_retries, self.extension.out_of_retries) if self.retries else None,
+            recorder, self.extension.retry_limit,
             StreamsSchedulerPlugin(self.stream_interval) if self.stream_interval is not None else None) if p]
         for plugin in parts:
             scheduler.add_plugin(plugin)

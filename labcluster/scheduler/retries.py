@@ -44,15 +44,23 @@ class RetryLimitPlugin(SchedulerPlugin):
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
 
+    def limit(self, ts: Any) -> int | None:
+        """How many worker deaths the task ``ts`` survives (None or negative: any number)."""
+        value = (ts.annotations or {}).get(MAX_RETRIES, self.default)
+        return None if value is None else int(value)
+
+    def out_of_retries(self, ts: Any) -> bool:
+        """Whether the deaths counted for ``ts`` so far take it past its limit (so it fails instead of a retry)."""
+        limit = self.limit(ts)
+        return bool(ts.suspicious) and limit is not None and limit >= 0 and ts.suspicious > limit
+
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if start != "processing" or finish != "released" or self.scheduler is None:
             return
         ts = self.scheduler.tasks.get(key)
-        if ts is None or not ts.suspicious or ts.run_spec is None:
+        if ts is None or ts.run_spec is None or not self.out_of_retries(ts):
             return
-        limit = (ts.annotations or {}).get(MAX_RETRIES, self.default)
-        if limit is None or limit < 0 or ts.suspicious <= limit:
-            return
-        fail_task_with(ts, worker_died_too_often, str(key), int(ts.suspicious), int(limit))
+        limit = int(self.limit(ts) or 0)
+        fail_task_with(ts, worker_died_too_often, str(key), int(ts.suspicious), limit)
         if self.on_exhausted is not None:
-            self.on_exhausted(str(key), int(ts.suspicious), int(limit))
+            self.on_exhausted(str(key), int(ts.suspicious), limit)
