@@ -71,7 +71,7 @@ def test_direct_calls_and_unknown_options_say_the_fix(cluster: lc.Session) -> No
         c.incr()
     with pytest.raises(AttributeError, match="has no method 'nope'"):
         c.nope
-    with pytest.raises(TypeError, match="unknown actor option 'max_restart'; valid options are"):
+    with pytest.raises(TypeError, match=r"unknown actor option 'max_restart' \(did you mean 'max_restarts'\?\); valid actor options are"):
         Counter.options(max_restart=1)
 
 

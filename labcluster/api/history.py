@@ -54,16 +54,32 @@ def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
 class TaskTable(Table):
     """Rows of task records (a list of dicts) that render as a table; ``to_pandas()`` for analysis."""
 
-    columns = ("key", "function", "state", "worker_name", "attempt", "duration", "nbytes", "error")
+    columns = ("function", "state", "worker_name", "duration", "attempt", "nbytes", "key", "error")
+    #: epoch seconds in the rows; datetimes in ``to_pandas()``
+    times = ("submitted", "queued", "started", "finished")
 
     def summary(self) -> str:
         return f"{len(self)} rows; states {dict(Counter(r['state'] for r in self))}"
+
+    def to_pandas(self) -> Any:
+        """A DataFrame of every column: times as datetimes (UTC), ``duration`` in seconds, ``thread`` an integer."""
+        import pandas as pd
+
+        df = super().to_pandas()
+        for column in self.times:
+            if column in df:
+                df[column] = pd.to_datetime(df[column], unit="s", utc=True)
+        if "thread" in df:
+            df["thread"] = df["thread"].astype("Int64")
+        return df
 
     def cell(self, row: dict[str, Any], column: str) -> str:
         if column == "duration":
             d = duration(row)
             return "" if d is None else f"{d * 1e3:.2f} ms"
         value = row.get(column)
+        if column == "key" and isinstance(value, str) and len(value) > 24:  # the function is its own column
+            return value[:22] + "\u2026"
         if column == "error" and value:
             return str(value)[:120]
         if column == "worker_name":
@@ -197,10 +213,11 @@ def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
 
 
 @entry
-def timeline_figure(*, color_by: str = "function", since: int = 0, width: int = 900) -> Figure:
-    """A picture of the task records: a lane per worker thread (``cpu-0 / thread 1``), a bar per task or actor
-    call, coloured by function (or ``color_by="stage"``); reconstructions outlined in red, failures hatched. As a
-    cell's last expression it renders inline (no network needed); ``.save("timeline.html")`` writes a page.
+def timeline_figure(*, color_by: str = "function", since: int = 0, width: int = 1000) -> Figure:
+    """A picture of the task records: a lane per busy slot of a worker (``cpu-0 / slot 1``), a bar per task or actor
+    call, coloured by function (or ``color_by="stage"``); failures outlined in red and cross-hatched,
+    reconstructions outlined in black. As a cell's last expression it renders inline (no network needed);
+    ``.save("timeline.html")`` writes a page.
 
     >>> lc.timeline_figure(color_by="stage")           # doctest: +SKIP
     """

@@ -27,11 +27,13 @@ from .history import STATE_NAMES, duration
 from .refs import ObjectRef
 from .start import current_session
 
-_PALETTE = ("#9ecae1", "#a1d99b", "#fdd0a2", "#dadaeb", "#c7e9c0", "#fdae6b", "#bcbddc", "#9e9ac8", "#fc9272",
+_PALETTE = ("#9ecae1", "#a1d99b", "#fdd0a2", "#dadaeb", "#c7e9c0", "#fdae6b", "#bcbddc", "#9e9ac8", "#e7cb94",
             "#d9d9d9")
 LOST, RECONSTRUCTED, FAILED = "#d62728", "#ff7f0e", "#7b0000"
+#: a failed node's fill: the palette has no colour this red
+FAILED_FILL = "#f4b6b0"
 #: the marks a node can carry: (node field that says so, stroke, dashed, what the legend says)
-_MARKS = (("lost", LOST, True, "dashed red: lost"), ("failed", FAILED, False, "dark red: failed"),
+_MARKS = (("lost", LOST, True, "dashed red: lost"), ("failed", FAILED, False, "red: failed"),
           ("reconstructed", RECONSTRUCTED, False, "orange: reconstructed"))
 MAX_DRAWN = 400
 
@@ -120,7 +122,7 @@ class _View:
         for nid in drawn:
             node = self.nodes[nid]
             stroke, dashed = self._style(node)
-            fill = _color(str(node.get("group") or node.get("function")), names)
+            fill = FAILED_FILL if node.get("failed") else _color(str(node.get("group") or node.get("function")), names)
             nodes.append(Node(nid, self._label(node), fill=fill, stroke=stroke, dashed=dashed, title=self._title(node),
                               shape="box" if self._boxed(node) else "circle"))
         svg = layered_svg(nodes, [(a, b) for a, b, _ in self.edges if a in keep and b in keep])
@@ -267,5 +269,8 @@ def lineage(refs: ObjectRef | Sequence[ObjectRef], *, limit: int = 100_000) -> L
     result = call(session.client, "lineage", keys=[r.key for r in items], limit=limit)
     if not result["enabled"]:
         raise RuntimeError("this scheduler keeps no task records: start it with `labcluster scheduler` or lc.init()")
+    names = call(session.client, "worker_names")  # node titles name workers as lc.nodes() does, not by address
+    for row in result["rows"]:
+        row["worker"] = names.get(row.get("worker"), row.get("worker"))
     return LineageGraph([r.key for r in items], result["rows"], result["missing"], result["current"],
                         result["truncated"])

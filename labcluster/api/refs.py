@@ -221,6 +221,8 @@ class ObjectRef:
         state = self.state
         if self._call is not None and self._call.future is None:
             workers = "this process (a small actor result)" if state == "finished" else "-"
+        elif state != "finished":  # nothing is held: not yet, or never (failed, cancelled, shut down)
+            workers = "-"
         else:
             workers = "?"
             try:

@@ -24,7 +24,7 @@ class Table(list[dict[str, Any]]):
     shown = 50
 
     def to_pandas(self) -> Any:
-        import pandas as pd  # type: ignore[import-untyped]
+        import pandas as pd
 
         return pd.DataFrame(list(self))
 

@@ -1,16 +1,19 @@
-"""A bokeh picture of task records: a lane per worker thread, a bar per task or actor call.
+"""A bokeh picture of task records: a lane per busy slot of each worker, a bar per task or actor call.
 
-Pure rendering from record rows (``lc.list_tasks()`` / ``api.records.fetch``), so dashboards and the
+Pure rendering from record rows (``lc.list_tasks()`` / ``api.history.fetch``), so dashboards and the
 bulk-vs-pipelined comparison can reuse it on any rows. Colour is by function, or by stage when
-``color_by="stage"``; reconstructions get a red outline, failures a hatch.
+``color_by="stage"`` (a palette without red); a failed task is red-outlined and cross-hatched, a reconstruction
+outlined in black. Lanes pack each worker's bars into as few rows as ran at once (``cpu-0 / slot 1``): Dask's
+threads come and go (a task that blocks in ``lc.get`` hands its thread over), the number of slots busy at once
+is what a user reads. Every bar is at least two pixels wide, so a 0.1 ms task still shows on a 10 s axis.
 
 >>> from labcluster.diagnostics.timeline import timeline_figure
 >>> rows = [{"key": "f-1", "function": "f", "stage": None, "kind": "task", "worker": "tcp://w:1", "thread": 7,
 ...          "started": 10.0, "finished": 10.5, "attempt": 1, "nbytes": 28, "state": "finished",
 ...          "reconstruction": False, "error": None}]
 >>> fig = timeline_figure(rows)
->>> len(fig.renderers)
-1
+>>> len(fig.renderers), list(fig.y_range.factors)
+(1, ['w:1 / slot 1'])
 """
 
 from __future__ import annotations
@@ -18,32 +21,46 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+#: the colours of a failure and of a reconstruction's outline; the palette leaves red out for them
+FAILED, RECONSTRUCTED = "#b00020", "#111111"
+
 
 def _palette(n: int) -> list[str]:
     from bokeh.palettes import Category10, Category20
 
-    if n <= 10:
-        return list(Category10[10])[: max(n, 1)]
-    colors = list(Category20[20])
-    return [colors[i % 20] for i in range(n)]
+    reds = {"#d62728", "#ff9896"}
+    base = [c for c in (Category10[10] if n <= 9 else Category20[20]) if c not in reds]
+    return [base[i % len(base)] for i in range(max(n, 1))]
 
 
-def lanes(rows: Sequence[dict[str, Any]], names: Mapping[str, str] | None = None) -> dict[tuple[str, int], str]:
-    """A readable lane name per (worker, thread): ``cpu-0 / thread 1``, threads numbered per worker; ``names``
-    maps worker addresses to worker names (an address without one shows without ``tcp://``)."""
-    lane: dict[tuple[str, int], str] = {}
-    per_worker: dict[str, int] = {}
-    for row in rows:
-        key = (str(row.get("worker") or "?"), int(row.get("thread") or 0))
-        if key not in lane:
-            per_worker[key[0]] = per_worker.get(key[0], 0) + 1
-            worker = (names or {}).get(key[0]) or key[0].removeprefix("tcp://")
-            lane[key] = f"{worker} / thread {per_worker[key[0]]}"
-    return lane
+def lanes(rows: Sequence[dict[str, Any]], names: Mapping[str, str] | None = None) -> list[str]:
+    """The lane of each row (same order): ``cpu-0 / slot 1``, ``cpu-0 / slot 2``, ... Each worker's bars are packed
+    into the fewest rows in which none overlap (greedy by start time). ``names`` maps worker addresses to worker
+    names (an address without one shows without ``tcp://``).
+
+    >>> rows = [{"worker": "w", "started": 0, "finished": 2}, {"worker": "w", "started": 1, "finished": 3},
+    ...         {"worker": "w", "started": 2.5, "finished": 4}]
+    >>> lanes(rows, {"w": "cpu-0"})
+    ['cpu-0 / slot 1', 'cpu-0 / slot 2', 'cpu-0 / slot 1']
+    """
+    out = [""] * len(rows)
+    free_at: dict[str, list[float]] = {}  # per worker: when each of its slots is free again
+    for i in sorted(range(len(rows)), key=lambda i: float(rows[i]["started"])):
+        row = rows[i]
+        worker = str(row.get("worker") or "?")
+        slots = free_at.setdefault(worker, [])
+        start, end = float(row["started"]), float(row["finished"])
+        slot = next((j for j, t in enumerate(slots) if t <= start), len(slots))
+        if slot == len(slots):
+            slots.append(end)
+        slots[slot] = end
+        name = (names or {}).get(worker) or worker.removeprefix("tcp://")
+        out[i] = f"{name} / slot {slot + 1}"
+    return out
 
 
 def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function", title: str = "task timeline",
-                    width: int = 900, worker_names: Mapping[str, str] | None = None) -> Any:
+                    width: int = 1000, worker_names: Mapping[str, str] | None = None) -> Any:
     """A bokeh figure of ``rows`` that ran (have start and finish times); the legend sits beside the lanes."""
     from bokeh.models import ColumnDataSource, FactorRange, HoverTool
     from bokeh.plotting import figure
@@ -52,16 +69,20 @@ def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function
         raise ValueError(f"color_by must be 'function' or 'stage', got {color_by!r}")
     ran = [r for r in rows if r.get("started") is not None and r.get("finished") is not None]
     origin = min((float(r["started"]) for r in ran), default=0.0)
+    span = max((float(r["finished"]) - origin for r in ran), default=0.0)
+    thinnest = max(span, 1e-3) * 2 / width  # two pixels of the plot's width
     lane_of = lanes(ran, worker_names)
     groups = sorted({str(r.get(color_by) or r["function"]) for r in ran})
     color = dict(zip(groups, _palette(len(groups)), strict=False))
     data: dict[str, list[Any]] = {k: [] for k in ("left", "right", "lane", "group", "color", "key", "ms", "attempt",
-                                                 "bytes", "state", "outline", "hatch")}
-    for r in ran:
+                                                 "bytes", "state", "outline", "width", "hatch", "error")}
+    for r, lane in zip(ran, lane_of, strict=True):
         group = str(r.get(color_by) or r["function"])
-        data["left"].append(float(r["started"]) - origin)
-        data["right"].append(max(float(r["finished"]) - origin, float(r["started"]) - origin + 1e-5))
-        data["lane"].append(lane_of[(str(r.get("worker") or "?"), int(r.get("thread") or 0))])
+        failed = r.get("state") in ("failed", "erred")
+        left = float(r["started"]) - origin
+        data["left"].append(left)
+        data["right"].append(max(float(r["finished"]) - origin, left + thinnest))
+        data["lane"].append(lane)
         data["group"].append(group)
         data["color"].append(color[group])
         data["key"].append(str(r["key"]))
@@ -69,18 +90,21 @@ def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function
         data["attempt"].append(r.get("attempt", 1))
         data["bytes"].append(r.get("nbytes"))
         data["state"].append(r.get("state"))
-        data["outline"].append("#d62728" if r.get("reconstruction") else "#333333")
-        data["hatch"].append("/" if r.get("state") in ("failed", "erred") else " ")
+        data["outline"].append(FAILED if failed else RECONSTRUCTED if r.get("reconstruction") else color[group])
+        data["width"].append(2.5 if failed or r.get("reconstruction") else 0.5)
+        data["hatch"].append("x" if failed else " ")
+        data["error"].append(str(r.get("error") or "")[:200])
     factors = sorted(set(data["lane"]), reverse=True) or ["(no tasks ran)"]
     fig = figure(y_range=FactorRange(factors=factors), width=width, height=max(180, 28 * len(factors) + 90),
                  title=title, x_axis_label="seconds since the first task started",
                  tools="xpan,xwheel_zoom,reset,save")
     source = ColumnDataSource(data)
     bars = fig.hbar(y="lane", left="left", right="right", height=0.8, color="color", line_color="outline",
-                    hatch_pattern="hatch", legend_group="group", source=source)
+                    line_width="width", hatch_pattern="hatch", hatch_color=FAILED, hatch_alpha=0.9,
+                    legend_group="group", source=source)
     fig.add_tools(HoverTool(renderers=[bars], tooltips=[("key", "@key"), ("function", "@group"), ("ms", "@ms"),
                                                         ("attempt", "@attempt"), ("bytes", "@bytes"),
-                                                        ("state", "@state")]))
+                                                        ("state", "@state"), ("error", "@error")]))
     if fig.legend:
         legend = fig.legend[0]
         legend.click_policy = "mute"
