@@ -58,7 +58,8 @@ def test_rows_hold_what_the_issue_lists_for_tasks_and_actor_calls(cluster: lc.Se
         a, b = load.remote(3), load.options(name="load_big").remote(5)
     c = combine.remote(a, b)
     scorer = Scorer.remote()
-    s = scorer.score.remote(c)
+    with lc.stage("score"):  # an actor call belongs to the stage it was made in, as a task does
+        s = scorer.score.remote(c)
     assert lc.get(s, timeout=30) == 80
     with pytest.raises(ValueError):
         lc.get(broken.remote(), timeout=30)
@@ -72,6 +73,7 @@ def test_rows_hold_what_the_issue_lists_for_tasks_and_actor_calls(cluster: lc.Se
     assert rows[c.key]["resources"] == {"CPU": 1.0}
     call = rows[s.key]  # Dask's own diagnostics never see actor calls; the records do
     assert call["kind"] == "actor call" and call["function"] == "Scorer.score" and call["deps"] == [c.key]
+    assert call["stage"] == "score" and rows[c.key]["stage"] is None
     assert call["finished"] - call["started"] >= 0.009
     failed = lc.list_tasks(state="failed", function="broken")
     assert failed and "ValueError: bad input row" in failed[-1]["error"]

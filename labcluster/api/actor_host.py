@@ -234,7 +234,7 @@ async def _run_async(hosted: _Hosted, method: str, payload: Any, timing: dict[st
 
 
 async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: Any = None, key: str = "",
-                      caller: str = "", seq: int = 0, function: str = "") -> dict[str, Any]:
+                      caller: str = "", seq: int = 0, function: str = "", stage: str | None = None) -> dict[str, Any]:
     hosted = _HOSTED.get(actor)
     if hosted is None:
         return {"status": "missing"}
@@ -251,11 +251,11 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     except Exception as e:
         error = task_error(function, e, worker, format_remote(e, hosted.source))
         if hosted.recorded:
-            _record(worker, key, function, payload, timing, -1, repr(error))
+            _record(worker, key, function, payload, timing, -1, repr(error), stage)
         return {"status": "error", "exception": to_serialize(error)}
     nbytes = sizeof(result)
     if hosted.recorded:
-        _record(worker, key, function, payload, timing, nbytes, None)
+        _record(worker, key, function, payload, timing, nbytes, None, stage)
     if nbytes <= int(config.get("actors.inline-result-bytes")):
         # small: back in the reply, like Dask's own actors; no key is made unless needed
         return {"status": "OK", "inline": True, "value": to_serialize(result), "nbytes": nbytes}
@@ -264,9 +264,9 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
 
 
 def _record(worker: Any, key: str, function: str, payload: Any, timing: dict[str, float], nbytes: int,
-            error: str | None) -> None:
+            error: str | None, stage: str | None) -> None:
     """Report a finished call to the scheduler's task records, as an event (no round trip)."""
     args, kwargs = payload
     deps = [a.key for a in (*args, *kwargs.values()) if isinstance(a, ObjectRef)]
     worker.log_event(ACTOR_CALL_TOPIC, {"key": key, "function": function, "deps": deps, "nbytes": nbytes,
-                                        "error": error, **timing})
+                                        "error": error, "stage": stage, **timing})

@@ -47,7 +47,7 @@ from .refs import CallOutcome, ObjectRef
 from .runner import source_of, task_name
 from .session import Session
 from .start import current_session
-from .submit import submit
+from .submit import current_stage, submit
 from .tables import Table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -254,7 +254,7 @@ class ActorMethod:
         loop = client.loop
         assert loop is not None, "the client has no event loop (closed?)"
         loop.add_callback(_call, caller, h._actor_id, self._name, (args, kwargs), outcome, parts, function,
-                          h._max_task_retries)
+                          h._max_task_retries, current_stage())
         if parts:
             return [ObjectRef(None, function, call=p) for p in parts]
         return ObjectRef(None, function, call=outcome)
@@ -342,9 +342,9 @@ async def _resolve(caller: Caller, actor_id: str) -> _Route:
 
 
 async def _call(caller: Caller, actor_id: str, method: str, payload: Any, outcome: CallOutcome,
-                parts: list[CallOutcome], function: str, retries: int) -> None:
+                parts: list[CallOutcome], function: str, retries: int, stage: str | None = None) -> None:
     try:
-        result = await _call_actor(caller, actor_id, method, payload, outcome.key, function, retries)
+        result = await _call_actor(caller, actor_id, method, payload, outcome.key, function, retries, stage)
     except Exception as e:  # never leave a ref pending forever
         result = {"error": e}
     caller.finished(actor_id)  # before the outcome: whoever wakes on it must see the call as finished
@@ -366,7 +366,7 @@ def _split(caller: Caller, whole: CallOutcome, part: CallOutcome, index: int) ->
 
 
 async def _call_actor(caller: Caller, actor_id: str, method: str, payload: Any, key: str, function: str,
-                      retries: int) -> dict[str, Any]:
+                      retries: int, stage: str | None = None) -> dict[str, Any]:
     """Send one call (resending after restarts, up to ``retries``); returns ``CallOutcome.finish``'s arguments."""
     client = caller.session.client
     attempt = 0
@@ -379,7 +379,7 @@ async def _call_actor(caller: Caller, actor_id: str, method: str, payload: Any, 
             route.next_seq += 1
             response = await worker_rpc(client, route.address).labcluster_actor_call(
                 actor=actor_id, method=method, payload=wire, key=key, caller=str(client.id),
-                seq=seq, function=function)
+                seq=seq, function=function, stage=stage)
         except OSError:  # the worker is gone: the actor died with it; a restart makes a newer route
             caller.forget_route(actor_id, route)
             if attempt < retries or retries == -1:

@@ -246,9 +246,9 @@ class RecordsPlugin(SchedulerPlugin):
 
     def add_actor_call(self, worker: str = "", key: str = "", function: str = "", deps: Iterable[str] = (),
                        thread: int = 0, submitted: float = NAN, started: float = NAN, finished: float = NAN,
-                       nbytes: int = -1, error: str | None = None, **_: Any) -> None:
+                       nbytes: int = -1, error: str | None = None, stage: str | None = None, **_: Any) -> None:
         """A worker reports one finished actor method call (Dask's diagnostics never see them)."""
-        index = self.store.open(key, function, deps=list(deps), submitted=submitted, actor_call=True)
+        index = self.store.open(key, function, deps=list(deps), stage=stage, submitted=submitted, actor_call=True)
         self.store.update(index, state="erred" if error else "memory", worker=worker, thread=thread,
                           nbytes=nbytes if nbytes >= 0 else None, error=error, started=started, finished=finished)
 
