@@ -105,6 +105,13 @@ class TaskError(LabclusterError):
 _DUAL_CLASSES: dict[type[BaseException], type[TaskError] | None] = {}
 
 
+def _cause_attribute(self: TaskError, name: str) -> Any:
+    """An attribute of the user's exception; not its ``__notes__`` (already in the remote traceback's text)."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    return getattr(self.__dict__["cause"], name)
+
+
 def _dual_class(cause_cls: type[BaseException]) -> type[TaskError] | None:
     """``TaskError(<cause>)``: a class deriving from TaskError and the user's class, cached per class."""
     if cause_cls not in _DUAL_CLASSES:
@@ -118,7 +125,7 @@ def _dual_class(cause_cls: type[BaseException]) -> type[TaskError] | None:
                     "__repr__": TaskError.__repr__,
                     "__reduce__": TaskError.__reduce__,
                     # attributes of the user's exception (e.g. err.errno, err.response) still work
-                    "__getattr__": lambda self, name: getattr(self.__dict__["cause"], name),
+                    "__getattr__": _cause_attribute,
                     "__module__": __name__,
                 },
             )
