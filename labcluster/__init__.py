@@ -36,7 +36,7 @@ _HOME = {
     "RuntimeContext": "api.state", "available_resources": "api.state", "cluster_resources": "api.state",
     "get_gpu_ids": "api.state", "get_runtime_context": "api.state", "nodes": "api.state",
     "WorkerGroup": "cluster.groups",
-    "exceptions": "", "util": "",
+    "data": "", "exceptions": "", "util": "",
 }
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "cancel",
     "cluster_resources",
     "current_session",
+    "data",
     "exceptions",
     "get",
     "get_actor",
@@ -96,7 +97,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
-    from . import exceptions, util
+    from . import data, exceptions, util
     from .api.actors import ActorClass, ActorHandle, get_actor, kill, list_actors, method
     from .api.history import list_tasks, summary, timeline, timeline_figure
     from .api.lineage import LineageGraph, lineage

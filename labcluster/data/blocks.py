@@ -1,0 +1,147 @@
+"""Blocks: the unit a Dataset moves. A block is a ``pyarrow.Table``; user functions see batches of it.
+
+A batch reaches a user function as ``batch_format="numpy"`` (a dict of column name -> ``numpy.ndarray``, the
+default), ``"pandas"`` (a ``DataFrame``) or ``"pyarrow"`` (a ``Table``). What a function returns becomes a block
+again: a dict of arrays or lists, a ``DataFrame`` or a ``Table``. Columns of n-dimensional arrays (images,
+embeddings) are stored as pyarrow's fixed-shape tensor columns and come back as ``ndarray`` of that shape.
+
+>>> block = to_block({"x": np.arange(3), "img": np.zeros((3, 2, 2))}, "example")
+>>> block.num_rows, to_batch(block, "numpy")["img"].shape
+(3, (3, 2, 2))
+>>> rows(block)[0]["x"]
+0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+BATCH_FORMATS = ("numpy", "pandas", "pyarrow")
+DEFAULT_BATCH_FORMAT = "numpy"
+
+
+class BlockTypeError(TypeError):
+    """A user function returned something that cannot be a block."""
+
+
+def check_batch_format(batch_format: str) -> str:
+    if batch_format == "default":
+        return DEFAULT_BATCH_FORMAT
+    if batch_format not in BATCH_FORMATS:
+        raise ValueError(f"batch_format must be one of {', '.join(map(repr, BATCH_FORMATS))}, got {batch_format!r}")
+    return batch_format
+
+
+def _column(values: Any) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):  # a pandas Series
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray) and values.ndim > 1:
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
+    if isinstance(values, list) and values and isinstance(values[0], np.ndarray) and values[0].ndim >= 1:
+        shapes = {v.shape for v in values if isinstance(v, np.ndarray)}
+        if len(shapes) == 1 and len(values) == sum(isinstance(v, np.ndarray) for v in values):
+            return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(np.stack(values)))
+    return pa.array(values)
+
+
+def to_block(value: Any, where: str) -> pa.Table:
+    """Make a block of what a user function returned (``where`` names the operator for the error)."""
+    if isinstance(value, pa.Table):
+        return value
+    if isinstance(value, Mapping):
+        if not value:
+            return pa.table({})
+        try:
+            columns = {str(k): _column(v) for k, v in value.items()}
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+            raise BlockTypeError(f"{where} returned a dict whose columns cannot be stored ({e}); return "
+                                 f"equal-length arrays or lists of plain values") from None
+        lengths = {len(c) for c in columns.values()}
+        if len(lengths) > 1:
+            sizes = ", ".join(f"{k}: {len(c)}" for k, c in columns.items())
+            raise BlockTypeError(f"{where} returned columns of different lengths ({sizes}); every column of a "
+                                 f"batch must have one value per row")
+        return pa.table(columns)
+    if type(value).__name__ == "DataFrame" and hasattr(value, "to_dict"):
+        import pandas as pd
+
+        if isinstance(value, pd.DataFrame):
+            return pa.Table.from_pandas(value, preserve_index=False)
+    raise BlockTypeError(f"{where} returned {type(value).__name__}; a batch function must return a dict of "
+                         f"column name -> array, a pandas DataFrame or a pyarrow Table")
+
+
+def from_rows(items: Sequence[Any], where: str) -> pa.Table:
+    """A block of rows: dicts become columns; any other value becomes the ``item`` column (as Ray Data does)."""
+    if not items:
+        return pa.table({})
+    if all(isinstance(r, Mapping) for r in items):
+        names: dict[str, None] = {}
+        for r in items:
+            names.update(dict.fromkeys(map(str, r)))
+        return to_block({n: [r.get(n) for r in items] for n in names}, where)
+    if any(isinstance(r, Mapping) for r in items):
+        raise BlockTypeError(f"{where} got a mix of dict rows and plain values; return a dict for every row")
+    return to_block({"item": list(items)}, where)
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        chunk = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        return np.asarray(chunk.to_numpy_ndarray())
+    return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+def to_batch(block: pa.Table, batch_format: str) -> Any:
+    """The batch a user function sees."""
+    if batch_format == "pyarrow":
+        return block
+    if batch_format == "pandas":
+        frame = block.to_pandas()
+        for name in block.column_names:  # tensor columns: one ndarray per row, as numpy batches give
+            if isinstance(block.schema.field(name).type, pa.FixedShapeTensorType):
+                frame[name] = list(_numpy(block.column(name)))
+        return frame
+    return {name: _numpy(block.column(name)) for name in block.column_names}
+
+
+def rows(block: pa.Table) -> list[dict[str, Any]]:
+    """The block's rows as dicts (tensor columns as ndarrays)."""
+    tensors = {n: _numpy(block.column(n)) for n in block.column_names
+               if isinstance(block.schema.field(n).type, pa.FixedShapeTensorType)}
+    out: list[dict[str, Any]] = block.drop_columns(list(tensors)).to_pylist() if tensors else block.to_pylist()
+    for name, array in tensors.items():
+        for i, row in enumerate(out):
+            row[name] = array[i]
+    if tensors:  # keep the schema's column order
+        out = [{n: r[n] for n in block.column_names} for r in out]
+    return out
+
+
+def batches(block: pa.Table, batch_size: int | None) -> Iterator[pa.Table]:
+    """Zero-copy slices of at most ``batch_size`` rows (the whole block for None)."""
+    if batch_size is None or block.num_rows <= batch_size:
+        yield block
+        return
+    for start in range(0, block.num_rows, batch_size):
+        yield block.slice(start, batch_size)
+
+
+def concat(blocks: Sequence[pa.Table]) -> pa.Table:
+    """One block of many (schemas unified; an empty list gives an empty table)."""
+    blocks = [b for b in blocks if b.num_columns or b.num_rows]
+    if not blocks:
+        return pa.table({})
+    if len(blocks) == 1:
+        return blocks[0]
+    return pa.concat_tables(blocks, promote_options="permissive")
+
+
+def size(block: pa.Table) -> int:
+    return int(block.nbytes)

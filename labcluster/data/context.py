@@ -1,0 +1,88 @@
+"""How Datasets run unless a call says otherwise: ``DataContext`` (as Ray Data's) and ``lc.data.execution``.
+
+>>> with execution(mode="bulk"):
+...     DataContext.get_current().execution_mode
+'bulk'
+>>> DataContext.get_current().execution_mode
+'pipelined'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from dask.utils import parse_bytes
+
+from .. import config
+from ..exceptions import unknown_name
+from .executor import MODES
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """Settings of Dataset execution; defaults from ``labcluster.data.*`` in ``labcluster.yaml``."""
+
+    #: "pipelined" (Ray-style streaming) or "bulk" (Spark-style, stage by stage)
+    execution_mode: str = "pipelined"
+    #: iter_batches / iter_rows give blocks in the dataset's order (else as they finish)
+    preserve_order: bool = False
+    #: pipelined backpressure per operator: blocks running plus finished blocks not yet taken (None: automatic)
+    max_blocks_per_operator: int | None = None
+    #: ... and the bytes of those finished blocks
+    max_bytes_per_operator: int = 256 * 2**20
+
+    @staticmethod
+    def defaults() -> DataContext:
+        blocks = config.get("data.max-blocks-per-operator")
+        return DataContext(
+            execution_mode=str(config.get("data.mode")),
+            preserve_order=bool(config.get("data.preserve-order")),
+            max_blocks_per_operator=None if blocks is None else int(blocks),
+            max_bytes_per_operator=int(parse_bytes(config.get("data.max-bytes-per-operator"))),
+        )
+
+    @staticmethod
+    def get_current() -> DataContext:
+        """The settings in effect here (``lc.data.execution(...)`` blocks override the defaults)."""
+        return _current.get() or DataContext.defaults()
+
+    def check(self) -> DataContext:
+        if self.execution_mode not in MODES:
+            raise ValueError(f"execution mode must be 'pipelined' or 'bulk', got {self.execution_mode!r}")
+        if self.max_blocks_per_operator is not None and (
+                not isinstance(self.max_blocks_per_operator, int) or self.max_blocks_per_operator < 1):
+            raise ValueError(f"max_blocks_per_operator must be an int >= 1 or None, got "
+                             f"{self.max_blocks_per_operator!r}")
+        return self
+
+
+_current: contextvars.ContextVar[DataContext | None] = contextvars.ContextVar("labcluster_data", default=None)
+
+_ALIASES = {"mode": "execution_mode"}
+
+
+@contextlib.contextmanager
+def execution(**settings: Any) -> Iterator[DataContext]:
+    """Run the Datasets consumed inside the block with these settings (``mode=``, ``preserve_order=``,
+    ``max_blocks_per_operator=``, ``max_bytes_per_operator=``).
+
+    >>> with lc.data.execution(mode="bulk"):              # doctest: +SKIP
+    ...     rows = ds.take_all()
+    """
+    names = [f.name for f in fields(DataContext)]
+    given = {_ALIASES.get(k, k): v for k, v in settings.items()}
+    for key in given:
+        if key not in names:
+            raise unknown_name("lc.data.execution setting", key, [*_ALIASES, *names])
+    if isinstance(given.get("max_bytes_per_operator"), str):
+        given["max_bytes_per_operator"] = int(parse_bytes(given["max_bytes_per_operator"]))
+    ctx = replace(DataContext.get_current(), **given).check()
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)

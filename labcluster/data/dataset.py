@@ -1,0 +1,479 @@
+"""``Dataset``: a lazy chain of operators over blocks, run pipelined (Ray-style) or bulk (Spark-style).
+
+Names and shapes follow Ray Data. Transformations return a new Dataset and run nothing; consumers (``iter_batches``,
+``take``, ``count``, ``to_pandas``, ``write_parquet``, ``materialize``...) run it, in the mode of the call
+(``mode=``), of the enclosing ``with lc.data.execution(mode=...)``, or ``labcluster.data.mode`` (pipelined).
+
+>>> ds = lc.data.range(8).map(lambda r: {"id": r["id"], "sq": r["id"] ** 2})   # doctest: +SKIP
+>>> ds.filter(lambda r: r["sq"] > 10).take(2)                                    # doctest: +SKIP
+[{'id': 4, 'sq': 16}, {'id': 5, 'sq': 25}]
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+import labcluster as lc
+import labcluster.data.blocks as blocks
+import labcluster.data.tasks as tasks
+
+from ..api import serialization
+from ..api.boundary import entry
+from .context import DataContext
+from .executor import Execution, Item, StageStats
+from .operators import Step, check_class_arguments, function_name
+from .plan import AllToAll, Limit, OneToOne, Operator, Resources, Stage, stages
+from .sources import Source
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """Blocks already in the object store (``Dataset.materialize()``)."""
+
+    items: tuple[Item, ...]
+    name: str = "Materialized"
+
+
+@dataclass(frozen=True)
+class Union:
+    """Several datasets one after the other: each runs as it would alone when the union runs."""
+
+    children: tuple[Dataset, ...]
+    name: str = "Union"
+
+
+class Dataset:
+    """A lazy chain of operators; see the module docstring. Build one with ``lc.data.range``, ``from_items``,
+    ``read_parquet``..."""
+
+    def __init__(self, source: Source | Materialized | Union, ops: tuple[Operator, ...] = ()) -> None:
+        self._source = source
+        self._ops = ops
+        self._last: Execution | None = None
+
+    def _with(self, op: Operator) -> Dataset:
+        return Dataset(self._source, (*self._ops, op))
+
+    # -- transformations -------------------------------------------------------------------------------------------
+    def _one_to_one(self, kind: str, label: str, fn: Any, *, fn_args: Sequence[Any] = (),
+                    fn_kwargs: Mapping[str, Any] | None = None, fn_constructor_args: Sequence[Any] = (),
+                    fn_constructor_kwargs: Mapping[str, Any] | None = None, num_cpus: float | None = None,
+                    num_gpus: float | None = None, resources: Mapping[str, float] | None = None,
+                    concurrency: int | tuple[int, int] | None = None, batch_size: int | None = None,
+                    batch_format: str = "default", columns: tuple[str, ...] = ()) -> Dataset:
+        if not callable(fn):
+            raise TypeError(f"{label} needs a function (or a class for map_batches), got {type(fn).__name__}")
+        name = f"{label}({function_name(fn)})"
+        fmt = blocks.check_batch_format(batch_format)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"{name}: batch_size must be an int >= 1 or None (whole blocks), got {batch_size!r}")
+        if inspect.isclass(fn):
+            if kind != "map_batches" and kind != "map":
+                raise TypeError(f"{name}: a class runs in an actor pool with map_batches or map; "
+                                f"{label.lower()} takes a function")
+            check_class_arguments(fn, fn_constructor_args, fn_constructor_kwargs or {}, name)
+            concurrency = 1 if concurrency is None else concurrency
+        elif fn_constructor_args or fn_constructor_kwargs:
+            raise TypeError(f"{name}: fn_constructor_args/kwargs are for a class; {function_name(fn)} is a function")
+        _check_concurrency(concurrency, name)
+        serialization.check_function(fn, f"dataset operator {name!r}")
+        step = Step(name, kind, fn, tuple(fn_args), dict(fn_kwargs or {}), batch_size, fmt, columns,
+                    tuple(fn_constructor_args), dict(fn_constructor_kwargs or {}))
+        return self._with(OneToOne(step, Resources.of(num_cpus, num_gpus, resources), concurrency))
+
+    def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]], **options: Any) -> Dataset:
+        """Apply ``fn`` to each row (a dict) and keep what it returns (a dict). Options as for ``map_batches``."""
+        return self._one_to_one("map", "Map", fn, **options)
+
+    def map_batches(self, fn: Any, *, batch_size: int | None = None, batch_format: str = "default",
+                    **options: Any) -> Dataset:
+        """Apply ``fn`` to batches of at most ``batch_size`` rows (None: whole blocks), given as ``batch_format``
+        (``"numpy"``: a dict of arrays, the default; ``"pandas"``; ``"pyarrow"``). ``fn`` returns a batch the same
+        ways. A class runs in an actor pool of ``concurrency`` actors (an int, or ``(min, max)`` to grow with the
+        backlog), each built once with ``fn_constructor_args`` / ``fn_constructor_kwargs``, holding ``num_cpus``,
+        ``num_gpus`` and ``resources`` while it lives; a function runs as a task per block (``concurrency``: at most
+        that many at once). Other options: ``fn_args``, ``fn_kwargs``.
+
+        >>> ds.map_batches(Model, num_gpus=1, concurrency=1, batch_size=32)   # doctest: +SKIP
+        """
+        return self._one_to_one("map_batches", "MapBatches", fn, batch_size=batch_size, batch_format=batch_format,
+                                **options)
+
+    def filter(self, fn: Callable[[dict[str, Any]], bool], **options: Any) -> Dataset:
+        """Keep the rows for which ``fn(row)`` is true."""
+        return self._one_to_one("filter", "Filter", fn, **options)
+
+    def flat_map(self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], **options: Any) -> Dataset:
+        """Replace each row by the rows ``fn(row)`` returns (a list of dicts)."""
+        return self._one_to_one("flat_map", "FlatMap", fn, **options)
+
+    def add_column(self, col: str, fn: Callable[[Any], Any], *, batch_format: str = "pandas",
+                   **options: Any) -> Dataset:
+        """Add (or replace) column ``col`` with ``fn(batch)``: one value per row (a batch is a pandas DataFrame by
+        default, as in Ray Data)."""
+        return self._one_to_one("add_column", f"AddColumn({col})", fn, batch_format=batch_format,
+                                columns=(str(col),), **options)
+
+    def drop_columns(self, cols: Sequence[str]) -> Dataset:
+        cols = _names(cols, "drop_columns")
+        return self._with(OneToOne(Step(f"DropColumns({', '.join(cols)})", "drop_columns", columns=cols)))
+
+    def select_columns(self, cols: Sequence[str]) -> Dataset:
+        cols = _names(cols, "select_columns")
+        return self._with(OneToOne(Step(f"SelectColumns({', '.join(cols)})", "select_columns", columns=cols)))
+
+    def limit(self, n: int) -> Dataset:
+        """The first ``n`` rows (the stages before stop once they are there)."""
+        if not isinstance(n, int) or n < 0:
+            raise ValueError(f"limit needs an int >= 0, got {n!r}")
+        return self._with(Limit(n))
+
+    def repartition(self, num_blocks: int) -> Dataset:
+        """The same rows in ``num_blocks`` blocks of (nearly) equal size."""
+        if not isinstance(num_blocks, int) or num_blocks < 1:
+            raise ValueError(f"repartition needs an int >= 1, got {num_blocks!r}")
+        return self._with(AllToAll(f"Repartition({num_blocks})", tasks.repartition, (), num_blocks))
+
+    def random_shuffle(self, *, seed: int | None = None) -> Dataset:
+        return self._with(AllToAll("RandomShuffle", tasks.random_shuffle, (seed,)))
+
+    def sort(self, key: str | Sequence[str], descending: bool = False) -> Dataset:
+        keys = [key] if isinstance(key, str) else list(key)
+        return self._with(AllToAll(f"Sort({', '.join(keys)})", tasks.sort, (keys, descending)))
+
+    def groupby(self, key: str | Sequence[str] | None) -> GroupedData:
+        """Group rows by ``key`` (None: one group); then ``.count()``, ``.sum(col)``, ``.mean(col)``, ``.min``,
+        ``.max``, ``.std`` or ``.aggregate((col, fn, name), ...)`` with pyarrow's aggregate names."""
+        keys = [] if key is None else [key] if isinstance(key, str) else list(key)
+        return GroupedData(self, keys)
+
+    def union(self, *others: Dataset) -> Dataset:
+        """This dataset's rows, then the others' (each runs as it would alone; their blocks are gathered first)."""
+        for other in others:
+            if not isinstance(other, Dataset):
+                raise TypeError(f"union takes Datasets, got {type(other).__name__}")
+        return Dataset(Union((self, *others)))
+
+    # -- running ---------------------------------------------------------------------------------------------------
+    def _stages(self) -> list[Stage]:
+        return stages(self._source.name, self._ops, reads=isinstance(self._source, Source))
+
+    def _execution(self, mode: str | None = None, preserve_order: bool | None = None) -> Execution:
+        ctx = DataContext.get_current()
+        if isinstance(self._source, Source):
+            source = [Item(i, read=t, rows=t.rows) for i, t in enumerate(self._source.tasks)]
+        elif isinstance(self._source, Union):
+            parts = [it for child in self._source.children for it in child._items(mode)]
+            source = [Item(i, it.ref, rows=it.rows, nbytes=it.nbytes) for i, it in enumerate(parts)]
+        else:
+            source = list(self._source.items)
+        ex = Execution(source, self._stages(), mode=mode or ctx.execution_mode,
+                       preserve_order=ctx.preserve_order if preserve_order is None else preserve_order,
+                       max_blocks=ctx.max_blocks_per_operator, max_bytes=ctx.max_bytes_per_operator)
+        self._last = ex
+        return ex.start()
+
+    def _items(self, mode: str | None = None) -> list[Item]:
+        """Run to the end and keep every output block in the object store, in order."""
+        return list(self._execution(mode, preserve_order=True).outputs())
+
+    def _blocks(self, mode: str | None = None, preserve_order: bool | None = None) -> Iterator[pa.Table]:
+        ex = self._execution(mode, preserve_order)
+        for item in ex.outputs():
+            assert item.ref is not None
+            yield lc.get(item.ref, timeout=None)
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "default", drop_last: bool = False,
+                     mode: str | None = None) -> Iterator[Any]:
+        """Batches of ``batch_size`` rows (None: a block each) as they are made: the first arrive before the dataset
+        is done. Breaking off, or an error, stops the execution."""
+        fmt = blocks.check_batch_format(batch_format)
+        return _rebatch(self._blocks(mode), batch_size, fmt, drop_last)
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def iter_rows(self, *, mode: str | None = None) -> Iterator[dict[str, Any]]:
+        """Rows (dicts) as they are made."""
+        return (row for block in self._blocks(mode) for row in blocks.rows(block))
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def take(self, limit: int = 20, *, mode: str | None = None) -> list[dict[str, Any]]:
+        """The first ``limit`` rows, in the dataset's order."""
+        out: list[dict[str, Any]] = []
+        for block in self.limit(limit)._blocks(mode, preserve_order=True):
+            out.extend(blocks.rows(block))
+        self._last = self.limit(limit)._last
+        return out[:limit]
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def take_all(self, *, mode: str | None = None) -> list[dict[str, Any]]:
+        return [row for block in self._blocks(mode, preserve_order=True) for row in blocks.rows(block)]
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def take_batch(self, batch_size: int = 20, *, batch_format: str = "default", mode: str | None = None) -> Any:
+        fmt = blocks.check_batch_format(batch_format)
+        return blocks.to_batch(blocks.concat(list(self.limit(batch_size)._blocks(mode, True))), fmt)
+
+    def show(self, limit: int = 20) -> None:
+        for row in self.take(limit):
+            print(row)
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def count(self, *, mode: str | None = None) -> int:
+        """The number of rows; known without running when no operator changes it, else counted from the blocks'
+        reports (no block is fetched)."""
+        if isinstance(self._source, Source) and not self._ops and all(t.rows is not None
+                                                                     for t in self._source.tasks):
+            return sum(t.rows or 0 for t in self._source.tasks)
+        return sum(item.rows or 0 for item in self._execution(mode).outputs())
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def schema(self) -> pa.Schema:
+        """The columns and their types (from the first block)."""
+        for block in self.limit(1)._blocks(None, True):
+            return block.schema
+        return pa.schema([])
+
+    def columns(self) -> list[str]:
+        return list(self.schema().names)
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def to_arrow(self, *, mode: str | None = None) -> pa.Table:
+        return blocks.concat(list(self._blocks(mode, preserve_order=True)))
+
+    def to_pandas(self, *, mode: str | None = None) -> Any:
+        return blocks.to_batch(self.to_arrow(mode=mode), "pandas")
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def materialize(self, *, mode: str | None = None) -> Dataset:
+        """Run it and keep its blocks in the object store: a Dataset that reads them (computed once)."""
+        items = self._items(mode)
+        out = Dataset(Materialized(tuple(items)))
+        out._last = self._last
+        return out
+
+    def write_parquet(self, path: str, *, mode: str | None = None) -> list[str]:
+        """Write a Parquet file per block into directory ``path`` (made if missing), from the workers."""
+        return self._write(path, "parquet", mode)
+
+    def write_csv(self, path: str, *, mode: str | None = None) -> list[str]:
+        return self._write(path, "csv", mode)
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def _write(self, path: str, fmt: str, mode: str | None) -> list[str]:
+        import fsspec.core
+
+        fs, root = fsspec.core.url_to_fs(path)
+        fs.makedirs(root, exist_ok=True)
+        step = Step(f"Write{fmt.capitalize()}", "write", tasks.write_block, (path, fmt))
+        ds = self._with(OneToOne(step))
+        written = [row["path"] for block in ds._blocks(mode, True) for row in blocks.rows(block)]
+        self._last = ds._last
+        return written
+
+    # -- what it is ------------------------------------------------------------------------------------------------
+    def stats(self) -> DatasetStats:
+        """What each stage of the last execution did (blocks, rows, bytes, task and wall time)."""
+        if self._last is None:
+            raise RuntimeError("this dataset has not run yet: consume it first (take, iter_batches, count...)")
+        return DatasetStats(self._last)
+
+    def num_blocks(self) -> int:
+        """Blocks it will be made of (after the last repartition; the source's blocks before that)."""
+        for op in reversed(self._ops):
+            if isinstance(op, AllToAll) and op.num_outputs:
+                return op.num_outputs
+        if isinstance(self._source, Union):
+            return sum(child.num_blocks() for child in self._source.children)
+        return self._source.num_blocks if isinstance(self._source, Source) else len(self._source.items)
+
+    def explain(self) -> str:
+        """The operators, and the stages they run as (fused where they can be; bulk mode waits between stages)."""
+        lines = [f"Dataset: {self._source_label()}", "operators:"]
+        lines += [f"  {op.name}" + (f"  [{_op_label(op)}]" if _op_label(op) else "") for op in self._ops]
+        if not self._ops:
+            lines.append("  (none)")
+        lines.append("stages (a task or actor call per block; bulk mode finishes each before the next starts):")
+        for i, st in enumerate(self._stages(), 1):
+            lines.append(f"  {i}. {st.name}  [{_stage_label(st)}]")
+        return "\n".join(lines)
+
+    def _source_label(self) -> str:
+        if isinstance(self._source, Source):
+            return f"{self._source.name}{' ' + self._source.detail if self._source.detail else ''}, " \
+                   f"{self._source.num_blocks} blocks"
+        if isinstance(self._source, Union):
+            return f"Union of {len(self._source.children)} datasets, {self.num_blocks()} blocks"
+        return f"{self._source.name}, {len(self._source.items)} blocks in the object store"
+
+    def __repr__(self) -> str:
+        chain = " -> ".join([self._source.name, *(op.name for op in self._ops)])
+        return f"Dataset({chain}; {self.num_blocks()} blocks)"
+
+    def _repr_html_(self) -> str:
+        rows = [f"<tr><td>{html.escape(self._source_label())}</td><td>source</td><td></td></tr>"]
+        rows += [f"<tr><td>{html.escape(op.name)}</td><td>{html.escape(_op_label(op) or '-')}</td>"
+                 f"<td>{i}</td></tr>" for op, i in _stage_numbers(self._stages(), self._ops)]
+        return ("<div><strong>Dataset</strong> " + html.escape(repr(self)) +
+                "<table><thead><tr><th style='text-align:left'>operator</th><th style='text-align:left'>runs on"
+                "</th><th style='text-align:left'>stage</th></tr></thead><tbody>" + "".join(rows) +
+                "</tbody></table></div>")
+
+
+class GroupedData:
+    """``ds.groupby(key)``: aggregate with ``count``, ``sum``, ``mean``, ``min``, ``max``, ``std``, ``aggregate``."""
+
+    def __init__(self, ds: Dataset, keys: list[str]) -> None:
+        self._ds, self._keys = ds, keys
+
+    def aggregate(self, *aggs: tuple[str | None, str, str]) -> Dataset:
+        """``(column, pyarrow aggregate, output name)`` triples, e.g. ``("price", "mean", "avg_price")``."""
+        for agg in aggs:
+            if not (isinstance(agg, tuple) and len(agg) == 3):
+                raise TypeError(f"aggregate takes (column, function, name) triples, got {agg!r}")
+        label = f"Aggregate({', '.join(self._keys) or 'all'})"
+        return self._ds._with(AllToAll(label, tasks.aggregate, (self._keys, list(aggs)), 1))
+
+    def count(self) -> Dataset:
+        return self.aggregate((None, "count_all", "count()"))
+
+    def _one(self, fn: str, on: str | Sequence[str]) -> Dataset:
+        cols = [on] if isinstance(on, str) else list(on)
+        return self.aggregate(*[(c, fn, f"{fn}({c})") for c in cols])
+
+    def sum(self, on: str | Sequence[str]) -> Dataset:
+        return self._one("sum", on)
+
+    def mean(self, on: str | Sequence[str]) -> Dataset:
+        return self._one("mean", on)
+
+    def min(self, on: str | Sequence[str]) -> Dataset:
+        return self._one("min", on)
+
+    def max(self, on: str | Sequence[str]) -> Dataset:
+        return self._one("max", on)
+
+    def std(self, on: str | Sequence[str]) -> Dataset:
+        return self._one("stddev", on)
+
+
+class DatasetStats:
+    """Per stage of one execution: blocks, rows, bytes, the tasks' summed wall and CPU seconds, and the stage's
+    span (first start to last end, from the driver)."""
+
+    def __init__(self, ex: Execution) -> None:
+        self.mode = ex.mode
+        self.wall = ex.ended - ex.started if ex.ended else None
+        self.first_output = ex.first_output
+        self.peak_bytes = ex.peak_bytes
+        self.stages: list[StageStats] = ex.stats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "wall": self.wall, "first_output": self.first_output,
+                "peak_bytes": self.peak_bytes, "stages": [s.to_dict() for s in self.stages]}
+
+    def __repr__(self) -> str:
+        head = (f"{self.mode} execution: {_secs(self.wall)} wall, first block after {_secs(self.first_output)}, "
+                f"peak {_mb(self.peak_bytes)} of blocks held")
+        lines = [head] + [f"  {s.name}: {s.blocks} blocks, {s.rows} rows, {_mb(s.bytes)}; tasks {s.task_wall:.2f}s "
+                          f"wall / {s.task_cpu:.2f}s CPU; span {s.wall:.2f}s; at most {s.max_in_flight} at once "
+                          f"[{s.resources}]" for s in self.stages]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        cols = ("stage", "runs on", "blocks", "rows", "bytes", "task wall", "task CPU", "span", "max at once")
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
+                s.name, s.resources, s.blocks, s.rows, _mb(s.bytes), f"{s.task_wall:.2f} s", f"{s.task_cpu:.2f} s",
+                f"{s.wall:.2f} s", s.max_in_flight)) + "</tr>" for s in self.stages)
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in cols)
+        return (f"<div><strong>DatasetStats</strong> ({html.escape(self.mode)}): {_secs(self.wall)} wall, first "
+                f"block after {_secs(self.first_output)}, peak {_mb(self.peak_bytes)} held<table><thead><tr>{head}"
+                f"</tr></thead><tbody>{rows}</tbody></table></div>")
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+
+def _rebatch(source: Iterator[pa.Table], batch_size: int | None, fmt: str, drop_last: bool) -> Iterator[Any]:
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+    pending: list[pa.Table] = []
+    rows = 0
+    for block in source:
+        if batch_size is None:
+            yield blocks.to_batch(block, fmt)
+            continue
+        pending.append(block)
+        rows += block.num_rows
+        while rows >= batch_size:
+            whole = blocks.concat(pending)
+            yield blocks.to_batch(whole.slice(0, batch_size), fmt)
+            rest = whole.slice(batch_size)
+            pending, rows = [rest], rest.num_rows
+    if rows and not drop_last:
+        yield blocks.to_batch(blocks.concat(pending), fmt)
+
+
+def _names(cols: Sequence[str] | str, what: str) -> tuple[str, ...]:
+    out = (cols,) if isinstance(cols, str) else tuple(cols)
+    if not out or not all(isinstance(c, str) for c in out):
+        raise TypeError(f"{what} takes a list of column names, got {cols!r}")
+    return out
+
+
+def _check_concurrency(concurrency: Any, name: str) -> None:
+    ok = concurrency is None or (isinstance(concurrency, int) and not isinstance(concurrency, bool)
+                                 and concurrency >= 1)
+    if isinstance(concurrency, tuple):
+        ok = len(concurrency) == 2 and all(isinstance(c, int) for c in concurrency) and 1 <= concurrency[0] \
+            <= concurrency[1]
+    if not ok:
+        raise ValueError(f"{name}: concurrency must be an int >= 1 or a (min, max) pair, got {concurrency!r}")
+
+
+def _op_label(op: Operator) -> str:
+    if not isinstance(op, OneToOne):
+        return "all blocks at once" if isinstance(op, AllToAll) else "driver"
+    label = op.resources.label()
+    if op.step.is_class:
+        low, high = op.concurrency if isinstance(op.concurrency, tuple) else (op.concurrency, op.concurrency)
+        label += f"; {low} actor{'s' if high != 1 else ''}" if low == high else f"; {low}-{high} actors"
+    elif op.concurrency:
+        label += f"; at most {op.concurrency} at once"
+    return label
+
+
+def _stage_label(st: Stage) -> str:
+    if st.kind == "limit":
+        return "in the driver: stops the stages before it once it has its rows"
+    if st.kind == "all_to_all":
+        return "needs every block of the stage before it"
+    label = st.resources.label()
+    if st.actors:
+        low, high = st.pool_size()
+        return f"{label}; actor pool of {low if low == high else f'{low}-{high}'}"
+    return f"{label}; a task per block" + (f", at most {st.concurrency} at once" if st.concurrency else "")
+
+
+def _stage_numbers(sts: list[Stage], ops: tuple[Operator, ...]) -> list[tuple[Operator, int]]:
+    out = []
+    for op in ops:
+        for i, st in enumerate(sts, 1):
+            if op.name in st.name.split("->"):
+                out.append((op, i))
+                break
+    return out
+
+
+def _secs(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"

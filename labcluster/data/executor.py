@@ -1,0 +1,513 @@
+"""Run a Dataset's stages: pipelined (Ray-style streaming) or bulk (Spark-style, stage by stage).
+
+One loop does both, in a thread of the driver: it launches work (a task per block, or a call to an actor of the
+stage's pool), waits for any of it to finish (``lc.wait``), and hands each finished block to the next stage or to
+the consumer. The two modes differ in one rule only:
+
+- **pipelined**: a block moves on as soon as it exists. Backpressure: a stage starts no more blocks while its
+  running blocks plus its finished blocks not yet taken downstream reach ``data.max-blocks-per-operator``, or those
+  finished blocks hold ``data.max-bytes-per-operator``. A slow consumer therefore stops the sources, and memory
+  stays bounded by those limits, not by the dataset's size.
+- **bulk**: a stage starts only when every stage before it has finished, and then starts all its blocks.
+
+All-to-all stages and ``limit`` need what comes before them (a barrier in both modes; ``limit`` stops the stages
+before it once it has its rows). Stopping the execution (the consumer broke off, raised or was interrupted)
+cancels what runs and kills the stage actors: nothing keeps running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import labcluster as lc
+import labcluster.data.tasks as tasks
+
+from .. import config
+from ..api import feasibility
+from ..api.actors import ActorOptions
+from ..api.options import TaskOptions
+from ..api.refs import ObjectRef
+from ..api.start import current_session
+from ..api.submit import stage as in_stage
+from ..exceptions import LabclusterError
+from .plan import AllToAll, Limit, Stage
+from .sources import ReadTask
+
+MODES = ("pipelined", "bulk")
+#: how long the loop sleeps in lc.wait before it looks again at the consumer and at stop requests
+_TICK = 0.05
+
+
+class ExecutionStopped(Exception):
+    """The consumer stopped the execution."""
+
+
+@dataclass
+class Item:
+    """A block on its way: its index in the stage's order, the ref (or the read task) and what it holds."""
+
+    index: int
+    ref: ObjectRef | None = None
+    read: ReadTask | None = None
+    rows: int | None = None
+    nbytes: int = 0
+
+
+@dataclass
+class StageStats:
+    """What one stage did in one execution (``Dataset.stats()``)."""
+
+    name: str
+    resources: str
+    blocks: int = 0
+    rows: int = 0
+    bytes: int = 0
+    #: seconds of the tasks' own wall and CPU time, summed
+    task_wall: float = 0.0
+    task_cpu: float = 0.0
+    first_start: float | None = None
+    last_end: float | None = None
+    max_in_flight: int = 0
+
+    @property
+    def wall(self) -> float:
+        return 0.0 if self.first_start is None or self.last_end is None else self.last_end - self.first_start
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "resources": self.resources, "blocks": self.blocks, "rows": self.rows,
+                "bytes": self.bytes, "task_wall": self.task_wall, "task_cpu": self.task_cpu, "wall": self.wall,
+                "max_in_flight": self.max_in_flight}
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    running: int = 0
+
+
+class _StageRun:
+    """A stage's state in one execution."""
+
+    def __init__(self, stage: Stage, position: int, execution: Execution) -> None:
+        self.stage, self.position, self.ex = stage, position, execution
+        self.inputs: deque[Item] = deque()
+        self.running: dict[ObjectRef, tuple[Item, str, float]] = {}
+        #: finished outputs not yet taken downstream (blocks, bytes)
+        self.held_blocks = 0
+        self.held_bytes = 0
+        self.upstream_done = False
+        self.finished = False
+        self.stats = StageStats(stage.name, stage.resources.label() if stage.kind == "map" else "driver")
+        self.actors: list[_Actor] = []
+        self.remote: Any = None
+        self.limit_rows = 0
+        self.limit_next = 0
+        #: an all-to-all stage's inputs, gathered until the stages before it are done
+        self.gathered: list[Item] = []
+        self.launched = False
+        self.running_actor: dict[ObjectRef, _Actor] = {}
+
+    # how many blocks may be out (running + held) at once in pipelined mode
+    def budget(self) -> int:
+        configured = self.ex.max_blocks
+        if configured:
+            return int(configured)
+        return max(4, 2 * self.slots())
+
+    def slots(self) -> int:
+        if self.stage.actors:
+            return self.stage.pool_size()[1]
+        if self.stage.concurrency:
+            c = self.stage.concurrency
+            return int(c[1] if isinstance(c, tuple) else c)
+        return max(1, self.ex.slots_for(self.stage))
+
+
+class Execution:
+    """One run of a plan's stages. Iterate :meth:`outputs` for the finished blocks of the last stage."""
+
+    def __init__(self, source_items: Sequence[Item], stages: Sequence[Stage], *, mode: str, preserve_order: bool,
+                 max_blocks: int | None, max_bytes: int) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'pipelined' or 'bulk', got {mode!r}")
+        self.session = current_session()
+        self.id = uuid.uuid4().hex[:12]
+        self.topic = f"labcluster-data-{self.id}"
+        self.mode, self.preserve_order = mode, preserve_order
+        self.max_blocks, self.max_bytes = max_blocks, max_bytes
+        self.runs = [_StageRun(s, i, self) for i, s in enumerate(stages)]
+        self.source_items = list(source_items)
+        self._meta: dict[str, dict[str, Any]] = {}
+        self._meta_changed = threading.Condition()
+        self._out: queue.Queue[Item | BaseException | None] = queue.Queue()
+        self._out_blocks = 0  # in the queue or being consumed (the last stage's held blocks)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._emit_buffer: dict[int, Item] = {}
+        self._emit_next = 0
+        self.started = self.ended = 0.0
+        self.peak_bytes = 0
+        self.live_bytes = 0
+        self.first_output: float | None = None
+        self._resources = lc.cluster_resources()
+        self._check_feasible()
+
+    # -- set-up ----------------------------------------------------------------------------------------------------
+    def _check_feasible(self) -> None:
+        """Fail before anything runs when a stage asks for what the cluster cannot ever give."""
+        for run in self.runs:
+            stage = run.stage
+            if stage.kind != "map":
+                continue
+            opts = (ActorOptions if stage.actors else TaskOptions)().merged(**stage.resources.options())
+            feasibility.check(self.session, opts.request(), f"dataset operator {stage.name!r}")
+
+    def slots_for(self, stage: Stage) -> int:
+        """How many blocks of ``stage`` the cluster can run at once (its scarcest resource)."""
+        r = stage.resources
+        asks = {"CPU": r.num_cpus, "GPU": r.num_gpus, **dict(r.resources)}
+        counts = [self._resources.get(k, 0.0) / v for k, v in asks.items() if v]
+        return int(min(counts)) if counts else 1
+
+    def _make_remote(self, run: _StageRun) -> None:
+        stage = run.stage
+        name = stage.name
+        if stage.actors:
+            cls = type(_class_name(name), (tasks.StageActor,), {"__module__": tasks.__name__})
+            restarts = int(config.get("data.actor-max-restarts"))
+            run.remote = lc.remote(**stage.resources.options(), max_restarts=restarts,
+                                   max_task_retries=restarts)(cls)
+            low, _ = stage.pool_size()
+            for _ in range(low):
+                self._add_actor(run)
+        elif stage.kind == "map":
+            run.remote = lc.remote(**stage.resources.options())(tasks.StageTask(stage.steps, self.topic, name))
+
+    def _add_actor(self, run: _StageRun) -> None:
+        with in_stage(run.stage.name):
+            run.actors.append(_Actor(run.remote.remote(run.stage.steps, self.topic)))
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def start(self) -> Execution:
+        self.session.client.subscribe_topic(self.topic, self._on_meta)
+        self.started = time.perf_counter()
+        first = self.runs[0] if self.runs else None
+        if first is None:
+            for item in self.source_items:
+                self._emit(item)
+            self._out.put(None)
+            return self
+        first.inputs.extend(self.source_items)
+        first.upstream_done = True
+        for run in self.runs:
+            self._make_remote(run)
+        self._thread = threading.Thread(target=self._loop, name=f"labcluster-data-{self.id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._launch()
+                if all(run.finished for run in self.runs):
+                    break
+                running = [ref for run in self.runs for ref in run.running]
+                if running:
+                    lc.wait(running, num_returns=1, timeout=_TICK)
+                    for run in self.runs:
+                        for ref in [r for r in run.running if r.state != "pending"]:
+                            self._finish(run, ref)
+                else:
+                    self._stop.wait(_TICK / 5)
+                self._close_finished()
+            for index in sorted(self._emit_buffer):  # what a limit left behind a gap
+                self._out.put(self._emit_buffer.pop(index))
+            self._out.put(None)
+        except BaseException as e:  # the consumer raises it; nothing is left running
+            self._out.put(e)
+        finally:
+            self.ended = time.perf_counter()
+            self._shutdown_work()
+
+    def _launch(self) -> None:
+        # downstream first: finishing blocks frees budget for the stages before
+        for run in reversed(self.runs):
+            if self.mode == "bulk" and not all(r.finished for r in self.runs[:run.position]):
+                continue
+            if run.stage.kind == "limit":
+                self._pass_limit(run)
+                continue
+            if run.stage.kind == "all_to_all":
+                if run.upstream_done and not run.launched:
+                    self._launch_all_to_all(run)
+                continue
+            while run.inputs and self._may_start(run):
+                self._start_block(run, run.inputs.popleft())
+
+    def _may_start(self, run: _StageRun) -> bool:
+        if self.mode == "bulk":
+            return self._free_actor(run) is not None if run.stage.actors else True
+        if run.stage.actors and self._free_actor(run) is None:
+            return False
+        if run.stage.concurrency and not run.stage.actors and len(run.running) >= run.slots():
+            return False
+        held = run.held_blocks if run is not self.runs[-1] else self._out_blocks
+        if len(run.running) + held >= run.budget():
+            return False
+        return run.held_bytes < self.max_bytes
+
+    def _free_actor(self, run: _StageRun) -> _Actor | None:
+        free = [a for a in run.actors if a.running < 2]  # two calls each: the next block waits at the actor
+        if not free:
+            high = run.stage.pool_size()[1]
+            if len(run.actors) < high and run.inputs:  # a backlog: one more actor, up to the range's top
+                self._add_actor(run)
+                return run.actors[-1]
+            return None
+        return min(free, key=lambda a: a.running)
+
+    def _start_block(self, run: _StageRun, item: Item) -> None:
+        block_id = f"{run.position}-{item.index}-{uuid.uuid4().hex[:8]}"
+        args = (item.read, item.ref, item.index, block_id)
+        with in_stage(run.stage.name):
+            if run.stage.actors:
+                actor = self._free_actor(run)
+                assert actor is not None
+                actor.running += 1
+                ref = actor.handle.process.remote(*args)
+                run.running_actor[ref] = actor
+            else:
+                ref = run.remote.remote(*args)
+        run.running[ref] = (item, block_id, time.perf_counter())
+        stats = run.stats
+        if stats.first_start is None:
+            stats.first_start = time.perf_counter() - self.started
+        stats.max_in_flight = max(stats.max_in_flight, len(run.running))
+
+    def _finish(self, run: _StageRun, ref: ObjectRef) -> None:
+        item, block_id, _ = run.running.pop(ref)
+        actor = run.running_actor.pop(ref, None)
+        if actor is not None:
+            actor.running -= 1
+        if ref.state != "finished":
+            lc.get(ref, timeout=30)  # raises the task's error (its type, remote traceback and operator note)
+            raise LabclusterError(f"dataset operator {run.stage.name!r}: block {item.index} ended {ref.state}")
+        meta = self._wait_meta(block_id)
+        self._release(item, run.position - 1)
+        out = Item(item.index, ref, rows=meta["rows"], nbytes=meta["bytes"])
+        stats = run.stats
+        stats.blocks += 1
+        stats.rows += out.rows or 0
+        stats.bytes += out.nbytes
+        stats.task_wall += meta["wall"]
+        stats.task_cpu += meta["cpu"]
+        stats.last_end = time.perf_counter() - self.started
+        self._hand_on(run, out)
+
+    def _hand_on(self, run: _StageRun, out: Item) -> None:
+        """A finished block of ``run``: to the next stage, or out to the consumer."""
+        self.live_bytes += out.nbytes
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+        if run.position + 1 < len(self.runs):
+            nxt = self.runs[run.position + 1]
+            if nxt.stage.kind == "all_to_all":  # a barrier holds every block anyway: no backpressure on it
+                nxt.gathered.append(out)
+                return
+            run.held_blocks += 1
+            run.held_bytes += out.nbytes
+            nxt.inputs.append(out)
+        else:
+            self._out_blocks += 1
+            self._emit(out)
+
+    def _release(self, item: Item, producer: int) -> None:
+        """The input block of a finished task is no longer needed here."""
+        if item.ref is None or producer < 0:
+            return
+        self.live_bytes -= item.nbytes
+        if producer >= 0:
+            prev = self.runs[producer]
+            prev.held_blocks -= 1
+            prev.held_bytes -= item.nbytes
+
+    def _emit(self, item: Item) -> None:
+        if self.first_output is None:
+            self.first_output = time.perf_counter() - self.started
+        if not self.preserve_order:
+            self._out.put(item)
+            return
+        self._emit_buffer[item.index] = item
+        while self._emit_next in self._emit_buffer:
+            self._out.put(self._emit_buffer.pop(self._emit_next))
+            self._emit_next += 1
+
+    def _close_finished(self) -> None:
+        for i, run in enumerate(self.runs):
+            if run.finished or not run.upstream_done or run.inputs or run.running:
+                continue
+            if run.stage.kind == "all_to_all" and not run.launched:
+                continue
+            run.finished = True
+            if run.finished:
+                for actor in run.actors:
+                    with contextlib.suppress(Exception):
+                        lc.kill(actor.handle)
+                run.actors = []
+                if i + 1 < len(self.runs):
+                    self.runs[i + 1].upstream_done = True
+
+    # -- all-to-all and limit --------------------------------------------------------------------------------------
+    def _launch_all_to_all(self, run: _StageRun) -> None:
+        run.launched = True
+        if not run.gathered:
+            return
+        op = run.stage.op
+        assert isinstance(op, AllToAll)
+        parts = sorted(run.gathered, key=lambda it: it.index)
+        n = op.num_outputs or len(parts)
+        with in_stage(run.stage.name):
+            whole = lc.remote(tasks.all_to_all).options(name=_class_name(run.stage.name)).remote(
+                op.fn, op.args, n, *[p.ref for p in parts])
+            for i in range(n):
+                block_id = f"{run.position}-{i}-{uuid.uuid4().hex[:8]}"
+                ref = lc.remote(tasks.pick).options(name=_class_name(run.stage.name)).remote(
+                    whole, i, block_id, self.topic)
+                run.running[ref] = (Item(i), block_id, time.perf_counter())
+        self.live_bytes -= sum(p.nbytes for p in parts)
+        run.gathered = []
+        run.stats.first_start = time.perf_counter() - self.started
+
+    def _pass_limit(self, run: _StageRun) -> None:
+        op = run.stage.op
+        assert isinstance(op, Limit)
+        if self.preserve_order:  # the first rows in the dataset's order: take blocks by index only
+            waiting = {it.index: it for it in run.inputs}
+            run.inputs.clear()
+            while run.limit_next in waiting:
+                run.inputs.append(waiting.pop(run.limit_next))
+                run.limit_next += 1
+            ready, run.inputs = list(run.inputs), deque(sorted(waiting.values(), key=lambda it: it.index))
+        else:
+            ready, run.inputs = list(run.inputs), deque()
+        for item in ready:
+            left = op.n - run.limit_rows
+            if left <= 0:
+                self._release(item, run.position - 1)
+                continue
+            rows = item.rows or 0
+            if rows <= left:
+                run.limit_rows += rows
+                self._release(item, run.position - 1)
+                run.stats.blocks += 1
+                run.stats.rows += rows
+                self._hand_on(run, Item(item.index, item.ref, rows=rows, nbytes=item.nbytes))
+            else:
+                block_id = f"{run.position}-{item.index}-{uuid.uuid4().hex[:8]}"
+                with in_stage(run.stage.name):
+                    ref = lc.remote(tasks.slice_block).options(name="Limit").remote(
+                        item.ref, left, block_id, self.topic)
+                run.running[ref] = (item, block_id, time.perf_counter())
+                run.limit_rows = op.n
+        if run.limit_rows >= op.n:
+            for item in run.inputs:  # blocks behind the limit's rows
+                self._release(item, run.position - 1)
+            run.inputs.clear()
+            if not run.upstream_done:
+                self._cut_before(run.position)
+
+    def _cut_before(self, position: int) -> None:
+        """``limit`` has its rows: the stages before it stop, and what they run is cancelled."""
+        for run in self.runs[:position]:
+            run.inputs.clear()
+            for ref in list(run.running):
+                with contextlib.suppress(Exception):
+                    lc.cancel(ref)
+            run.running.clear()
+            run.gathered = []
+            run.launched = True
+            run.upstream_done = True
+        self.runs[position].upstream_done = True
+
+    # -- metadata from the workers --------------------------------------------------------------------------------
+    def _on_meta(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, msg = event
+        with self._meta_changed:
+            self._meta[str(msg["id"])] = msg
+            self._meta_changed.notify_all()
+
+    def _wait_meta(self, block_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        with self._meta_changed:
+            if not self._meta_changed.wait_for(lambda: block_id in self._meta, timeout=timeout):
+                raise LabclusterError(f"dataset block {block_id} finished but its worker's report did not arrive "
+                                      f"within {timeout:g}s; is the scheduler overloaded?")
+            return self._meta.pop(block_id)
+
+    # -- the consumer's side -------------------------------------------------------------------------------------
+    def outputs(self, timeout: float | None = None) -> Iterator[Item]:
+        """The last stage's blocks as they finish (in order with ``preserve_order``); stops the execution when
+        the consumer stops early."""
+        try:
+            while True:
+                try:
+                    got = self._out.get(timeout=timeout if timeout is not None else 1e9)
+                except queue.Empty:
+                    raise lc.exceptions.GetTimeoutError(0, 0, timeout or 0) from None
+                if got is None:
+                    return
+                if isinstance(got, BaseException):
+                    raise got.with_traceback(None)
+                try:
+                    yield got
+                finally:
+                    self._out_blocks -= 1
+                    self.live_bytes -= got.nbytes
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop: cancel what runs, kill the stage actors, stop listening (idempotent)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
+        with contextlib.suppress(Exception):
+            self.session.client.unsubscribe_topic(self.topic)
+
+    def _shutdown_work(self) -> None:
+        for run in self.runs:
+            for ref in list(run.running):
+                with contextlib.suppress(Exception):
+                    lc.cancel(ref)
+            run.running.clear()
+            for actor in run.actors:
+                with contextlib.suppress(Exception):
+                    lc.kill(actor.handle)
+            run.actors = []
+
+    @property
+    def stats(self) -> list[StageStats]:
+        return [run.stats for run in self.runs]
+
+
+def _class_name(stage_name: str) -> str:
+    from ..api.runner import task_name
+
+    return task_name(stage_name.replace("->", "_"))
+
+
+@dataclass
+class Options:
+    """How one execution runs (from ``DataContext`` and the call's arguments)."""
+
+    mode: str = "pipelined"
+    preserve_order: bool = False
+    max_blocks: int | None = None
+    max_bytes: int = 256 * 2**20
+    extra: dict[str, Any] = field(default_factory=dict)

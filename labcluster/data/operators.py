@@ -1,0 +1,164 @@
+"""A Dataset's operators: what each does to a block, on a worker.
+
+A one-to-one operator (``map``, ``map_batches``, ``filter``, ``flat_map``, column operations) is a :class:`Step`,
+a block -> block function. Consecutive steps with the same resources fuse into one stage and run in one task, as
+Spark fuses narrow transformations (``plan.py``). A step whose function is a class runs in an actor pool: the
+class is constructed once per actor (``construct``) and called per batch.
+
+When user code raises, the error keeps its type and remote traceback and gains a note naming the operator, the
+block and the row or batch (``add_note``), so the cell shows where in the data it broke.
+
+>>> step = Step("Map(double)", "map", lambda row: {"x": row["x"] * 2})
+>>> run_steps([step], blocks.to_block({"x": [1, 2]}, "t"), 0).column("x").to_pylist()
+[2, 4]
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pyarrow as pa
+
+import labcluster.data.blocks as blocks
+
+#: step kinds that apply a user function to rows or batches
+ROW_KINDS = ("map", "filter", "flat_map")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One one-to-one operator: ``kind`` says how ``fn`` meets the block."""
+
+    name: str
+    kind: str  # map | filter | flat_map | map_batches | add_column | drop_columns | select_columns
+    fn: Any = None
+    fn_args: tuple[Any, ...] = ()
+    fn_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int | None = None
+    batch_format: str = blocks.DEFAULT_BATCH_FORMAT
+    #: for add_column / drop_columns / select_columns
+    columns: tuple[str, ...] = ()
+    #: a callable class: built once per actor with these
+    constructor_args: tuple[Any, ...] = ()
+    constructor_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_class(self) -> bool:
+        return inspect.isclass(self.fn)
+
+    def construct(self) -> Step:
+        """The step with its class replaced by an instance (in the actor, once)."""
+        if not self.is_class:
+            return self
+        try:
+            instance = self.fn(*self.constructor_args, **self.constructor_kwargs)
+        except TypeError as e:
+            if "argument" in str(e):
+                raise TypeError(f"{self.name}: constructing {self.fn.__name__} failed ({e}); pass its arguments "
+                                f"with fn_constructor_args= / fn_constructor_kwargs=") from None
+            raise
+        return replace(self, fn=instance)
+
+
+def check_class_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, Any], name: str) -> None:
+    """Fail in the driver, not in every actor, when the constructor's required arguments are not given."""
+    try:
+        inspect.signature(cls).bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{name}: {cls.__name__}({', '.join(map(repr, args))}) cannot be constructed ({e}); pass "
+                        f"the constructor's arguments with fn_constructor_args= / fn_constructor_kwargs=") from None
+    except ValueError:  # no signature (a builtin): find out in the actor
+        pass
+
+
+def _where(step: Step, block_index: int, part: str) -> str:
+    return f"in dataset operator {step.name!r}, block {block_index}, {part}"
+
+
+def _call(step: Step, value: Any, block_index: int, part: str) -> Any:
+    try:
+        return step.fn(value, *step.fn_args, **step.fn_kwargs)
+    except Exception as e:
+        e.add_note(_where(step, block_index, part))
+        raise
+
+
+def _rows_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
+    out: list[Any] = []
+    where = f"dataset operator {step.name!r}"
+    if step.kind == "filter":  # a mask keeps the block's schema (tensor columns too)
+        keep = [bool(_call(step, row, block_index, f"row {i}")) for i, row in enumerate(blocks.rows(block))]
+        return block.filter(pa.array(keep, pa.bool_())) if block.num_rows else block
+    for i, row in enumerate(blocks.rows(block)):
+        result = _call(step, row, block_index, f"row {i}")
+        if step.kind == "map":
+            if not isinstance(result, Mapping):
+                raise TypeError(f"{where} returned {type(result).__name__} for row {i} of block {block_index}; "
+                                f"map's function must return a dict (one row), e.g. {{'value': x}}")
+            out.append(result)
+        else:
+            if isinstance(result, Mapping) or not isinstance(result, Iterable):
+                raise TypeError(f"{where} returned {type(result).__name__} for row {i} of block {block_index}; "
+                                f"flat_map's function must return a list of dicts (rows)")
+            out.extend(result)
+    return blocks.from_rows(out, where)
+
+
+def _batches_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
+    where = f"dataset operator {step.name!r}"
+    outs = []
+    for i, batch in enumerate(blocks.batches(block, step.batch_size)):
+        result = _call(step, blocks.to_batch(batch, step.batch_format), block_index, f"batch {i}")
+        try:
+            outs.append(blocks.to_block(result, where))
+        except blocks.BlockTypeError as e:
+            raise TypeError(f"{e} (block {block_index}, batch {i})") from None
+    return blocks.concat(outs)
+
+
+def _missing(block: pa.Table, names: Sequence[str], step: Step) -> None:
+    missing = [n for n in names if n not in block.column_names]
+    if missing:
+        raise KeyError(f"dataset operator {step.name!r}: no column {', '.join(map(repr, missing))}; the block has "
+                       f"{', '.join(map(repr, block.column_names)) or 'no columns'}")
+
+
+def apply(step: Step, block: pa.Table, block_index: int) -> pa.Table:
+    """Run one step on one block."""
+    if step.kind in ROW_KINDS:
+        return _rows_step(step, block, block_index)
+    if step.kind == "map_batches":
+        return _batches_step(step, block, block_index)
+    if step.kind == "add_column":
+        (name,) = step.columns
+        values = _call(step, blocks.to_batch(block, step.batch_format), block_index, "the whole block")
+        column = blocks.to_block({name: values}, f"dataset operator {step.name!r}").column(0)
+        if len(column) != block.num_rows:
+            raise ValueError(f"dataset operator {step.name!r} made {len(column)} values for a block of "
+                             f"{block.num_rows} rows; return one value per row")
+        if name in block.column_names:
+            return block.set_column(block.column_names.index(name), name, column)
+        return block.append_column(name, column)
+    if step.kind == "drop_columns":
+        _missing(block, step.columns, step)
+        return block.drop_columns(list(step.columns))
+    if step.kind == "write":  # fn(block, index, *args): writes the block, returns a row naming the file
+        written: pa.Table = step.fn(block, block_index, *step.fn_args)
+        return written
+    if step.kind == "select_columns":
+        _missing(block, step.columns, step)
+        return block.select(list(step.columns))
+    raise ValueError(f"unknown step kind {step.kind!r}")
+
+
+def run_steps(steps: Sequence[Step], block: pa.Table, block_index: int) -> pa.Table:
+    for step in steps:
+        block = apply(step, block, block_index)
+    return block
+
+
+def function_name(fn: Callable[..., Any] | type) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__

@@ -1,0 +1,226 @@
+"""Where a Dataset's rows come from: read tasks, each of which makes one block on a worker.
+
+In-memory sources (``from_items``, ``from_pandas``, ``from_numpy``, ``from_arrow``) cut their data into blocks here
+and ship each block with its task (large ones travel as objects, not in the task graph). File sources list their
+files here, in the driver, so that a missing path fails at once, and read them in the tasks, on the workers, with
+pyarrow (local paths, and any fsspec URL: ``s3://``, ``gs://``, ``memory://``...).
+
+>>> [t.label for t in range_tasks(10, 3)]
+['range(0, 4)', 'range(4, 7)', 'range(7, 10)']
+>>> range_tasks(10, 3)[2].read().column("id").to_pylist()
+[7, 8, 9]
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import labcluster.data.blocks as blocks
+
+from .. import config
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One block's worth of reading: ``fn(*args)`` runs on a worker and returns a block."""
+
+    fn: Callable[..., pa.Table]
+    args: tuple[Any, ...] = ()
+    #: what it reads, for errors and ``explain()``
+    label: str = ""
+    #: rows it will make, when known before reading
+    rows: int | None = None
+
+    def read(self) -> pa.Table:
+        return self.fn(*self.args)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A Dataset's first operator: a name (``ReadParquet``, ``FromItems``...) and its read tasks."""
+
+    name: str
+    tasks: tuple[ReadTask, ...]
+    #: what the dataset's repr says about it (the paths, the row count)
+    detail: str = ""
+    files: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.tasks)
+
+
+def default_blocks(n: int) -> int:
+    """How many blocks ``n`` rows or files make when ``override_num_blocks`` is not given."""
+    return max(1, min(n, int(config.get("data.default-num-blocks"))))
+
+
+def _splits(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ranges covering ``range(n)``, sizes differing by at most one (the larger first)."""
+    parts = max(1, min(parts, n)) if n else 1
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        stop = start + base + (1 if i < extra else 0)
+        out.append((start, stop))
+        start = stop
+    return out
+
+
+def check_blocks(override_num_blocks: int | None, what: str) -> None:
+    if override_num_blocks is not None and (not isinstance(override_num_blocks, int) or override_num_blocks < 1):
+        raise ValueError(f"{what}: override_num_blocks must be an int >= 1, got {override_num_blocks!r}")
+
+
+# -- in memory ---------------------------------------------------------------------------------------------------
+
+def _identity(block: pa.Table) -> pa.Table:
+    return block
+
+
+def _range_block(start: int, stop: int) -> pa.Table:
+    return pa.table({"id": np.arange(start, stop, dtype=np.int64)})
+
+
+def range_tasks(n: int, override_num_blocks: int | None = None) -> list[ReadTask]:
+    parts = override_num_blocks or default_blocks(n)
+    return [ReadTask(_range_block, (a, b), f"range({a}, {b})", b - a) for a, b in _splits(n, parts)]
+
+
+def block_tasks(table: pa.Table, override_num_blocks: int | None) -> list[ReadTask]:
+    """Cut one in-memory table into blocks (zero-copy slices), each shipped with its task."""
+    parts = override_num_blocks or default_blocks(table.num_rows)
+    return [ReadTask(_identity, (table.slice(a, b - a),), f"rows {a}-{b - 1}" if b > a else "no rows", b - a)
+            for a, b in _splits(table.num_rows, parts)]
+
+
+# -- files -------------------------------------------------------------------------------------------------------
+
+def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], what: str,
+                 suffixes: Sequence[str] = ()) -> list[str]:
+    """Every file ``paths`` names: files as given, directories walked (sorted, hidden files skipped), globs
+    expanded. A path that does not exist raises ``FileNotFoundError`` naming it, before anything runs."""
+    import fsspec.core
+
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise ValueError(f"{what}: no paths given")
+    out: list[str] = []
+    for item in items:
+        path = os.fspath(item)
+        fs, root = fsspec.core.url_to_fs(path)
+        protocol = "" if "://" not in path else path.split("://", 1)[0] + "://"
+        if any(c in root for c in "*?["):
+            found = sorted(fs.glob(root))
+        elif fs.isdir(root):
+            found = sorted(p for p in fs.find(root) if not any(part.startswith((".", "_"))
+                                                               for part in p[len(root):].split("/") if part))
+            if suffixes:
+                found = [p for p in found if p.lower().endswith(tuple(suffixes))]
+        elif fs.exists(root):
+            found = [root]
+        else:
+            raise FileNotFoundError(f"{what}: no such file or directory: {path!r}")
+        if not found:
+            raise FileNotFoundError(f"{what}: {path!r} holds no files" + (
+                f" ending in {', '.join(suffixes)}" if suffixes else ""))
+        out.extend(p if p.startswith(protocol) or not protocol or protocol == "file://" else protocol + p
+                   for p in found)
+    return out
+
+
+def _open(path: str) -> Any:
+    import fsspec
+
+    return fsspec.open(path, "rb").open()
+
+
+def _read_files(reader: Callable[[str], pa.Table], what: str, kind: str, paths: tuple[str, ...]) -> pa.Table:
+    parts = []
+    for path in paths:
+        try:
+            parts.append(reader(path))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{what}: {path!r} disappeared before it was read") from None
+        except (pa.ArrowInvalid, OSError, ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{what}: cannot read {path!r} ({type(e).__name__}: {e}); check that it is a "
+                             f"valid {kind} file, or leave it out of the paths") from None
+    return blocks.concat(parts)
+
+
+def file_tasks(paths: list[str], reader: Callable[[str], pa.Table], what: str, kind: str,
+               override_num_blocks: int | None) -> list[ReadTask]:
+    """Group the files into blocks (one file a block, up to ``data.default-num-blocks``)."""
+    parts = override_num_blocks or default_blocks(len(paths))
+    out = []
+    for a, b in _splits(len(paths), parts):
+        group = tuple(paths[a:b])
+        label = group[0] if len(group) == 1 else f"{group[0]} and {len(group) - 1} more"
+        out.append(ReadTask(_read_files, (reader, what, kind, group), label))
+    return out
+
+
+def read_parquet_file(path: str, columns: list[str] | None = None) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    with _open(path) as f:
+        return pq.read_table(f, columns=columns)
+
+
+def read_csv_file(path: str) -> pa.Table:
+    import pyarrow.csv as pcsv
+
+    with _open(path) as f:
+        return pcsv.read_csv(f)
+
+
+def read_json_file(path: str) -> pa.Table:
+    """JSON lines (one object a line), as Ray Data reads; a file holding one JSON array of objects works too."""
+    import json
+
+    import pyarrow.json as pjson
+
+    with _open(path) as f:
+        data = f.read()
+    if data.lstrip()[:1] == b"[":
+        return blocks.from_rows(json.loads(data), f"lc.data.read_json({path!r})")
+    return pjson.read_json(io.BytesIO(data))
+
+
+def read_text_file(path: str, encoding: str = "utf-8") -> pa.Table:
+    with _open(path) as f:
+        lines = f.read().decode(encoding).splitlines()
+    return pa.table({"text": pa.array(lines, pa.string())})
+
+
+def read_binary_file(path: str, include_paths: bool = True) -> pa.Table:
+    with _open(path) as f:
+        data = f.read()
+    columns: dict[str, Any] = {"bytes": pa.array([data], pa.binary())}
+    if include_paths:
+        columns["path"] = pa.array([path])
+    return pa.table(columns)
+
+
+def read_image_file(path: str, size: tuple[int, int] | None = None, mode: str | None = None,
+                    include_paths: bool = False) -> pa.Table:
+    from PIL import Image
+
+    with _open(path) as f:
+        image: Any = Image.open(f)
+        if mode is not None:
+            image = image.convert(mode)
+        if size is not None:
+            image = image.resize((size[1], size[0]))
+        array = np.asarray(image)
+    columns: dict[str, Any] = {"image": array[None]}
+    if include_paths:
+        columns["path"] = [path]
+    return blocks.to_block(columns, f"lc.data.read_images({path!r})")

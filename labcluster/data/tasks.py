@@ -1,0 +1,146 @@
+"""What runs on the workers for a Dataset: the stage task, the stage actor, and the all-to-all tasks.
+
+Each block a stage makes is reported to the driver as an event (``Worker.log_event`` on the execution's topic):
+its rows, bytes, wall and CPU time. That is how the driver counts rows (``limit``, ``count``), bounds the bytes in
+flight, and fills ``stats()`` without fetching a block.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+import labcluster.data.blocks as blocks
+
+from .operators import Step, run_steps
+from .sources import ReadTask
+
+
+def report(topic: str, block_id: str, block: pa.Table, wall0: float, cpu0: float) -> None:
+    from distributed import get_worker
+
+    get_worker().log_event(topic, {"id": block_id, "rows": block.num_rows, "bytes": blocks.size(block),
+                                   "wall": time.perf_counter() - wall0, "cpu": time.thread_time() - cpu0})
+
+
+def _run(steps: Sequence[Step], read: ReadTask | None, block: pa.Table | None, index: int, block_id: str,
+         topic: str) -> pa.Table:
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    if read is not None:
+        block = read.read()
+    assert block is not None
+    out = run_steps(steps, block, index)
+    report(topic, block_id, out, wall0, cpu0)
+    return out
+
+
+class StageTask:
+    """A stage's task function: one block in, one block out (the steps pickled once, with the function)."""
+
+    def __init__(self, steps: Sequence[Step], topic: str, name: str) -> None:
+        self.steps, self.topic, self.__name__ = tuple(steps), topic, name
+
+    def __call__(self, read: ReadTask | None, block: pa.Table | None, index: int, block_id: str) -> pa.Table:
+        return _run(self.steps, read, block, index, block_id, self.topic)
+
+
+class StageActor:
+    """An actor of a class stage: builds the user's class once, then runs the steps per block."""
+
+    def __init__(self, steps: Sequence[Step], topic: str) -> None:
+        self.steps = [s.construct() for s in steps]
+        self.topic = topic
+
+    def process(self, read: ReadTask | None, block: pa.Table | None, index: int, block_id: str) -> pa.Table:
+        return _run(self.steps, read, block, index, block_id, self.topic)
+
+
+def all_to_all(fn: Any, args: tuple[Any, ...], num_outputs: int, *parts: pa.Table) -> list[pa.Table]:
+    """Every block of the stage's input at once -> the output blocks (one object, split by :func:`pick`)."""
+    return list(fn(list(parts), num_outputs, *args))
+
+
+def pick(outputs: list[pa.Table], i: int, block_id: str, topic: str) -> pa.Table:
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    block = outputs[i]
+    report(topic, block_id, block, wall0, cpu0)
+    return block
+
+
+def slice_block(block: pa.Table, n: int, block_id: str, topic: str) -> pa.Table:
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    out = block.slice(0, n)
+    report(topic, block_id, out, wall0, cpu0)
+    return out
+
+
+# -- all-to-all operators ----------------------------------------------------------------------------------------
+
+def _split_evenly(table: pa.Table, n: int) -> list[pa.Table]:
+    base, extra = divmod(table.num_rows, n)
+    out, start = [], 0
+    for i in range(n):
+        size = base + (1 if i < extra else 0)
+        out.append(table.slice(start, size))
+        start += size
+    return out
+
+
+def repartition(parts: list[pa.Table], n: int) -> list[pa.Table]:
+    return _split_evenly(blocks.concat(parts), n)
+
+
+def random_shuffle(parts: list[pa.Table], n: int, seed: int | None) -> list[pa.Table]:
+    table = blocks.concat(parts)
+    order = list(range(table.num_rows))
+    random.Random(seed).shuffle(order)
+    return _split_evenly(table.take(pa.array(order, pa.int64())) if order else table, n)
+
+
+def sort(parts: list[pa.Table], n: int, keys: list[str], descending: bool) -> list[pa.Table]:
+    table = blocks.concat(parts)
+    missing = [k for k in keys if k not in table.column_names]
+    if missing:
+        raise KeyError(f"sort: no column {', '.join(map(repr, missing))}; the dataset has "
+                       f"{', '.join(map(repr, table.column_names))}")
+    order = "descending" if descending else "ascending"
+    return _split_evenly(table.sort_by([(k, order) for k in keys]), n)
+
+
+def aggregate(parts: list[pa.Table], n: int, keys: list[str], aggs: list[tuple[str, str, str]]) -> list[pa.Table]:
+    """``aggs``: (column, pyarrow function, output name); keys [] aggregates the whole dataset."""
+    table = blocks.concat(parts)
+    missing = [c for c in [*keys, *(a[0] for a in aggs if a[0])] if c not in table.column_names]
+    if missing:
+        raise KeyError(f"groupby: no column {', '.join(map(repr, missing))}; the dataset has "
+                       f"{', '.join(map(repr, table.column_names))}")
+    grouped = table.group_by(keys).aggregate([(c or [], f) for c, f, _ in aggs])  # c None: count_all
+    named = {(f"{c}_{f}" if c else f): name for c, f, name in aggs}  # pyarrow's names -> ours
+    out = grouped.rename_columns([named.get(n, n) for n in grouped.column_names])
+    out = out.select([*keys, *(name for _, _, name in aggs)])
+    if keys:
+        out = out.sort_by([(k, "ascending") for k in keys])
+    return _split_evenly(out, max(1, min(n, out.num_rows)))
+
+
+def write_block(block: pa.Table, index: int, path: str, fmt: str) -> pa.Table:
+    """Write one block as ``<path>/<index>-<random>.<fmt>`` (on the worker); a row naming the file comes back."""
+    import uuid
+
+    import fsspec
+
+    name = f"{path.rstrip('/')}/{index:06d}-{uuid.uuid4().hex[:8]}.{fmt}"
+    with fsspec.open(name, "wb") as f:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(block, f)
+        else:
+            import pyarrow.csv as pcsv
+
+            pcsv.write_csv(block, f)
+    return pa.table({"path": [name], "rows": [block.num_rows]})
