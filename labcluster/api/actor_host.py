@@ -69,6 +69,11 @@ class _Hosted:
     #: async actors: the actor's own event loop (a thread), and the context its coroutines run in
     loop: asyncio.AbstractEventLoop | None = None
     context: contextvars.Context | None = None
+    #: fetches the ObjectRef arguments of a call while earlier calls still run (``prefetch``)
+    fetcher: ThreadPoolExecutor | None = None
+    #: results up to this size travel back in the reply; a class sets ``_labcluster_inline_result_bytes`` to
+    #: change it (Dataset stage actors: 0, their blocks stay on the worker for the next stage)
+    inline_limit: int = 0
 
     def start_loop(self, worker: Any) -> None:
         loop = self.loop = asyncio.new_event_loop()
@@ -104,7 +109,16 @@ class _Hosted:
         loop.call_soon_threadsafe(start, context=self.context)
         return done
 
+    def prefetch(self, payload: Any) -> concurrent.futures.Future[Any] | None:
+        """Start fetching the call's ObjectRef arguments now, before its turn (None: it has none)."""
+        args, kwargs = payload
+        if self.fetcher is None or not any(isinstance(a, ObjectRef) for a in (*args, *kwargs.values())):
+            return None
+        return self.fetcher.submit(_resolve_refs, args, kwargs)
+
     def stop(self) -> None:
+        if self.fetcher is not None:
+            self.fetcher.shutdown(wait=False, cancel_futures=True)
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
         if self.loop is not None:
@@ -175,7 +189,11 @@ def _construct(client: Any, worker: Any, actor_id: str, cls: Any, source: Source
         raise task_error(f"{class_name}.__init__", e, worker, format_remote(e, source)) from None
     is_async = any(inspect.iscoroutinefunction(m) for _, m in inspect.getmembers(cls, inspect.isfunction))
     extension = worker_session(worker).extension or {}
-    hosted = _Hosted(actor_id, instance, source, is_async, recorded=bool(extension.get("records")))
+    hosted = _Hosted(actor_id, instance, source, is_async, recorded=bool(extension.get("records")),
+                     inline_limit=int(getattr(cls, "_labcluster_inline_result_bytes",
+                                              config.get("actors.inline-result-bytes"))))
+    hosted.fetcher = ThreadPoolExecutor(2, thread_name_prefix=f"actor-{class_name}-fetch",
+                                        initializer=_enter, initargs=(worker, hosted))
     if is_async:
         hosted.start_loop(worker)
     else:
@@ -214,19 +232,21 @@ def _enter(worker: Any, hosted: _Hosted) -> None:
     current_actor.set(hosted.actor_id)
 
 
-def _run(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float]) -> Any:
-    timing["thread"], timing["started"] = threading.get_ident(), time()
+def _run(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float],
+         fetched: concurrent.futures.Future[Any] | None) -> Any:
+    args, kwargs = fetched.result() if fetched is not None else _resolve_refs(*payload)
+    timing["thread"], timing["started"] = threading.get_ident(), time()  # the method's own time, not the fetch
     try:
-        args, kwargs = _resolve_refs(*payload)
         return getattr(hosted.instance, method)(*args, **kwargs)
     finally:
         timing["finished"] = time()
 
 
-async def _run_async(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float]) -> Any:
+async def _run_async(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float],
+                     fetched: concurrent.futures.Future[Any] | None) -> Any:
+    args, kwargs = await asyncio.wrap_future(fetched) if fetched is not None else _resolve_refs(*payload)
     timing["thread"], timing["started"] = threading.get_ident(), time()
     try:
-        args, kwargs = _resolve_refs(*payload)  # a blocking get is fine: refs are usually ready values
         result = getattr(hosted.instance, method)(*args, **kwargs)
         return await result if inspect.isawaitable(result) else result
     finally:
@@ -240,11 +260,13 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
         return {"status": "missing"}
     payload = payload or ((), {})
     timing: dict[str, float] = {"submitted": time()}
+    fetched = hosted.prefetch(payload)  # while earlier calls run
     await hosted.turn(caller, seq)  # start calls from one caller in the order they were made
     if hosted.is_async:
-        running = asyncio.wrap_future(hosted.on_loop(lambda: _run_async(hosted, method, payload, timing)))
+        running = asyncio.wrap_future(hosted.on_loop(lambda: _run_async(hosted, method, payload, timing, fetched)))
     else:
-        running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, hosted, method, payload, timing)
+        running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, hosted, method, payload, timing,
+                                                             fetched)
     hosted.started(caller, seq)
     try:
         result = box(await running)
@@ -256,7 +278,7 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     nbytes = sizeof(result)
     if hosted.recorded:
         _record(worker, key, function, payload, timing, nbytes, None, stage)
-    if nbytes <= int(config.get("actors.inline-result-bytes")):
+    if nbytes <= hosted.inline_limit:
         # small: back in the reply, like Dask's own actors; no key is made unless needed
         return {"status": "OK", "inline": True, "value": to_serialize(result), "nbytes": nbytes}
     store_on_worker(worker, key, result)

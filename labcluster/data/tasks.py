@@ -51,6 +51,9 @@ class StageTask:
 class StageActor:
     """An actor of a class stage: builds the user's class once, then runs the steps per block."""
 
+    #: its blocks stay on its worker, for the next stage to fetch from there (not through the driver)
+    _labcluster_inline_result_bytes = 0
+
     def __init__(self, steps: Sequence[Step], topic: str) -> None:
         self.steps = [s.construct() for s in steps]
         self.topic = topic
