@@ -42,7 +42,10 @@ def _column(values: Any) -> pa.Array | pa.ChunkedArray:
     if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):  # a pandas Series
         values = values.to_numpy()
     if isinstance(values, np.ndarray) and values.ndim > 1:
-        return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
+        array = np.ascontiguousarray(values)
+        if array.strides[0] != array.itemsize * int(np.prod(array.shape[1:])):  # e.g. a size-1 axis from [None]
+            array = array.copy()
+        return pa.FixedShapeTensorArray.from_numpy_ndarray(array)
     if isinstance(values, list) and values and isinstance(values[0], np.ndarray) and values[0].ndim >= 1:
         shapes = {v.shape for v in values if isinstance(v, np.ndarray)}
         if len(shapes) == 1 and len(values) == sum(isinstance(v, np.ndarray) for v in values):

@@ -372,11 +372,13 @@ class DatasetStats:
         self.wall = ex.ended - ex.started if ex.ended else None
         self.first_output = ex.first_output
         self.peak_bytes = ex.peak_bytes
+        #: the workers' held result bytes at the peak, over what they held when the execution started
+        self.peak_worker_bytes = max(0, ex.managed_peak - ex.managed_start)
         self.stages: list[StageStats] = ex.stats
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "wall": self.wall, "first_output": self.first_output,
-                "peak_bytes": self.peak_bytes, "stages": [s.to_dict() for s in self.stages]}
+                "peak_bytes": self.peak_bytes, "peak_worker_bytes": self.peak_worker_bytes, "stages": [s.to_dict() for s in self.stages]}
 
     def __repr__(self) -> str:
         head = (f"{self.mode} execution: {_secs(self.wall)} wall, first block after {_secs(self.first_output)}, "

@@ -32,6 +32,7 @@ import labcluster.data.tasks as tasks
 
 from .. import config
 from ..api import feasibility
+from ..api.calls import call
 from ..api.actors import ActorOptions
 from ..api.options import TaskOptions
 from ..api.refs import ObjectRef
@@ -59,6 +60,12 @@ class Item:
     read: ReadTask | None = None
     rows: int | None = None
     nbytes: int = 0
+    #: for a block an actor made: the input it was made from, kept until the next stage has used the block. An
+    #: actor's result has no lineage in Dask: if its worker dies, the block is made again from this
+    source: Item | None = None
+    #: for a block made (by tasks) from an actor's block: that input, kept alive so that Dask can rebuild this
+    #: block if it is lost (its lineage ends at the actor's block)
+    parent: Item | None = None
 
 
 @dataclass
@@ -76,6 +83,11 @@ class StageStats:
     first_start: float | None = None
     last_end: float | None = None
     max_in_flight: int = 0
+    #: the most blocks it had out at once: running, plus finished and not yet taken downstream (the backpressure
+    #: bound's measure)
+    max_out: int = 0
+    #: the pipelined bound on ``max_out`` it ran under (None in bulk mode)
+    bound: int | None = None
 
     @property
     def wall(self) -> float:
@@ -84,7 +96,7 @@ class StageStats:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "resources": self.resources, "blocks": self.blocks, "rows": self.rows,
                 "bytes": self.bytes, "task_wall": self.task_wall, "task_cpu": self.task_cpu, "wall": self.wall,
-                "max_in_flight": self.max_in_flight}
+                "max_in_flight": self.max_in_flight, "max_out": self.max_out, "bound": self.bound}
 
 
 @dataclass
@@ -137,7 +149,7 @@ class Execution:
     def __init__(self, source_items: Sequence[Item], stages: Sequence[Stage], *, mode: str, preserve_order: bool,
                  max_blocks: int | None, max_bytes: int) -> None:
         if mode not in MODES:
-            raise ValueError(f"mode must be 'pipelined' or 'bulk', got {mode!r}")
+            raise ValueError(f"execution mode must be 'pipelined' or 'bulk', got {mode!r}")
         self.session = current_session()
         self.id = uuid.uuid4().hex[:12]
         self.topic = f"labcluster-data-{self.id}"
@@ -156,6 +168,9 @@ class Execution:
         self.started = self.ended = 0.0
         self.peak_bytes = 0
         self.live_bytes = 0
+        #: the workers' held result bytes (scheduler's count), sampled by the loop: at start, and the peak
+        self.managed_start = self.managed_peak = 0
+        self._sampled = 0.0
         self.first_output: float | None = None
         self._resources = lc.cluster_resources()
         self._check_feasible()
@@ -213,9 +228,19 @@ class Execution:
         self._thread.start()
         return self
 
+    def _sample_memory(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if force or now - self._sampled >= _TICK:
+            self._sampled = now
+            managed = int(call(self.session.client, "memory")["managed"])
+            self.managed_peak = max(self.managed_peak, managed)
+
     def _loop(self) -> None:
         try:
+            self._sample_memory(force=True)
+            self.managed_start = self.managed_peak
             while not self._stop.is_set():
+                self._sample_memory()
                 self._launch()
                 if all(run.finished for run in self.runs):
                     break
@@ -259,10 +284,12 @@ class Execution:
             return False
         if run.stage.concurrency and not run.stage.actors and len(run.running) >= run.slots():
             return False
-        held = run.held_blocks if run is not self.runs[-1] else self._out_blocks
-        if len(run.running) + held >= run.budget():
+        if len(run.running) + self._held(run) >= run.budget():
             return False
         return run.held_bytes < self.max_bytes
+
+    def _held(self, run: _StageRun) -> int:
+        return run.held_blocks if run is not self.runs[-1] else self._out_blocks
 
     def _free_actor(self, run: _StageRun) -> _Actor | None:
         free = [a for a in run.actors if a.running < 2]  # two calls each: the next block waits at the actor
@@ -291,6 +318,9 @@ class Execution:
         if stats.first_start is None:
             stats.first_start = time.perf_counter() - self.started
         stats.max_in_flight = max(stats.max_in_flight, len(run.running))
+        stats.max_out = max(stats.max_out, len(run.running) + self._held(run))
+        if self.mode == "pipelined" and run.stage.kind == "map":
+            stats.bound = run.budget()
 
     def _finish(self, run: _StageRun, ref: ObjectRef) -> None:
         item, block_id, _ = run.running.pop(ref)
@@ -298,11 +328,19 @@ class Execution:
         if actor is not None:
             actor.running -= 1
         if ref.state != "finished":
-            lc.get(ref, timeout=30)  # raises the task's error (its type, remote traceback and operator note)
+            try:
+                lc.get(ref, timeout=30)  # raises the task's error (its type, remote traceback and operator note)
+            except lc.exceptions.ObjectLostError:
+                if item.source is None:
+                    raise
+                self._remake(run, item)
+                return
             raise LabclusterError(f"dataset operator {run.stage.name!r}: block {item.index} ended {ref.state}")
         meta = self._wait_meta(block_id)
         self._release(item, run.position - 1)
-        out = Item(item.index, ref, rows=meta["rows"], nbytes=meta["bytes"])
+        out = Item(item.index, ref, rows=meta["rows"], nbytes=meta["bytes"],
+                   source=item if run.stage.actors else None,
+                   parent=item if not run.stage.actors and (item.source or item.parent) else None)
         stats = run.stats
         stats.blocks += 1
         stats.rows += out.rows or 0
@@ -311,6 +349,15 @@ class Execution:
         stats.task_cpu += meta["cpu"]
         stats.last_end = time.perf_counter() - self.started
         self._hand_on(run, out)
+
+    def _remake(self, run: _StageRun, item: Item) -> None:
+        """``item``, an actor's block, was lost with its worker before ``run`` used it: the actor stage makes it
+        again from its input (the actor restarted elsewhere or on the new worker)."""
+        assert item.source is not None
+        producer = self.runs[run.position - 1]
+        self._release(item, producer.position)
+        producer.inputs.appendleft(item.source)
+        producer.finished = run.upstream_done = False  # it has one more block to make (its pool grows back)
 
     def _hand_on(self, run: _StageRun, out: Item) -> None:
         """A finished block of ``run``: to the next stage, or out to the consumer."""

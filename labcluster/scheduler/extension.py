@@ -89,7 +89,7 @@ class LabclusterExtension:
 
     def _handlers(self) -> dict[str, Callable[..., Any]]:
         return {
-            "info": self.info, "key_states": self.key_states, "records": self.records_page, "lineage": self.lineage,
+            "info": self.info, "key_states": self.key_states, "memory": self.memory, "records": self.records_page, "lineage": self.lineage,
             "fits": self.fits, "keep_workers": self.keep_workers, "workers_gone": self.workers_gone,
             "worker_names": self.worker_names,
             "hold": self.hold, "release": self.release, "release_all": self.release_all,
@@ -203,6 +203,11 @@ class LabclusterExtension:
         from .. import __version__
 
         return {"version": __version__, "records": self.records is not None, "retries": self.retries}
+
+    def memory(self) -> dict[str, Any]:
+        """Bytes of results the workers hold now (Dask's per-worker ``nbytes``), in all and per worker name."""
+        per = {str(ws.name): int(ws.nbytes) for ws in self.scheduler.workers.values()}
+        return {"managed": sum(per.values()), "workers": per}
 
     def key_states(self, keys: list[str]) -> dict[str, str]:
         tasks = self.scheduler.tasks

@@ -1,0 +1,316 @@
+"""Datasets on a real heterogeneous cluster (process workers: a 2-slot CPU worker and a simulated-GPU worker).
+
+What the two executors promise is read from the task records: bulk runs stage by stage, pipelined overlaps
+stages, GPU operators run only on GPU workers, backpressure bounds the blocks out per operator, and a worker
+SIGKILLed mid-pipeline costs no row and duplicates none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import labcluster as lc
+from labcluster.exceptions import InfeasibleResourceError
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster(hetero: lc.Session) -> Iterator[lc.Session]:
+    yield hetero
+
+
+def _since() -> int:
+    rows = lc.list_tasks()
+    return rows[-1]["index"] + 1 if len(rows) else 0
+
+
+def _spans(since: int) -> dict[str, tuple[float, float, set[str]]]:
+    """Per stage: first start, last end, workers it ran on."""
+    out: dict[str, tuple[float, float, set[str]]] = {}
+    for r in lc.list_tasks(since=since):
+        if r["stage"] is None or r["state"] != "finished":
+            continue
+        lo, hi, workers = out.get(r["stage"], (float("inf"), 0.0, set()))
+        out[r["stage"]] = (min(lo, r["started"]), max(hi, r["finished"]), workers | {r["worker_name"]})
+    return out
+
+
+def slow_cpu(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    time.sleep(0.02)
+    return {"id": batch["id"], "x": batch["id"] * 2}
+
+
+class Doubler:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+        self.gpus = lc.get_gpu_ids()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(0.02)
+        return {"id": batch["id"], "x": batch["x"] * self.factor, "gpu": np.array([len(self.gpus)] * len(batch["id"]))}
+
+
+def _pipeline(n: int = 16) -> lc.data.Dataset:
+    return (lc.data.range(n).map_batches(slow_cpu)
+            .map_batches(Doubler, fn_constructor_args=(3,), num_gpus=1, concurrency=1)
+            .map(lambda r: {**r, "y": r["x"] + 1}))
+
+
+# -- the two modes -------------------------------------------------------------------------------------------
+
+def test_bulk_runs_stage_by_stage_and_pipelined_overlaps_them_with_the_same_rows() -> None:
+    ds = _pipeline()
+    since = _since()
+    bulk = ds.take_all(mode="bulk")
+    spans = _spans(since)
+    stages = ["ReadRange->MapBatches(slow_cpu)", "MapBatches(Doubler)", "Map(<lambda>)"]
+    assert set(stages) <= set(spans), spans
+    for before, after in zip(stages, stages[1:]):  # no task of stage k+1 starts before stage k's last one ends
+        assert spans[after][0] >= spans[before][1], (before, after, spans)
+
+    since = _since()
+    piped = sorted(ds.take_all(mode="pipelined"), key=lambda r: r["id"])
+    spans = _spans(since)
+    assert spans[stages[1]][0] < spans[stages[0]][1]  # the GPU stage started before the read stage ended
+    assert spans[stages[2]][0] < spans[stages[1]][1]
+    assert [r["id"] for r in piped] == list(range(16)) == [r["id"] for r in bulk]
+    assert piped == bulk and bulk[5] == {"id": 5, "x": 30, "gpu": 1, "y": 31}
+    assert spans[stages[1]][2] == {"gpu-0"} and spans[stages[0]][2] == {"cpu-0"}  # GPU stage only on the GPU worker
+
+
+def test_explain_repr_and_stats_show_the_plan_and_what_ran() -> None:
+    ds = _pipeline()
+    text = ds.explain()
+    assert "1. ReadRange->MapBatches(slow_cpu)  [CPU: 1; a task per block]" in text
+    assert "2. MapBatches(Doubler)  [GPU: 1; actor pool of 1]" in text and "3. Map(<lambda>)" in text
+    assert repr(ds) == "Dataset(ReadRange -> MapBatches(slow_cpu) -> MapBatches(Doubler) -> Map(<lambda>); 16 blocks)"
+    assert "<table>" in ds._repr_html_() and "GPU: 1; 1 actor" in ds._repr_html_()
+    with pytest.raises(RuntimeError, match="has not run yet"):
+        ds.stats()
+    assert ds.count(mode="pipelined") == 16
+    stats = ds.stats()
+    assert [s.blocks for s in stats.stages] == [16, 16, 16] and stats.stages[1].rows == 16
+    assert stats.stages[1].task_wall >= 16 * 0.02 and "MapBatches(Doubler): 16 blocks" in repr(stats)
+    assert "<table>" in stats._repr_html_() and stats.to_dict()["mode"] == "pipelined"
+
+
+def test_a_slow_consumer_keeps_blocks_out_within_the_bound_and_memory_flat() -> None:
+    big = lc.data.range(60, override_num_blocks=60).map_batches(
+        lambda b: {"id": b["id"], "payload": np.ones((len(b["id"]), 64 * 1024), dtype=np.uint8)})
+    with lc.data.execution(mode="pipelined", max_blocks_per_operator=3):
+        seen = 0
+        for batch in big.iter_batches(batch_size=None):
+            time.sleep(0.03)  # a consumer slower than the producer
+            seen += len(batch["id"])
+    assert seen == 60
+    stats = big.stats()
+    assert all(s.max_out <= 3 for s in stats.stages), [(s.name, s.max_out) for s in stats.stages]
+    block = 64 * 1024
+    # 60 blocks of 64 KiB went through; never more than the bound's worth (plus one being handed over) was held
+    assert stats.peak_bytes <= 4 * block * 1.1, stats.peak_bytes
+    assert stats.peak_worker_bytes <= 6 * block * 1.1, stats.peak_worker_bytes  # measured by the scheduler
+    assert stats.peak_worker_bytes >= block  # ... and really measured
+
+
+def test_bulk_holds_every_block_of_a_stage_before_the_next_starts() -> None:
+    big = lc.data.range(20, override_num_blocks=20).map_batches(
+        lambda b: {"id": b["id"], "payload": np.ones((len(b["id"]), 64 * 1024), dtype=np.uint8)}
+    ).map_batches(lambda b: {"id": b["id"]}, num_cpus=0.5)  # other resources: a stage of its own
+    assert big.count(mode="bulk") == 20
+    assert big.stats().peak_bytes >= 20 * 64 * 1024 and big.stats().peak_worker_bytes >= 20 * 64 * 1024
+
+
+def test_breaking_off_stops_the_execution_and_kills_its_actors() -> None:
+    ds = lc.data.range(200, override_num_blocks=200).map_batches(
+        Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=1)
+    ds = lc.data.range(200, override_num_blocks=200).map(lambda r: {"id": r["id"], "x": r["id"]}).map_batches(
+        Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=1)
+    for i, _ in enumerate(ds.iter_batches(batch_size=None)):
+        if i == 2:
+            break
+    from conftest import wait_until
+
+    assert wait_until(lambda: all(a["state"] == "DEAD" for a in lc.list_actors()
+                                  if a["class_name"] == "MapBatches_Doubler"), timeout=20)
+    # nothing of it keeps running: a new task gets the slots at once
+    assert lc.get(lc.remote(lambda: 1).remote(), timeout=20) == 1
+    assert ds.stats().stages[-1].blocks < 200
+
+
+# -- sources, operators, consumers ---------------------------------------------------------------------------
+
+def test_sources_read_on_the_workers(tmp_path: Any) -> None:
+    df = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    pq.write_table(pa.Table.from_pandas(df), tmp_path / "one.parquet")
+    pq.write_table(pa.Table.from_pandas(df), tmp_path / "two.parquet")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in df.to_dict("records")))
+    (tmp_path / "t.txt").write_text("hello\nworld\n")
+    ds = lc.data.read_parquet(tmp_path)
+    assert ds.num_blocks() == 2 and ds.count() == 6 and ds.take(1) == [{"a": 1, "b": "x"}]
+    assert lc.data.read_parquet(str(tmp_path / "one.parquet"), columns=["b"]).take_all() == [
+        {"b": "x"}, {"b": "y"}, {"b": "z"}]
+    assert lc.data.read_csv(tmp_path / "t.csv").to_pandas().equals(df)
+    assert lc.data.read_json(tmp_path / "t.jsonl").take_all()[2] == {"a": 3, "b": "z"}
+    assert lc.data.read_text(tmp_path / "t.txt").take_all() == [{"text": "hello"}, {"text": "world"}]
+    binary = lc.data.read_binary_files(tmp_path / "t.txt").take_all()
+    assert binary == [{"bytes": b"hello\nworld\n", "path": str(tmp_path / "t.txt")}]
+    assert lc.data.from_pandas(df).to_pandas().equals(df)
+    assert lc.data.from_arrow(pa.Table.from_pandas(df)).count() == 3
+    arr = np.arange(12).reshape(3, 2, 2)
+    got = lc.data.from_numpy(arr).take_batch(3)["data"]
+    assert got.shape == (3, 2, 2) and (got == arr).all()
+    assert lc.data.from_items([{"k": 1}, {"k": 2}]).take_all() == [{"k": 1}, {"k": 2}]
+    assert lc.data.from_items([5, 6]).take_all() == [{"item": 5}, {"item": 6}]
+    since = _since()
+    lc.data.read_csv(tmp_path / "t.csv").count()
+    readers = [r for r in lc.list_tasks(since=since) if r["stage"] == "ReadCSV"]
+    assert readers and all(r["worker_name"] == "cpu-0" for r in readers)  # read in tasks, not in the driver
+
+
+def test_images_are_read_as_arrays(tmp_path: Any) -> None:
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((4, 5, 3), i * 40, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    batch = lc.data.read_images(tmp_path).take_batch(3)
+    assert batch["image"].shape == (3, 4, 5, 3) and batch["image"][2].max() == 80
+    small = lc.data.read_images(tmp_path, size=(2, 2), mode="L").take(1)[0]["image"]
+    assert small.shape == (2, 2)
+
+
+def test_operators_and_consumers() -> None:
+    ds = lc.data.range(20, override_num_blocks=4)
+    assert ds.map(lambda r: {"v": r["id"] * 2}).filter(lambda r: r["v"] % 4 == 0).count() == 10
+    assert ds.flat_map(lambda r: [r, r]).count() == 40
+    pandas_batches = ds.map_batches(lambda df: df.assign(w=df["id"] + 1), batch_format="pandas", batch_size=3)
+    assert pandas_batches.take(2) == [{"id": 0, "w": 1}, {"id": 1, "w": 2}]
+    arrow = ds.map_batches(lambda t: t.append_column("z", t.column("id")), batch_format="pyarrow")
+    assert arrow.columns() == ["id", "z"]
+    added = ds.add_column("neg", lambda df: -df["id"])
+    assert added.take(2) == [{"id": 0, "neg": 0}, {"id": 1, "neg": -1}]
+    assert added.drop_columns(["id"]).take(1) == [{"neg": 0}] and added.select_columns(["neg"]).columns() == ["neg"]
+    assert [r["id"] for r in ds.limit(7).take_all()] == list(range(7))
+    assert ds.repartition(3).materialize().num_blocks() == 3
+    shuffled = [r["id"] for r in ds.random_shuffle(seed=0).take_all()]
+    assert sorted(shuffled) == list(range(20)) and shuffled != list(range(20))
+    assert [r["id"] for r in ds.random_shuffle(seed=1).sort("id", descending=True).take(3)] == [19, 18, 17]
+    grouped = ds.map(lambda r: {"k": r["id"] % 3, "v": r["id"]}).groupby("k")
+    assert grouped.count().take_all() == [{"k": 0, "count()": 7}, {"k": 1, "count()": 7}, {"k": 2, "count()": 6}]
+    assert grouped.sum("v").take_all()[0] == {"k": 0, "sum(v)": 63}
+    assert ds.groupby(None).mean("id").take_all() == [{"mean(id)": 9.5}]
+    assert ds.limit(2).union(ds.limit(1)).take_all() == [{"id": 0}, {"id": 1}, {"id": 0}]
+    sizes = [len(b["id"]) for b in ds.iter_batches(batch_size=6)]
+    assert sorted(sizes) == [2, 6, 6, 6]
+    assert sorted(r["id"] for r in ds.iter_rows()) == list(range(20))
+    assert ds.schema().names == ["id"] and ds.to_arrow().num_rows == 20
+    m = ds.map(lambda r: {"id": r["id"] + 100}).materialize()
+    assert m.take(1) == [{"id": 100}] and m.count() == 20
+
+
+def test_write_parquet_and_csv_from_the_workers(tmp_path: Any) -> None:
+    ds = lc.data.range(9, override_num_blocks=3).map(lambda r: {"id": r["id"], "sq": r["id"] ** 2})
+    files = ds.write_parquet(str(tmp_path / "out"))
+    assert len(files) == 3 and all(f.endswith(".parquet") for f in files)
+    assert sorted(r["sq"] for r in lc.data.read_parquet(str(tmp_path / "out")).take_all()) == [i * i for i in range(9)]
+    assert len(ds.write_csv(str(tmp_path / "csv"))) == 3
+
+
+def test_every_task_runs_in_its_operator_stage() -> None:
+    since = _since()
+    _pipeline(4).count()
+    stages = {r["stage"] for r in lc.list_tasks(since=since)}
+    assert {"ReadRange->MapBatches(slow_cpu)", "MapBatches(Doubler)", "Map(<lambda>)"} <= stages
+
+
+# -- bad input -----------------------------------------------------------------------------------------------
+
+def _raises_row(r: dict[str, Any]) -> dict[str, Any]:
+    if r["id"] == 7:
+        raise ValueError("bad row")
+    return r
+
+
+def test_a_failing_operator_names_itself_the_block_and_the_row() -> None:
+    ds = lc.data.range(12, override_num_blocks=3).map(_raises_row)
+    with pytest.raises(ValueError, match="bad row") as info:
+        ds.take_all()
+    text = str(info.value)
+    assert "in dataset operator 'Map(_raises_row)', block 1, row 3" in text
+    assert 'raise ValueError("bad row")' in text  # the remote traceback, with its source line
+
+
+def test_bad_input_fails_fast_with_the_fix() -> None:
+    ds = lc.data.range(4)
+    with pytest.raises(ValueError, match="batch_format must be one of 'numpy', 'pandas', 'pyarrow', got 'dict'"):
+        ds.map_batches(lambda b: b, batch_format="dict")
+    with pytest.raises(TypeError, match="returned int; a batch function must return a dict"):
+        ds.map_batches(lambda b: 3).take_all()
+    with pytest.raises(TypeError, match="map's function must return a dict"):
+        ds.map(lambda r: 3).take_all()
+    with pytest.raises(KeyError, match="no column 'nope'; the block has 'id'"):
+        ds.select_columns(["nope"]).take_all()
+    with pytest.raises(TypeError, match=r"Doubler\(\) cannot be constructed .*fn_constructor_args"):
+        ds.map_batches(Doubler, num_gpus=1)
+    with pytest.raises(FileNotFoundError, match="lc.data.read_parquet: no such file or directory: '/nonexistent"):
+        lc.data.read_parquet("/nonexistent/x.parquet")
+    with pytest.raises(TypeError, match="unknown lc.data.execution setting 'mod'"):
+        with lc.data.execution(mod="bulk"):
+            pass
+    with pytest.raises(ValueError, match="execution mode must be 'pipelined' or 'bulk'"):
+        ds.take_all(mode="streaming")
+
+
+def test_a_malformed_csv_names_the_file(tmp_path: Any) -> None:
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(ValueError, match=r"cannot read '.*bad.csv' .*valid CSV file"):
+        lc.data.read_csv(tmp_path / "bad.csv").take_all()
+
+
+def test_a_gpu_operator_without_gpus_fails_before_anything_runs() -> None:
+    ds = lc.data.range(4).map_batches(lambda b: b, num_gpus=2)
+    since = _since()
+    started = time.perf_counter()
+    with pytest.raises(InfeasibleResourceError, match="GPU"):
+        ds.take_all()
+    assert time.perf_counter() - started < 5
+    assert not [r for r in lc.list_tasks(since=since) if r["stage"]]  # not even the read ran
+
+
+# -- faults --------------------------------------------------------------------------------------------------
+
+def _kill_when(name: str, predicate: Any) -> None:
+    victim = next(n for n in lc.nodes() if n["NodeName"] == name)
+    from conftest import wait_until
+
+    assert wait_until(predicate, timeout=30, interval=0.01)
+    os.kill(victim["PID"], signal.SIGKILL)
+
+
+@pytest.mark.parametrize("victim", ["gpu-0", "cpu-0"])
+def test_a_worker_killed_mid_pipeline_costs_no_row_and_duplicates_none(victim: str) -> None:
+    import threading
+
+    ds = _pipeline(24)
+    since = _since()
+    killer = threading.Thread(target=_kill_when, args=(victim, lambda: sum(
+        1 for r in lc.list_tasks(since=since) if r["stage"] == "MapBatches(Doubler)") >= 4))
+    killer.start()
+    rows = ds.take_all(mode="pipelined")
+    killer.join()
+    assert sorted(r["id"] for r in rows) == list(range(24))
+    assert all(r["y"] == r["id"] * 6 + 1 for r in rows)
+    # the kill landed mid-pipeline: work was redone
+    records = lc.list_tasks(since=since)
+    restarted = [a for a in lc.list_actors() if a["class_name"] == "MapBatches_Doubler" and a["restarts"]]
+    assert restarted if victim == "gpu-0" else any(r["attempt"] > 1 or r["reconstruction"] for r in records)
