@@ -7,6 +7,7 @@ SIGKILLed mid-pipeline costs no row and duplicates none.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -75,7 +76,7 @@ def test_bulk_runs_stage_by_stage_and_pipelined_overlaps_them_with_the_same_rows
     spans = _spans(since)
     stages = ["ReadRange->MapBatches(slow_cpu)", "MapBatches(Doubler)", "Map(<lambda>)"]
     assert set(stages) <= set(spans), spans
-    for before, after in zip(stages, stages[1:]):  # no task of stage k+1 starts before stage k's last one ends
+    for before, after in itertools.pairwise(stages):  # no task of stage k+1 starts before stage k's last one ends
         assert spans[after][0] >= spans[before][1], (before, after, spans)
 
     since = _since()

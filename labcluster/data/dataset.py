@@ -378,7 +378,8 @@ class DatasetStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "wall": self.wall, "first_output": self.first_output,
-                "peak_bytes": self.peak_bytes, "peak_worker_bytes": self.peak_worker_bytes, "stages": [s.to_dict() for s in self.stages]}
+                "peak_bytes": self.peak_bytes, "peak_worker_bytes": self.peak_worker_bytes,
+                "stages": [s.to_dict() for s in self.stages]}
 
     def __repr__(self) -> str:
         head = (f"{self.mode} execution: {_secs(self.wall)} wall, first block after {_secs(self.first_output)}, "

@@ -32,8 +32,8 @@ import labcluster.data.tasks as tasks
 
 from .. import config
 from ..api import feasibility
-from ..api.calls import call
 from ..api.actors import ActorOptions
+from ..api.calls import call
 from ..api.options import TaskOptions
 from ..api.refs import ObjectRef
 from ..api.start import current_session

@@ -89,7 +89,8 @@ class LabclusterExtension:
 
     def _handlers(self) -> dict[str, Callable[..., Any]]:
         return {
-            "info": self.info, "key_states": self.key_states, "memory": self.memory, "records": self.records_page, "lineage": self.lineage,
+            "info": self.info, "key_states": self.key_states, "memory": self.memory, "records": self.records_page,
+            "lineage": self.lineage,
             "fits": self.fits, "keep_workers": self.keep_workers, "workers_gone": self.workers_gone,
             "worker_names": self.worker_names,
             "hold": self.hold, "release": self.release, "release_all": self.release_all,
