@@ -29,7 +29,7 @@ _HOME = {
     "remove_placement_group": "api.placement",
     "list_tasks": "api.history", "summary": "api.history", "timeline": "api.history",
     "timeline_figure": "api.history",
-    "ObjectRef": "api.refs",
+    "ObjectRef": "api.refs", "compare": "data.compare",
     "RemoteFunction": "api.remote", "remote": "api.remote", "stage": "api.submit",
     "Session": "api.session", "is_initialized": "api.session", "shutdown": "api.session",
     "current_session": "api.start", "init": "api.start",
@@ -53,6 +53,7 @@ __all__ = [
     "available_resources",
     "cancel",
     "cluster_resources",
+    "compare",
     "current_session",
     "data",
     "exceptions",
@@ -117,3 +118,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     )
     from .api.submit import stage
     from .cluster.groups import WorkerGroup
+    from .data.compare import compare

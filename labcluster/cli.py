@@ -36,8 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labcluster", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="start a local heterogeneous cluster and run the demo pipeline")
-    demo.add_argument("--items", type=int, default=24, help="items to push through the pipeline")
+    demo = sub.add_parser("demo", help="run one CPU -> GPU -> CPU pipeline bulk and pipelined, and compare them "
+                                       "(simulated GPUs when none are found)")
+    demo.add_argument("--items", type=int, default=64, help="rows (images) through the pipeline (default 64)")
+    demo.add_argument("--decode-ms", type=float, default=20, help="CPU work per item in decode (default 20)")
+    demo.add_argument("--infer-ms", type=float, default=20, help="GPU time per item in inference (default 20)")
+    demo.add_argument("--post-ms", type=float, default=10, help="CPU work per item in post-processing (default 10)")
+    demo.add_argument("--payload-kb", type=int, default=256, help="KB carried from stage to stage per item (256)")
+    demo.add_argument("--modes", nargs="+", choices=("bulk", "pipelined"), default=["bulk", "pipelined"],
+                      help="which executions to run and compare (default: both)")
+    demo.add_argument("--output", default="labcluster-demo.html", help="where the HTML report goes")
 
     sch = sub.add_parser("scheduler", help="run a Dask scheduler (Ctrl-C or SIGTERM stops it)")
     sch.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
@@ -66,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run
 
-        run(n=args.items)
+        run(args.items, decode_ms=args.decode_ms, infer_ms=args.infer_ms, post_ms=args.post_ms,
+            payload_kb=args.payload_kb, modes=tuple(args.modes), output=args.output)
         return 0
     if args.command == "scheduler":
         from .cluster.node import run_scheduler

@@ -18,12 +18,13 @@ cancels what runs and kills the stage actors: nothing keeps running.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import queue
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,23 @@ from .plan import AllToAll, Limit, Stage
 from .sources import ReadTask
 
 MODES = ("pipelined", "bulk")
+
+#: who hears how an execution is getting on (``watching``): called from the execution's thread with its stats
+_watcher: contextvars.ContextVar[Callable[[Execution], None] | None] = contextvars.ContextVar(
+    "labcluster_data_watcher", default=None)
+#: how often a watcher hears (seconds)
+_WATCH_EVERY = 0.1
+
+
+@contextlib.contextmanager
+def watching(fn: Callable[[Execution], None]) -> Iterator[None]:
+    """Executions started inside the block call ``fn(execution)`` as they go (every 0.1 s) and once at the end:
+    progress bars (the demo's, the notebook's) read ``execution.stats`` and ``execution.totals``."""
+    token = _watcher.set(fn)
+    try:
+        yield
+    finally:
+        _watcher.reset(token)
 #: how long the loop sleeps in lc.wait before it looks again at the consumer and at stop requests
 _TICK = 0.05
 
@@ -174,6 +192,29 @@ class Execution:
         self.first_output: float | None = None
         self._resources = lc.cluster_resources()
         self._check_feasible()
+        self.watcher = _watcher.get()
+        self._watched = 0.0
+        #: blocks each stage will make, where known before it runs (None: unknown, e.g. after a limit)
+        self.totals: list[int | None] = self._totals()
+
+    def _totals(self) -> list[int | None]:
+        out: list[int | None] = []
+        count: int | None = len(self.source_items)
+        for run in self.runs:
+            op = run.stage.op
+            if run.stage.kind == "all_to_all" and isinstance(op, AllToAll):
+                count = op.num_outputs or count
+            elif run.stage.kind == "limit":
+                count = None
+            out.append(count)
+        return out
+
+    def _watch(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.watcher is not None and (force or now - self._watched >= _WATCH_EVERY):
+            self._watched = now
+            with contextlib.suppress(Exception):  # a broken progress bar must not break the run
+                self.watcher(self)
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _check_feasible(self) -> None:
@@ -241,6 +282,7 @@ class Execution:
             self.managed_start = self.managed_peak
             while not self._stop.is_set():
                 self._sample_memory()
+                self._watch()
                 self._launch()
                 if all(run.finished for run in self.runs):
                     break
@@ -261,6 +303,7 @@ class Execution:
         finally:
             self.ended = time.perf_counter()
             self._shutdown_work()
+            self._watch(force=True)
 
     def _launch(self) -> None:
         # downstream first: finishing blocks frees budget for the stages before
