@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -315,3 +316,46 @@ def test_a_worker_killed_mid_pipeline_costs_no_row_and_duplicates_none(victim: s
     records = lc.list_tasks(since=since)
     restarted = [a for a in lc.list_actors() if a["class_name"] == "MapBatches_Doubler" and a["restarts"]]
     assert restarted if victim == "gpu-0" else any(r["attempt"] > 1 or r["reconstruction"] for r in records)
+
+
+# -- the comparison and the demo -----------------------------------------------------------------------------
+
+def test_compare_reports_both_modes_with_bounds_and_pictures(tmp_path: Any) -> None:
+    from labcluster.demo import pipeline
+
+    ds = pipeline(12, decode_ms=5, infer_ms=5, post_ms=2, payload_kb=64)
+    report = lc.compare(ds, repeats=1)
+    d = report.to_dict()
+    bulk, piped = d["modes"]["bulk"], d["modes"]["pipelined"]
+    assert piped["first_output"] < bulk["first_output"]  # pipelined streams: its first block comes first
+    assert piped["peak_bytes"] < bulk["peak_bytes"]  # bulk holds every block of a stage
+    assert 0 < piped["busy"]["GPU"] <= 1 and 0 < bulk["busy"]["CPU"] <= 1
+    assert bulk["bound"] > piped["bound"] > 0 and piped["ratio_to_bound"] >= 0.9  # nothing beats its bound
+    assert any("bounds a pipelined run" in line for line in piped["bound_derivation"])
+    text = repr(report)
+    assert "wall time" in text and "x its bound" in text and "GPU busy" in text
+    page = report.to_html(str(tmp_path / "report.html"))
+    content = Path(page).read_text(encoding="utf-8")
+    assert "<table" in content and "bulk vs pipelined" in content and "Bokeh" in content
+    assert "cdn.bokeh.org" not in content  # opens with no network
+    assert "<table>" in report._repr_html_() and "ideal bounds" in report._repr_html_()
+    with pytest.raises(ValueError, match="mode must be 'pipelined' or 'bulk'"):
+        lc.compare(ds, modes=("spark",))
+
+
+def test_labcluster_demo_runs_both_modes_and_writes_its_report(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "--items" in out.stdout and "--modes" in out.stdout and "--output" in out.stdout
+    report = tmp_path / "demo.html"
+    out = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--items", "8", "--decode-ms", "2",
+                          "--infer-ms", "2", "--post-ms", "1", "--payload-kb", "16", "--output", str(report)],
+                         capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "simulating 1 GPU worker" in out.stdout  # no GPU here: it says so
+    assert "bulk " in out.stdout and "pipelined " in out.stdout and "x its bound" in out.stdout
+    assert f"wrote {report}" in out.stdout and report.exists()
+    assert "Traceback" not in out.stderr

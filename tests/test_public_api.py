@@ -33,7 +33,7 @@ def test_import_does_not_import_ipython() -> None:
         "        if name.split('.')[0] in ('IPython', 'ipywidgets', 'jupyter_server', 'ipykernel'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import labcluster, labcluster.cli, labcluster.demo\n"
+        "import labcluster, labcluster.cli, labcluster.demo, labcluster.data, labcluster.data.compare\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'IPython']\n"
         "print('ok')\n"
     )
