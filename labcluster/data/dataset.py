@@ -384,9 +384,7 @@ class DatasetStats:
     def __repr__(self) -> str:
         head = (f"{self.mode} execution: {_secs(self.wall)} wall, first block after {_secs(self.first_output)}, "
                 f"peak {_mb(self.peak_bytes)} of blocks held")
-        lines = [head] + [f"  {s.name}: {s.blocks} blocks, {s.rows} rows, {_mb(s.bytes)}; tasks {s.task_wall:.2f}s "
-                          f"wall / {s.task_cpu:.2f}s CPU; span {s.wall:.2f}s; at most {s.max_in_flight} at once "
-                          f"[{s.resources}]" for s in self.stages]
+        lines = [head] + [f"  {s!r}" for s in self.stages]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

@@ -111,6 +111,13 @@ class StageStats:
     def wall(self) -> float:
         return 0.0 if self.first_start is None or self.last_end is None else self.last_end - self.first_start
 
+    def __repr__(self) -> str:
+        mib = self.bytes / 2**20
+        size = f"{mib:.1f} MiB" if mib >= 1 else f"{self.bytes / 1024:.1f} KiB"
+        return (f"{self.name}: {self.blocks} blocks, {self.rows} rows, {size}; tasks {self.task_wall:.2f} s wall / "
+                f"{self.task_cpu:.2f} s CPU; span {self.wall:.2f} s; at most {self.max_in_flight} running "
+                f"[{self.resources}]")
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "resources": self.resources, "blocks": self.blocks, "rows": self.rows,
                 "bytes": self.bytes, "task_wall": self.task_wall, "task_cpu": self.task_cpu, "wall": self.wall,
@@ -150,7 +157,7 @@ class _StageRun:
         configured = self.ex.max_blocks
         if configured:
             return int(configured)
-        return max(4, 2 * self.slots())
+        return max(8, 4 * self.slots())
 
     def slots(self) -> int:
         if self.stage.actors:
