@@ -333,7 +333,7 @@ def test_compare_reports_both_modes_with_bounds_and_pictures(tmp_path: Any) -> N
     assert bulk["bound"] > piped["bound"] > 0 and piped["ratio_to_bound"] >= 0.9  # nothing beats its bound
     assert any("bounds a pipelined run" in line for line in piped["bound_derivation"])
     text = repr(report)
-    assert "wall time" in text and "x its bound" in text and "GPU busy" in text
+    assert "wall time" in text and "wall / ideal for this mode" in text and "GPU busy" in text
     page = report.to_html(str(tmp_path / "report.html"))
     content = Path(page).read_text(encoding="utf-8")
     assert "<table" in content and "bulk vs pipelined" in content and "Bokeh" in content
@@ -356,6 +356,6 @@ def test_labcluster_demo_runs_both_modes_and_writes_its_report(tmp_path: Any) ->
                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "simulating 1 GPU worker" in out.stdout  # no GPU here: it says so
-    assert "bulk " in out.stdout and "pipelined " in out.stdout and "x its bound" in out.stdout
+    assert "bulk " in out.stdout and "pipelined " in out.stdout and "wall / ideal for this mode" in out.stdout
     assert f"wrote {report}" in out.stdout and report.exists()
     assert "Traceback" not in out.stderr

@@ -460,7 +460,7 @@ def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
 
 
 @entry
-def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+def kill(actor: ActorHandle, *, no_restart: bool = True, _reason: str | None = None) -> None:
     """Stop an actor: pending and later calls raise ActorDiedError, and its resources are given back.
 
     With ``no_restart=False`` an actor that has restarts left (``max_restarts``) is re-created from its
@@ -469,7 +469,8 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
     if not isinstance(actor, ActorHandle):
         raise TypeError(f"lc.kill() takes an ActorHandle, got {type(actor).__name__}")
     session = current_session(auto_init=False)
-    restarting = bool(call(session.client, "actor_kill", actor_id=actor._actor_id, restart=not no_restart))
+    restarting = bool(call(session.client, "actor_kill", actor_id=actor._actor_id, restart=not no_restart,
+                           reason=_reason))
     caller = session.part(Caller)
     caller.forget_route(actor._actor_id, None)
     if not restarting:

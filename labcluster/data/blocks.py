@@ -143,7 +143,11 @@ def concat(blocks: Sequence[pa.Table]) -> pa.Table:
         return pa.table({})
     if len(blocks) == 1:
         return blocks[0]
-    return pa.concat_tables(blocks, promote_options="permissive")
+    try:
+        return pa.concat_tables(blocks, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as e:
+        raise TypeError(f"blocks of different schemas cannot be put together ({e}); give the datasets one schema "
+                        f"first (select_columns, or a map that casts)") from None
 
 
 def size(block: pa.Table) -> int:

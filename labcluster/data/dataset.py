@@ -25,11 +25,23 @@ import labcluster.data.tasks as tasks
 
 from ..api import serialization
 from ..api.boundary import entry
+from ..exceptions import LabclusterError, unknown_name
 from .context import DataContext
 from .executor import Execution, Item, StageStats
 from .operators import Step, check_class_arguments, function_name
 from .plan import AllToAll, Limit, OneToOne, Operator, Resources, Stage, stages
 from .sources import Source
+
+#: what map, map_batches, filter, flat_map and add_column accept besides their own arguments
+_OPTIONS = frozenset({"fn_args", "fn_kwargs", "fn_constructor_args", "fn_constructor_kwargs", "num_cpus", "num_gpus",
+                      "resources", "concurrency", "batch_size", "batch_format", "columns"})
+
+
+class Plan(str):
+    """``explain()``'s text: prints as text, and shows as text when it is a cell's last expression."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,13 @@ class Dataset:
         return Dataset(self._source, (*self._ops, op))
 
     # -- transformations -------------------------------------------------------------------------------------------
-    def _one_to_one(self, kind: str, label: str, fn: Any, *, fn_args: Sequence[Any] = (),
+    def _one_to_one(self, kind: str, label: str, fn: Any, **options: Any) -> Dataset:
+        for key in options:
+            if key not in _OPTIONS:
+                raise unknown_name(f"{label} option", key, sorted(_OPTIONS))
+        return self._operator(kind, label, fn, **options)
+
+    def _operator(self, kind: str, label: str, fn: Any, *, fn_args: Sequence[Any] = (),
                     fn_kwargs: Mapping[str, Any] | None = None, fn_constructor_args: Sequence[Any] = (),
                     fn_constructor_kwargs: Mapping[str, Any] | None = None, num_cpus: float | None = None,
                     num_gpus: float | None = None, resources: Mapping[str, float] | None = None,
@@ -92,7 +110,7 @@ class Dataset:
         return self._one_to_one("map", "Map", fn, **options)
 
     def map_batches(self, fn: Any, *, batch_size: int | None = None, batch_format: str = "default",
-                    **options: Any) -> Dataset:
+                    **options: Any) -> Dataset:  # options: see _OPTIONS
         """Apply ``fn`` to batches of at most ``batch_size`` rows (None: whole blocks), given as ``batch_format``
         (``"numpy"``: a dict of arrays, the default; ``"pandas"``; ``"pyarrow"``). ``fn`` returns a batch the same
         ways. A class runs in an actor pool of ``concurrency`` actors (an int, or ``(min, max)`` to grow with the
@@ -189,26 +207,38 @@ class Dataset:
             assert item.ref is not None
             yield lc.get(item.ref, timeout=None)
 
+    def _stream(self, items: Iterator[Any], what: str) -> Iterator[Any]:
+        """What ``iter_batches`` / ``iter_rows`` hand out: an interrupt or a labcluster error raised while they are
+        iterated shows as one line of the caller's, not the machinery's frames."""
+        try:
+            yield from items
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"Dataset.{what} was interrupted; the dataset's execution stopped; nothing of "
+                                    f"it keeps running") from None
+        except LabclusterError as e:
+            raise e.with_traceback(None)  # noqa: B904  (the same error; only the frames go)
+
     @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "default", drop_last: bool = False,
                      mode: str | None = None) -> Iterator[Any]:
         """Batches of ``batch_size`` rows (None: a block each) as they are made: the first arrive before the dataset
         is done. Breaking off, or an error, stops the execution."""
         fmt = blocks.check_batch_format(batch_format)
-        return _rebatch(self._blocks(mode), batch_size, fmt, drop_last)
+        return self._stream(_rebatch(self._blocks(mode), batch_size, fmt, drop_last), "iter_batches")
 
     @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
     def iter_rows(self, *, mode: str | None = None) -> Iterator[dict[str, Any]]:
         """Rows (dicts) as they are made."""
-        return (row for block in self._blocks(mode) for row in blocks.rows(block))
+        return self._stream((row for block in self._blocks(mode) for row in blocks.rows(block)), "iter_rows")
 
     @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
     def take(self, limit: int = 20, *, mode: str | None = None) -> list[dict[str, Any]]:
         """The first ``limit`` rows, in the dataset's order."""
         out: list[dict[str, Any]] = []
-        for block in self.limit(limit)._blocks(mode, preserve_order=True):
+        limited = self.limit(limit)
+        for block in limited._blocks(mode, preserve_order=True):
             out.extend(blocks.rows(block))
-        self._last = self.limit(limit)._last
+        self._last = limited._last
         return out[:limit]
 
     @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
@@ -218,7 +248,10 @@ class Dataset:
     @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
     def take_batch(self, batch_size: int = 20, *, batch_format: str = "default", mode: str | None = None) -> Any:
         fmt = blocks.check_batch_format(batch_format)
-        return blocks.to_batch(blocks.concat(list(self.limit(batch_size)._blocks(mode, True))), fmt)
+        limited = self.limit(batch_size)
+        batch = blocks.to_batch(blocks.concat(list(limited._blocks(mode, True))), fmt)
+        self._last = limited._last
+        return batch
 
     def show(self, limit: int = 20) -> None:
         for row in self.take(limit):
@@ -281,7 +314,8 @@ class Dataset:
     def stats(self) -> DatasetStats:
         """What each stage of the last execution did (blocks, rows, bytes, task and wall time)."""
         if self._last is None:
-            raise RuntimeError("this dataset has not run yet: consume it first (take, iter_batches, count...)")
+            raise RuntimeError("this dataset has not run yet: consume it first (take_all, iter_batches, materialize..."
+                               "; count() of a source whose size is known runs nothing)")
         return DatasetStats(self._last)
 
     def num_blocks(self) -> int:
@@ -293,7 +327,7 @@ class Dataset:
             return sum(child.num_blocks() for child in self._source.children)
         return self._source.num_blocks if isinstance(self._source, Source) else len(self._source.items)
 
-    def explain(self) -> str:
+    def explain(self) -> Plan:
         """The operators, and the stages they run as (fused where they can be; bulk mode waits between stages)."""
         lines = [f"Dataset: {self._source_label()}", "operators:"]
         lines += [f"  {op.name}" + (f"  [{_op_label(op)}]" if _op_label(op) else "") for op in self._ops]
@@ -302,7 +336,7 @@ class Dataset:
         lines.append("stages (a task or actor call per block; bulk mode finishes each before the next starts):")
         for i, st in enumerate(self._stages(), 1):
             lines.append(f"  {i}. {st.name}  [{_stage_label(st)}]")
-        return "\n".join(lines)
+        return Plan("\n".join(lines))
 
     def _source_label(self) -> str:
         if isinstance(self._source, Source):
@@ -314,13 +348,15 @@ class Dataset:
 
     def __repr__(self) -> str:
         chain = " -> ".join([self._source.name, *(op.name for op in self._ops)])
-        return f"Dataset({chain}; {self.num_blocks()} blocks)"
+        n = self.num_blocks()
+        return f"Dataset({chain}; {n} block{'' if n == 1 else 's'})"
 
     def _repr_html_(self) -> str:
-        rows = [f"<tr><td>{html.escape(self._source_label())}</td><td>source</td><td></td></tr>"]
+        first = "1" if isinstance(self._source, Source) else ""
+        rows = [f"<tr><td>{html.escape(self._source_label())}</td><td>source</td><td>{first}</td></tr>"]
         rows += [f"<tr><td>{html.escape(op.name)}</td><td>{html.escape(_op_label(op) or '-')}</td>"
                  f"<td>{i}</td></tr>" for op, i in _stage_numbers(self._stages(), self._ops)]
-        return ("<div><strong>Dataset</strong> " + html.escape(repr(self)) +
+        return ("<div>" + html.escape(repr(self)) +
                 "<table><thead><tr><th style='text-align:left'>operator</th><th style='text-align:left'>runs on"
                 "</th><th style='text-align:left'>stage</th></tr></thead><tbody>" + "".join(rows) +
                 "</tbody></table></div>")
@@ -477,4 +513,6 @@ def _secs(v: float | None) -> str:
 
 
 def _mb(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"

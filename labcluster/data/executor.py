@@ -33,7 +33,7 @@ import labcluster.data.tasks as tasks
 
 from .. import config
 from ..api import feasibility
-from ..api.actors import ActorOptions
+from ..api.actors import ActorOptions, kill
 from ..api.calls import call
 from ..api.options import TaskOptions
 from ..api.refs import ObjectRef
@@ -114,9 +114,9 @@ class StageStats:
     def __repr__(self) -> str:
         mib = self.bytes / 2**20
         size = f"{mib:.1f} MiB" if mib >= 1 else f"{self.bytes / 1024:.1f} KiB"
-        return (f"{self.name}: {self.blocks} blocks, {self.rows} rows, {size}; tasks {self.task_wall:.2f} s wall / "
-                f"{self.task_cpu:.2f} s CPU; span {self.wall:.2f} s; at most {self.max_in_flight} running "
-                f"[{self.resources}]")
+        return (f"{self.name}: {_n(self.blocks, 'block')}, {_n(self.rows, 'row')}, {size}; tasks "
+                f"{self.task_wall:.2f} s wall / {self.task_cpu:.2f} s CPU; span {self.wall:.2f} s; at most "
+                f"{self.max_in_flight} submitted at once [{self.resources}]")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "resources": self.resources, "blocks": self.blocks, "rows": self.rows,
@@ -174,7 +174,8 @@ class Execution:
     def __init__(self, source_items: Sequence[Item], stages: Sequence[Stage], *, mode: str, preserve_order: bool,
                  max_blocks: int | None, max_bytes: int) -> None:
         if mode not in MODES:
-            raise ValueError(f"execution mode must be 'pipelined' or 'bulk', got {mode!r}")
+            hint = " (Ray Data's streaming execution is 'pipelined' here)" if mode == "streaming" else ""
+            raise ValueError(f"execution mode must be 'pipelined' or 'bulk', got {mode!r}{hint}")
         self.session = current_session()
         self.id = uuid.uuid4().hex[:12]
         self.topic = f"labcluster-data-{self.id}"
@@ -367,7 +368,7 @@ class Execution:
         stats = run.stats
         if stats.first_start is None:
             stats.first_start = time.perf_counter() - self.started
-        stats.max_in_flight = max(stats.max_in_flight, len(run.running))
+        stats.max_in_flight = max(stats.max_in_flight, len(run.running))  # submitted: Dask queues what waits
         stats.max_out = max(stats.max_out, len(run.running) + self._held(run))
         if self.mode == "pipelined" and run.stage.kind == "map":
             stats.bound = run.budget()
@@ -454,10 +455,7 @@ class Execution:
                 continue
             run.finished = True
             if run.finished:
-                for actor in run.actors:
-                    with contextlib.suppress(Exception):
-                        lc.kill(actor.handle)
-                run.actors = []
+                self._stop_actors(run, "its dataset stage finished")
                 if i + 1 < len(self.runs):
                     self.runs[i + 1].upstream_done = True
 
@@ -577,20 +575,27 @@ class Execution:
         with contextlib.suppress(Exception):
             self.session.client.unsubscribe_topic(self.topic)
 
+    def _stop_actors(self, run: _StageRun, why: str) -> None:
+        for actor in run.actors:
+            with contextlib.suppress(Exception):
+                kill(actor.handle, _reason=f"{why} ({run.stage.name})")
+        run.actors = []
+
     def _shutdown_work(self) -> None:
         for run in self.runs:
             for ref in list(run.running):
                 with contextlib.suppress(Exception):
                     lc.cancel(ref)
             run.running.clear()
-            for actor in run.actors:
-                with contextlib.suppress(Exception):
-                    lc.kill(actor.handle)
-            run.actors = []
+            self._stop_actors(run, "its dataset execution stopped")
 
     @property
     def stats(self) -> list[StageStats]:
         return [run.stats for run in self.runs]
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _class_name(stage_name: str) -> str:

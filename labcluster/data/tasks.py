@@ -7,6 +7,7 @@ flight, and fills ``stats()`` without fetching a block.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -18,6 +19,10 @@ import labcluster.data.blocks as blocks
 
 from .operators import Step, run_steps
 from .sources import ReadTask
+
+# blocks that arrive unpickled have buffers Arrow's query engine (group_by) calls "poorly aligned" and warns about,
+# once per block, on stderr: let it copy them instead (read when that engine first runs in this process)
+os.environ.setdefault("ACERO_ALIGNMENT_HANDLING", "reallocate")
 
 
 def report(topic: str, block_id: str, block: pa.Table, wall0: float, cpu0: float) -> None:

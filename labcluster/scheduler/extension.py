@@ -298,11 +298,11 @@ class LabclusterExtension:
         self.holders.rearm(entry["holder"])  # after lc.kill(no_restart=False), its holder holds again
         return self.actors.incarnate(actor_id)
 
-    def actor_kill(self, actor_id: str, restart: bool = False) -> bool:
+    def actor_kill(self, actor_id: str, restart: bool = False, reason: str | None = None) -> bool:
         """Kill the actor, or restart it in place (True); either way its holder is released (and re-armed by the
-        holder itself when it restarts)."""
+        holder itself when it restarts). ``reason``: what ``ActorDiedError`` and ``list_actors`` say."""
         entry = self.actors.get(actor_id)
-        restarting = self.actors.kill(actor_id, restart)
+        restarting = self.actors.kill(actor_id, restart, *([reason] if reason else []))
         if entry is not None:
             self.holders.release([entry["holder"]])
         return restarting

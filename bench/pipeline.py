@@ -1,0 +1,195 @@
+"""The canonical heterogeneous pipeline, side by side in one run: labcluster bulk and pipelined, raw Dask futures
+chained, and (when importable) Ray tasks chained, Ray Data streaming and PySpark.
+
+64 items: stage 1 ~20 ms of real single-threaded numpy work on a CPU slot, stage 2 a 20 ms sleep in the one GPU slot
+(simulated), stage 3 ~10 ms of CPU work; 256 KB carried from stage to stage. The ideal bound on 2 cores is
+max(64 x 20 ms, 64 x 30 ms / 2) = 1.28 s; the ideal bulk time 0.64 + 1.28 + 0.32 = 2.24 s. Printed per system: the
+median wall time, its ratio to the bound (bulk also to its own), the GPU slot's busy fraction (64 x 20 ms over the
+wall time), and labcluster's peak bytes of blocks held. Then 10,000 small rows through 3 operators: rows/s,
+labcluster against Ray Data. Runs alternate within each cluster (A B A B); each cluster is started once.
+
+``python -m bench.pipeline [repeats]`` writes ``bench/results/pipeline.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from labcluster.demo import _work, calibrate
+
+from .core import save
+
+ITEMS, DECODE_MS, INFER_MS, POST_MS, PAYLOAD = 64, 20.0, 20.0, 10.0, 256 * 1024
+BOUND = max(ITEMS * INFER_MS, ITEMS * (DECODE_MS + POST_MS) / 2) / 1000
+BULK_BOUND = (ITEMS * DECODE_MS / 2 + ITEMS * INFER_MS + ITEMS * POST_MS / 2) / 1000
+SMALL_ROWS = 10_000
+
+
+# -- one item at a time (chained tasks) --------------------------------------------------------------------------
+
+def decode_item(i: int, units: int) -> np.ndarray:
+    _work(np.full(1 << 15, float(i)), units)
+    return np.full(PAYLOAD // 8, float(i))
+
+
+def infer_item(image: np.ndarray) -> np.ndarray:
+    time.sleep(INFER_MS / 1000)
+    return image
+
+
+def post_item(image: np.ndarray, units: int) -> float:
+    _work(image, units)
+    return float(image.mean())
+
+
+# -- small rows --------------------------------------------------------------------------------------------------
+
+def add_one(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "v": row["id"] + 1}
+
+
+def even(row: dict[str, Any]) -> bool:
+    return bool(row["v"] % 2 == 0)
+
+
+def square(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "sq": row["v"] * row["v"]}
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def run_labcluster(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
+    import labcluster as lc
+    from labcluster.demo import pipeline
+
+    lc.init(num_cpus=2, num_gpus=1, simulate_gpus=True, include_dashboard=False)
+    try:
+        ds = pipeline(ITEMS, decode_ms=DECODE_MS, infer_ms=INFER_MS, post_ms=POST_MS, payload_kb=PAYLOAD // 1024)
+        client = lc.current_session().client
+
+        def dask_chained() -> None:
+            refs = []
+            for i in range(ITEMS):
+                a = client.submit(decode_item, i, units[0], resources={"CPU": 1}, pure=False)
+                b = client.submit(infer_item, a, resources={"GPU": 1}, pure=False)
+                refs.append(client.submit(post_item, b, units[1], resources={"CPU": 1}, pure=False))
+            client.gather(refs)
+
+        small = lc.data.range(SMALL_ROWS).map(add_one).filter(even).map(square)
+        ds.count()  # warm-up: the workers import pyarrow and the stage functions once
+        walls: dict[str, list[float]] = {"labcluster bulk": [], "labcluster pipelined": [], "dask futures chained": []}
+        peaks: dict[str, list[float]] = {"labcluster bulk": [], "labcluster pipelined": []}
+        small_rates = []
+        for _ in range(repeat):
+            for mode in ("bulk", "pipelined"):
+                walls[f"labcluster {mode}"].append(_timed(lambda mode=mode: ds.count(mode=mode)))
+                peaks[f"labcluster {mode}"].append(ds.stats().peak_bytes)
+            walls["dask futures chained"].append(_timed(dask_chained))
+            small_rates.append(SMALL_ROWS / _timed(small.count))
+        out = {name: {"wall": statistics.median(w)} for name, w in walls.items()}
+        for name, p in peaks.items():
+            out[name]["peak_bytes"] = statistics.median(p)
+        out["labcluster pipelined"]["small_rows_per_s"] = statistics.median(small_rates)
+        return out
+    finally:
+        lc.shutdown()
+
+
+def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        dec = ray.remote(num_cpus=1)(decode_item)
+        inf = ray.remote(num_cpus=0, num_gpus=1)(infer_item)
+        pst = ray.remote(num_cpus=1)(post_item)
+
+        def tasks_chained() -> None:
+            ray.get([pst.remote(inf.remote(dec.remote(i, units[0])), units[1]) for i in range(ITEMS)])
+
+        out: dict[str, dict[str, float]] = {}
+        runs: dict[str, Callable[[], Any]] = {"ray tasks chained": tasks_chained}
+        small = None
+        if importlib.util.find_spec("ray.data") is not None:
+            import ray.data
+
+            class RayModel:
+                def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                    time.sleep(INFER_MS / 1000 * len(batch["id"]))
+                    return batch
+
+            def ray_decode(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return {"id": batch["id"], "image": np.stack([decode_item(int(i), units[0]) for i in batch["id"]])}
+
+            def ray_post(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return {"id": batch["id"], "score": np.array([post_item(v, units[1]) for v in batch["image"]])}
+
+            data = (ray.data.range(ITEMS, override_num_blocks=ITEMS).map_batches(ray_decode, batch_size=1)
+                    .map_batches(RayModel, batch_size=1, num_gpus=1, num_cpus=0, concurrency=1)
+                    .map_batches(ray_post, batch_size=1))
+            runs["ray data streaming"] = lambda: sum(len(b["id"]) for b in data.iter_batches(batch_size=None))
+            small = ray.data.range(SMALL_ROWS).map(add_one).filter(even).map(square)
+        for fn in runs.values():
+            fn()  # warm-up
+        walls: dict[str, list[float]] = {name: [] for name in runs}
+        rates = []
+        for _ in range(repeat):
+            for name, fn in runs.items():
+                walls[name].append(_timed(fn))
+            if small is not None:
+                rates.append(SMALL_ROWS / _timed(small.count))
+        out = {name: {"wall": statistics.median(w)} for name, w in walls.items()}
+        if rates:
+            out["ray data streaming"]["small_rows_per_s"] = statistics.median(rates)
+        return out
+    finally:
+        ray.shutdown()
+
+
+def markdown(results: dict[str, dict[str, float]], load: tuple[float, float]) -> str:
+    lines = [f"canonical pipeline, {ITEMS} items; ideal bound {BOUND:.2f} s (bulk: {BULK_BOUND:.2f} s); load average "
+             f"{load[0]:.2f} before, {load[1]:.2f} after", "",
+             "| system | wall (s) | x bound | x bulk bound | GPU busy | peak blocks held |",
+             "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        bulk = f"{r['wall'] / BULK_BOUND:.2f}x" if "bulk" in name else "-"
+        peak = f"{r['peak_bytes'] / 2**20:.1f} MiB" if "peak_bytes" in r else "-"
+        lines.append(f"| {name} | {r['wall']:.2f} | {r['wall'] / BOUND:.2f}x | {bulk} | "
+                     f"{ITEMS * INFER_MS / 1000 / r['wall']:.0%} | {peak} |")
+    rates = {n: r["small_rows_per_s"] for n, r in results.items() if "small_rows_per_s" in r}
+    if rates:
+        lines += ["", f"{SMALL_ROWS:,} small rows through map -> filter -> map: " +
+                  ", ".join(f"{n} {v:,.0f} rows/s" for n, v in rates.items())]
+        if len(rates) == 2:
+            a, b = rates.values()
+            lines[-1] += f" ({a / b:.2f}x)"
+    if importlib.util.find_spec("pyspark") is None:
+        lines.append("PySpark: not installed (-)")
+    return "\n".join(lines)
+
+
+def run(repeat: int = 3) -> tuple[dict[str, dict[str, float]], str]:
+    units = (calibrate(DECODE_MS), calibrate(POST_MS))
+    load0 = os.getloadavg()[0]
+    results = run_labcluster(repeat, units)
+    if importlib.util.find_spec("ray") is not None:
+        results.update(run_ray(repeat, units))
+    md = markdown(results, (load0, os.getloadavg()[0]))
+    return results, md
+
+
+if __name__ == "__main__":
+    res, md = run(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    print(save("pipeline", res, md))
