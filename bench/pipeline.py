@@ -92,7 +92,8 @@ def run_labcluster(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, f
         walls: dict[str, list[float]] = {"labcluster bulk": [], "labcluster pipelined": [], "dask futures chained": []}
         peaks: dict[str, list[float]] = {"labcluster bulk": [], "labcluster pipelined": []}
         small_rates = []
-        for _ in range(repeat):
+        for r in range(repeat):
+            print(f"labcluster round {r + 1}/{repeat}", file=sys.stderr, flush=True)
             for mode in ("bulk", "pipelined"):
                 walls[f"labcluster {mode}"].append(_timed(lambda mode=mode: ds.count(mode=mode)))
                 peaks[f"labcluster {mode}"].append(ds.stats().peak_bytes)
@@ -123,7 +124,14 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
         runs: dict[str, Callable[[], Any]] = {"ray tasks chained": tasks_chained}
         small = None
         if importlib.util.find_spec("ray.data") is not None:
+            import logging
+
             import ray.data
+
+            context = ray.data.DataContext.get_current()
+            context.enable_progress_bars = False
+            context.print_on_execution_start = False
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
 
             class RayModel:
                 def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -145,7 +153,8 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
             fn()  # warm-up
         walls: dict[str, list[float]] = {name: [] for name in runs}
         rates = []
-        for _ in range(repeat):
+        for r in range(repeat):
+            print(f"ray round {r + 1}/{repeat}", file=sys.stderr, flush=True)
             for name, fn in runs.items():
                 walls[name].append(_timed(fn))
             if small is not None:
@@ -184,6 +193,7 @@ def run(repeat: int = 3) -> tuple[dict[str, dict[str, float]], str]:
     units = (calibrate(DECODE_MS), calibrate(POST_MS))
     load0 = os.getloadavg()[0]
     results = run_labcluster(repeat, units)
+    print(markdown(results, (load0, os.getloadavg()[0])), file=sys.stderr, flush=True)  # in case Ray never ends
     if importlib.util.find_spec("ray") is not None:
         results.update(run_ray(repeat, units))
     md = markdown(results, (load0, os.getloadavg()[0]))

@@ -128,3 +128,21 @@ def test_errors_in_a_cell_show_the_callers_line_the_message_and_the_users_source
                      "lc.get(Parser.remote().parse.remote('seven'))")
     assert out["error"] == "TaskError(ValueError)", out
     assert "return int(text)" in out["evalue"] and "<dynamic-code>" not in out["evalue"], out["evalue"]
+
+
+def test_a_dataset_in_a_cell_shows_the_users_source_and_stops_on_interrupt(kernel: Kernel) -> None:
+    # an operator function defined in a cell: its line shows in the remote traceback, with the operator and row
+    out = kernel.run("def parse(row):\n    return {'n': int(row['text'])}\n\n"
+                     "lc.data.from_items([{'text': '1'}, {'text': 'x'}]).map(parse).take_all()")
+    assert out["error"] == "TaskError(ValueError)", out
+    assert "return {'n': int(row['text'])}" in out["evalue"] and "<dynamic-code>" not in out["evalue"], out
+    assert "in dataset operator 'Map(parse)', block 1, row 0" in out["evalue"], out["evalue"]
+    # an interrupt while a pipelined dataset streams: one line, the execution stopped, the next cell runs at once
+    kernel.run("def nap(row):\n    time.sleep(0.2)\n    return row\nds = lc.data.range(100).map(nap)")
+    out, seconds = _interrupt(kernel, "for batch in ds.iter_batches(batch_size=4):\n    pass", after=2.0)
+    print(f"KeyboardInterrupt {seconds:.2f}s after the interrupt")
+    assert out["error"] == "KeyboardInterrupt" and "the dataset's execution stopped" in out["evalue"], out
+    assert "queue.py" not in out["traceback"] and "executor.py" not in out["traceback"], out["traceback"]
+    after = kernel.run("print(lc.data.range(3).count(), len(lc.list_tasks(state='running')), "
+                       "lc.get(slow.remote(0.1), timeout=30))", timeout=60)
+    assert after["error"] is None and after["stdout"].strip() == "3 0 0.1", after

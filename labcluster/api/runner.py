@@ -48,7 +48,11 @@ def source_of(obj: Any) -> Source | None:
     """The source of a function or class, read on the driver where it exists.
 
     A class defined in a notebook cell has no source of its own for ``inspect`` (its module, ``__main__``, has no
-    file); its methods do (each names its cell), so a class falls back to one fragment per method."""
+    file); its methods do (each names its cell), so a class falls back to one fragment per method. A wrapper that
+    runs other people's code (a Dataset stage) names their source in ``_labcluster_sources``."""
+    given = getattr(obj, "_labcluster_sources", None)
+    if given is not None:
+        return tuple(given) or None
     if hasattr(obj, "__code__"):
         one = _fragment(obj, [obj])
         return (one,) if one is not None else None

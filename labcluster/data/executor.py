@@ -245,7 +245,8 @@ class Execution:
         stage = run.stage
         name = stage.name
         if stage.actors:
-            cls = type(_class_name(name), (tasks.StageActor,), {"__module__": tasks.__name__})
+            attrs = {"__module__": tasks.__name__, "_labcluster_sources": tasks.step_sources(stage.steps)}
+            cls = type(_class_name(name), (tasks.StageActor,), attrs)
             restarts = int(config.get("data.actor-max-restarts"))
             run.remote = lc.remote(**stage.resources.options(), max_restarts=restarts,
                                    max_task_retries=restarts)(cls)

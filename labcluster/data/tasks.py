@@ -43,11 +43,23 @@ def _run(steps: Sequence[Step], read: ReadTask | None, block: pa.Table | None, i
     return out
 
 
+def step_sources(steps: Sequence[Step]) -> tuple[Any, ...]:
+    """The source of the user's functions and classes in ``steps``, for remote tracebacks with source lines."""
+    from ..api.runner import source_of
+
+    out: list[Any] = []
+    for step in steps:
+        if step.fn is not None and not getattr(step.fn, "__module__", "").startswith("labcluster."):
+            out.extend(source_of(step.fn) or ())
+    return tuple(out)
+
+
 class StageTask:
     """A stage's task function: one block in, one block out (the steps pickled once, with the function)."""
 
     def __init__(self, steps: Sequence[Step], topic: str, name: str) -> None:
         self.steps, self.topic, self.__name__ = tuple(steps), topic, name
+        self._labcluster_sources = step_sources(steps)
 
     def __call__(self, read: ReadTask | None, block: pa.Table | None, index: int, block_id: str) -> pa.Table:
         return _run(self.steps, read, block, index, block_id, self.topic)
