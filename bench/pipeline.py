@@ -8,7 +8,7 @@ median wall time, its ratio to the bound (bulk also to its own), the GPU slot's 
 wall time), and labcluster's peak bytes of blocks held. Then 10,000 small rows through 3 operators: rows/s,
 labcluster against Ray Data. Runs alternate within each cluster (A B A B); each cluster is started once.
 
-``python -m bench.pipeline [repeats]`` writes ``bench/results/pipeline.{json,md}``.
+``python -m bench.pipeline [repeats] [labcluster|ray]`` writes ``bench/results/pipeline.{json,md}``.
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         dec = ray.remote(num_cpus=1)(decode_item)
-        inf = ray.remote(num_cpus=0, num_gpus=1)(infer_item)
+        # Ray's GPU tasks default to max_calls=1 (a fresh worker process per call, to free GPU memory): 194 s for
+        # this job in one run; max_calls=0 reuses workers, as a pipeline would
+        inf = ray.remote(num_cpus=0, num_gpus=1, max_calls=0)(infer_item)
         pst = ray.remote(num_cpus=1)(post_item)
 
         def tasks_chained() -> None:
@@ -189,17 +191,17 @@ def markdown(results: dict[str, dict[str, float]], load: tuple[float, float]) ->
     return "\n".join(lines)
 
 
-def run(repeat: int = 3) -> tuple[dict[str, dict[str, float]], str]:
+def run(repeat: int = 3, only: str = "") -> tuple[dict[str, dict[str, float]], str]:
     units = (calibrate(DECODE_MS), calibrate(POST_MS))
     load0 = os.getloadavg()[0]
-    results = run_labcluster(repeat, units)
+    results = run_labcluster(repeat, units) if only in ("", "labcluster") else {}
     print(markdown(results, (load0, os.getloadavg()[0])), file=sys.stderr, flush=True)  # in case Ray never ends
-    if importlib.util.find_spec("ray") is not None:
+    if importlib.util.find_spec("ray") is not None and only in ("", "ray"):
         results.update(run_ray(repeat, units))
     md = markdown(results, (load0, os.getloadavg()[0]))
     return results, md
 
 
 if __name__ == "__main__":
-    res, md = run(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    res, md = run(int(sys.argv[1]) if len(sys.argv) > 1 else 3, sys.argv[2] if len(sys.argv) > 2 else "")
     print(save("pipeline", res, md))
