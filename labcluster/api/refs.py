@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from distributed import Future
@@ -48,7 +48,7 @@ class CallOutcome:
     ``future`` is set when the call finishes).
     """
 
-    __slots__ = ("_lock", "_waiters", "client", "done", "error", "future", "key", "value")
+    __slots__ = ("_callbacks", "_lock", "_waiters", "client", "done", "error", "future", "key", "value")
 
     def __init__(self, client: Any, key: str) -> None:
         self.client = client
@@ -60,6 +60,7 @@ class CallOutcome:
         self.future: Future[Any] | None = None
         self._lock = threading.Lock()
         self._waiters: list[asyncio.Future[None]] = []
+        self._callbacks: list[Callable[[], None]] = []
 
     def finish(self, *, value: tuple[Any] | None = None, error: BaseException | None = None,
                future: Future[Any] | None = None) -> None:
@@ -67,11 +68,23 @@ class CallOutcome:
         if self.done.is_set():
             return
         self.value, self.error, self.future = value, error, future
-        self.done.set()
+        with self._lock:
+            self.done.set()
+            callbacks, self._callbacks = self._callbacks, []
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._waiters.clear()
+        for callback in callbacks:
+            callback()
+
+    def on_done(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the call has finished (at once if it has); it runs on the client's loop."""
+        with self._lock:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
 
     async def wait_async(self) -> None:
         """Wait on the client's event loop until the call has finished."""
@@ -121,6 +134,22 @@ class ObjectRef:
     def from_key(key: str, function: str | None = None) -> ObjectRef:
         """A ref to an existing object by its key (``ref.hex()``), held by this process's session."""
         return _rebuild(key, function)
+
+    def on_done(self, callback: Callable[[ObjectRef], None]) -> None:
+        """Call ``callback(ref)`` once the object is ready (see :meth:`done`), from Dask's callback thread or the
+        client's loop: keep it short (put the ref in a queue). Waiting for many refs without a poll per ref."""
+        call = self._call
+        if call is None:
+            self.future.add_done_callback(lambda _f: callback(self))
+            return
+
+        def finished() -> None:  # a result kept on the actor's worker is ready once its key is
+            if call.future is not None:
+                call.future.add_done_callback(lambda _f: callback(self))
+            else:
+                callback(self)
+
+        call.on_done(finished)
 
     def done(self) -> bool:
         """Whether the object is ready (computed, failed, cancelled or lost)."""

@@ -1,7 +1,8 @@
 """Run a Dataset's stages: pipelined (Ray-style streaming) or bulk (Spark-style, stage by stage).
 
 One loop does both, in a thread of the driver: it launches work (a task per block, or a call to an actor of the
-stage's pool), waits for any of it to finish (``lc.wait``), and hands each finished block to the next stage or to
+stage's pool), waits for any of it to finish (each ref reports itself: ``ObjectRef.on_done``), and hands each
+finished block to the next stage or to
 the consumer. The two modes differ in one rule only:
 
 - **pipelined**: a block moves on as soon as it exists. Backpressure: a stage starts no more blocks while its
@@ -35,6 +36,7 @@ from .. import config
 from ..api import feasibility
 from ..api.actors import ActorOptions, kill
 from ..api.calls import call
+from ..api.fetching import no_workers
 from ..api.options import TaskOptions
 from ..api.refs import ObjectRef
 from ..api.start import current_session
@@ -61,8 +63,10 @@ def watching(fn: Callable[[Execution], None]) -> Iterator[None]:
         yield
     finally:
         _watcher.reset(token)
-#: how long the loop sleeps in lc.wait before it looks again at the consumer and at stop requests
+#: how long the loop waits for a finished block before it looks again at the consumer and at stop requests
 _TICK = 0.05
+#: how long without a finished block before the loop asks whether the cluster still has workers
+_STALL_CHECK = 1.0
 
 
 class ExecutionStopped(Exception):
@@ -188,6 +192,10 @@ class Execution:
         self._out: queue.Queue[Item | BaseException | None] = queue.Queue()
         self._out_blocks = 0  # in the queue or being consumed (the last stage's held blocks)
         self._stop = threading.Event()
+        #: finished refs, put by each ref's on_done; which stage each running ref belongs to
+        self._done: queue.SimpleQueue[ObjectRef] = queue.SimpleQueue()
+        self._owner: dict[ObjectRef, _StageRun] = {}
+        self._progress_at = time.perf_counter()
         self._thread: threading.Thread | None = None
         self._emit_buffer: dict[int, Item] = {}
         self._emit_next = 0
@@ -295,12 +303,13 @@ class Execution:
                 self._launch()
                 if all(run.finished for run in self.runs):
                     break
-                running = [ref for run in self.runs for ref in run.running]
-                if running:
-                    lc.wait(running, num_returns=1, timeout=_TICK)
-                    for run in self.runs:
-                        for ref in [r for r in run.running if r.state != "pending"]:
+                if any(run.running for run in self.runs):
+                    done = self._next_done()
+                    for ref in done:
+                        run = self._owner.pop(ref, None)
+                        if run is not None and ref in run.running:
                             self._finish(run, ref)
+                    self._check_progress(bool(done))
                 else:
                     self._stop.wait(_TICK / 5)
                 self._close_finished()
@@ -313,6 +322,33 @@ class Execution:
             self.ended = time.perf_counter()
             self._shutdown_work()
             self._watch(force=True)
+
+    def _track(self, run: _StageRun, ref: ObjectRef, item: Item, block_id: str) -> None:
+        """``ref`` runs ``item`` for ``run``; it reports itself to the loop when it is done."""
+        run.running[ref] = (item, block_id, time.perf_counter())
+        self._owner[ref] = run
+        ref.on_done(self._done.put)
+
+    def _next_done(self) -> list[ObjectRef]:
+        """The refs that finished since the last look (waits up to a tick for the first)."""
+        try:
+            out = [self._done.get(timeout=_TICK)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _check_progress(self, moved: bool) -> None:
+        """Nothing finished for a while: a cluster with no workers left (and none coming) will never finish it."""
+        now = time.perf_counter()
+        if moved:
+            self._progress_at = now
+        elif now - self._progress_at > _STALL_CHECK:
+            self._progress_at = now
+            no_workers(self.session)
 
     def _launch(self) -> None:
         # downstream first: finishing blocks frees budget for the stages before
@@ -365,7 +401,7 @@ class Execution:
                 run.running_actor[ref] = actor
             else:
                 ref = run.remote.remote(*args)
-        run.running[ref] = (item, block_id, time.perf_counter())
+        self._track(run, ref, item, block_id)
         stats = run.stats
         if stats.first_start is None:
             stats.first_start = time.perf_counter() - self.started
@@ -476,7 +512,7 @@ class Execution:
                 block_id = f"{run.position}-{i}-{uuid.uuid4().hex[:8]}"
                 ref = lc.remote(tasks.pick).options(name=_class_name(run.stage.name)).remote(
                     whole, i, block_id, self.topic)
-                run.running[ref] = (Item(i), block_id, time.perf_counter())
+                self._track(run, ref, Item(i), block_id)
         self.live_bytes -= sum(p.nbytes for p in parts)
         run.gathered = []
         run.stats.first_start = time.perf_counter() - self.started
@@ -510,7 +546,7 @@ class Execution:
                 with in_stage(run.stage.name):
                     ref = lc.remote(tasks.slice_block).options(name="Limit").remote(
                         item.ref, left, block_id, self.topic)
-                run.running[ref] = (item, block_id, time.perf_counter())
+                self._track(run, ref, item, block_id)
                 run.limit_rows = op.n
         if run.limit_rows >= op.n:
             for item in run.inputs:  # blocks behind the limit's rows
