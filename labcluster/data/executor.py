@@ -88,6 +88,8 @@ class Item:
     #: for a block made (by tasks) from an actor's block: that input, kept alive so that Dask can rebuild this
     #: block if it is lost (its lineage ends at the actor's block)
     parent: Item | None = None
+    #: the stage that uses it is done with it (its bytes no longer count against the stage that made it)
+    released: bool = False
 
 
 @dataclass
@@ -155,6 +157,9 @@ class _StageRun:
         self.gathered: list[Item] = []
         self.launched = False
         self.running_actor: dict[ObjectRef, _Actor] = {}
+        #: pipelined: running blocks already handed to the next stage (which started on them: Dask moves the
+        #: block from worker to worker when it is done, without a turn through this loop)
+        self.ahead: dict[ObjectRef, Item] = {}
 
     # how many blocks may be out (running + held) at once in pipelined mode
     def budget(self) -> int:
@@ -372,7 +377,7 @@ class Execution:
             return False
         if run.stage.concurrency and not run.stage.actors and len(run.running) >= run.slots():
             return False
-        if len(run.running) + self._held(run) >= run.budget():
+        if len(run.running) + self._held(run) - len(run.ahead) >= run.budget():
             return False
         return run.held_bytes < self.max_bytes
 
@@ -402,6 +407,12 @@ class Execution:
             else:
                 ref = run.remote.remote(*args)
         self._track(run, ref, item, block_id)
+        nxt = self.runs[run.position + 1] if run.position + 1 < len(self.runs) else None
+        if self.mode == "pipelined" and not run.stage.actors and nxt is not None and nxt.stage.kind == "map":
+            # a task's block can go on before it exists (not an actor's: passing a pending call waits for it)
+            ahead = Item(item.index, ref, parent=item if item.source or item.parent else None)
+            run.ahead[ref] = ahead
+            self._hand_on(run, ahead)
         stats = run.stats
         if stats.first_start is None:
             stats.first_start = time.perf_counter() - self.started
@@ -426,9 +437,10 @@ class Execution:
             raise LabclusterError(f"dataset operator {run.stage.name!r}: block {item.index} ended {ref.state}")
         meta = self._wait_meta(block_id)
         self._release(item, run.position - 1)
-        out = Item(item.index, ref, rows=meta["rows"], nbytes=meta["bytes"],
-                   source=item if run.stage.actors else None,
-                   parent=item if not run.stage.actors and (item.source or item.parent) else None)
+        ahead = run.ahead.pop(ref, None)
+        out = ahead or Item(item.index, ref, source=item if run.stage.actors else None,
+                            parent=item if not run.stage.actors and (item.source or item.parent) else None)
+        out.rows, out.nbytes = meta["rows"], meta["bytes"]
         stats = run.stats
         stats.blocks += 1
         stats.rows += out.rows or 0
@@ -436,7 +448,12 @@ class Execution:
         stats.task_wall += meta["wall"]
         stats.task_cpu += meta["cpu"]
         stats.last_end = time.perf_counter() - self.started
-        self._hand_on(run, out)
+        if ahead is None:
+            self._hand_on(run, out)
+        elif not ahead.released:  # handed on when it started: now its bytes are known
+            self.live_bytes += out.nbytes
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+            run.held_bytes += out.nbytes
 
     def _remake(self, run: _StageRun, item: Item) -> None:
         """``item``, an actor's block, was lost with its worker before ``run`` used it: the actor stage makes it
@@ -467,6 +484,7 @@ class Execution:
         """The input block of a finished task is no longer needed here."""
         if item.ref is None or producer < 0:
             return
+        item.released = True
         self.live_bytes -= item.nbytes
         if producer >= 0:
             prev = self.runs[producer]
