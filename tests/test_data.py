@@ -228,11 +228,16 @@ def test_write_parquet_and_csv_from_the_workers(tmp_path: Any) -> None:
     assert len(ds.write_csv(str(tmp_path / "csv"))) == 3
 
 
-def test_every_task_runs_in_its_operator_stage() -> None:
+def test_every_task_runs_in_its_operator_stage_and_the_lineage_groups_by_stage() -> None:
     since = _since()
-    _pipeline(4).count()
+    materialized = _pipeline(4).materialize(mode="bulk")
     stages = {r["stage"] for r in lc.list_tasks(since=since)}
     assert {"ReadRange->MapBatches(slow_cpu)", "MapBatches(Doubler)", "Map(<lambda>)"} <= stages
+    graph = materialized.lineage().stages.to_dict()
+    assert {n["group"] for n in graph["nodes"]} == {"ReadRange->MapBatches(slow_cpu)", "MapBatches(Doubler)",
+                                                    "Map(<lambda>)"}, graph
+    assert {(e["source"], e["target"]) for e in graph["edges"]} == {
+        ("ReadRange->MapBatches(slow_cpu)", "MapBatches(Doubler)"), ("MapBatches(Doubler)", "Map(<lambda>)")}
 
 
 # -- bad input -----------------------------------------------------------------------------------------------

@@ -318,6 +318,14 @@ class Dataset:
                                "; count() of a source whose size is known runs nothing)")
         return DatasetStats(self._last)
 
+    def lineage(self) -> Any:
+        """The lineage of a materialized dataset's blocks (``lc.lineage`` of them): its stage view has a node per
+        stage, in pipeline order (``ds.materialize().lineage().stages``)."""
+        if not isinstance(self._source, Materialized):
+            raise TypeError("lineage() is for a materialized dataset: ds.materialize().lineage()")
+        refs = [item.ref for item in self._source.items if item.ref is not None]
+        return lc.lineage(refs)
+
     def num_blocks(self) -> int:
         """Blocks it will be made of (after the last repartition; the source's blocks before that)."""
         for op in reversed(self._ops):
