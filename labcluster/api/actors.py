@@ -419,7 +419,8 @@ class ActorTable(Table):
         states: dict[str, int] = {}
         for row in self:
             states[row["state"]] = states.get(row["state"], 0) + 1
-        return f"{len(self)} actors; " + ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
+        return f"{len(self)} actor{'' if len(self) == 1 else 's'}" + (f"; {counts}" if counts else "")
 
     def cell(self, row: dict[str, Any], column: str) -> str:
         value = row.get(column)
