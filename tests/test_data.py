@@ -364,3 +364,15 @@ def test_labcluster_demo_runs_both_modes_and_writes_its_report(tmp_path: Any) ->
     assert "bulk " in out.stdout and "pipelined " in out.stdout and "wall / ideal for this mode" in out.stdout
     assert f"wrote {report}" in out.stdout and report.exists()
     assert "Traceback" not in out.stderr
+
+
+def test_pandas_is_imported_with_lc_data_not_inside_a_loop() -> None:
+    # pyarrow imports pandas lazily on the first column it turns into numpy, and swallows a KeyboardInterrupt that
+    # lands during that import: a Ctrl-C in a notebook's first Dataset loop was lost (reproduced 3 of 3 under load,
+    # the SIGINT's frame inside `import pandas` under `Column.to_numpy`). Importing lc.data imports pandas.
+    import subprocess
+    import sys
+
+    code = "import sys, labcluster\nlabcluster.data.range\nprint('pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr

@@ -18,7 +18,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas  # noqa: F401  (see below)
 import pyarrow as pa
+
+# pyarrow imports pandas lazily, the first time a column becomes a numpy array, and swallows what interrupts that
+# import: a Ctrl-C that landed then, in a notebook's first Dataset loop, was lost (seen: the cell ran to its end).
+# Importing pandas with this module moves that import out of every loop.
 
 BATCH_FORMATS = ("numpy", "pandas", "pyarrow")
 DEFAULT_BATCH_FORMAT = "numpy"
