@@ -115,7 +115,7 @@ def run(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, post_ms
         modes: tuple[str, ...] = ("bulk", "pipelined"), output: str = "labcluster-demo.html",
         out: Callable[[str], Any] = print) -> Any:
     """Start a local CPU + GPU cluster, run the pipeline in each mode, print the comparison, write the report."""
-    from .data import executor
+    from .data import progress
 
     probe = nvml.probe()
     simulate = None if probe.count else 1
@@ -132,7 +132,7 @@ def run(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, post_ms
         reports = []
         ds.limit(2).count()  # warm-up (what lc.compare does): the workers import pyarrow and the stages once
         for mode in modes:
-            with executor.watching(Progress(mode, out)):
+            with progress.watching(Progress(mode, out)):
                 reports.append(lc.compare(ds, modes=(mode,), warmup=False))
             runs.update(reports[-1].runs)
         from .data.compare import ComparisonReport

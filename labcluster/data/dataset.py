@@ -27,9 +27,10 @@ from ..api import serialization
 from ..api.boundary import entry
 from ..exceptions import LabclusterError, unknown_name
 from .context import DataContext
-from .executor import Execution, Item, StageStats
+from .executor import Execution, Item
 from .operators import Step, check_class_arguments, function_name
 from .plan import AllToAll, Limit, OneToOne, Operator, Resources, Stage, stages
+from .progress import StageStats
 from .sources import Source
 
 #: what map, map_batches, filter, flat_map and add_column accept besides their own arguments

@@ -19,14 +19,13 @@ cancels what runs and kills the stage actors: nothing keeps running.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import queue
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import labcluster as lc
@@ -43,34 +42,15 @@ from ..api.start import current_session
 from ..api.submit import stage as in_stage
 from ..exceptions import LabclusterError
 from .plan import AllToAll, Limit, Stage
+from .progress import WATCH_EVERY, StageStats, current_watcher
 from .sources import ReadTask
 
 MODES = ("pipelined", "bulk")
 
-#: who hears how an execution is getting on (``watching``): called from the execution's thread with its stats
-_watcher: contextvars.ContextVar[Callable[[Execution], None] | None] = contextvars.ContextVar(
-    "labcluster_data_watcher", default=None)
-#: how often a watcher hears (seconds)
-_WATCH_EVERY = 0.1
-
-
-@contextlib.contextmanager
-def watching(fn: Callable[[Execution], None]) -> Iterator[None]:
-    """Executions started inside the block call ``fn(execution)`` as they go (every 0.1 s) and once at the end:
-    progress bars (the demo's, the notebook's) read ``execution.stats`` and ``execution.totals``."""
-    token = _watcher.set(fn)
-    try:
-        yield
-    finally:
-        _watcher.reset(token)
 #: how long the loop waits for a finished block before it looks again at the consumer and at stop requests
 _TICK = 0.05
 #: how long without a finished block before the loop asks whether the cluster still has workers
 _STALL_CHECK = 1.0
-
-
-class ExecutionStopped(Exception):
-    """The consumer stopped the execution."""
 
 
 @dataclass
@@ -90,44 +70,6 @@ class Item:
     parent: Item | None = None
     #: the stage that uses it is done with it (its bytes no longer count against the stage that made it)
     released: bool = False
-
-
-@dataclass
-class StageStats:
-    """What one stage did in one execution (``Dataset.stats()``)."""
-
-    name: str
-    resources: str
-    blocks: int = 0
-    rows: int = 0
-    bytes: int = 0
-    #: seconds of the tasks' own wall and CPU time, summed
-    task_wall: float = 0.0
-    task_cpu: float = 0.0
-    first_start: float | None = None
-    last_end: float | None = None
-    max_in_flight: int = 0
-    #: the most blocks it had out at once: running, plus finished and not yet taken downstream (the backpressure
-    #: bound's measure)
-    max_out: int = 0
-    #: the pipelined bound on ``max_out`` it ran under (None in bulk mode)
-    bound: int | None = None
-
-    @property
-    def wall(self) -> float:
-        return 0.0 if self.first_start is None or self.last_end is None else self.last_end - self.first_start
-
-    def __repr__(self) -> str:
-        mib = self.bytes / 2**20
-        size = f"{mib:.1f} MiB" if mib >= 1 else f"{self.bytes / 1024:.1f} KiB"
-        return (f"{self.name}: {_n(self.blocks, 'block')}, {_n(self.rows, 'row')}, {size}; tasks "
-                f"{self.task_wall:.2f} s wall / {self.task_cpu:.2f} s CPU; span {self.wall:.2f} s; at most "
-                f"{self.max_in_flight} submitted at once [{self.resources}]")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "resources": self.resources, "blocks": self.blocks, "rows": self.rows,
-                "bytes": self.bytes, "task_wall": self.task_wall, "task_cpu": self.task_cpu, "wall": self.wall,
-                "max_in_flight": self.max_in_flight, "max_out": self.max_out, "bound": self.bound}
 
 
 @dataclass
@@ -213,7 +155,7 @@ class Execution:
         self.first_output: float | None = None
         self._resources = lc.cluster_resources()
         self._check_feasible()
-        self.watcher = _watcher.get()
+        self.watcher = current_watcher()
         self._watched = 0.0
         #: blocks each stage will make, where known before it runs (None: unknown, e.g. after a limit)
         self.totals: list[int | None] = self._totals()
@@ -232,7 +174,7 @@ class Execution:
 
     def _watch(self, force: bool = False) -> None:
         now = time.perf_counter()
-        if self.watcher is not None and (force or now - self._watched >= _WATCH_EVERY):
+        if self.watcher is not None and (force or now - self._watched >= WATCH_EVERY):
             self._watched = now
             with contextlib.suppress(Exception):  # a broken progress bar must not break the run
                 self.watcher(self)
@@ -649,22 +591,7 @@ class Execution:
         return [run.stats for run in self.runs]
 
 
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def _class_name(stage_name: str) -> str:
     from ..api.runner import task_name
 
     return task_name(stage_name.replace("->", "_"))
-
-
-@dataclass
-class Options:
-    """How one execution runs (from ``DataContext`` and the call's arguments)."""
-
-    mode: str = "pipelined"
-    preserve_order: bool = False
-    max_blocks: int | None = None
-    max_bytes: int = 256 * 2**20
-    extra: dict[str, Any] = field(default_factory=dict)

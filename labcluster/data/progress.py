@@ -1,0 +1,76 @@
+"""What an execution reports while it runs and when it is done: per-stage stats, and the hook progress bars use.
+
+>>> StageStats("Map(f)", "CPU: 1", blocks=1, rows=3, bytes=2048)
+Map(f): 1 block, 3 rows, 2.0 KiB; tasks 0.00 s wall / 0.00 s CPU; span 0.00 s; at most 0 submitted at once [CPU: 1]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+#: who hears how an execution is getting on (``watching``): called from the execution's thread with its stats
+_watcher: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
+    "labcluster_data_watcher", default=None)
+#: how often a watcher hears (seconds)
+WATCH_EVERY = 0.1
+
+
+@contextlib.contextmanager
+def watching(fn: Callable[[Any], None]) -> Iterator[None]:
+    """Executions started inside the block call ``fn(execution)`` as they go (every 0.1 s) and once at the end:
+    progress bars (the demo's, the notebook's) read ``execution.stats`` and ``execution.totals``."""
+    token = _watcher.set(fn)
+    try:
+        yield
+    finally:
+        _watcher.reset(token)
+
+
+def current_watcher() -> Callable[[Any], None] | None:
+    return _watcher.get()
+
+
+@dataclass
+class StageStats:
+    """What one stage did in one execution (``Dataset.stats()``)."""
+
+    name: str
+    resources: str
+    blocks: int = 0
+    rows: int = 0
+    bytes: int = 0
+    #: seconds of the tasks' own wall and CPU time, summed
+    task_wall: float = 0.0
+    task_cpu: float = 0.0
+    first_start: float | None = None
+    last_end: float | None = None
+    max_in_flight: int = 0
+    #: the most blocks it had out at once: running, plus finished and not yet taken downstream (the backpressure
+    #: bound's measure)
+    max_out: int = 0
+    #: the pipelined bound on ``max_out`` it ran under (None in bulk mode)
+    bound: int | None = None
+
+    @property
+    def wall(self) -> float:
+        return 0.0 if self.first_start is None or self.last_end is None else self.last_end - self.first_start
+
+    def __repr__(self) -> str:
+        mib = self.bytes / 2**20
+        size = f"{mib:.1f} MiB" if mib >= 1 else f"{self.bytes / 1024:.1f} KiB"
+        return (f"{self.name}: {_n(self.blocks, 'block')}, {_n(self.rows, 'row')}, {size}; tasks "
+                f"{self.task_wall:.2f} s wall / {self.task_cpu:.2f} s CPU; span {self.wall:.2f} s; at most "
+                f"{self.max_in_flight} submitted at once [{self.resources}]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "resources": self.resources, "blocks": self.blocks, "rows": self.rows,
+                "bytes": self.bytes, "task_wall": self.task_wall, "task_cpu": self.task_cpu, "wall": self.wall,
+                "max_in_flight": self.max_in_flight, "max_out": self.max_out, "bound": self.bound}
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
