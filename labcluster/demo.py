@@ -88,7 +88,19 @@ def pipeline(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, po
 
 
 class Progress:
-    """One terminal line per execution: each stage's blocks done out of its total."""
+    """One terminal line per execution: a bar per stage, its blocks done out of its total.
+
+    >>> Progress("bulk").bar(3, 8)
+    '###.....  3/8'
+    """
+
+    WIDTH = 8
+
+    def bar(self, done: int, total: int | None) -> str:
+        if not total:
+            return f"{done}/?"
+        filled = min(self.WIDTH, round(self.WIDTH * done / total))
+        return "#" * filled + "." * (self.WIDTH - filled) + f" {done:>2}/{total}"
 
     def __init__(self, label: str, out: Callable[[str], Any] = print, stream: Any = None) -> None:
         self.label, self.out = label, out
@@ -99,8 +111,8 @@ class Progress:
     def __call__(self, ex: Any) -> None:
         parts = []
         for stats, total in zip(ex.stats, ex.totals, strict=True):
-            name = stats.name.split("->")[-1]
-            parts.append(f"{name} {stats.blocks}/{total if total is not None else '?'}")
+            name = stats.name.split("->")[-1].removeprefix("MapBatches(").rstrip(")")
+            parts.append(f"{name} {self.bar(stats.blocks, total)}")
         line = f"  {self.label:<9} " + " | ".join(parts) + f"  {time.perf_counter() - ex.started:5.1f}s"
         finished = ex.ended != 0.0
         if self.tty:
