@@ -87,12 +87,20 @@ def _call(step: Step, value: Any, block_index: int, part: str) -> Any:
 
 
 def _rows_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
-    out: list[Any] = []
     where = f"dataset operator {step.name!r}"
     if step.kind == "filter":  # a mask keeps the block's schema (tensor columns too)
         keep = [bool(_call(step, row, block_index, f"row {i}")) for i, row in enumerate(blocks.rows(block))]
         return block.filter(pa.array(keep, pa.bool_())) if block.num_rows else block
-    for i, row in enumerate(blocks.rows(block)):
+    return blocks.from_rows(_on_rows(step, blocks.rows(block), block_index), where)
+
+
+def _on_rows(step: Step, rows: list[dict[str, Any]], block_index: int) -> list[Any]:
+    """One row operator over a block's rows, as Python rows (``filter`` too: see :func:`run_steps`)."""
+    if step.kind == "filter":
+        return [row for i, row in enumerate(rows) if _call(step, row, block_index, f"row {i}")]
+    where = f"dataset operator {step.name!r}"
+    out: list[Any] = []
+    for i, row in enumerate(rows):
         result = _call(step, row, block_index, f"row {i}")
         if step.kind == "map":
             if not isinstance(result, Mapping):
@@ -104,7 +112,7 @@ def _rows_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
                 raise TypeError(f"{where} returned {type(result).__name__} for row {i} of block {block_index}; "
                                 f"flat_map's function must return a list of dicts (rows)")
             out.extend(result)
-    return blocks.from_rows(out, where)
+    return out
 
 
 def _batches_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
@@ -155,8 +163,22 @@ def apply(step: Step, block: pa.Table, block_index: int) -> pa.Table:
 
 
 def run_steps(steps: Sequence[Step], block: pa.Table, block_index: int) -> pa.Table:
-    for step in steps:
-        block = apply(step, block, block_index)
+    """Run a stage's steps over one block. Consecutive row operators (map, filter, flat_map) pass Python rows from
+    one to the next: the block becomes rows once and a block again once, not at every operator."""
+    i = 0
+    while i < len(steps):
+        j = i
+        while j < len(steps) and steps[j].kind in ROW_KINDS:
+            j += 1
+        if j - i >= 2:
+            rows: list[Any] = blocks.rows(block)
+            for step in steps[i:j]:
+                rows = _on_rows(step, rows, block_index)
+            block = blocks.from_rows(rows, f"dataset operator {steps[j - 1].name!r}")  # no rows: no columns
+            i = j
+        else:
+            block = apply(steps[i], block, block_index)
+            i += 1
     return block
 
 
