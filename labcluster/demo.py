@@ -88,9 +88,9 @@ def pipeline(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, po
 
 
 class Progress:
-    """One terminal line per execution: a bar per stage, its blocks done out of its total.
+    """One terminal line per execution, labelled by its mode: a bar per stage, its blocks done out of its total.
 
-    >>> Progress("bulk").bar(3, 8)
+    >>> Progress().bar(3, 8)
     '###.....  3/8'
     """
 
@@ -102,25 +102,28 @@ class Progress:
         filled = min(self.WIDTH, round(self.WIDTH * done / total))
         return "#" * filled + "." * (self.WIDTH - filled) + f" {done:>2}/{total}"
 
-    def __init__(self, label: str, out: Callable[[str], Any] = print, stream: Any = None) -> None:
-        self.label, self.out = label, out
+    def __init__(self, out: Callable[[str], Any] = print, stream: Any = None) -> None:
+        self.out = out
         self.stream = stream if stream is not None else sys.stdout
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.done = False
+        self.done: set[str] = set()  # executions whose last line is out
 
     def __call__(self, ex: Any) -> None:
         parts = []
         for stats, total in zip(ex.stats, ex.totals, strict=True):
             name = stats.name.split("->")[-1].removeprefix("MapBatches(").rstrip(")")
             parts.append(f"{name} {self.bar(stats.blocks, total)}")
-        line = f"  {self.label:<9} " + " | ".join(parts) + f"  {time.perf_counter() - ex.started:5.1f}s"
+        line = f"  {ex.mode:<9} " + " | ".join(parts) + f"  {time.perf_counter() - ex.started:5.1f}s"
         finished = ex.ended != 0.0
+        if ex.id in self.done:
+            return
         if self.tty:
             self.stream.write("\r" + line + ("\n" if finished else ""))
             self.stream.flush()
-        elif finished and not self.done:
+        elif finished:
             self.out(line)
-        self.done = self.done or finished
+        if finished:
+            self.done.add(ex.id)
 
 
 def run(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, post_ms: float = 10, payload_kb: int = 256,
@@ -140,16 +143,9 @@ def run(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, post_ms
         out(ds.explain())
         out(f"running {items} items: decode {decode_ms:g} ms (CPU) -> infer {infer_ms:g} ms (GPU) -> post "
             f"{post_ms:g} ms (CPU), {payload_kb} KB between stages")
-        runs: dict[str, list[Any]] = {}
-        reports = []
-        ds.limit(2).count()  # warm-up (what lc.compare does): the workers import pyarrow and the stages once
-        for mode in modes:
-            with progress.watching(Progress(mode, out)):
-                reports.append(lc.compare(ds, modes=(mode,), warmup=False))
-            runs.update(reports[-1].runs)
-        from .data.compare import ComparisonReport
-
-        report = ComparisonReport(ds, runs, reports[0].capacity, reports[0]._names)
+        ds.limit(2).count()  # lc.compare's warm-up, here so that it draws no progress line
+        with progress.watching(Progress(out)):
+            report = lc.compare(ds, modes=modes, warmup=False)
         out(repr(report))
         path = report.to_html(output)
         out(f"wrote {path} (open it in a browser: both timelines and the utilisation, no network needed); "

@@ -32,8 +32,9 @@ def cluster(hetero: lc.Session) -> Iterator[lc.Session]:
 
 
 def _since() -> int:
-    rows = lc.list_tasks()
-    return rows[-1]["index"] + 1 if len(rows) else 0
+    from labcluster.api.history import next_index
+
+    return next_index()
 
 
 def _spans(since: int) -> dict[str, tuple[float, float, set[str]]]:

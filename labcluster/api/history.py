@@ -51,6 +51,14 @@ def fetch(since: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         since = page["next"]
 
 
+def next_index() -> int:
+    """The index the next task record gets: ``lc.list_tasks(since=next_index())`` later is what ran in between
+    (one small call; no rows travel)."""
+    session = current_session(auto_init=False)
+    session.require_extension("task records")
+    return int(call(session.client, "records", since=0, limit=0)["end"])
+
+
 class TaskTable(Table):
     """Rows of task records (a list of dicts) that render as a table; ``to_pandas()`` for analysis."""
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import pandas  # noqa: F401  (see below)
+import pandas
 import pyarrow as pa
 
 # pyarrow imports pandas lazily, the first time a column becomes a numpy array, and swallows what interrupts that
@@ -76,11 +76,8 @@ def to_block(value: Any, where: str) -> pa.Table:
             raise BlockTypeError(f"{where} returned columns of different lengths ({sizes}); every column of a "
                                  f"batch must have one value per row")
         return pa.table(columns)
-    if type(value).__name__ == "DataFrame" and hasattr(value, "to_dict"):
-        import pandas as pd
-
-        if isinstance(value, pd.DataFrame):
-            return pa.Table.from_pandas(value, preserve_index=False)
+    if isinstance(value, pandas.DataFrame):
+        return pa.Table.from_pandas(value, preserve_index=False)
     raise BlockTypeError(f"{where} returned {type(value).__name__}; a batch function must return a dict of "
                          f"column name -> array, a pandas DataFrame or a pyarrow Table")
 

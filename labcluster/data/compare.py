@@ -23,10 +23,12 @@ import labcluster as lc
 
 from ..api.boundary import entry
 from ..api.calls import call
+from ..api.history import next_index
 from ..api.start import current_session
 from .dataset import Dataset, DatasetStats
 from .executor import MODES
 from .plan import Stage
+from .progress import size_label
 
 
 @dataclass
@@ -148,8 +150,8 @@ class ComparisonReport:
                 ["wall time", *(f"{d[m]['wall']:.2f} s" for m in modes)],
                 ["first block", *(f"{d[m]['first_output']:.2f} s" if d[m]["first_output"] is not None else "-"
                                   for m in modes)],
-                ["peak blocks held", *(_mb(d[m]["peak_bytes"]) for m in modes)],
-                ["peak held by workers", *(_mb(d[m]["peak_worker_bytes"]) for m in modes)],
+                ["peak blocks held", *(size_label(d[m]["peak_bytes"]) for m in modes)],
+                ["peak held by workers", *(size_label(d[m]["peak_worker_bytes"]) for m in modes)],
                 *[[f"{k} busy", *(f"{d[m]['busy'].get(k, 0.0):.0%}" for m in modes)] for k in kinds],
                 ["ideal time for this mode", *(f"{d[m]['bound']:.2f} s" for m in modes)],
                 ["wall / ideal for this mode", *(f"{d[m]['ratio_to_bound']:.2f}x" if d[m]["ratio_to_bound"] else "-"
@@ -272,8 +274,6 @@ def _curve(rows: list[dict[str, Any]], asks: dict[str, float], capacity: float, 
     return xs, ys
 
 
-def _mb(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
 
 
 @entry
@@ -299,7 +299,7 @@ def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: 
         ds.limit(2).count(mode="pipelined")
     for _ in range(repeats):
         for mode in modes:
-            since = _next_index()
+            since = next_index()
             ds.count(mode=mode)
             stats = ds.stats()
             rows = [r for r in lc.list_tasks(since=since) if r.get("stage") in kinds]
@@ -308,8 +308,3 @@ def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: 
                                   _busy(rows, kinds, asks, capacity, wall), stats, rows))
     names = call(session.client, "worker_names")
     return ComparisonReport(ds, runs, capacity, names)
-
-
-def _next_index() -> int:
-    rows = lc.list_tasks()
-    return int(rows[-1]["index"]) + 1 if len(rows) else 0

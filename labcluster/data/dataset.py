@@ -30,7 +30,7 @@ from .context import DataContext
 from .executor import Execution, Item
 from .operators import Step, check_class_arguments, function_name
 from .plan import AllToAll, Limit, OneToOne, Operator, Resources, Stage, stages
-from .progress import StageStats
+from .progress import StageStats, size_label
 from .sources import Source
 
 #: what map, map_batches, filter, flat_map and add_column accept besides their own arguments
@@ -428,7 +428,7 @@ class DatasetStats:
 
     def __repr__(self) -> str:
         head = (f"{self.mode} execution: {_secs(self.wall)} wall, first block after {_secs(self.first_output)}, "
-                f"peak {_mb(self.peak_bytes)} of blocks held")
+                f"peak {size_label(self.peak_bytes)} of blocks held")
         lines = [head] + [f"  {s!r}" for s in self.stages]
         return "\n".join(lines)
 
@@ -436,12 +436,12 @@ class DatasetStats:
         cols = ("stage", "runs on", "blocks", "rows", "bytes", "task wall", "task CPU", "span", "max at once")
         rows = "".join(
             "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                s.name, s.resources, s.blocks, s.rows, _mb(s.bytes), f"{s.task_wall:.2f} s", f"{s.task_cpu:.2f} s",
-                f"{s.wall:.2f} s", s.max_in_flight)) + "</tr>" for s in self.stages)
+                s.name, s.resources, s.blocks, s.rows, size_label(s.bytes), f"{s.task_wall:.2f} s",
+                f"{s.task_cpu:.2f} s", f"{s.wall:.2f} s", s.max_in_flight)) + "</tr>" for s in self.stages)
         head = "".join(f"<th style='text-align:left'>{c}</th>" for c in cols)
         return (f"<div><strong>DatasetStats</strong> ({html.escape(self.mode)}): {_secs(self.wall)} wall, first "
-                f"block after {_secs(self.first_output)}, peak {_mb(self.peak_bytes)} held<table><thead><tr>{head}"
-                f"</tr></thead><tbody>{rows}</tbody></table></div>")
+                f"block after {_secs(self.first_output)}, peak {size_label(self.peak_bytes)} held<table><thead>"
+                f"<tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
@@ -519,9 +519,3 @@ def _stage_numbers(sts: list[Stage], ops: tuple[Operator, ...]) -> list[tuple[Op
 
 def _secs(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f} s"
-
-
-def _mb(n: int) -> str:
-    if n < 1024:
-        return f"{n} bytes"
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"

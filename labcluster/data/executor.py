@@ -38,6 +38,7 @@ from ..api.calls import call
 from ..api.fetching import no_workers
 from ..api.options import TaskOptions
 from ..api.refs import ObjectRef
+from ..api.runner import task_name
 from ..api.start import current_session
 from ..api.submit import stage as in_stage
 from ..exceptions import LabclusterError
@@ -428,10 +429,9 @@ class Execution:
             return
         item.released = True
         self.live_bytes -= item.nbytes
-        if producer >= 0:
-            prev = self.runs[producer]
-            prev.held_blocks -= 1
-            prev.held_bytes -= item.nbytes
+        prev = self.runs[producer]
+        prev.held_blocks -= 1
+        prev.held_bytes -= item.nbytes
 
     def _emit(self, item: Item) -> None:
         if self.first_output is None:
@@ -549,7 +549,7 @@ class Execution:
         try:
             while True:
                 try:
-                    got = self._out.get(timeout=timeout if timeout is not None else 1e9)
+                    got = self._out.get(timeout=timeout)
                 except queue.Empty:
                     raise lc.exceptions.GetTimeoutError(0, 0, timeout or 0) from None
                 if got is None:
@@ -592,6 +592,4 @@ class Execution:
 
 
 def _class_name(stage_name: str) -> str:
-    from ..api.runner import task_name
-
     return task_name(stage_name.replace("->", "_"))

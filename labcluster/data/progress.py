@@ -60,9 +60,7 @@ class StageStats:
         return 0.0 if self.first_start is None or self.last_end is None else self.last_end - self.first_start
 
     def __repr__(self) -> str:
-        mib = self.bytes / 2**20
-        size = f"{mib:.1f} MiB" if mib >= 1 else f"{self.bytes / 1024:.1f} KiB"
-        return (f"{self.name}: {_n(self.blocks, 'block')}, {_n(self.rows, 'row')}, {size}; tasks "
+        return (f"{self.name}: {_n(self.blocks, 'block')}, {_n(self.rows, 'row')}, {size_label(self.bytes)}; tasks "
                 f"{self.task_wall:.2f} s wall / {self.task_cpu:.2f} s CPU; span {self.wall:.2f} s; at most "
                 f"{self.max_in_flight} submitted at once [{self.resources}]")
 
@@ -74,3 +72,10 @@ class StageStats:
 
 def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def size_label(n: int) -> str:
+    """Bytes as the Dataset reports show them: ``"2.0 KiB"``, ``"16.0 MiB"`` (bytes below 1 KiB)."""
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"

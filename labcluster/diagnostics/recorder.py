@@ -259,7 +259,8 @@ class RecordsPlugin(SchedulerPlugin):
         store = self.store
         rows = self.live(store.collect(since, limit))
         return {"enabled": True, "rows": rows,
-                "next": rows[-1]["index"] + 1 if rows else max(since, store.first_index), "dropped": store.dropped}
+                "next": rows[-1]["index"] + 1 if rows else max(since, store.first_index), "dropped": store.dropped,
+                "end": store.next_index}
 
     def lineage(self, keys: list[str], limit: int = 100_000) -> dict[str, Any]:
         """Every attempt of ``keys`` and of everything they depend on (breadth first), with each key's state now."""

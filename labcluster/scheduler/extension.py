@@ -221,7 +221,7 @@ class LabclusterExtension:
 
     def records_page(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
         if self.records is None:
-            return {"enabled": False, "rows": [], "next": 0, "dropped": 0}
+            return {"enabled": False, "rows": [], "next": 0, "dropped": 0, "end": 0}
         return self.records.page(since, limit)
 
     def lineage(self, keys: list[str], limit: int = 100_000) -> dict[str, Any]:
