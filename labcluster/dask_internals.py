@@ -205,10 +205,11 @@ def pre_spawn_environ(config: Mapping[str, Any]) -> dict[str, str]:
 
     A Nanny sets these in its own environment just before it spawns a worker. A worker forked from a forkserver
     gets the forkserver's environment instead (Dask's Nanny docstring says to set them where the cluster starts),
-    so the head's launcher sets them, as the Nanny would, in the environment the head and its forkserver start
-    with. ``config`` is this process's Dask config, which lacks distributed's defaults until distributed is imported:
-    those are read from distributed's own YAML file, found without importing the package, and ``config``'s
-    overrides win. ``PYTHONHASHSEED`` follows the Nanny's rule (6640 unless set to something other than "0").
+    so the head's launcher sets them, as the Nanny would, in the environment the head starts with: its forkserver
+    is a fork of it. ``config`` is this process's Dask config, which lacks distributed's defaults until distributed
+    is imported: those are read from distributed's own YAML file, found without importing the package, and
+    ``config``'s overrides win. ``PYTHONHASHSEED`` follows the Nanny's rule (6640 unless set to something other
+    than "0").
     """
     import importlib.util
     import os
@@ -234,9 +235,9 @@ def keep_forkserver_preload() -> None:
 
     The first time a Nanny starts a worker with ``multiprocessing-method: forkserver``, distributed imports numpy,
     pandas and lz4 into the Nanny's process to name them as the forkserver's preload (``utils.get_mp_context``).
-    The head starts its forkserver first thing, with the modules a labcluster worker imports, so that those imports
-    run while the head imports distributed (``cluster/launcher.py``); importing pandas into the head on top would
-    hold the first worker back by ~0.3 s. No setting exists for it.
+    The head forks its forkserver from itself once it has imported what a labcluster worker needs
+    (``cluster/forkserver.py``); importing pandas into the head on top would hold the first worker back by ~0.3 s.
+    No setting exists for it.
     """
     import distributed.utils
 

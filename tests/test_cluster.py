@@ -123,6 +123,7 @@ def environ(names: tuple[str, ...]) -> dict[str, str | None]:
 
 def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
     before = children()
+    driver_env = {name: os.environ.get(name) for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
     lc.init(num_cpus=2, simulate_gpus=2, include_dashboard=False)
     started = children() - before
     assert len(started) >= 3  # one process per worker (plus multiprocessing helpers)
@@ -134,10 +135,12 @@ def test_shutdown_leaves_no_orphan_processes(shutdown_after: None) -> None:
     assert all(head in {p.pid for p in psutil.Process(pid).parents()} for pid in pids)
     assert os.getsid(head) != os.getsid(0) and os.getpgid(head) != os.getpgid(0)
     assert {os.getsid(pid) for pid in started} == {os.getsid(head)}
-    # forked workers start with the environment a Nanny gives the workers it spawns; the head keeps this process's
+    # forked workers start with the environment a Nanny gives the workers it spawns (so does the head, whose fork
+    # the forkserver is); this process's stays as it was
     spawn_env = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
     assert lc.get(environ.remote(spawn_env)) == {"MALLOC_TRIM_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    assert psutil.Process(head).environ().get("MALLOC_TRIM_THRESHOLD_") == os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    assert psutil.Process(head).environ().get("MALLOC_TRIM_THRESHOLD_") == "65536"
+    assert {name: os.environ.get(name) for name in spawn_env} == driver_env
     lc.shutdown()
     assert wait_until(lambda: all(gone(pid) for pid in started), timeout=15), [p for p in started if not gone(p)]
 
@@ -340,3 +343,42 @@ def test_every_listener_binds_loopback(shutdown_after: None) -> None:
     listening = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.pid in pids]
     assert len(listening) >= 5  # scheduler, its HTTP server, and each worker's comm and HTTP ports
     assert {c.laddr.ip for c in listening} == {"127.0.0.1"}
+
+
+_FORKSERVER = """
+import multiprocessing, os, sys, threading
+from labcluster.cluster.forkserver import fork_forkserver
+import labcluster.cluster.spec  # imported before the fork: the forkserver has it, so its children do
+
+
+def child(queue):
+    queue.put((os.getppid(), "labcluster.cluster.spec" in sys.modules))
+
+
+if __name__ == "__main__":
+    read, write = os.pipe()
+    assert fork_forkserver(close_fds=[write])
+    os.close(write)
+    assert os.read(read, 1) == b""  # the forkserver does not hold the pipe it was told to close
+    ctx = multiprocessing.get_context("forkserver")
+    queue = ctx.Queue()
+    process = ctx.Process(target=child, args=(queue,))
+    process.start()
+    parent, warm = queue.get(timeout=30)
+    process.join(30)
+    from multiprocessing import forkserver
+    server = forkserver._forkserver._forkserver_pid
+    print(parent == server, warm, os.getppid() != server)
+    busy = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
+    busy.start()
+    forkserver._forkserver._forkserver_pid = None
+    print(fork_forkserver())  # another thread runs: forking now could copy a held lock; nothing is done
+"""
+
+
+def test_the_forkserver_is_a_fork_of_the_head_with_its_modules(tmp_path: Path) -> None:
+    script = tmp_path / "forkserver_check.py"
+    script.write_text(_FORKSERVER)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True", "False"]

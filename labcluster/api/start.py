@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import logging
 import time
 import warnings
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from distributed import Client
 
 logger = logging.getLogger("labcluster")
+
+#: what the first task and its ``get`` import, imported while the head process starts (by name: they import this)
+FIRST_USE = ("labcluster.api.remote", "labcluster.api.objects")
 
 _INIT_KEYWORDS = ("address", "cluster", "workers", "num_cpus", "num_gpus", "resources", "simulate_gpus",
                   "processes", "host", "dashboard_address", "include_dashboard", "security", "namespace",
@@ -175,6 +179,8 @@ def _start_head(groups: list[WorkerGroup], host: str, dashboard: str | None, wai
     try:
         from distributed import Client  # the head imports distributed meanwhile: side by side, not one after the other
 
+        for module in FIRST_USE:  # while the head is still importing: a core is free
+            importlib.import_module(module)
         settings = _Settings(local_settings())
         address = head.wait_for("scheduler", wait)
         client = Client(address, direct_to_workers=bool(config.get("local.direct-to-workers")), timeout=wait)

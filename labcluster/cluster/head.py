@@ -8,9 +8,10 @@ worker, which starts the worker process and restarts it if it dies. So, as with 
   is the head's child: the SIGINT Jupyter sends to the kernel's process group reaches none of them.
 - **Workers never import the driver's script.** multiprocessing re-imports the parent's ``__main__`` in each
   child; here that is this process's ``-c`` entry, not the user's file, so a script needs no ``__main__`` guard.
-- **Workers start from a warm process.** The entry starts multiprocessing's forkserver before anything else; it
-  imports what a worker needs while this process imports distributed, and the Nannies fork their workers from it
-  (``labcluster.local.worker-start-method``).
+- **Workers start from a warm process.** Once this process has imported distributed and what a worker needs, and
+  before it starts a thread, it forks multiprocessing's forkserver from itself (``forkserver.py``), and the Nannies
+  fork their workers from that (``labcluster.local.worker-start-method``): no process imports distributed a third
+  time while the driver and the head import it on a 2-core machine.
 - **Nothing is left running.** The head stops by itself within a second once its parent is gone (a kernel that
   was killed), closing its Nannies; a head that is killed takes its workers along (Dask's parent-alive pipe).
 - **The driver is not slowed by the cluster:** scheduling does not share the notebook's GIL (bench/).
@@ -24,6 +25,7 @@ notebook cell; what the workers print reaches the driver's terminal, and its not
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -36,6 +38,7 @@ from distributed import Scheduler, SchedulerPlugin, SpecCluster
 
 from ..dask_internals import keep_forkserver_preload
 from ..scheduler.extension import LabclusterSchedulerPlugin
+from .forkserver import fork_forkserver
 from .groups import WorkerGroup
 from .spec import build_spec
 from .tuning import local_interval
@@ -73,7 +76,7 @@ async def _keep_kept(cluster: SpecCluster, extension: Any, interval: float = 0.5
 async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> None:
     """Run the cluster ``spec`` describes until the parent process is gone, SIGTERM, or a client closes it."""
     groups = [WorkerGroup.from_dict(g) for g in spec["groups"]]  # real GPUs pinned already, by the launcher
-    if spec.get("forkserver"):  # started by the entry with labcluster's preload (launcher.py): keep it as it is
+    if spec.get("forkserver"):  # forked from this process already (main): distributed must not pick a preload
         keep_forkserver_preload()
     interval = local_interval()
     host = spec["host"]
@@ -117,6 +120,10 @@ def main(argv: list[str]) -> int:
     def say(message: dict[str, Any]) -> None:
         out.write(json.dumps(message) + "\n")
 
+    if spec.get("forkserver"):  # before any thread or event loop starts: workers fork from a warm copy of this process
+        for module in spec["forkserver"]:
+            importlib.import_module(module)
+        fork_forkserver(close_fds=[out.fileno()])
     # a busy dashboard port falls back to a free one, which the driver reads from the scheduler: no warning
     warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)
     try:

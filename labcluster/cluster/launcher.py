@@ -31,24 +31,12 @@ from ..exceptions import ClusterError
 from .groups import WorkerGroup
 from .tuning import local_settings
 
-#: what a worker process imports anyway: the head's forkserver imports it before it forks the first worker
+#: what a worker process imports anyway: the head imports it before it forks its forkserver (``forkserver.py``)
 WORKER_IMPORTS = ("distributed", "distributed.nanny", "labcluster.cluster.worker_plugin", "labcluster.api.runner")
 
-#: what the head process runs (not ``-m``: the package imports the module first, and runpy warns about that). It
-#: starts the forkserver before it imports anything, so that the forkserver's imports run while the head imports
-#: distributed (``labcluster.local.worker-start-method``); the forkserver, and so every worker, starts with the
-#: environment a Nanny gives a worker it spawns, the head itself with this process's
+#: what the head process runs (not ``-m``: the package imports the module first, and runpy warns about that)
 ENTRY = """\
-import json, os, sys
-forkserver = json.loads(sys.argv[1])["forkserver"]
-if forkserver:
-    import multiprocessing.forkserver
-    here = dict(os.environ)
-    os.environ.update(forkserver["env"])
-    multiprocessing.forkserver.set_forkserver_preload(forkserver["preload"])
-    multiprocessing.forkserver.ensure_running()
-    os.environ.clear()
-    os.environ.update(here)
+import sys
 from labcluster.cluster.head import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -88,11 +76,12 @@ class Head:
         forkserver = settings["distributed"]["worker"]["multiprocessing-method"] == "forkserver"
         spec = {"groups": [g.to_dict() for g in self.groups], "host": self.host,
                 "dashboard_address": self.dashboard_address, "parent_pid": os.getpid(),
-                "close_timeout": self.close_timeout,
-                "forkserver": {"preload": list(WORKER_IMPORTS), "env": pre_spawn_environ(settings)} if forkserver
-                else None}
+                "close_timeout": self.close_timeout, "forkserver": list(WORKER_IMPORTS) if forkserver else None}
         read, write = os.pipe()
         env = {**os.environ, **inherit_config_env(settings),
+               # the head forks its forkserver, and so every worker, from itself: it starts with the environment a
+               # Nanny gives a worker it spawns (malloc reads its settings as a process starts)
+               **(pre_spawn_environ(settings) if forkserver else {}),
                # functions shipped by reference (run_on_scheduler, plugins) must import there as they do here
                "PYTHONPATH": os.pathsep.join(_import_path())}
         try:
