@@ -36,14 +36,15 @@ def fork_forkserver(close_fds: Iterable[int] = ()) -> bool:
     from multiprocessing import connection, forkserver, resource_tracker, util
 
     server = getattr(forkserver, "_forkserver", None)
-    if (not (3, 10) <= sys.version_info[:2] <= (3, 13) or server is None
+    arbitrary_address = getattr(connection, "arbitrary_address", None)
+    if (not (3, 10) <= sys.version_info[:2] <= (3, 13) or server is None or arbitrary_address is None
             or not all(hasattr(server, name) for name in _FIELDS) or threading.active_count() != 1):
         return False
     with server._lock:
         if server._forkserver_pid is not None:
             return True
         resource_tracker.ensure_running()
-        address = connection.arbitrary_address("AF_UNIX")
+        address = arbitrary_address("AF_UNIX")
         with socket.socket(socket.AF_UNIX) as listener:
             listener.bind(address)
             if not util.is_abstract_socket_namespace(address):
