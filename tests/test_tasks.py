@@ -253,3 +253,17 @@ def test_a_gpu_bundle_runs_cpu_and_gpu_work_on_its_gpu_worker(hetero: lc.Session
         assert [names[w] for w in lc.get([*ran, on_gpu], timeout=30)] == ["cpu-0", "gpu-0", "gpu-0"]
     finally:
         lc.remove_placement_group(pg)
+
+
+@lc.remote(num_cpus=2)
+def started_at() -> float:
+    t = time.time()
+    time.sleep(0.005)
+    return t
+
+
+def test_tasks_start_in_the_order_they_were_submitted(hetero: lc.Session) -> None:
+    # one at a time on the 2-slot worker; submitted within Dask's default fifo_timeout (100 ms) they would share a
+    # priority and start in the order of their random keys
+    starts = lc.get([started_at.remote() for _ in range(20)], timeout=60)
+    assert starts == sorted(starts)

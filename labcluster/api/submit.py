@@ -90,6 +90,10 @@ def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *
     annotations = annotations_for(role=role, owner=owner, stage=_stage.get(), name=getattr(options, "name", None),
                                   max_retries=retries)
     with annotate(**annotations) if annotations else contextlib.nullcontext():
+        # fifo_timeout=0: tasks start in the order they were submitted, as in Ray. Dask's default (100 ms) gives
+        # every task submitted within 100 ms of the last the same priority, and a worker breaks that tie by key:
+        # a random order for labcluster's random keys (a dataset's blocks then reach the next stage out of turn)
         future: Future[Any] = session.client.submit(fn, *call_args, key=key, resources=request or None,
-                                                    workers=workers, allow_other_workers=False, pure=False)
+                                                    workers=workers, allow_other_workers=False, pure=False,
+                                                    fifo_timeout=0)
     return future

@@ -48,6 +48,8 @@ from .sources import ReadTask
 
 MODES = ("pipelined", "bulk")
 
+#: calls in flight per actor of a pool: those after the first wait at the actor, their blocks fetched already
+CALLS_PER_ACTOR = 2
 #: how long the loop waits for a finished block before it looks again at the consumer and at stop requests
 _TICK = 0.05
 #: how long without a finished block before the loop asks whether the cluster still has workers
@@ -328,7 +330,7 @@ class Execution:
         return run.held_blocks if run is not self.runs[-1] else self._out_blocks
 
     def _free_actor(self, run: _StageRun) -> _Actor | None:
-        free = [a for a in run.actors if a.running < 2]  # two calls each: the next block waits at the actor
+        free = [a for a in run.actors if a.running < CALLS_PER_ACTOR]
         if not free:
             high = run.stage.pool_size()[1]
             if len(run.actors) < high and run.inputs:  # a backlog: one more actor, up to the range's top
