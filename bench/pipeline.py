@@ -3,10 +3,12 @@ chained, and (when importable) Ray tasks chained, Ray Data streaming and PySpark
 
 64 items: stage 1 ~20 ms of real single-threaded numpy work on a CPU slot, stage 2 a 20 ms sleep in the one GPU slot
 (simulated), stage 3 ~10 ms of CPU work; 256 KB carried from stage to stage. The ideal bound on 2 cores is
-max(64 x 20 ms, 64 x 30 ms / 2) = 1.28 s; the ideal bulk time 0.64 + 1.28 + 0.32 = 2.24 s. Printed per system: the
-median wall time, its ratio to the bound (bulk also to its own), the GPU slot's busy fraction (64 x 20 ms over the
-wall time), and labcluster's peak bytes of blocks held. Then 10,000 small rows through 3 operators: rows/s,
-labcluster against Ray Data. Runs alternate within each cluster (A B A B); each cluster is started once.
+max(64 x 20 ms, 64 x 30 ms / 2) = 1.28 s; the ideal bulk time 0.64 + 1.28 + 0.32 = 2.24 s. Every system runs it at
+two grains, like for like: one item a task (64 blocks of one row; 192 tasks) and four items a task (16 blocks of
+four rows, chained tasks over four items; 48 tasks). Printed per system and grain: the median wall time, its ratio
+to the bound (bulk also to its own), the GPU slot's busy fraction (64 x 20 ms over the wall time), and labcluster's
+peak bytes of blocks held. Then 10,000 small rows through 3 operators: rows/s, labcluster against Ray Data. Runs
+alternate within each cluster (A B A B); each cluster is started once.
 
 ``python -m bench.pipeline [repeats] [labcluster|ray]`` writes ``bench/results/pipeline.{json,md}``.
 """
@@ -31,6 +33,12 @@ ITEMS, DECODE_MS, INFER_MS, POST_MS, PAYLOAD = 64, 20.0, 20.0, 10.0, 256 * 1024
 BOUND = max(ITEMS * INFER_MS, ITEMS * (DECODE_MS + POST_MS) / 2) / 1000
 BULK_BOUND = (ITEMS * DECODE_MS / 2 + ITEMS * INFER_MS + ITEMS * POST_MS / 2) / 1000
 SMALL_ROWS = 10_000
+#: items a task: every system runs the pipeline at each grain
+GRAINS = (1, 4)
+
+
+def named(system: str, grain: int) -> str:
+    return f"{system}, {grain} item{'s' if grain > 1 else ''} a task"
 
 
 # -- one item at a time (chained tasks) --------------------------------------------------------------------------
@@ -48,6 +56,23 @@ def infer_item(image: np.ndarray) -> np.ndarray:
 def post_item(image: np.ndarray, units: int) -> float:
     _work(image, units)
     return float(image.mean())
+
+
+def decode_items(items: list[int], units: int) -> np.ndarray:
+    return np.stack([decode_item(i, units) for i in items])
+
+
+def infer_items(images: np.ndarray) -> np.ndarray:
+    time.sleep(INFER_MS / 1000 * len(images))
+    return images
+
+
+def post_items(images: np.ndarray, units: int) -> list[float]:
+    return [post_item(v, units) for v in images]
+
+
+def chunks(grain: int) -> list[list[int]]:
+    return [list(range(i, min(i + grain, ITEMS))) for i in range(0, ITEMS, grain)]
 
 
 # -- small rows --------------------------------------------------------------------------------------------------
@@ -76,33 +101,38 @@ def run_labcluster(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, f
 
     lc.init(num_cpus=2, num_gpus=1, simulate_gpus=True, include_dashboard=False)
     try:
-        ds = pipeline(ITEMS, decode_ms=DECODE_MS, infer_ms=INFER_MS, post_ms=POST_MS, payload_kb=PAYLOAD // 1024)
         client = lc.current_session().client
+        datasets = {g: pipeline(ITEMS, decode_ms=DECODE_MS, infer_ms=INFER_MS, post_ms=POST_MS,
+                                payload_kb=PAYLOAD // 1024, rows_per_block=g) for g in GRAINS}
 
-        def dask_chained() -> None:
+        def dask_chained(grain: int) -> None:
             refs = []
-            for i in range(ITEMS):
-                a = client.submit(decode_item, i, units[0], resources={"CPU": 1}, pure=False)
-                b = client.submit(infer_item, a, resources={"GPU": 1}, pure=False)
-                refs.append(client.submit(post_item, b, units[1], resources={"CPU": 1}, pure=False))
+            for items in chunks(grain):
+                a = client.submit(decode_items, items, units[0], resources={"CPU": 1}, pure=False)
+                b = client.submit(infer_items, a, resources={"GPU": 1}, pure=False)
+                refs.append(client.submit(post_items, b, units[1], resources={"CPU": 1}, pure=False))
             client.gather(refs)
 
         small = lc.data.range(SMALL_ROWS).map(add_one).filter(even).map(square)
-        ds.count()  # warm-up: the workers import pyarrow and the stage functions once
-        walls: dict[str, list[float]] = {"labcluster bulk": [], "labcluster pipelined": [], "dask futures chained": []}
-        peaks: dict[str, list[float]] = {"labcluster bulk": [], "labcluster pipelined": []}
+        for ds in datasets.values():
+            ds.count()  # warm-up: the workers import pyarrow and the stage functions once
+        walls: dict[str, list[float]] = {}
+        peaks: dict[str, list[float]] = {}
         small_rates = []
         for r in range(repeat):
             print(f"labcluster round {r + 1}/{repeat}", file=sys.stderr, flush=True)
-            for mode in ("bulk", "pipelined"):
-                walls[f"labcluster {mode}"].append(_timed(lambda mode=mode: ds.count(mode=mode)))
-                peaks[f"labcluster {mode}"].append(ds.stats().peak_bytes)
-            walls["dask futures chained"].append(_timed(dask_chained))
+            for grain, ds in datasets.items():
+                for mode in ("bulk", "pipelined"):
+                    name = named(f"labcluster {mode}", grain)
+                    walls.setdefault(name, []).append(_timed(lambda mode=mode, ds=ds: ds.count(mode=mode)))
+                    peaks.setdefault(name, []).append(ds.stats().peak_bytes)
+                walls.setdefault(named("dask futures chained", grain), []).append(
+                    _timed(lambda grain=grain: dask_chained(grain)))
             small_rates.append(SMALL_ROWS / _timed(small.count))
         out = {name: {"wall": statistics.median(w)} for name, w in walls.items()}
         for name, p in peaks.items():
             out[name]["peak_bytes"] = statistics.median(p)
-        out["labcluster pipelined"]["small_rows_per_s"] = statistics.median(small_rates)
+        out[named("labcluster pipelined", 1)]["small_rows_per_s"] = statistics.median(small_rates)
         return out
     finally:
         lc.shutdown()
@@ -113,17 +143,18 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
 
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        dec = ray.remote(num_cpus=1)(decode_item)
+        dec = ray.remote(num_cpus=1)(decode_items)
         # Ray's GPU tasks default to max_calls=1 (a fresh worker process per call, to free GPU memory): 194 s for
         # this job in one run; max_calls=0 reuses workers, as a pipeline would
-        inf = ray.remote(num_cpus=0, num_gpus=1, max_calls=0)(infer_item)
-        pst = ray.remote(num_cpus=1)(post_item)
+        inf = ray.remote(num_cpus=0, num_gpus=1, max_calls=0)(infer_items)
+        pst = ray.remote(num_cpus=1)(post_items)
 
-        def tasks_chained() -> None:
-            ray.get([pst.remote(inf.remote(dec.remote(i, units[0])), units[1]) for i in range(ITEMS)])
+        def tasks_chained(grain: int) -> None:
+            ray.get([pst.remote(inf.remote(dec.remote(items, units[0])), units[1]) for items in chunks(grain)])
 
         out: dict[str, dict[str, float]] = {}
-        runs: dict[str, Callable[[], Any]] = {"ray tasks chained": tasks_chained}
+        runs: dict[str, Callable[[], Any]] = {named("ray tasks chained", g): (lambda g=g: tasks_chained(g))
+                                              for g in GRAINS}
         small = None
         if importlib.util.find_spec("ray.data") is not None:
             import logging
@@ -146,10 +177,12 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
             def ray_post(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 return {"id": batch["id"], "score": np.array([post_item(v, units[1]) for v in batch["image"]])}
 
-            data = (ray.data.range(ITEMS, override_num_blocks=ITEMS).map_batches(ray_decode, batch_size=1)
-                    .map_batches(RayModel, batch_size=1, num_gpus=1, num_cpus=0, concurrency=1)
-                    .map_batches(ray_post, batch_size=1))
-            runs["ray data streaming"] = lambda: sum(len(b["id"]) for b in data.iter_batches(batch_size=None))
+            for g in GRAINS:
+                data = (ray.data.range(ITEMS, override_num_blocks=ITEMS // g).map_batches(ray_decode, batch_size=g)
+                        .map_batches(RayModel, batch_size=g, num_gpus=1, num_cpus=0, concurrency=1)
+                        .map_batches(ray_post, batch_size=g))
+                runs[named("ray data streaming", g)] = (
+                    lambda data=data: sum(len(b["id"]) for b in data.iter_batches(batch_size=None)))
             small = ray.data.range(SMALL_ROWS).map(add_one).filter(even).map(square)
         for fn in runs.values():
             fn()  # warm-up
@@ -163,7 +196,7 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
                 rates.append(SMALL_ROWS / _timed(small.count))
         out = {name: {"wall": statistics.median(w)} for name, w in walls.items()}
         if rates:
-            out["ray data streaming"]["small_rows_per_s"] = statistics.median(rates)
+            out[named("ray data streaming", 1)]["small_rows_per_s"] = statistics.median(rates)
         return out
     finally:
         ray.shutdown()

@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--infer-ms", type=float, default=20, help="GPU time per item in inference (default 20)")
     demo.add_argument("--post-ms", type=float, default=10, help="CPU work per item in post-processing (default 10)")
     demo.add_argument("--payload-kb", type=int, default=256, help="KB carried from stage to stage per item (256)")
+    demo.add_argument("--rows-per-block", type=int, default=4, help="items a block holds: a task per block and stage "
+                      "(default 4; 1 pays the per-task overhead on every item)")
     demo.add_argument("--modes", nargs="+", choices=("bulk", "pipelined"), default=["bulk", "pipelined"],
                       help="which executions to run and compare (default: both)")
     demo.add_argument("--output", default="labcluster-demo.html", help="where the HTML report goes")
@@ -75,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run
 
         run(args.items, decode_ms=args.decode_ms, infer_ms=args.infer_ms, post_ms=args.post_ms,
-            payload_kb=args.payload_kb, modes=tuple(args.modes), output=args.output)
+            payload_kb=args.payload_kb, rows_per_block=args.rows_per_block, modes=tuple(args.modes),
+            output=args.output)
         return 0
     if args.command == "scheduler":
         from .cluster.node import run_scheduler

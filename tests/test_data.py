@@ -333,7 +333,7 @@ def test_a_worker_killed_mid_pipeline_costs_no_row_and_duplicates_none(victim: s
 def test_compare_reports_both_modes_with_bounds_and_pictures(tmp_path: Any) -> None:
     from labcluster.demo import pipeline
 
-    ds = pipeline(24, decode_ms=3, infer_ms=5, post_ms=2, payload_kb=64)  # 24: bulk holds 24 blocks at once
+    ds = pipeline(24, decode_ms=3, infer_ms=5, post_ms=2, payload_kb=64, rows_per_block=1)  # bulk holds 24 blocks
     report = lc.compare(ds, repeats=1)
     d = report.to_dict()
     bulk, piped = d["modes"]["bulk"], d["modes"]["pipelined"]
