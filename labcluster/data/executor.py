@@ -42,7 +42,7 @@ from ..api.refs import ObjectRef
 from ..api.runner import task_name
 from ..api.start import current_session
 from ..api.submit import stage as in_stage
-from ..exceptions import ActorDiedError, LabclusterError
+from ..exceptions import LabclusterError
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
 from .sources import ReadTask
@@ -286,24 +286,13 @@ class Execution:
                 return out
 
     def _check_progress(self, moved: bool) -> None:
-        """Nothing finished for a while: a cluster with no workers left (and none coming), or an actor pool whose
-        actors all died for good (a constructor raised, restarts ran out), will never finish it."""
+        """Nothing finished for a while: a cluster with no workers left (and none coming) will never finish it."""
         now = time.perf_counter()
         if moved:
             self._progress_at = now
         elif now - self._progress_at > _STALL_CHECK:
             self._progress_at = now
             no_workers(self.session)
-            for run in self.runs:
-                if run.stage.actors and run.running:
-                    self._check_pool(run)
-
-    def _check_pool(self, run: _StageRun) -> None:
-        states = [actor._state() for actor in run.actors]
-        if states and all(state.get("state") == "DEAD" for state in states):
-            cause = states[0].get("error") or "it died"
-            raise ActorDiedError(run.actors[0]._actor_id, f"{cause} (the actor pool of dataset operator "
-                                                          f"{run.stage.name!r}; no actor of it is left)")
 
     def _launch(self) -> None:
         # downstream first: finishing blocks frees budget for the stages before
