@@ -24,7 +24,6 @@ free_resources                ``Worker.state.available_resources``
 task_cancelled                ``Worker.state.tasks[key].state`` ("cancelled": the scheduler dropped a running task)
 fail_task_with                ``TaskState.run_spec`` replaced by a ``dask._task_spec.Task``
 move_task                     the work-stealing extension's ``move_task_request`` and ``in_flight``
-schedule_unrunnable           ``Scheduler.bulk_schedule_unrunnable_after_adding_worker`` and ``transitions``
 inherit_config_env            the ``DASK_INTERNAL_INHERIT_CONFIG`` environment variable
 pre_spawn_environ             ``distributed/distributed.yaml`` read as a file (``distributed.nanny.pre-spawn-environ``)
 keep_forkserver_preload       ``distributed.utils._forkserver_preload_set``
@@ -34,7 +33,6 @@ worker_rpc                    ``Client.rpc`` (the client's connection pool to an
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -188,21 +186,6 @@ def move_task(scheduler: Any, ts: Any, victim: Any, thief: Any) -> bool:
         return False
     stealing.move_task_request(ts, victim, thief)
     return True
-
-
-def schedule_unrunnable(scheduler: Any, address: str) -> int:
-    """Send the tasks waiting for a worker (``no-worker``) that the worker at ``address`` can run now to it; returns
-    how many. Dask looks at those tasks again when a worker joins or comes back, not when a worker's resources grow
-    (``Worker.set_resources`` -> ``Scheduler.add_resources``), so a task asking for a resource that appears later
-    would wait forever. A dataset actor pool adds its resource once its actor is built (``data/tasks.py``).
-    """
-    ws = scheduler.workers.get(address)
-    if ws is None:
-        return 0
-    recommendations = scheduler.bulk_schedule_unrunnable_after_adding_worker(ws)
-    if recommendations:
-        scheduler.transitions(recommendations, stimulus_id=f"labcluster-resources-added-{time.time()}")
-    return len(recommendations)
 
 
 # -- processes ---------------------------------------------------------------------------------------------------

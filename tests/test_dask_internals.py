@@ -206,24 +206,6 @@ def test_move_task(client: Client) -> None:
     wait([blocker], timeout=10)
 
 
-def test_schedule_unrunnable(client: Client) -> None:
-    # a task asking for a resource no worker has waits in no-worker; once a worker has it, the adapter starts it
-    # (Dask itself only looks again when a worker joins)
-    waiting = client.submit(lambda: get_worker().address, resources={"lc_test_added": 1}, pure=False)
-    _until(lambda: client.run_on_scheduler(lambda dask_scheduler: getattr(
-        dask_scheduler.tasks.get(waiting.key), "state", None)) == "no-worker")
-    target = sorted(client.scheduler_info()["workers"])[0]
-
-    async def add(dask_worker: Any = None) -> None:
-        await dask_worker.set_resources(lc_test_added=1)
-
-    client.run(add, workers=[target])
-    time.sleep(0.3)
-    assert waiting.status == "pending"  # Dask does not look again by itself
-    assert client.run_on_scheduler(lambda dask_scheduler: di.schedule_unrunnable(dask_scheduler, target)) == 1
-    assert waiting.result(timeout=10) == target
-
-
 def test_inherit_config_env() -> None:
     env = di.inherit_config_env({"labcluster-test": {"value": 7}})
     code = "import dask, distributed, json; print(json.dumps(dask.config.get('labcluster-test.value')))"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import inspect
 import os
@@ -118,10 +117,6 @@ class _Hosted:
         return self.fetcher.submit(_resolve_refs, args, kwargs)
 
     def stop(self) -> None:
-        hook = getattr(self.instance, "_labcluster_stop", None)  # labcluster's own classes (dataset stage actors)
-        if callable(hook):
-            with contextlib.suppress(Exception):
-                hook()
         if self.fetcher is not None:
             self.fetcher.shutdown(wait=False, cancel_futures=True)
         if self.executor is not None:

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 
 from .. import config
 from ..exceptions import InfeasibleResourceError
-from ..scheduler.protocol import is_added_resource
 from .calls import call
 from .session import Session
 
@@ -31,9 +30,7 @@ class Feasible:
 
 
 def check(session: Session, request: Mapping[str, float], what: str) -> None:
-    """Raise :class:`InfeasibleResourceError` (or warn) if no worker can ever fit ``request``. Resources labcluster
-    adds at run time (a dataset actor pool's) are not asked about: they appear once their holders start."""
-    request = {k: v for k, v in request.items() if not is_added_resource(k)}
+    """Raise :class:`InfeasibleResourceError` (or warn) if no worker can ever fit ``request``."""
     if not request or not session.extension:
         return
     cache = session.part(Feasible)

@@ -27,7 +27,6 @@ from ..cluster.tuning import dask_settings, local_interval, local_settings, tune
 from ..dask_internals import client_stream
 from ..diagnostics import nvml
 from ..exceptions import ClusterError, WorkerStartTimeout, unknown_name
-from ..scheduler.protocol import is_added_resource
 from .boundary import entry
 from .session import (
     Session,
@@ -327,7 +326,7 @@ def current_session(auto_init: bool = True) -> Session:
 
 def _resources_line(total: Mapping[str, float]) -> str:
     """``{"CPU": 4.0, "GPU": 1.0, "memory": ...}`` -> ``"CPU: 4, GPU: 1"``."""
-    return ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if k != "memory" and not is_added_resource(k))
+    return ", ".join(f"{k}: {v:g}" for k, v in sorted(total.items()) if k != "memory" and not k.startswith("pg_"))
 
 
 def current_client() -> Client:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..scheduler.protocol import WORKER_INFO, is_added_resource
+from ..scheduler.protocol import WORKER_INFO
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ def workers_from_info(info: Mapping[str, Any]) -> list[WorkerInfo]:
                 name=str(w.get("name", addr)),
                 group=str(desc.get("group", "dask")),
                 nthreads=int(w.get("nthreads", 0)),
-                # bundles and pools leave 0-valued resources behind when released: not worth showing
-                resources={k: float(v) for k, v in (w.get("resources") or {}).items() if v or not is_added_resource(k)},
+                # placement-group bundles leave 0-valued resources behind when released: not worth showing
+                resources={k: float(v) for k, v in (w.get("resources") or {}).items() if v or not k.startswith("pg_")},
                 memory_limit=int(w.get("memory_limit") or 0),
                 pid=desc.get("pid", w.get("pid")),
                 gpu_mode=str(desc.get("gpu_mode", "none")),
@@ -85,9 +85,9 @@ def total_resources(workers: Sequence[WorkerInfo]) -> dict[str, float]:
 
 
 def shown(res: Mapping[str, float]) -> dict[str, float]:
-    """Resources as listings show them: without the ones labcluster adds at run time (placement-group bundles'
-    ``pg_*``, whose own view shows them, and dataset actor pools')."""
-    return {k: v for k, v in res.items() if not is_added_resource(k)}
+    """Resources as listings show them: without the ``pg_*`` ones placement-group bundles add (their own view
+    shows those)."""
+    return {k: v for k, v in res.items() if not k.startswith("pg_")}
 
 
 def _fmt_resources(res: Mapping[str, float]) -> str:

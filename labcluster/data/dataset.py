@@ -342,8 +342,7 @@ class Dataset:
         lines += [f"  {op.name}" + (f"  [{_op_label(op)}]" if _op_label(op) else "") for op in self._ops]
         if not self._ops:
             lines.append("  (none)")
-        lines.append("stages (a task per block, with an actor of the pool for a class; bulk mode finishes each "
-                     "before the next starts):")
+        lines.append("stages (a task or actor call per block; bulk mode finishes each before the next starts):")
         for i, st in enumerate(self._stages(), 1):
             lines.append(f"  {i}. {st.name}  [{_stage_label(st)}]")
         return Plan("\n".join(lines))

@@ -1,10 +1,9 @@
 """Run a Dataset's stages: pipelined (Ray-style streaming) or bulk (Spark-style, stage by stage).
 
-One loop does both, in a thread of the driver: it launches work (a task per block; for a class stage, a task that
-runs on a worker of the stage's actor pool with the instance its actor built: ``tasks.PoolCall``), waits for any of
-it to finish (each ref reports itself: ``ObjectRef.on_done``), and hands each finished block to the next stage or to
-the consumer. Pipelined, a block's next task is submitted as soon as the block's own is, so Dask starts it where and
-when the block is ready, with no turn through this loop in between. The two modes differ in one rule only:
+One loop does both, in a thread of the driver: it launches work (a task per block, or a call to an actor of the
+stage's pool), waits for any of it to finish (each ref reports itself: ``ObjectRef.on_done``), and hands each
+finished block to the next stage or to
+the consumer. The two modes differ in one rule only:
 
 - **pipelined**: a block moves on as soon as it exists. Backpressure: a stage starts no more blocks while its
   running blocks plus its finished blocks not yet taken downstream reach ``data.max-blocks-per-operator``, or those
@@ -49,6 +48,8 @@ from .sources import ReadTask
 
 MODES = ("pipelined", "bulk")
 
+#: calls in flight per actor of a pool: those after the first wait at the actor, their blocks fetched already
+CALLS_PER_ACTOR = 2
 #: how long the loop waits for a finished block before it looks again at the consumer and at stop requests
 _TICK = 0.05
 #: how long without a finished block before the loop asks whether the cluster still has workers
@@ -64,8 +65,20 @@ class Item:
     read: ReadTask | None = None
     rows: int | None = None
     nbytes: int = 0
+    #: for a block an actor made: the input it was made from, kept until the next stage has used the block. An
+    #: actor's result has no lineage in Dask: if its worker dies, the block is made again from this
+    source: Item | None = None
+    #: for a block made (by tasks) from an actor's block: that input, kept alive so that Dask can rebuild this
+    #: block if it is lost (its lineage ends at the actor's block)
+    parent: Item | None = None
     #: the stage that uses it is done with it (its bytes no longer count against the stage that made it)
     released: bool = False
+
+
+@dataclass
+class _Actor:
+    handle: Any
+    running: int = 0
 
 
 class _StageRun:
@@ -81,15 +94,14 @@ class _StageRun:
         self.upstream_done = False
         self.finished = False
         self.stats = StageStats(stage.name, stage.resources.label() if stage.kind == "map" else "driver")
-        #: an actor stage's pool (their blocks run as pool-call tasks: ``tasks.py``)
-        self.actors: list[Any] = []
+        self.actors: list[_Actor] = []
         self.remote: Any = None
-        self.pool_call: Any = None
         self.limit_rows = 0
         self.limit_next = 0
         #: an all-to-all stage's inputs, gathered until the stages before it are done
         self.gathered: list[Item] = []
         self.launched = False
+        self.running_actor: dict[ObjectRef, _Actor] = {}
         #: pipelined: running blocks already handed to the next stage (which started on them: Dask moves the
         #: block from worker to worker when it is done, without a turn through this loop)
         self.ahead: dict[ObjectRef, Item] = {}
@@ -191,16 +203,11 @@ class Execution:
         stage = run.stage
         name = stage.name
         if stage.actors:
-            sources = tasks.step_sources(stage.steps)
-            attrs = {"__module__": tasks.__name__, "_labcluster_sources": sources}
+            attrs = {"__module__": tasks.__name__, "_labcluster_sources": tasks.step_sources(stage.steps)}
             cls = type(_class_name(name), (tasks.StageActor,), attrs)
             restarts = int(config.get("data.actor-max-restarts"))
             run.remote = lc.remote(**stage.resources.options(), max_restarts=restarts,
                                    max_task_retries=restarts)(cls)
-            pool = tasks.pool_resource(self.id, run.position)
-            # the call holds no CPU or GPU of its own: the actor holds the stage's; it asks for a unit of the pool
-            run.pool_call = lc.remote(num_cpus=0, resources={pool: 1}, max_retries=restarts)(
-                tasks.PoolCall(pool, f"{_class_name(name)}.process", sources))
             low, _ = stage.pool_size()
             for _ in range(low):
                 self._add_actor(run)
@@ -209,8 +216,7 @@ class Execution:
 
     def _add_actor(self, run: _StageRun) -> None:
         with in_stage(run.stage.name):
-            pool = tasks.pool_resource(self.id, run.position)
-            run.actors.append(run.remote.remote(run.stage.steps, self.topic, pool))
+            run.actors.append(_Actor(run.remote.remote(run.stage.steps, self.topic)))
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def start(self) -> Execution:
@@ -310,10 +316,10 @@ class Execution:
                 self._start_block(run, run.inputs.popleft())
 
     def _may_start(self, run: _StageRun) -> bool:
-        if run.stage.actors:
-            self._grow_pool(run)
         if self.mode == "bulk":
-            return True
+            return self._free_actor(run) is not None if run.stage.actors else True
+        if run.stage.actors and self._free_actor(run) is None:
+            return False
         if run.stage.concurrency and not run.stage.actors and len(run.running) >= run.slots():
             return False
         if len(run.running) + self._held(run) - len(run.ahead) >= run.budget():
@@ -323,23 +329,33 @@ class Execution:
     def _held(self, run: _StageRun) -> int:
         return run.held_blocks if run is not self.runs[-1] else self._out_blocks
 
-    def _grow_pool(self, run: _StageRun) -> None:
-        """A backlog (more blocks submitted than two per actor, and more waiting): one more actor, up to the top of
-        the pool's range."""
-        high = run.stage.pool_size()[1]
-        if len(run.actors) < high and run.inputs and len(run.running) >= 2 * len(run.actors):
-            self._add_actor(run)
+    def _free_actor(self, run: _StageRun) -> _Actor | None:
+        free = [a for a in run.actors if a.running < CALLS_PER_ACTOR]
+        if not free:
+            high = run.stage.pool_size()[1]
+            if len(run.actors) < high and run.inputs:  # a backlog: one more actor, up to the range's top
+                self._add_actor(run)
+                return run.actors[-1]
+            return None
+        return min(free, key=lambda a: a.running)
 
     def _start_block(self, run: _StageRun, item: Item) -> None:
         block_id = f"{run.position}-{item.index}-{uuid.uuid4().hex[:8]}"
         args = (item.read, item.ref, item.index, block_id)
         with in_stage(run.stage.name):
-            ref = (run.pool_call if run.stage.actors else run.remote).remote(*args)
+            if run.stage.actors:
+                actor = self._free_actor(run)
+                assert actor is not None
+                actor.running += 1
+                ref = actor.handle.process.remote(*args)
+                run.running_actor[ref] = actor
+            else:
+                ref = run.remote.remote(*args)
         self._track(run, ref, item, block_id)
         nxt = self.runs[run.position + 1] if run.position + 1 < len(self.runs) else None
-        if self.mode == "pipelined" and nxt is not None and nxt.stage.kind == "map":
-            # a task's block can go on before it exists: Dask starts the next task where and when it is ready
-            ahead = Item(item.index, ref)
+        if self.mode == "pipelined" and not run.stage.actors and nxt is not None and nxt.stage.kind == "map":
+            # a task's block can go on before it exists (not an actor's: passing a pending call waits for it)
+            ahead = Item(item.index, ref, parent=item if item.source or item.parent else None)
             run.ahead[ref] = ahead
             self._hand_on(run, ahead)
         stats = run.stats
@@ -352,13 +368,23 @@ class Execution:
 
     def _finish(self, run: _StageRun, ref: ObjectRef) -> None:
         item, block_id, _ = run.running.pop(ref)
+        actor = run.running_actor.pop(ref, None)
+        if actor is not None:
+            actor.running -= 1
         if ref.state != "finished":
-            lc.get(ref, timeout=30)  # raises the task's error (its type, remote traceback and operator note)
+            try:
+                lc.get(ref, timeout=30)  # raises the task's error (its type, remote traceback and operator note)
+            except lc.exceptions.ObjectLostError:
+                if item.source is None:
+                    raise
+                self._remake(run, item)
+                return
             raise LabclusterError(f"dataset operator {run.stage.name!r}: block {item.index} ended {ref.state}")
         meta = self._wait_meta(block_id)
         self._release(item, run.position - 1)
         ahead = run.ahead.pop(ref, None)
-        out = ahead or Item(item.index, ref)
+        out = ahead or Item(item.index, ref, source=item if run.stage.actors else None,
+                            parent=item if not run.stage.actors and (item.source or item.parent) else None)
         out.rows, out.nbytes = meta["rows"], meta["bytes"]
         stats = run.stats
         stats.blocks += 1
@@ -373,6 +399,15 @@ class Execution:
             self.live_bytes += out.nbytes
             self.peak_bytes = max(self.peak_bytes, self.live_bytes)
             run.held_bytes += out.nbytes
+
+    def _remake(self, run: _StageRun, item: Item) -> None:
+        """``item``, an actor's block, was lost with its worker before ``run`` used it: the actor stage makes it
+        again from its input (the actor restarted elsewhere or on the new worker)."""
+        assert item.source is not None
+        producer = self.runs[run.position - 1]
+        self._release(item, producer.position)
+        producer.inputs.appendleft(item.source)
+        producer.finished = run.upstream_done = False  # it has one more block to make (its pool grows back)
 
     def _hand_on(self, run: _StageRun, out: Item) -> None:
         """A finished block of ``run``: to the next stage, or out to the consumer."""
@@ -542,7 +577,7 @@ class Execution:
     def _stop_actors(self, run: _StageRun, why: str) -> None:
         for actor in run.actors:
             with contextlib.suppress(Exception):
-                kill(actor, _reason=f"{why} ({run.stage.name})")
+                kill(actor.handle, _reason=f"{why} ({run.stage.name})")
         run.actors = []
 
     def _shutdown_work(self) -> None:

@@ -91,7 +91,7 @@ Operator = OneToOne | AllToAll | Limit
 
 @dataclass(frozen=True)
 class Stage:
-    """What runs as one unit: a task per block doing ``steps`` in order (for a class, with an actor of its pool)."""
+    """What runs as one unit: a task per block (or an actor call per block) doing ``steps`` in order."""
 
     name: str
     kind: str  # map | all_to_all | limit

@@ -1,23 +1,14 @@
-"""What runs on the workers for a Dataset: the stage task, the stage actor and its pool calls, and the all-to-all
-tasks.
+"""What runs on the workers for a Dataset: the stage task, the stage actor, and the all-to-all tasks.
 
 Each block a stage makes is reported to the driver as an event (``Worker.log_event`` on the execution's topic):
 its rows, bytes, wall and CPU time. That is how the driver counts rows (``limit``, ``count``), bounds the bytes in
 flight, and fills ``stats()`` without fetching a block.
-
-**Actor pools run their blocks as tasks.** A stage actor (:class:`StageActor`, an ordinary labcluster actor that
-holds the stage's GPU or other resources while it lives) makes its worker advertise one unit of the pool's own
-resource (``lc_pool_...``), and each block is a :class:`PoolCall` task that asks for one unit of it: Dask then runs
-it on a worker where an actor of the pool lives, with the instance that actor built. So a block made by an actor
-is a Dask task like any other: the next stage's task can be submitted before it exists, its input travels worker to
-worker, and if its worker dies Dask makes it again (on the worker where the restarted actor lives) from lineage.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +17,6 @@ import pyarrow as pa
 
 import labcluster.data.blocks as blocks
 
-from ..scheduler.protocol import POOL_PREFIX
 from .operators import Step, run_steps
 from .sources import ReadTask
 
@@ -75,85 +65,18 @@ class StageTask:
         return _run(self.steps, read, block, index, block_id, self.topic)
 
 
-def pool_resource(execution: str, stage: int) -> str:
-    return f"{POOL_PREFIX}{execution}_{stage}"
-
-
-class _Pool:
-    """This worker process's actors of one pool; a pool call takes a free one (the pool's resource, one unit per
-    actor here, makes sure there is one)."""
-
-    def __init__(self) -> None:
-        self.free: list[StageActor] = []
-        self.size = 0
-        self.lock = threading.Lock()
-
-
-_POOLS: dict[str, _Pool] = {}
-
-
-def _advertise(pool: str, size: int) -> None:
-    """Set this worker's units of the pool's resource (Dask's ``Worker.set_resources``, as bundle holders do); the
-    pool's calls that waited for a worker with it start (``labcluster_resources_added``)."""
-    from distributed import get_worker
-
-    from ..api.calls import call
-
-    worker = get_worker()
-    worker.client.sync(worker.set_resources, **{pool: float(size)})
-    if size:
-        call(worker.client, "resources_added", worker=worker.address)
-
-
 class StageActor:
-    """An actor of a class stage: builds the user's class once; its worker then runs the pool's calls with it."""
+    """An actor of a class stage: builds the user's class once, then runs the steps per block."""
 
-    def __init__(self, steps: Sequence[Step], topic: str, pool: str) -> None:
+    #: its blocks stay on its worker, for the next stage to fetch from there (not through the driver)
+    _labcluster_inline_result_bytes = 0
+
+    def __init__(self, steps: Sequence[Step], topic: str) -> None:
         self.steps = [s.construct() for s in steps]
-        self.topic, self.pool = topic, pool
-        entry = _POOLS.setdefault(pool, _Pool())
-        with entry.lock:
-            entry.free.append(self)
-            entry.size += 1
-            size = entry.size
-        _advertise(pool, size)
+        self.topic = topic
 
     def process(self, read: ReadTask | None, block: pa.Table | None, index: int, block_id: str) -> pa.Table:
         return _run(self.steps, read, block, index, block_id, self.topic)
-
-    def _labcluster_stop(self) -> None:
-        """The actor is stopping (killed, or its execution ended): one unit less of the pool here."""
-        entry = _POOLS.get(self.pool)
-        if entry is None:
-            return
-        with entry.lock:
-            if self in entry.free:
-                entry.free.remove(self)
-            entry.size -= 1
-            size = entry.size
-            if not size:
-                _POOLS.pop(self.pool, None)
-        _advertise(self.pool, size)
-
-
-class PoolCall:
-    """A block of an actor stage, as a task that asks for one unit of the pool's resource: it runs on a worker where
-    an actor of the pool lives, with that actor's instance."""
-
-    def __init__(self, pool: str, name: str, sources: tuple[Any, ...]) -> None:
-        self.pool, self.__name__, self._labcluster_sources = pool, name, sources
-
-    def __call__(self, read: ReadTask | None, block: pa.Table | None, index: int, block_id: str) -> pa.Table:
-        entry = _POOLS.get(self.pool)
-        if entry is None:  # cannot happen while the pool's resource says an actor is here
-            raise RuntimeError(f"no actor of {self.__name__} on this worker")
-        with entry.lock:
-            actor = entry.free.pop()
-        try:
-            return actor.process(read, block, index, block_id)
-        finally:
-            with entry.lock:
-                entry.free.append(actor)
 
 
 def all_to_all(fn: Any, args: tuple[Any, ...], num_outputs: int, *parts: pa.Table) -> list[pa.Table]:

@@ -14,7 +14,6 @@ key_states                      each key's state: Dask's, ``forgotten``, or ``lo
 records, lineage                pages of task records; every attempt an object depends on
 worker_names                    address -> name of every worker seen, for pictures of the records
 fits                            whether a worker fits a request: live, kept by a local cluster, or away
-resources_added                 a worker's resources grew (an actor pool's): tasks waiting for them start
 keep_workers, workers_gone      a local cluster says which workers it keeps (its Nannies restart them); are
                                 they all gone for good
 hold, release, release_all      holder tasks wait to be released; lc.kill / remove_placement_group
@@ -44,14 +43,13 @@ from typing import Any
 from distributed import SchedulerPlugin
 from tornado.ioloop import PeriodicCallback
 
-from ..dask_internals import schedule_unrunnable
 from ..diagnostics.recorder import RecordsPlugin
 from . import actors as actor_states
 from .actors import Actors
 from .generators import Streams
 from .holders import Holders
-from .placement import Groups, fits
-from .protocol import NOTICES, OWNER, ROLE, ROLE_ACTOR, ROLE_BUNDLE, WORKER_INFO, is_added_resource
+from .placement import Groups, fits, is_bundle_resource
+from .protocol import NOTICES, OWNER, ROLE, ROLE_ACTOR, ROLE_BUNDLE, WORKER_INFO
 from .retries import RetryLimitPlugin
 from .spill import spill
 from .streams import StreamsSchedulerPlugin
@@ -93,8 +91,7 @@ class LabclusterExtension:
         return {
             "info": self.info, "key_states": self.key_states, "memory": self.memory, "records": self.records_page,
             "lineage": self.lineage,
-            "fits": self.fits, "resources_added": self.resources_added, "keep_workers": self.keep_workers,
-            "workers_gone": self.workers_gone,
+            "fits": self.fits, "keep_workers": self.keep_workers, "workers_gone": self.workers_gone,
             "worker_names": self.worker_names,
             "hold": self.hold, "release": self.release, "release_all": self.release_all,
             "actor_register": self.actor_register, "actor_get": self.actor_get, "actor_lookup": self.actor_lookup,
@@ -250,10 +247,6 @@ class LabclusterExtension:
             fits(r, request) for r, when in self.left.values() if when >= since)
         return {"fits": here or coming, "here": here, "workers": workers}
 
-    def resources_added(self, worker: str) -> int:
-        """The worker at ``worker`` has more resources now: the tasks waiting for them go to it."""
-        return schedule_unrunnable(self.scheduler, worker)
-
     def worker_names(self) -> dict[str, str]:
         """Address -> name of every worker this scheduler has seen (those that left too)."""
         return dict(self.names)
@@ -400,8 +393,8 @@ class LabclusterExtension:
 
 
 def _own(resources: Mapping[str, float]) -> dict[str, float]:
-    """A worker's own resources, without the ones labcluster's holders add (bundles', actor pools')."""
-    return {str(k): float(v) for k, v in resources.items() if not is_added_resource(str(k))}
+    """A worker's own resources, without the ``pg_*`` ones its bundle holders add."""
+    return {str(k): float(v) for k, v in resources.items() if not is_bundle_resource(str(k))}
 
 
 class LabclusterSchedulerPlugin(SchedulerPlugin):

@@ -17,16 +17,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .protocol import BUNDLE_PREFIX
-
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 PENDING, CREATED, REMOVED = "PENDING", "CREATED", "REMOVED"
 
 
 def bundle_resource(pg_id: str, index: int, name: str) -> str:
     """The resource a bundle's holder adds to its worker, which tasks placed in that bundle ask for."""
-    return f"{BUNDLE_PREFIX}{pg_id}_{index}_{name}"
+    return f"pg_{pg_id}_{index}_{name}"
 
+
+def is_bundle_resource(name: str) -> bool:
+    return name.startswith("pg_")
 
 
 def fits(free: Mapping[str, float], need: Mapping[str, float]) -> bool:

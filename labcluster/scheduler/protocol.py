@@ -26,22 +26,6 @@ HOLDER_ROLES = frozenset({ROLE_ACTOR, ROLE_BUNDLE})
 #: every role: tasks that are labcluster's plumbing, not the user's work (left out of the task records)
 ROLES = frozenset({ROLE_ACTOR, ROLE_BUNDLE, ROLE_GROUP})
 
-#: resources labcluster adds to a worker at run time, which the tasks placed with them ask for: a placement-group
-#: bundle's (``pg_<group>_<i>_<name>``, added by its holder) and a dataset actor pool's
-#: (``lc_pool_<execution>_<stage>``, a unit per actor of the pool there). They are plumbing: listings leave them
-#: out, and no feasibility check asks for them before they exist
-BUNDLE_PREFIX, POOL_PREFIX = "pg_", "lc_pool_"
-
-
-def is_added_resource(name: str) -> bool:
-    """Whether ``name`` is a resource labcluster adds at run time (a bundle's or an actor pool's).
-
-    >>> is_added_resource("pg_1f2e_0_CPU"), is_added_resource("lc_pool_ab12_1"), is_added_resource("GPU")
-    (True, True, False)
-    """
-    return name.startswith((BUNDLE_PREFIX, POOL_PREFIX))
-
-
 #: what ``labcluster_hold`` answers a holder task
 RELEASED, HELD, ABANDONED = "released", "held", "abandoned"
 
