@@ -283,6 +283,26 @@ def test_bad_input_fails_fast_with_the_fix() -> None:
         ds.take_all(mode="streaming")
 
 
+class NoModel:
+    def __init__(self) -> None:
+        raise RuntimeError("no model file at /models/x.pt")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return batch
+
+
+def test_an_actor_pool_whose_constructor_raises_fails_with_its_error_and_leaves_nothing_running() -> None:
+    ds = lc.data.range(8).map_batches(NoModel, num_gpus=1, concurrency=1)
+    since = _since()
+    dead = r"actor MapBatches_NoModel-\w+ is dead: RuntimeError: no model file at /models/x.pt"
+    with pytest.raises(lc.exceptions.ActorDiedError, match=dead):
+        ds.take_all()
+    from conftest import wait_until
+
+    assert wait_until(lambda: all(r["state"] != "running" for r in lc.list_tasks(since=since)), timeout=10)
+    assert lc.get(lc.remote(num_gpus=1)(lambda: "the GPU is free again").remote(), timeout=30)
+
+
 def test_a_malformed_csv_names_the_file(tmp_path: Any) -> None:
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(ValueError, match=r"cannot read '.*bad.csv' .*valid CSV file"):
