@@ -351,8 +351,16 @@ from labcluster.cluster.forkserver import fork_forkserver
 import labcluster.cluster.spec  # imported before the fork: the forkserver has it, so its children do
 
 
+def grandchild():
+    pass
+
+
 def child(queue):
-    queue.put((os.getppid(), "labcluster.cluster.spec" in sys.modules))
+    # a worker may start forkserver processes of its own: the lock its forkserver held while forking is free here
+    inner = multiprocessing.get_context("forkserver").Process(target=grandchild)
+    inner.start()
+    inner.join(30)
+    queue.put((os.getppid(), "labcluster.cluster.spec" in sys.modules and inner.exitcode == 0))
 
 
 if __name__ == "__main__":

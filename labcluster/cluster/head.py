@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import multiprocessing
 import os
 import signal
 import traceback
@@ -123,7 +124,12 @@ def main(argv: list[str]) -> int:
     if spec.get("forkserver"):  # before any thread or event loop starts: workers fork from a warm copy of this process
         for module in spec["forkserver"]:
             importlib.import_module(module)
-        fork_forkserver(close_fds=[out.fileno()])
+        try:
+            forked = fork_forkserver(close_fds=[out.fileno()])
+        except OSError:
+            forked = False
+        if not forked:  # the stdlib's forkserver, started by the first Nanny, imports them itself
+            multiprocessing.set_forkserver_preload(list(spec["forkserver"]))
     # a busy dashboard port falls back to a free one, which the driver reads from the scheduler: no warning
     warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)
     try:
