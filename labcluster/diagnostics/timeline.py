@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+#: how far a bar may seem to start before the end of the previous bar of its own thread and still share its lane
+_SAME_THREAD = 0.05
 #: the colours of a failure and of a reconstruction's outline; the palette leaves red out for them
 FAILED, RECONSTRUCTED = "#b00020", "#111111"
 
@@ -35,25 +37,36 @@ def _palette(n: int) -> list[str]:
 
 def lanes(rows: Sequence[dict[str, Any]], names: Mapping[str, str] | None = None) -> list[str]:
     """The lane of each row (same order): ``cpu-0 / slot 1``, ``cpu-0 / slot 2``, ... Each worker's bars are packed
-    into the fewest rows in which none overlap (greedy by start time). ``names`` maps worker addresses to worker
+    into the fewest rows in which none overlap (greedy by start time). A bar whose thread ran the previous bar of a
+    lane continues that lane when the two overlap by less than ``_SAME_THREAD`` (one thread runs one task at a
+    time: such an overlap is the records' timing, not a third slot). ``names`` maps worker addresses to worker
     names (an address without one shows without ``tcp://``).
 
     >>> rows = [{"worker": "w", "started": 0, "finished": 2}, {"worker": "w", "started": 1, "finished": 3},
     ...         {"worker": "w", "started": 2.5, "finished": 4}]
     >>> lanes(rows, {"w": "cpu-0"})
     ['cpu-0 / slot 1', 'cpu-0 / slot 2', 'cpu-0 / slot 1']
+    >>> busy = [{"worker": "w", "thread": 1, "started": 0, "finished": 1.0}, {"worker": "w", "thread": 2,
+    ...          "started": 0.5, "finished": 1.5}, {"worker": "w", "thread": 1, "started": 0.995, "finished": 2}]
+    >>> lanes(busy, {"w": "cpu-0"})   # thread 1's second task starts 5 ms before its first one's recorded end
+    ['cpu-0 / slot 1', 'cpu-0 / slot 2', 'cpu-0 / slot 1']
     """
     out = [""] * len(rows)
     free_at: dict[str, list[float]] = {}  # per worker: when each of its slots is free again
+    ran_by: dict[str, list[Any]] = {}  # per worker: the thread of each slot's last bar
     for i in sorted(range(len(rows)), key=lambda i: float(rows[i]["started"])):
         row = rows[i]
         worker = str(row.get("worker") or "?")
-        slots = free_at.setdefault(worker, [])
-        start, end = float(row["started"]), float(row["finished"])
-        slot = next((j for j, t in enumerate(slots) if t <= start + 0.002), len(slots))  # 2 ms: clocks differ
+        slots, threads = free_at.setdefault(worker, []), ran_by.setdefault(worker, [])
+        start, end, thread = float(row["started"]), float(row["finished"]), row.get("thread")
+        slot = next((j for j, (t, th) in enumerate(zip(slots, threads, strict=True))
+                     if thread is not None and th == thread and t <= start + _SAME_THREAD), None)
+        if slot is None:
+            slot = next((j for j, t in enumerate(slots) if t <= start + 0.002), len(slots))  # 2 ms: clocks differ
         if slot == len(slots):
             slots.append(end)
-        slots[slot] = end
+            threads.append(thread)
+        slots[slot], threads[slot] = end, thread
         name = (names or {}).get(worker) or worker.removeprefix("tcp://")
         out[i] = f"{name} / slot {slot + 1}"
     return out
