@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from labcluster.demo import _work, calibrate
+from labcluster.text import plural
 
 from .core import save
 
@@ -38,7 +39,7 @@ GRAINS = (1, 4)
 
 
 def named(system: str, grain: int) -> str:
-    return f"{system}, {grain} item{'s' if grain > 1 else ''} a task"
+    return f"{system}, {plural(grain, 'item')} a task"
 
 
 # -- one item at a time (chained tasks) --------------------------------------------------------------------------

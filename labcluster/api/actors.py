@@ -38,6 +38,7 @@ from .. import config
 from ..dask_internals import register_worker_data, worker_rpc
 from ..exceptions import ActorDiedError
 from ..scheduler.protocol import ROLE_ACTOR
+from ..text import plural
 from . import serialization
 from .actor_host import host_actor
 from .boundary import entry
@@ -420,7 +421,7 @@ class ActorTable(Table):
         for row in self:
             states[row["state"]] = states.get(row["state"], 0) + 1
         counts = ", ".join(f"{s} {n}" for s, n in sorted(states.items()))
-        return f"{len(self)} actor{'' if len(self) == 1 else 's'}" + (f"; {counts}" if counts else "")
+        return plural(len(self), "actor") + (f"; {counts}" if counts else "")
 
     def cell(self, row: dict[str, Any], column: str) -> str:
         value = row.get(column)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..text import plural
 from . import blocks, sources
 from .context import DataContext, execution
 from .dataset import Dataset, DatasetStats, GroupedData
@@ -101,7 +102,7 @@ def _files(name: str, fn: str, kind: str, paths: Paths, reader: Any, suffixes: S
     sources.check_blocks(override_num_blocks, what)
     found = sources.expand_paths(paths, what, suffixes)
     tasks = sources.file_tasks(found, reader, what, kind, override_num_blocks)
-    return Dataset(sources.Source(name, tuple(tasks), f"({len(found)} file{'s' if len(found) != 1 else ''})",
+    return Dataset(sources.Source(name, tuple(tasks), f"({plural(len(found), 'file')})",
                                   tuple(found)))
 
 

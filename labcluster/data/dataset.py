@@ -26,6 +26,7 @@ import labcluster.data.tasks as tasks
 from ..api import serialization
 from ..api.boundary import entry
 from ..exceptions import LabclusterError, unknown_name
+from ..text import plural
 from .context import DataContext
 from .executor import Execution, Item
 from .operators import Step, check_class_arguments, function_name
@@ -357,8 +358,7 @@ class Dataset:
 
     def __repr__(self) -> str:
         chain = " -> ".join([self._source.name, *(op.name for op in self._ops)])
-        n = self.num_blocks()
-        return f"Dataset({chain}; {n} block{'' if n == 1 else 's'})"
+        return f"Dataset({chain}; {plural(self.num_blocks(), 'block')})"
 
     def _repr_html_(self) -> str:
         first = "1" if isinstance(self._source, Source) else ""
@@ -489,7 +489,7 @@ def _op_label(op: Operator) -> str:
     label = op.resources.label()
     if op.step.is_class:
         low, high = op.concurrency if isinstance(op.concurrency, tuple) else (op.concurrency, op.concurrency)
-        label += f"; {low} actor{'s' if high != 1 else ''}" if low == high else f"; {low}-{high} actors"
+        label += f"; {plural(low or 1, 'actor')}" if low == high else f"; {low}-{high} actors"
     elif op.concurrency:
         label += f"; at most {op.concurrency} at once"
     return label

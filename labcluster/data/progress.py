@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..text import plural
+
 #: who hears how an execution is getting on (``watching``): called from the execution's thread with its stats
 _watcher: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
     "labcluster_data_watcher", default=None)
@@ -60,18 +62,14 @@ class StageStats:
         return 0.0 if self.first_start is None or self.last_end is None else self.last_end - self.first_start
 
     def __repr__(self) -> str:
-        return (f"{self.name}: {_n(self.blocks, 'block')}, {_n(self.rows, 'row')}, {size_label(self.bytes)}; tasks "
-                f"{self.task_wall:.2f} s wall / {self.task_cpu:.2f} s CPU; span {self.wall:.2f} s; at most "
+        return (f"{self.name}: {plural(self.blocks, 'block')}, {plural(self.rows, 'row')}, {size_label(self.bytes)}; "
+                f"tasks {self.task_wall:.2f} s wall / {self.task_cpu:.2f} s CPU; span {self.wall:.2f} s; at most "
                 f"{self.max_in_flight} submitted at once [{self.resources}]")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "resources": self.resources, "blocks": self.blocks, "rows": self.rows,
                 "bytes": self.bytes, "task_wall": self.task_wall, "task_cpu": self.task_cpu, "wall": self.wall,
                 "max_in_flight": self.max_in_flight, "max_out": self.max_out, "bound": self.bound}
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def size_label(n: int) -> str:
