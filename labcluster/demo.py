@@ -10,6 +10,7 @@ line per mode, the comparison table and where the HTML report is.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -93,7 +94,7 @@ def pipeline(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, po
     """
     if rows_per_block < 1:
         raise ValueError(f"rows_per_block must be >= 1, got {rows_per_block}")
-    return (lc.data.range(items, override_num_blocks=max(1, -(-items // rows_per_block)))
+    return (lc.data.range(items, override_num_blocks=max(1, math.ceil(items / rows_per_block)))
             .map_batches(decode, fn_kwargs={"units": calibrate(decode_ms), "payload": payload_kb * 1024})
             .map_batches(Model, fn_constructor_args=(infer_ms,), num_gpus=1, concurrency=gpus)
             .map_batches(post, fn_kwargs={"units": calibrate(post_ms)}))
@@ -155,9 +156,8 @@ def run(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, post_ms
         out(ds.explain())
         out(f"running {items} items in {ds.num_blocks()} blocks: decode {decode_ms:g} ms (CPU) -> infer {infer_ms:g} "
             f"ms (GPU) -> post {post_ms:g} ms (CPU) an item, {payload_kb} KB between stages")
-        ds.limit(2).count()  # lc.compare's warm-up, here so that it draws no progress line
         with progress.watching(Progress(out)):
-            report = lc.compare(ds, modes=modes, warmup=False)
+            report = lc.compare(ds, modes=modes)
         out(repr(report))
         path = report.to_html(output)
         out(f"wrote {path} (open it in a browser: both timelines and the utilisation, no network needed); "

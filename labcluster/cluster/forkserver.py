@@ -18,11 +18,15 @@ Nanny starts the stdlib's forkserver as usual, which imports them itself (~0.3 s
 from __future__ import annotations
 
 import contextlib
+import importlib
+import multiprocessing
 import os
 import socket
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from ..dask_internals import keep_forkserver_preload
 
 _FIELDS = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid", "_lock")
 
@@ -78,3 +82,20 @@ def fork_forkserver(close_fds: Iterable[int] = ()) -> bool:
         server._forkserver_alive_fd = alive_w
         server._forkserver_pid = pid
     return True
+
+
+def start_for_workers(modules: Sequence[str], close_fds: Iterable[int] = ()) -> bool:
+    """The head's forkserver: import ``modules`` (what every worker imports anyway), then fork the forkserver from
+    this process (:func:`fork_forkserver`); where that is refused or fails, name them as the preload of the stdlib's
+    forkserver, which the first Nanny starts. Either way distributed is kept from choosing a preload of its own
+    (``keep_forkserver_preload``). True if it forked."""
+    for module in modules:
+        importlib.import_module(module)
+    try:
+        forked = fork_forkserver(close_fds)
+    except OSError:
+        forked = False
+    if not forked:
+        multiprocessing.set_forkserver_preload(list(modules))
+    keep_forkserver_preload()
+    return forked

@@ -25,9 +25,7 @@ notebook cell; what the workers print reaches the driver's terminal, and its not
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import multiprocessing
 import os
 import signal
 import traceback
@@ -37,9 +35,8 @@ from typing import Any
 
 from distributed import Scheduler, SchedulerPlugin, SpecCluster
 
-from ..dask_internals import keep_forkserver_preload
 from ..scheduler.extension import LabclusterSchedulerPlugin
-from .forkserver import fork_forkserver
+from .forkserver import start_for_workers
 from .groups import WorkerGroup
 from .spec import build_spec
 from .tuning import local_interval
@@ -77,8 +74,6 @@ async def _keep_kept(cluster: SpecCluster, extension: Any, interval: float = 0.5
 async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> None:
     """Run the cluster ``spec`` describes until the parent process is gone, SIGTERM, or a client closes it."""
     groups = [WorkerGroup.from_dict(g) for g in spec["groups"]]  # real GPUs pinned already, by the launcher
-    if spec.get("forkserver"):  # forked from this process already (main): distributed must not pick a preload
-        keep_forkserver_preload()
     interval = local_interval()
     host = spec["host"]
     workers = build_spec(groups, host=host, processes=True, stream_interval=interval)
@@ -122,14 +117,7 @@ def main(argv: list[str]) -> int:
         out.write(json.dumps(message) + "\n")
 
     if spec.get("forkserver"):  # before any thread or event loop starts: workers fork from a warm copy of this process
-        for module in spec["forkserver"]:
-            importlib.import_module(module)
-        try:
-            forked = fork_forkserver(close_fds=[out.fileno()])
-        except OSError:
-            forked = False
-        if not forked:  # the stdlib's forkserver, started by the first Nanny, imports them itself
-            multiprocessing.set_forkserver_preload(list(spec["forkserver"]))
+        start_for_workers(spec["forkserver"], close_fds=[out.fileno()])
     # a busy dashboard port falls back to a free one, which the driver reads from the scheduler: no warning
     warnings.filterwarnings("ignore", message=".*already in use", category=UserWarning)
     try:

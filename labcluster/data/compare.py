@@ -28,7 +28,7 @@ from ..api.start import current_session
 from .dataset import Dataset, DatasetStats
 from .executor import MODES
 from .plan import Stage
-from .progress import size_label
+from .progress import size_label, watching
 
 
 @dataclass
@@ -274,8 +274,6 @@ def _curve(rows: list[dict[str, Any]], asks: dict[str, float], capacity: float, 
     return xs, ys
 
 
-
-
 @entry
 def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: int = 1,
             warmup: bool = True) -> ComparisonReport:
@@ -296,7 +294,8 @@ def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: 
     asks = {st.name: _ask(st) for st in stages}
     runs: dict[str, list[Run]] = {m: [] for m in modes}
     if warmup:
-        ds.limit(2).count(mode="pipelined")
+        with watching(None):  # not a run of its own for progress bars
+            ds.limit(2).count(mode="pipelined")
     for _ in range(repeats):
         for mode in modes:
             since = next_index()

@@ -87,7 +87,8 @@ class _StageRun:
     def __init__(self, stage: Stage, position: int, execution: Execution) -> None:
         self.stage, self.position, self.ex = stage, position, execution
         self.inputs: deque[Item] = deque()
-        self.running: dict[ObjectRef, tuple[Item, str, float]] = {}
+        #: what each running ref makes: its input block and the id of its report
+        self.running: dict[ObjectRef, tuple[Item, str]] = {}
         #: finished outputs not yet taken downstream (blocks, bytes)
         self.held_blocks = 0
         self.held_bytes = 0
@@ -142,9 +143,8 @@ class Execution:
         self._out: queue.Queue[Item | BaseException | None] = queue.Queue()
         self._out_blocks = 0  # in the queue or being consumed (the last stage's held blocks)
         self._stop = threading.Event()
-        #: finished refs, put by each ref's on_done; which stage each running ref belongs to
-        self._done: queue.SimpleQueue[ObjectRef] = queue.SimpleQueue()
-        self._owner: dict[ObjectRef, _StageRun] = {}
+        #: finished refs with their stage, put by each ref's on_done
+        self._done: queue.SimpleQueue[tuple[_StageRun, ObjectRef]] = queue.SimpleQueue()
         self._progress_at = time.perf_counter()
         self._thread: threading.Thread | None = None
         self._emit_buffer: dict[int, Item] = {}
@@ -255,9 +255,8 @@ class Execution:
                     break
                 if any(run.running for run in self.runs):
                     done = self._next_done()
-                    for ref in done:
-                        run = self._owner.pop(ref, None)
-                        if run is not None and ref in run.running:
+                    for run, ref in done:
+                        if ref in run.running:  # not cancelled meanwhile (a limit that has its rows)
                             self._finish(run, ref)
                     self._check_progress(bool(done))
                 else:
@@ -275,11 +274,10 @@ class Execution:
 
     def _track(self, run: _StageRun, ref: ObjectRef, item: Item, block_id: str) -> None:
         """``ref`` runs ``item`` for ``run``; it reports itself to the loop when it is done."""
-        run.running[ref] = (item, block_id, time.perf_counter())
-        self._owner[ref] = run
-        ref.on_done(self._done.put)
+        run.running[ref] = (item, block_id)
+        ref.on_done(lambda ref: self._done.put((run, ref)))
 
-    def _next_done(self) -> list[ObjectRef]:
+    def _next_done(self) -> list[tuple[_StageRun, ObjectRef]]:
         """The refs that finished since the last look (waits up to a tick for the first)."""
         try:
             out = [self._done.get(timeout=_TICK)]
@@ -367,7 +365,7 @@ class Execution:
             stats.bound = run.budget()
 
     def _finish(self, run: _StageRun, ref: ObjectRef) -> None:
-        item, block_id, _ = run.running.pop(ref)
+        item, block_id = run.running.pop(ref)
         actor = run.running_actor.pop(ref, None)
         if actor is not None:
             actor.running -= 1
@@ -453,10 +451,9 @@ class Execution:
             if run.stage.kind == "all_to_all" and not run.launched:
                 continue
             run.finished = True
-            if run.finished:
-                self._stop_actors(run, "its dataset stage finished")
-                if i + 1 < len(self.runs):
-                    self.runs[i + 1].upstream_done = True
+            self._stop_actors(run, "its dataset stage finished")
+            if i + 1 < len(self.runs):
+                self.runs[i + 1].upstream_done = True
 
     # -- all-to-all and limit --------------------------------------------------------------------------------------
     def _launch_all_to_all(self, run: _StageRun) -> None:

@@ -22,9 +22,10 @@ WATCH_EVERY = 0.1
 
 
 @contextlib.contextmanager
-def watching(fn: Callable[[Any], None]) -> Iterator[None]:
+def watching(fn: Callable[[Any], None] | None) -> Iterator[None]:
     """Executions started inside the block call ``fn(execution)`` as they go (every 0.1 s) and once at the end:
-    progress bars (the demo's, the notebook's) read ``execution.stats`` and ``execution.totals``."""
+    progress bars (the demo's, the notebook's) read ``execution.stats`` and ``execution.totals``. ``None``: no one
+    hears them (an unmeasured warm-up)."""
     token = _watcher.set(fn)
     try:
         yield

@@ -52,21 +52,19 @@ def lanes(rows: Sequence[dict[str, Any]], names: Mapping[str, str] | None = None
     ['cpu-0 / slot 1', 'cpu-0 / slot 2', 'cpu-0 / slot 1']
     """
     out = [""] * len(rows)
-    free_at: dict[str, list[float]] = {}  # per worker: when each of its slots is free again
-    ran_by: dict[str, list[Any]] = {}  # per worker: the thread of each slot's last bar
+    lanes_of: dict[str, list[tuple[float, Any]]] = {}  # per worker, per slot: when it is free again, whose it was
     for i in sorted(range(len(rows)), key=lambda i: float(rows[i]["started"])):
         row = rows[i]
         worker = str(row.get("worker") or "?")
-        slots, threads = free_at.setdefault(worker, []), ran_by.setdefault(worker, [])
+        slots = lanes_of.setdefault(worker, [])
         start, end, thread = float(row["started"]), float(row["finished"]), row.get("thread")
-        slot = next((j for j, (t, th) in enumerate(zip(slots, threads, strict=True))
-                     if thread is not None and th == thread and t <= start + _SAME_THREAD), None)
-        if slot is None:
-            slot = next((j for j, t in enumerate(slots) if t <= start + 0.002), len(slots))  # 2 ms: clocks differ
+        slot = next((j for j, (free, by) in enumerate(slots)
+                     if thread is not None and by == thread and free <= start + _SAME_THREAD), None)
+        if slot is None:  # 2 ms: clocks differ
+            slot = next((j for j, (free, _) in enumerate(slots) if free <= start + 0.002), len(slots))
         if slot == len(slots):
-            slots.append(end)
-            threads.append(thread)
-        slots[slot], threads[slot] = end, thread
+            slots.append((end, thread))
+        slots[slot] = (end, thread)
         name = (names or {}).get(worker) or worker.removeprefix("tcp://")
         out[i] = f"{name} / slot {slot + 1}"
     return out

@@ -90,7 +90,7 @@ class Actors:
         state = PENDING if incarnation == 0 else RESTARTING
         return self.update(actor_id, incarnation=incarnation, restarts=incarnation, state=state) or entry
 
-    def kill(self, actor_id: str, restart: bool, reason: str = "it was killed (lc.kill)") -> bool:
+    def kill(self, actor_id: str, restart: bool, reason: str | None = None) -> bool:
         """``lc.kill``: restart it in place when asked and it has restarts left (True), else mark it dead."""
         entry = self.table.get(actor_id)
         if entry is None:
@@ -99,7 +99,7 @@ class Actors:
         if restart and entry["state"] == ALIVE and (limit == -1 or int(entry.get("restarts", 0)) < limit):
             self.update(actor_id, state=RESTARTING)
             return True
-        self.die(actor_id, reason)
+        self.die(actor_id, reason or "it was killed (lc.kill)")
         return False
 
     async def wait(self, actor_id: str, newer_than: int, timeout: float) -> dict[str, Any] | None:

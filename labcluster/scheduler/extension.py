@@ -302,7 +302,7 @@ class LabclusterExtension:
         """Kill the actor, or restart it in place (True); either way its holder is released (and re-armed by the
         holder itself when it restarts). ``reason``: what ``ActorDiedError`` and ``list_actors`` say."""
         entry = self.actors.get(actor_id)
-        restarting = self.actors.kill(actor_id, restart, *([reason] if reason else []))
+        restarting = self.actors.kill(actor_id, restart, reason)
         if entry is not None:
             self.holders.release([entry["holder"]])
         return restarting
