@@ -28,12 +28,14 @@ inherit_config_env            the ``DASK_INTERNAL_INHERIT_CONFIG`` environment v
 pre_spawn_environ             ``distributed/distributed.yaml`` read as a file (``distributed.nanny.pre-spawn-environ``)
 keep_forkserver_preload       ``distributed.utils._forkserver_preload_set``
 worker_rpc                    ``Client.rpc`` (the client's connection pool to any server)
+add_dashboard_pages           ``Scheduler.http_application``, ``distributed.dashboard.core.BokehApplication`` and the
+                              ``_applications`` of the scheduler's BokehTornado (what ``individual-plots.json`` lists)
 ============================  ==========================================================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 #: the distributed releases this file was checked against (tests/test_dask_internals.py runs every adapter)
@@ -242,3 +244,45 @@ def keep_forkserver_preload() -> None:
     import distributed.utils
 
     distributed.utils._forkserver_preload_set = True
+
+
+# -- the dashboard -----------------------------------------------------------------------------------------------
+
+def add_dashboard_pages(scheduler: Any, pages: Mapping[str, Callable[[Any], None]]) -> list[str]:
+    """Serve bokeh pages (route -> function filling a ``bokeh.document.Document``) from the scheduler's own dashboard
+    server, listed in its ``/individual-plots.json``. Returns the routes added: none when the scheduler has no
+    dashboard (``dashboard_address=None``, or bokeh missing) or already serves them (a plugin registered again).
+
+    distributed builds its bokeh server once, in ``Scheduler.__init__`` (``dashboard/scheduler.py: connect``), from a
+    module-level table; a plugin starts later, and on a remote scheduler long after. No API adds pages then.
+    So, as ``connect`` does for distributed's own pages: a second ``BokehTornado`` built by distributed's
+    ``BokehApplication`` (same prefix and websocket-origin settings), added with ``http_application.add_application``
+    (the routing application asks each added application in turn) and started. ``individual-plots.json``
+    (``http/scheduler/info.py``) lists only the first ``BokehTornado``'s ``app_paths``, which are the keys of its
+    private ``_applications``: our pages' application contexts are entered there too, for the listing only (that
+    server then also runs their no-op unload hooks and idle-session clean-up, as ours does).
+    """
+    from bokeh.server.tornado import BokehTornado
+    from distributed.dashboard.core import BokehApplication
+    from tornado.ioloop import IOLoop
+
+    http = getattr(scheduler, "http_application", None)
+    servers = [app for app in getattr(http, "applications", ()) if isinstance(app, BokehTornado)]
+    if http is None or not servers:
+        return []
+    primary = servers[0]
+    new = {route: page for route, page in pages.items() if route not in primary.app_paths}
+    if not new:
+        return []
+
+    def doc_function(page: Callable[[Any], None]) -> Callable[[Any, Any, Any], None]:
+        return lambda server, extra, doc: page(doc)  # BokehApplication passes (server, template extras, doc)
+
+    ours = BokehApplication({route: doc_function(page) for route, page in new.items()}, scheduler,
+                            prefix=primary.prefix)
+    http.add_application(ours)
+    ours.initialize(IOLoop.current())
+    ours.start()
+    contexts: dict[str, Any] = primary._applications  # type: ignore[assignment]  # declared a Mapping; a dict
+    contexts.update(ours.applications)
+    return sorted(new)

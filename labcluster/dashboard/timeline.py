@@ -1,0 +1,173 @@
+"""The task timeline page: a live lane per worker thread, a bar per task attempt or actor call of the last N seconds.
+
+:class:`TaskTimeline` (distributed's dashboard contract: ``source``, ``root``, ``update()``) reads labcluster's task
+records (``labcluster/diagnostics/recorder.py``) on the scheduler, as ``lc.timeline`` does, but incrementally: each
+update reads only the rows recorded since the last one (the store's monotonic index), and looks again at the rows
+that were still running. A bar is coloured by its stage (``with lc.stage(...)``) where it has one, else by its
+function; a failed attempt is outlined red and cross-hatched and a reconstruction outlined black, with the same
+colours as ``lc.timeline_figure`` (``diagnostics/timeline.py``). The x axis is seconds before now, so bars drift
+left and leave after ``labcluster.dashboard.timeline-window``; the newest ``timeline-max-bars`` are drawn.
+
+Lanes are ``<worker> / thread <n>``, numbered per worker in the order its threads first ran something: a lane keeps
+its place while the window slides (packing bars into as few rows as possible, as ``lc.timeline`` does for a
+finished run, would move them between updates).
+
+>>> lanes = ThreadLanes()
+>>> lanes.lane("cpu-0", 140), lanes.lane("cpu-0", 150), lanes.lane("cpu-0", 140), lanes.lane("gpu-0", 7)
+('cpu-0 / thread 1', 'cpu-0 / thread 2', 'cpu-0 / thread 1', 'gpu-0 / thread 1')
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from distributed.metrics import time
+
+from .. import config
+from ..diagnostics.record_store import OPEN_SET
+from ..diagnostics.timeline import FAILED, RECONSTRUCTED
+from .state import missing_extension_text, records, worker_names
+
+#: read at most this many new rows per update (a burst beyond it: the oldest of the burst are skipped)
+READ_LIMIT = 20_000
+#: a palette without red (red marks failures), in the order groups are first seen: a group keeps its colour
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+           "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+COLUMNS = ("left", "right", "lane", "group", "color", "outline", "line_width", "hatch", "key", "function", "stage",
+           "worker", "ms", "attempt", "state", "kind")
+
+
+class ThreadLanes:
+    """Stable lane names: ``<worker> / thread <n>``, n counted per worker from 1 in order of first use."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, dict[Any, int]] = {}
+
+    def lane(self, worker: str, thread: Any) -> str:
+        numbers = self._numbers.setdefault(worker, {})
+        n = numbers.get(thread)
+        if n is None:
+            n = numbers[thread] = len(numbers) + 1
+        return f"{worker} / thread {n}"
+
+    @staticmethod
+    def order(lane: str) -> tuple[str, int]:
+        worker, _, n = lane.rpartition(" / thread ")
+        return worker, int(n) if n.isdigit() else 0
+
+
+class TaskTimeline:
+    """Live task lanes from the task records (see the module docstring)."""
+
+    def __init__(self, scheduler: Any, window: float | None = None, max_bars: int | None = None,
+                 **kwargs: Any) -> None:
+        from bokeh.layouts import column
+        from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
+        from bokeh.models.widgets import Div
+        from bokeh.plotting import figure
+
+        self.scheduler = scheduler
+        self.window = float(window if window is not None else config.seconds("dashboard.timeline-window"))
+        self.max_bars = int(max_bars if max_bars is not None else config.get("dashboard.timeline-max-bars"))
+        self.lanes = ThreadLanes()
+        self._colors: dict[str, str] = {}
+        self._next = -1  # the index of the next row to read; -1: start from the rows of the last window
+        self._open: dict[int, None] = {}  # rows that were still running when read (insertion-ordered set)
+        self._ran: deque[dict[str, Any]] = deque(maxlen=self.max_bars)  # finished rows, oldest first
+        self.source = ColumnDataSource({c: [] for c in COLUMNS})
+        self.summary = Div(text="", styles={"font-size": "13px"})
+        self.lane_range = FactorRange(factors=["(no tasks yet)"])
+        self.figure = figure(title=f"task timeline: the last {self.window:g} s, a lane per worker thread",
+                             y_range=self.lane_range, x_range=Range1d(start=-self.window, end=0),
+                             height=int(kwargs.pop("height", 360)), width=1100,
+                             x_axis_label="seconds before now", y_axis_label="worker / thread",
+                             tools="xpan,xwheel_zoom,reset,save", **kwargs)
+        bars = self.figure.hbar(y="lane", left="left", right="right", height=0.8, color="color",
+                                line_color="outline", line_width="line_width", hatch_pattern="hatch",
+                                hatch_color=FAILED, hatch_alpha=0.9, legend_field="group", source=self.source)
+        self.figure.add_tools(HoverTool(renderers=[bars], tooltips=[
+            ("key", "@key"), ("function", "@function"), ("stage", "@stage"), ("worker", "@worker"), ("ms", "@ms"),
+            ("attempt", "@attempt"), ("state", "@state"), ("kind", "@kind")]))
+        legend = self.figure.legend[0]
+        legend.title = "stage or function"
+        legend.click_policy = "mute"
+        self.figure.add_layout(legend, "right")
+        self.figure.ygrid.visible = False
+        self.root = column(self.summary, self.figure, sizing_mode="stretch_width")
+
+    def _color(self, group: str) -> str:
+        color = self._colors.get(group)
+        if color is None:
+            color = self._colors[group] = PALETTE[len(self._colors) % len(PALETTE)]
+        return color
+
+    def _read(self, plugin: Any, now: float) -> None:
+        """Take in the rows recorded since the last update, and those of the still-running ones that ended."""
+        store = plugin.store
+        if self._next < 0:  # first read: only what can still show
+            self._next = max(store.first_index, store.next_index - self.max_bars)
+        self._next = max(self._next, store.first_index, store.next_index - READ_LIMIT)
+        page = plugin.page(self._next, READ_LIMIT)
+        self._next = int(page["next"])
+        ended = [i for i in self._open if not store.holds(i) or store.state_of(i) not in OPEN_SET]
+        rows = [*page["rows"], *(store.row(i) for i in ended if store.holds(i))]
+        for i in ended:
+            del self._open[i]
+        for row in rows:
+            if row["state"] in OPEN_SET:
+                self._open[int(row["index"])] = None
+            elif (row.get("started") is not None and row.get("finished") is not None
+                  and float(row["finished"]) >= now - self.window):
+                self._ran.append(row)
+
+    def update(self) -> None:
+        plugin = records(self.scheduler)
+        if plugin is None:
+            text = ("task records are off (labcluster.records.enabled: false): no timeline"
+                    if self.scheduler.extensions.get("labcluster") is not None else missing_extension_text())
+            self.summary.text = f"<b>task timeline</b> &middot; {text}"
+            return
+        now = time()
+        self._read(plugin, now)
+        while self._ran and float(self._ran[0]["finished"]) < now - self.window - 60:
+            self._ran.popleft()  # long gone from the window (rows arrive roughly in finishing order)
+        names = worker_names(self.scheduler)
+        data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+        thinnest = self.window * 2 / 1000  # about two pixels
+        for r in self._ran:
+            finished = float(r["finished"]) - now
+            if finished < -self.window:
+                continue
+            worker = str(r.get("worker") or "?")
+            name = names.get(worker) or worker.removeprefix("tcp://")
+            group = str(r.get("stage") or r.get("function") or "?")
+            failed = r.get("state") == "erred"
+            color = self._color(group)
+            left = float(r["started"]) - now
+            data["left"].append(left)
+            data["right"].append(max(finished, left + thinnest))
+            data["lane"].append(self.lanes.lane(name, r.get("thread")))
+            data["group"].append(group)
+            data["color"].append(color)
+            data["outline"].append(FAILED if failed else RECONSTRUCTED if r.get("reconstruction") else color)
+            data["line_width"].append(2.5 if failed or r.get("reconstruction") else 0.5)
+            data["hatch"].append("x" if failed else " ")
+            data["key"].append(str(r["key"]))
+            data["function"].append(str(r.get("function") or ""))
+            data["stage"].append(str(r.get("stage") or "-"))
+            data["worker"].append(name)
+            data["ms"].append(f"{(float(r['finished']) - float(r['started'])) * 1e3:.2f}")
+            data["attempt"].append(int(r.get("attempt") or 1))
+            data["state"].append(str(r.get("state")))
+            data["kind"].append(str(r.get("kind") or "task"))
+        lanes = sorted(set(data["lane"]), key=ThreadLanes.order, reverse=True) or ["(no tasks in the window)"]
+        if list(self.lane_range.factors) != lanes:
+            self.lane_range.factors = lanes
+            self.figure.height = max(240, 26 * len(lanes) + 120)
+        self.source.data = data
+        running = len(self._open)
+        markup = (f"<b>task timeline</b> &middot; {len(data['key'])} finished in the last {self.window:g} s "
+                  f"&middot; {running} running or waiting &middot; {plugin.store.next_index} recorded in all")
+        if self.summary.text != markup:
+            self.summary.text = markup
