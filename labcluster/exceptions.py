@@ -338,7 +338,7 @@ class SerializationError(LabclusterError, TypeError):
     """A function or argument cannot be pickled, so it cannot be sent to a worker."""
 
     def __init__(self, what: str, culprit: str, reason: str) -> None:
-        self.what, self.culprit = what, culprit
+        self.what, self.culprit, self.reason = what, culprit, reason
         super().__init__(
             f"cannot send {what} to a worker: {culprit} cannot be pickled ({reason}). Create it inside the "
             f"task instead of capturing it, or pass something picklable (a path, a config) and open it there"

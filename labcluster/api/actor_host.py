@@ -38,6 +38,7 @@ from .. import config
 from ..dask_internals import bind_worker, store_on_worker
 from ..diagnostics.recorder import ACTOR_CALL_TOPIC
 from ..scheduler.protocol import RELEASED
+from . import output
 from .blocking import wait_released
 from .calls import call
 from .objects import get
@@ -233,28 +234,31 @@ def _enter(worker: Any, hosted: _Hosted) -> None:
 
 
 def _run(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float],
-         fetched: concurrent.futures.Future[Any] | None) -> Any:
+         fetched: concurrent.futures.Future[Any] | None, origin: str | None, function: str) -> Any:
     args, kwargs = fetched.result() if fetched is not None else _resolve_refs(*payload)
     timing["thread"], timing["started"] = threading.get_ident(), time()  # the method's own time, not the fetch
     try:
-        return getattr(hosted.instance, method)(*args, **kwargs)
+        with output.routed(origin, function):  # what it prints goes to the caller's cell
+            return getattr(hosted.instance, method)(*args, **kwargs)
     finally:
         timing["finished"] = time()
 
 
 async def _run_async(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float],
-                     fetched: concurrent.futures.Future[Any] | None) -> Any:
+                     fetched: concurrent.futures.Future[Any] | None, origin: str | None, function: str) -> Any:
     args, kwargs = await asyncio.wrap_future(fetched) if fetched is not None else _resolve_refs(*payload)
     timing["thread"], timing["started"] = threading.get_ident(), time()
     try:
-        result = getattr(hosted.instance, method)(*args, **kwargs)
-        return await result if inspect.isawaitable(result) else result
+        with output.routed(origin, function):
+            result = getattr(hosted.instance, method)(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
     finally:
         timing["finished"] = time()
 
 
 async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: Any = None, key: str = "",
-                      caller: str = "", seq: int = 0, function: str = "", stage: str | None = None) -> dict[str, Any]:
+                      caller: str = "", seq: int = 0, function: str = "", stage: str | None = None,
+                      origin: str | None = None) -> dict[str, Any]:
     hosted = _HOSTED.get(actor)
     if hosted is None:
         return {"status": "missing"}
@@ -263,10 +267,11 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     fetched = hosted.prefetch(payload)  # while earlier calls run
     await hosted.turn(caller, seq)  # start calls from one caller in the order they were made
     if hosted.is_async:
-        running = asyncio.wrap_future(hosted.on_loop(lambda: _run_async(hosted, method, payload, timing, fetched)))
+        running = asyncio.wrap_future(hosted.on_loop(lambda: _run_async(hosted, method, payload, timing, fetched,
+                                                                         origin, function)))
     else:
         running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, hosted, method, payload, timing,
-                                                             fetched)
+                                                             fetched, origin, function)
     hosted.started(caller, seq)
     try:
         result = box(await running)

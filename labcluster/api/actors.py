@@ -39,7 +39,7 @@ from ..dask_internals import register_worker_data, worker_rpc
 from ..exceptions import ActorDiedError
 from ..scheduler.protocol import ROLE_ACTOR
 from ..text import plural
-from . import serialization
+from . import scopes, serialization
 from .actor_host import host_actor
 from .boundary import entry
 from .calls import acall, call
@@ -255,10 +255,12 @@ class ActorMethod:
         loop = client.loop
         assert loop is not None, "the client has no event loop (closed?)"
         loop.add_callback(_call, caller, h._actor_id, self._name, (args, kwargs), outcome, parts, function,
-                          h._max_task_retries, current_stage())
-        if parts:
-            return [ObjectRef(None, function, call=p) for p in parts]
-        return ObjectRef(None, function, call=outcome)
+                          h._max_task_retries, current_stage(), scopes.origin(str(client.id)))
+        refs = [ObjectRef(None, function, call=p) for p in parts] if parts else [ObjectRef(None, function,
+                                                                                           call=outcome)]
+        for ref in refs:
+            scopes.started(ref)  # a notebook cell's interrupt cancels it
+        return refs if parts else refs[0]
 
 
 # -- the caller side of a call, on the client's event loop -----------------------------------------------
@@ -343,9 +345,10 @@ async def _resolve(caller: Caller, actor_id: str) -> _Route:
 
 
 async def _call(caller: Caller, actor_id: str, method: str, payload: Any, outcome: CallOutcome,
-                parts: list[CallOutcome], function: str, retries: int, stage: str | None = None) -> None:
+                parts: list[CallOutcome], function: str, retries: int, stage: str | None = None,
+                origin: str | None = None) -> None:
     try:
-        result = await _call_actor(caller, actor_id, method, payload, outcome.key, function, retries, stage)
+        result = await _call_actor(caller, actor_id, method, payload, outcome.key, function, retries, stage, origin)
     except Exception as e:  # never leave a ref pending forever
         result = {"error": e}
     caller.finished(actor_id)  # before the outcome: whoever wakes on it must see the call as finished
@@ -367,7 +370,7 @@ def _split(caller: Caller, whole: CallOutcome, part: CallOutcome, index: int) ->
 
 
 async def _call_actor(caller: Caller, actor_id: str, method: str, payload: Any, key: str, function: str,
-                      retries: int, stage: str | None = None) -> dict[str, Any]:
+                      retries: int, stage: str | None = None, origin: str | None = None) -> dict[str, Any]:
     """Send one call (resending after restarts, up to ``retries``); returns ``CallOutcome.finish``'s arguments."""
     client = caller.session.client
     attempt = 0
@@ -380,7 +383,7 @@ async def _call_actor(caller: Caller, actor_id: str, method: str, payload: Any, 
             route.next_seq += 1
             response = await worker_rpc(client, route.address).labcluster_actor_call(
                 actor=actor_id, method=method, payload=wire, key=key, caller=str(client.id),
-                seq=seq, function=function, stage=stage)
+                seq=seq, function=function, stage=stage, origin=origin)
         except OSError:  # the worker is gone: the actor died with it; a restart makes a newer route
             caller.forget_route(actor_id, route)
             if attempt < retries or retries == -1:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
 from ..exceptions import LabclusterError
+from . import scopes
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,7 +56,8 @@ def entry(fn: F | None = None, *, interrupted: str | None = None) -> Any:
             if interrupted is None:
                 raise
             name = getattr(wrapped, "__qualname__", "the call")
-            raise KeyboardInterrupt(f"{_public_name(name)} was interrupted; {interrupted}") from None
+            said = scopes.interrupted() or interrupted  # in a notebook cell: what the cell started is cancelled
+            raise KeyboardInterrupt(f"{_public_name(name)} was interrupted; {said}") from None
 
     return cast(F, call)
 

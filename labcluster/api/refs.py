@@ -158,6 +158,11 @@ class ObjectRef:
         return bool(self.future.done())
 
     @property
+    def is_actor_call(self) -> bool:
+        """Whether an actor method call made this ref (not a task or ``put``)."""
+        return self._call is not None
+
+    @property
     def client(self) -> Any:
         """The Dask client this ref belongs to."""
         return self._call.client if self._call is not None else self.future.client

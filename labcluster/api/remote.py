@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ..exceptions import unknown_name
-from . import serialization
+from . import scopes, serialization
 from .actors import ActorClass, ActorOptions
 from .boundary import entry
 from .generators import STREAMING, ObjectRefGenerator
@@ -86,15 +86,20 @@ class RemoteFunction(Generic[P, R]):
         head = ({"owner": str(session.client.id)},) if generator else ()  # who holds what a generator yields
         future = submit(session, self._runner, (*head, call_kwargs, *call_args), options=opts, what=what,
                         key=f"{self._name}-{uuid.uuid4().hex}", retries=opts.max_retries)
+        ref = ObjectRef(future, self._name)
+        scopes.started(ref)  # a notebook cell's interrupt cancels it
         if opts.num_returns == STREAMING:
-            return ObjectRefGenerator(session, ObjectRef(future, self._name))
+            return ObjectRefGenerator(session, ref)
         if opts.num_returns == 1 or generator:
-            return ObjectRef(future, self._name)
+            return ref
         # one tiny task per return value, on one CPU slot, so slot accounting stays exact
         item = TaskOptions(num_cpus=1.0 if opts.num_cpus and opts.in_group() is None else 0.0)
-        return [ObjectRef(submit(session, serialization.item, (future, i), options=item, what=what,
+        refs = [ObjectRef(submit(session, serialization.item, (future, i), options=item, what=what,
                                  key=f"{self._name}-{i}-{uuid.uuid4().hex}", retries=opts.max_retries), self._name)
                 for i in range(int(opts.num_returns))]
+        for part in refs:
+            scopes.started(part)
+        return refs
 
     def __repr__(self) -> str:
         diffs = []

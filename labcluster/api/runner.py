@@ -21,6 +21,7 @@ from typing import Any
 import cloudpickle
 
 from ..exceptions import TaskError
+from . import output
 from .blocking import current_task_key
 from .generators import generate
 from .serialization import box, unbox
@@ -152,11 +153,17 @@ class TaskRunner:
             owner, kwargs, args = kwargs["owner"], args[0], args[1:]
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
+        worker = _where()
+        with output.routed(output.task_origin(worker, current_task_key(worker)) if worker is not None else None,
+                           self.name):
+            return self._run(args, kwargs, owner if isinstance(self.num_returns, str) else None)
+
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any], owner: str | None) -> Any:
         attempt = 0
         while True:
             try:
                 result = self.fn(*args, **kwargs)
-                if isinstance(self.num_returns, str):
+                if owner is not None:
                     return self._generate(result, owner)
                 break
             except Exception as e:
@@ -164,7 +171,8 @@ class TaskRunner:
                     attempt += 1
                     continue
                 raise task_error(self.name, e, _where(), format_remote(e, self.source)) from None
-        if self.num_returns > 1 and (not isinstance(result, (tuple, list)) or len(result) != self.num_returns):
+        wrong = not isinstance(result, (tuple, list)) or len(result) != self.num_returns
+        if isinstance(self.num_returns, int) and self.num_returns > 1 and wrong:
             got = f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
             raise task_error(self.name, ValueError(
                 f"task {self.name!r} has num_returns={self.num_returns} but returned {got}; return a tuple "

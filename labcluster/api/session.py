@@ -60,6 +60,8 @@ class Session:
         self._dashboard_link = dashboard_link
         self._on_close = on_close
         self._check = check
+        #: what the user calls this cluster (``%cluster start --name``); shown by the cluster widget
+        self.name: str | None = None
         self._closed = False
         self._parts: dict[type, Any] = {}
         self._lock = threading.Lock()
@@ -136,6 +138,27 @@ class Session:
             f"<br>{len(workers)} workers &middot; {html.escape(res)}"
             f"{cluster_info.workers_html(workers)}</div>"
         )
+
+    def scale(self, n: int, group: str = "cpu") -> str:
+        """Grow or shrink the worker group ``group`` of the cluster ``lc.init()`` started to ``n`` workers; returns
+        what changed, in words, once the scheduler lists the new workers (removed ones retire gracefully: Dask
+        moves their results to the workers left).
+
+        >>> ctx.scale(2)                                 # doctest: +SKIP
+        "labcluster: worker group 'cpu' has 2 workers (started cpu-1)"
+        """
+        from ..cluster.scaling import describe
+        from .calls import call
+
+        if not self.owns_cluster:
+            raise ValueError("this session is connected to a cluster it did not start: scale it where it runs "
+                             "(its Dask cluster object's scale(), or your cluster manager)")
+        result = call(self.client, "scale", group=group, n=int(n))
+        if result is None:
+            raise ValueError("this cluster's scheduler cannot scale its groups (it was not started by lc.init)")
+        if "error" in result:
+            raise (TimeoutError if result.get("type") == "TimeoutError" else ValueError)(result["error"])
+        return describe(result)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     @property
@@ -239,11 +262,27 @@ def session_of(client: Any) -> Session | None:
     return next((s for s in list(_worker_sessions.values()) if s.client is client), None)
 
 
+#: what runs each time the driver's session opens (the notebook layer listens to its tasks' output)
+_on_open: list[Callable[[Session], None]] = []
+
+
+def on_driver_session(callback: Callable[[Session], None]) -> None:
+    """Call ``callback(session)`` when the driver's session opens (now, too, if one is open); once per callback."""
+    if callback in _on_open:
+        return
+    _on_open.append(callback)
+    session = _driver.session
+    if session is not None:
+        callback(session)
+
+
 def set_driver_session(session: Session) -> None:
     with _driver.lock:
         if _driver.session is not None:
             raise RuntimeError("a session is already open")
         _driver.session = session
+    for callback in list(_on_open):
+        callback(session)
 
 
 def shutdown() -> None:

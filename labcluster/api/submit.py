@@ -18,7 +18,7 @@ from distributed import Future
 
 from .. import config
 from ..scheduler.protocol import annotations_for
-from . import feasibility, serialization
+from . import feasibility, scopes, serialization
 from .objects import put_in
 from .options import Options
 from .refs import ObjectRef
@@ -87,8 +87,9 @@ def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *
         request = pg.request_in_bundle(request, index)
         if pin_to_bundle or not request:  # nothing of the bundle's to ask for: run on its worker all the same
             workers = [placement[index]]
+    origin = scopes.origin(str(session.client.id)) if role is None else None  # what it prints goes there
     annotations = annotations_for(role=role, owner=owner, stage=_stage.get(), name=getattr(options, "name", None),
-                                  max_retries=retries)
+                                  max_retries=retries, origin=origin)
     with annotate(**annotations) if annotations else contextlib.nullcontext():
         # fifo_timeout=0: tasks start in the order they were submitted, as in Ray. Dask's default (100 ms) gives
         # every task submitted within 100 ms of the last the same priority, and a worker breaks that tie by key:

@@ -38,6 +38,7 @@ from distributed import Scheduler, SchedulerPlugin, SpecCluster
 from ..scheduler.extension import LabclusterSchedulerPlugin
 from .forkserver import start_for_workers
 from .groups import WorkerGroup
+from .scaling import Scaler
 from .spec import build_spec
 from .tuning import local_interval
 
@@ -90,6 +91,8 @@ async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> No
                                 silence_logs=False)
     scheduler_object: Any = cluster.scheduler
     extension = scheduler_object.extensions["labcluster"]
+    scaler = Scaler(cluster, groups, host=host, processes=True, stream_interval=interval)
+    scheduler_object.handlers["labcluster_scale"] = scaler.handler()  # Session.scale, %cluster scale
     keeping = asyncio.ensure_future(_keep_kept(cluster, extension))
     say({"workers": sorted(cluster.workers)})
     waits = [asyncio.ensure_future(w) for w in (stop.wait(), scheduler_object.finished(),

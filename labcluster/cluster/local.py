@@ -15,6 +15,7 @@ from distributed import Scheduler, SpecCluster
 
 from ..scheduler.extension import LabclusterSchedulerPlugin
 from .groups import WorkerGroup
+from .scaling import Scaler
 from .spec import build_spec
 from .tuning import local_interval
 
@@ -37,7 +38,11 @@ def start_in_process(groups: Sequence[WorkerGroup], dashboard_address: str | Non
         "dashboard": dashboard_address is not None,
         "plugins": [plugin]}}
     logger.info("starting an in-process cluster with groups %s", list(groups))
-    return SpecCluster(workers=spec, scheduler=scheduler, name="labcluster", silence_logs=logging.WARNING)
+    cluster = SpecCluster(workers=spec, scheduler=scheduler, name="labcluster", silence_logs=logging.WARNING)
+    scaler = Scaler(cluster, groups, host=None, processes=False, stream_interval=interval)
+    scheduler_object: Any = cluster.scheduler
+    scheduler_object.handlers["labcluster_scale"] = scaler.handler()  # Session.scale, %cluster scale
+    return cluster
 
 
 def in_process_address(cluster: SpecCluster) -> str | None:

@@ -19,6 +19,7 @@ cancels what runs and kills the stage actors: nothing keeps running.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import queue
 import threading
 import time
@@ -32,7 +33,7 @@ import labcluster as lc
 import labcluster.data.tasks as tasks
 
 from .. import config
-from ..api import feasibility
+from ..api import feasibility, scopes
 from ..api.actors import ActorOptions, kill
 from ..api.calls import call
 from ..api.fetching import no_workers
@@ -232,7 +233,12 @@ class Execution:
         first.upstream_done = True
         for run in self.runs:
             self._make_remote(run)
-        self._thread = threading.Thread(target=self._loop, name=f"labcluster-data-{self.id}", daemon=True)
+        scopes.started_execution(self)  # a notebook cell's interrupt stops it
+        # the loop runs in this context: its tasks carry the scope of the cell that started it (what they print
+        # goes to that cell), while a later cell runs
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name=f"labcluster-data-{self.id}",
+                                        daemon=True)
         self._thread.start()
         return self
 
@@ -562,6 +568,11 @@ class Execution:
                     self.live_bytes -= got.nbytes
         finally:
             self.stop()
+
+    @property
+    def running(self) -> bool:
+        """Whether its loop still runs (it has not finished, failed or been stopped)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         """Stop: cancel what runs, kill the stage actors, stop listening (idempotent)."""

@@ -77,6 +77,8 @@ class LabclusterExtension:
         #: name -> resources of each worker a local cluster keeps (its Nanny restarts it if it dies): they count as
         #: here; None on a cluster this scheduler does not manage (nothing known of what may come back)
         self.kept: dict[str, dict[str, float]] | None = None
+        #: workers retired on purpose (a group scaled down): no "worker died" notice when they leave
+        self.retired: set[str] = set()
         #: workers by address while they are here: (name, own resources); those that left: name -> (resources, when)
         self._here: dict[str, tuple[str, dict[str, float]]] = {}
         self.left: dict[str, tuple[dict[str, float], float]] = {}
@@ -157,7 +159,7 @@ class LabclusterExtension:
         worker = self.scheduler.workers.get(msg.get("worker"))
         name = str(worker.name) if worker is not None else self._here.get(str(msg.get("worker")), (None,))[0]
         name = name or str(msg.get("worker"))
-        if msg.get("expected"):
+        if msg.get("expected") or name in self.retired:
             return  # retired on purpose (scale down, shutdown): nothing to act on
         kept = self.kept is not None and name in self.kept
         fate = self._fates(msg.get("processing-tasks") or ())
@@ -250,6 +252,10 @@ class LabclusterExtension:
     def worker_names(self) -> dict[str, str]:
         """Address -> name of every worker this scheduler has seen (those that left too)."""
         return dict(self.names)
+
+    def retiring(self, names: Iterable[str]) -> None:
+        """These workers are being retired on purpose (a group scaled down): their leaving is no news."""
+        self.retired.update(map(str, names))
 
     def keep_workers(self, workers: dict[str, dict[str, float]]) -> None:
         self.kept = {str(name): dict(resources) for name, resources in workers.items()}

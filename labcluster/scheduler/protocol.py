@@ -13,6 +13,8 @@ from typing import Any
 #: annotations labcluster sets on tasks (``dask.annotate``); the scheduler reads them from ``TaskState.annotations``
 ROLE, OWNER, STAGE, NAME, MAX_RETRIES = ("labcluster_role", "labcluster_owner", "labcluster_stage",
                                          "labcluster_name", "labcluster_max_retries")
+#: where what a task prints goes: ``"<driver's event topic> <scope id>"`` (``api/scopes.py``, ``api/output.py``)
+ORIGIN = "labcluster_origin"
 
 #: an actor's holder task: constructs the actor and keeps its resources for the actor's life
 ROLE_ACTOR = "actor"
@@ -31,9 +33,10 @@ RELEASED, HELD, ABANDONED = "released", "held", "abandoned"
 
 
 def annotations_for(*, role: str | None = None, owner: str | None = None, stage: str | None = None,
-                    name: str | None = None, max_retries: int | None = None) -> dict[str, Any]:
+                    name: str | None = None, max_retries: int | None = None,
+                    origin: str | None = None) -> dict[str, Any]:
     """The annotations for a task, leaving out what is None (Dask copies every annotation into each task)."""
-    values = {ROLE: role, OWNER: owner, STAGE: stage, NAME: name, MAX_RETRIES: max_retries}
+    values = {ROLE: role, OWNER: owner, STAGE: stage, NAME: name, MAX_RETRIES: max_retries, ORIGIN: origin}
     return {k: v for k, v in values.items() if v is not None}
 
 #: the key under which labcluster workers describe themselves in the scheduler's worker metrics (group, GPU mode)
