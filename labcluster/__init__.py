@@ -15,7 +15,7 @@ module on first use, so ``lc.init()`` can start the cluster's processes while th
 import importlib as _importlib
 from typing import TYPE_CHECKING
 
-from . import config as _config  # noqa: F401  (registers labcluster.yaml with dask.config)
+from . import config as _config  # registers labcluster.yaml with dask.config
 
 __version__ = "0.1.0"
 
@@ -29,7 +29,7 @@ _HOME = {
     "remove_placement_group": "api.placement",
     "list_tasks": "api.history", "summary": "api.history", "timeline": "api.history",
     "timeline_figure": "api.history",
-    "ObjectRef": "api.refs", "compare": "data.compare",
+    "ObjectRef": "api.refs", "compare": "data.compare", "dashboard": "jupyter.dashboards",
     "RemoteFunction": "api.remote", "remote": "api.remote", "stage": "api.submit",
     "Session": "api.session", "is_initialized": "api.session", "shutdown": "api.session",
     "current_session": "api.start", "init": "api.start",
@@ -55,6 +55,7 @@ __all__ = [
     "cluster_resources",
     "compare",
     "current_session",
+    "dashboard",
     "data",
     "exceptions",
     "get",
@@ -81,6 +82,32 @@ __all__ = [
     "util",
     "wait",
 ]
+
+
+def load_ipython_extension(shell: object) -> None:
+    """``%load_ext labcluster``: the magics, per-cell interrupt and output, the cluster widget (``jupyter/``)."""
+    from .jupyter import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell: object) -> None:
+    from .jupyter import unload_ipython_extension as unload
+
+    unload(shell)
+
+
+def _autoload() -> None:
+    """Inside a running IPython (already imported: this imports nothing of it), load the extension."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and _config.get("jupyter.autoload"):
+        load_ipython_extension(shell)
+
+
+_autoload()
 
 
 def __getattr__(name: str) -> object:
@@ -119,3 +146,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from .api.submit import stage
     from .cluster.groups import WorkerGroup
     from .data.compare import compare
+    from .jupyter.dashboards import dashboard

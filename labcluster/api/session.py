@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..cluster import info as cluster_info
 from ..cluster.worker_process import process_worker
 from ..exceptions import ClusterError
+from . import hooks
 from .calls import call
 
 logger = logging.getLogger("labcluster")
@@ -262,27 +263,12 @@ def session_of(client: Any) -> Session | None:
     return next((s for s in list(_worker_sessions.values()) if s.client is client), None)
 
 
-#: what runs each time the driver's session opens (the notebook layer listens to its tasks' output)
-_on_open: list[Callable[[Session], None]] = []
-
-
-def on_driver_session(callback: Callable[[Session], None]) -> None:
-    """Call ``callback(session)`` when the driver's session opens (now, too, if one is open); once per callback."""
-    if callback in _on_open:
-        return
-    _on_open.append(callback)
-    session = _driver.session
-    if session is not None:
-        callback(session)
-
-
 def set_driver_session(session: Session) -> None:
     with _driver.lock:
         if _driver.session is not None:
             raise RuntimeError("a session is already open")
         _driver.session = session
-    for callback in list(_on_open):
-        callback(session)
+    hooks.session_opened(session)
 
 
 def shutdown() -> None:

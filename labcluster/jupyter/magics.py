@@ -1,0 +1,116 @@
+"""The ``%cluster`` line magic and the ``%%distributed`` cell magic (``%load_ext labcluster``).
+
+Thin: each parses its line with ``commands.py`` (a bad argument is a ``UsageError`` naming it and the fix, never a
+traceback) and calls labcluster's public API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.display import display
+
+import labcluster as lc
+
+from ..exceptions import SerializationError
+from . import commands
+from .commands import MagicArgumentError
+from .remote_cell import namespace_for, run_cell, unpicklable
+
+
+def _session_or_error(what: str) -> lc.Session:
+    if not lc.is_initialized():
+        raise UsageError(f"{what}: no cluster in this kernel; start one with %cluster start, or connect with "
+                         f"%cluster connect ADDRESS")
+    return lc.current_session()
+
+
+@magics_class
+class LabclusterMagics(Magics):
+    @line_magic
+    def cluster(self, line: str) -> Any:
+        """Start, connect to, show, scale and stop the kernel's cluster: ``%cluster --help``."""
+        if commands.wants_help(line):
+            print(commands.CLUSTER_USAGE)
+            return None
+        try:
+            cmd = commands.parse_cluster(line)
+        except MagicArgumentError as e:
+            raise UsageError(str(e)) from None
+        return self.run_cluster(cmd)
+
+    def run_cluster(self, cmd: commands.ClusterCommand) -> Any:
+        from .widgets import ClusterWidget
+
+        if cmd.action in ("start", "connect"):
+            if lc.is_initialized():
+                raise UsageError(f"%cluster {cmd.action}: this kernel already has a cluster "
+                                 f"({lc.current_session().address}); %cluster stop first")
+            session = lc.init(**cmd.options()) if cmd.action == "start" else lc.init(cmd.address)
+            if cmd.name:
+                session.name = cmd.name
+            display(ClusterWidget(session))
+        elif cmd.action == "status":
+            display(ClusterWidget(_session_or_error("%cluster status")))
+        elif cmd.action == "scale":
+            session = _session_or_error("%cluster scale")
+            try:
+                print(session.scale(cmd.n, group=cmd.group))
+            except ValueError as e:
+                raise UsageError(f"%cluster scale: {e}") from None
+        elif cmd.action == "stop":
+            if not lc.is_initialized():
+                print("labcluster: no cluster to stop")
+                return None
+            address = lc.current_session().address
+            lc.shutdown()
+            print(f"labcluster: stopped the session ({address})")
+        elif cmd.action == "dashboard":
+            from .dashboards import dashboard
+
+            _session_or_error("%cluster dashboard")
+            display(dashboard(cmd.page))
+        return None
+
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        assert self.shell is not None
+        ns: dict[str, Any] = self.shell.user_ns
+        return ns
+
+    @cell_magic
+    def distributed(self, line: str, cell: str) -> Any:
+        """Run the cell on the cluster as one task: ``%%distributed --help``."""
+        if commands.wants_help(line):
+            print(commands.CELL_USAGE)
+            return None
+        try:
+            cmd = commands.parse_cell(line)
+        except MagicArgumentError as e:
+            raise UsageError(str(e)) from None
+        _session_or_error("%%distributed")
+        try:
+            namespace = namespace_for(cell, self._user_ns)
+        except SyntaxError as e:
+            raise UsageError(f"%%distributed: the cell is not valid Python ({e.msg}, line {e.lineno}); fix it "
+                             f"and run it again") from None
+        count = 1 + len(cmd.outputs)
+        task = lc.remote(**cmd.task_options(), num_returns=count)(run_cell)
+        try:
+            refs = task.remote(cell, cmd.outputs, **namespace)
+        except SerializationError as e:
+            name, why = unpicklable(namespace) or ("?", e.reason)
+            value = namespace[name].value if name in namespace else None
+            raise SerializationError("this %%distributed cell", f"{name!r} ({type(value).__name__}), which the cell "
+                                     f"reads,", why) from None
+        refs = refs if isinstance(refs, list) else [refs]
+        if not cmd.block:  # refs for everything: the cell's result and each output
+            for name, ref in zip(cmd.outputs, refs[1:], strict=True):
+                self._user_ns[name] = ref
+            return refs[0]
+        values = lc.get(refs)
+        for name, value in zip(cmd.outputs, values[1:], strict=True):
+            self._user_ns[name] = value
+        return values[0]
