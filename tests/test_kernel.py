@@ -97,8 +97,9 @@ def test_an_interrupt_leaves_the_cluster_running(kernel: Kernel, cell: str) -> N
     out, seconds = _interrupt(kernel, cell)
     assert out["error"] == "KeyboardInterrupt", out
     print(f"KeyboardInterrupt {seconds:.2f}s after the interrupt")  # the figure, for the record (no threshold)
-    if cell.startswith("lc."):  # the cell's line and what keeps running, not the frames of a thread wait
-        assert "was interrupted; the tasks keep running" in out["evalue"] and "lc.cancel" in out["evalue"], out
+    if cell.startswith("lc."):  # the cell's line and what the interrupt cancelled, not the frames of a thread wait
+        assert re.search(r"was interrupted; cancelled what cell \[\d+\] started: 1 task; the cluster keeps "
+                         r"running", out["evalue"]), out
         assert "threading.py" not in out["traceback"] and "distributed" not in out["traceback"], out["traceback"]
     # the next cell runs tasks at once, on the same workers, and prints nothing of Dask's
     after = kernel.run("print(len(lc.nodes()), lc.get(slow.remote(0.1), timeout=30))", timeout=60)
@@ -146,3 +147,71 @@ def test_a_dataset_in_a_cell_shows_the_users_source_and_stops_on_interrupt(kerne
     after = kernel.run("print(lc.data.range(3).count(), len(lc.list_tasks(state='running')), "
                        "lc.get(slow.remote(0.1), timeout=30))", timeout=60)
     assert after["error"] is None and after["stdout"].strip() == "3 0 0.1", after
+
+
+@pytest.mark.parametrize("cell", [
+    pytest.param("refs = [slow.remote(30) for _ in range(3)]\nlc.get(refs)", id="in-lc.get"),
+    pytest.param("refs = [slow.remote(30) for _ in range(3)]\ntime.sleep(30)", id="in-plain-python"),
+    pytest.param("%%distributed\nimport time\ntime.sleep(30)", id="in-a-distributed-cell"),
+])
+def test_an_interrupt_cancels_what_the_cell_started_and_nothing_else(kernel: Kernel, cell: str) -> None:
+    kernel.run("earlier = slow.remote(12)")  # a previous cell's task: the interrupt must leave it running
+    out, seconds = _interrupt(kernel, cell, after=2.0)
+    print(f"KeyboardInterrupt {seconds:.2f}s after the interrupt: {out['evalue'] or out['stderr']}")
+    said = out["evalue"] + out["stderr"]
+    assert out["error"] == "KeyboardInterrupt", out
+    assert re.search(r"cancelled what cell \[\d+\] started: (3 tasks|1 task); the cluster keeps running", said), said
+    time.sleep(5)  # what the cell started is gone for good; the earlier cell's task still runs; no worker was lost
+    after = kernel.run("running = lc.list_tasks(state='running')\n"
+                       "print(sorted({r['function'] for r in running}), earlier.state, len(lc.nodes()))")
+    assert after["error"] is None and after["stdout"].strip() == "['slow'] pending 1", after
+    assert kernel.run("print(lc.get(earlier, timeout=30))", timeout=60)["stdout"].strip() == "12"
+
+
+def test_what_a_task_prints_lands_in_the_cell_that_started_it(kernel: Kernel) -> None:
+    kernel.run("@lc.remote\ndef chatty(n):\n    for i in range(n):\n        print('line', i, flush=True)\n"
+               "        time.sleep(0.3)\n    import warnings\n    warnings.warn('the last line')\n    return n")
+    first = kernel.client.execute("ref = chatty.remote(6)\nprint('first cell done')")
+    time.sleep(0.5)
+    second = kernel.client.execute("time.sleep(3)\nprint('second cell done')")
+    streams: dict[str, list[tuple[str, str]]] = {first: [], second: []}
+    deadline, second_done = time.monotonic() + 30, False
+    while time.monotonic() < deadline and not (second_done and any("the last line" in t for _, t in streams[first])):
+        try:
+            msg = kernel.client.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        parent = msg["parent_header"].get("msg_id")
+        if parent in streams and msg["msg_type"] == "stream":
+            streams[parent].append((msg["content"]["name"], msg["content"]["text"]))
+        second_done |= (parent == second and msg["msg_type"] == "status"
+                        and msg["content"]["execution_state"] == "idle")
+    kernel.run("lc.get(ref)")
+    text = "".join(t for name, t in streams[first] if name == "stdout")
+    assert text == "first cell done\n" + "".join(f"line {i}\n" for i in range(6)), streams
+    assert any(name == "stderr" and "UserWarning: the last line" in t for name, t in streams[first]), streams
+    assert streams[second] == [("stdout", "second cell done\n")], streams  # none of the task's lines
+
+
+def test_a_task_that_floods_its_cell_is_cut_with_a_note(kernel: Kernel) -> None:
+    out = kernel.run("@lc.remote\ndef flood():\n    for i in range(5000):\n        print(i)\n\n"
+                     "lc.get(flood.remote())\ntime.sleep(0.5)")
+    lines = out["stdout"].splitlines()
+    assert lines[:3] == ["0", "1", "2"] and len(lines) < 1000, len(lines)
+    assert re.search(r"\[labcluster: \d+ lines of flood dropped: it printed more than 200 lines/s", out["stdout"])
+
+
+def test_a_session_shows_as_the_cluster_widget_with_an_html_fallback(kernel: Kernel) -> None:
+    msg_id = kernel.client.execute("session")
+    bundles = []
+    while True:
+        msg = kernel.client.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] in ("display_data", "execute_result"):
+            bundles.append(msg["content"]["data"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    assert len(bundles) == 1, bundles
+    assert {"application/vnd.jupyter.widget-view+json", "text/html"} <= set(bundles[0]), bundles
+    assert "labcluster session" in bundles[0]["text/html"] and "cpu-0" in bundles[0]["text/html"]

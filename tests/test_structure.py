@@ -190,3 +190,20 @@ def test_only_the_seam_touches_private_names_of_dask_objects() -> None:
             elif isinstance(node, ast.Attribute) and node.attr in dask_private:
                 found.append(f"{name}:{node.lineno}: .{node.attr}")
     assert not found, "private Dask names outside labcluster/dask_internals.py:\n" + "\n".join(found)
+
+
+def test_only_the_jupyter_layer_imports_ipython() -> None:
+    # DESIGN's line: labcluster/jupyter (and labcluster/server, when it exists) may import IPython, ipywidgets and
+    # jupyter_server; nothing below it does, not even inside a function
+    above = ("labcluster.jupyter", "labcluster.server")
+    found = []
+    for name, path in _modules().items():
+        if name.startswith(above):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{name}:{node.lineno}: {t}" for t in targets
+                      if t.split(".")[0] in ("IPython", "ipywidgets", "ipykernel", "jupyter_server")]
+    assert not found, found
+    assert "labcluster.jupyter.magics" in _modules()  # the layer above is really there to be skipped

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, overload
 
 from ..exceptions import ObjectLostError, TaskCancelledError
-from . import fetching, serialization
+from . import fetching, scopes, serialization
 from .blocking import blocked
 from .boundary import entry
 from .refs import ObjectRef
@@ -168,3 +168,6 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
         call.client.loop.add_callback(call.finish, error=TaskCancelledError(ref.key))
         return
     session.client.cancel([ref.future], force=force)
+
+
+scopes.set_canceller(cancel)  # a cell's interrupt cancels its refs with this (scopes.py cannot import us)

@@ -24,7 +24,7 @@ import contextvars
 import threading
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from ..text import plural
@@ -74,14 +74,13 @@ class WorkScope:
 
     def cancel(self) -> str | None:
         """Cancel what is not finished; returns what was cancelled, in words (None: nothing was)."""
-        from .objects import cancel
-
+        cancel = _cancel_ref
         refs, runs = self.pending()
         for execution in runs:
             with contextlib.suppress(Exception):
                 execution.stop()
         tasks = calls = 0
-        for ref in refs:
+        for ref in refs if cancel is not None else ():
             try:
                 cancel(ref)
             except Exception:  # the session is gone, say: nothing of it is running any more
@@ -97,6 +96,15 @@ class WorkScope:
         if runs:
             parts.append(plural(len(runs), "dataset execution"))
         return ", ".join(parts) if parts else None
+
+
+#: how a ref is cancelled: ``lc.cancel``, which registers itself (``objects.py`` imports this module, not back)
+_cancel_ref: Callable[[Any], None] | None = None
+
+
+def set_canceller(fn: Callable[[Any], None]) -> None:
+    global _cancel_ref
+    _cancel_ref = fn
 
 
 _current: contextvars.ContextVar[WorkScope | None] = contextvars.ContextVar("labcluster_scope", default=None)

@@ -15,8 +15,15 @@ from IPython.display import display
 import labcluster as lc
 
 from ..exceptions import SerializationError
-from . import commands
-from .commands import MagicArgumentError
+from .commands import (
+    CELL_USAGE,
+    CLUSTER_USAGE,
+    ClusterCommand,
+    MagicArgumentError,
+    parse_cell,
+    parse_cluster,
+    wants_help,
+)
 from .remote_cell import namespace_for, run_cell, unpicklable
 
 
@@ -32,16 +39,16 @@ class LabclusterMagics(Magics):
     @line_magic
     def cluster(self, line: str) -> Any:
         """Start, connect to, show, scale and stop the kernel's cluster: ``%cluster --help``."""
-        if commands.wants_help(line):
-            print(commands.CLUSTER_USAGE)
+        if wants_help(line):
+            print(CLUSTER_USAGE)
             return None
         try:
-            cmd = commands.parse_cluster(line)
+            cmd = parse_cluster(line)
         except MagicArgumentError as e:
             raise UsageError(str(e)) from None
         return self.run_cluster(cmd)
 
-    def run_cluster(self, cmd: commands.ClusterCommand) -> Any:
+    def run_cluster(self, cmd: ClusterCommand) -> Any:
         from .widgets import ClusterWidget
 
         if cmd.action in ("start", "connect"):
@@ -83,11 +90,11 @@ class LabclusterMagics(Magics):
     @cell_magic
     def distributed(self, line: str, cell: str) -> Any:
         """Run the cell on the cluster as one task: ``%%distributed --help``."""
-        if commands.wants_help(line):
-            print(commands.CELL_USAGE)
+        if wants_help(line):
+            print(CELL_USAGE)
             return None
         try:
-            cmd = commands.parse_cell(line)
+            cmd = parse_cell(line)
         except MagicArgumentError as e:
             raise UsageError(str(e)) from None
         _session_or_error("%%distributed")

@@ -7,6 +7,8 @@ in a namespace of those names and returns the value of its last expression and t
 
 >>> names_read("import numpy as np\\ny = np.sum(x) + offset\\ny")
 ['np', 'x', 'offset', 'y']
+>>> sorted(names_bound("import numpy as np\\nfor i in x:\\n    y = i"))
+['i', 'np', 'y']
 >>> run_cell("y = x * 2\\ny + 1", ["y"], x=Shipped(20))
 (41, 40)
 """
@@ -34,18 +36,35 @@ class Shipped:
 
 
 def names_read(code: str) -> list[str]:
-    """The free names ``code`` reads, in the order they appear (builtins left out)."""
+    """The names ``code`` reads, in the order they appear (builtins left out)."""
     tree = ast.parse(code)
-    seen: dict[str, None] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            seen.setdefault(node.id, None)
+    loads = sorted((node.lineno, node.col_offset, node.id) for node in ast.walk(tree)
+                   if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load))
+    seen = dict.fromkeys(name for _, _, name in loads)
     return [n for n in seen if not hasattr(builtins, n) and n not in _SHELL_NAMES]
 
 
+def names_bound(code: str) -> set[str]:
+    """The names ``code`` binds anywhere (assignments, imports, defs, loop variables)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            out.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return out
+
+
 def namespace_for(code: str, user_ns: Mapping[str, Any]) -> dict[str, Shipped]:
-    """What travels with the cell: the names it reads that the notebook defines."""
-    return {n: Shipped(user_ns[n]) for n in names_read(code) if n in user_ns}
+    """What travels with the cell: the names it reads that the notebook defines. A name the cell also binds travels
+    only if it can be pickled (the cell may read it after making it itself)."""
+    shipped = {n: Shipped(user_ns[n]) for n in names_read(code) if n in user_ns}
+    for name in names_bound(code) & set(shipped):
+        if unpicklable({name: shipped[name]}) is not None:
+            del shipped[name]
+    return shipped
 
 
 def unpicklable(namespace: Mapping[str, Shipped]) -> tuple[str, str] | None:
