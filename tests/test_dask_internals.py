@@ -252,3 +252,32 @@ def test_the_seam_was_checked_with_the_installed_release() -> None:
         f"distributed {distributed.__version__} is not among the releases labcluster/dask_internals.py was checked "
         f"with ({', '.join(di.CHECKED_WITH)}): run this file, read the adapters, then add it there")
     assert dask.__version__  # dask and distributed are released together
+
+
+def _hello_page(doc: Any) -> None:
+    from bokeh.models.widgets import Div
+
+    doc.add_root(Div(text="hello from the seam"))
+    doc.title = "seam test"
+
+
+def _add_hello(dask_scheduler: Any) -> list[str]:
+    return di.add_dashboard_pages(dask_scheduler, {"/individual-seam-test": _hello_page})
+
+
+def test_add_dashboard_pages(client: Client) -> None:
+    import urllib.request
+
+    assert client.run_on_scheduler(_add_hello) == []  # this scheduler has no dashboard: nothing added, no error
+    with LocalCluster(n_workers=1, processes=False, dashboard_address="127.0.0.1:0") as cluster, \
+            Client(cluster) as c:
+        assert c.run_on_scheduler(_add_hello) == ["/individual-seam-test"]
+        assert c.run_on_scheduler(_add_hello) == []  # once only
+        base = f"http://127.0.0.1:{c.scheduler_info(n_workers=0)['services']['dashboard']}"
+        with urllib.request.urlopen(f"{base}/individual-plots.json", timeout=30) as r:
+            plots = json.loads(r.read())
+        assert plots["Individual Seam Test"] == "/individual-seam-test" and "Individual Task Stream" in plots
+        with urllib.request.urlopen(f"{base}/individual-seam-test", timeout=30) as r:
+            assert r.status == 200 and "seam test" in r.read().decode()
+        with urllib.request.urlopen(f"{base}/individual-task-stream", timeout=30) as r:
+            assert r.status == 200  # distributed's own pages still answer

@@ -1,7 +1,7 @@
 """The lineage page: what fed what, from the task records, at stage level by default.
 
 **Stages** (the default, Spark's view): a node per stage (``with lc.stage(...)``) or, for tasks outside a stage,
-per function, with counts (tasks, running, failed, lost, reconstructed); an edge wherever one group's result fed
+per function, with counts (tasks, running, failed, lost, reconstructed); an arrow wherever one group's result fed
 another's task, labelled with how many times. It is aggregated as rows arrive (:class:`LineageAggregate` reads each
 record once, by the store's monotonic index), so its source has a row per group whether 10 or 10,000,000 tasks ran.
 **Tasks** (Ray's view): a node per task attempt for the newest ``labcluster.dashboard.lineage-task-threshold``
@@ -181,14 +181,18 @@ def _layout(ids: list[str], edges: list[tuple[str, str]]) -> dict[str, tuple[flo
     return pos
 
 
+EDGE_COLUMNS = ("x0", "y0", "x1", "y1", "mx", "my", "count", "width")
+
+
 def _edge_columns(pos: dict[str, tuple[float, float]], edges: list[tuple[str, str, int]]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {"xs": [], "ys": [], "count": [], "width": []}
+    """An arrow per edge, ending short of the target node (so its head shows), and where its count label goes."""
+    out: dict[str, list[Any]] = {c: [] for c in EDGE_COLUMNS}
     for a, b, n in edges:
         (x0, y0), (x1, y1) = pos[a], pos[b]
-        out["xs"].append([x0, x1])
-        out["ys"].append([y0, y1])
-        out["count"].append(n)
-        out["width"].append(1.0 + min(5.0, n ** 0.5 / 4))
+        for col, value in (("x0", x0 + 0.04), ("y0", y0), ("x1", x1 - 0.06), ("y1", y1),
+                           ("mx", (x0 + x1) / 2), ("my", (y0 + y1) / 2), ("count", f"{n:,}"),
+                           ("width", 1.0 + min(4.0, n ** 0.5 / 8))):
+            out[col].append(value)
     return out
 
 
@@ -197,8 +201,8 @@ class LineageGraph:
 
     def __init__(self, scheduler: Any, threshold: int | None = None, **kwargs: Any) -> None:
         from bokeh.layouts import column, row
-        from bokeh.models import ColumnDataSource, HoverTool, Range1d
-        from bokeh.models.annotations import LabelSet
+        from bokeh.models import ColumnDataSource, HoverTool, Range1d, SingleIntervalTicker
+        from bokeh.models.annotations import Arrow, LabelSet, VeeHead
         from bokeh.models.widgets import Div, RadioButtonGroup
         from bokeh.plotting import figure
 
@@ -208,7 +212,7 @@ class LineageGraph:
         self._next = 0
         self._departures: tuple[float, ...] = departures(scheduler)
         self.source = ColumnDataSource({c: [] for c in NODE_COLUMNS})
-        self.edge_source = ColumnDataSource({"xs": [], "ys": [], "count": [], "width": []})
+        self.edge_source = ColumnDataSource({c: [] for c in EDGE_COLUMNS})
         self.view = RadioButtonGroup(labels=["stages", f"tasks (newest {self.threshold})"], active=0)
         self.summary = Div(text="", styles={"font-size": "13px"})
         self.x_range, self.y_range = Range1d(start=-0.5, end=1.5), Range1d(start=-1.5, end=1.5)
@@ -216,8 +220,13 @@ class LineageGraph:
                              y_range=self.y_range, height=int(kwargs.pop("height", 480)), width=1100,
                              tools="pan,wheel_zoom,reset,save", x_axis_label="depth (longest chain of inputs)",
                              **kwargs)
-        self.figure.multi_line(xs="xs", ys="ys", line_width="width", line_color="#999999", line_alpha=0.8,
-                               source=self.edge_source)
+        # bokeh's type stubs call the shaft's line properties body_line_*; at run time they are line_*
+        shaft: dict[str, Any] = {"line_width": "width", "line_color": "#999999", "line_alpha": 0.9}
+        self.figure.add_layout(Arrow(x_start="x0", y_start="y0", x_end="x1", y_end="y1", source=self.edge_source,
+                                     end=VeeHead(size=10, fill_color="#777777", line_color="#777777"), **shaft))
+        self.edge_labels = LabelSet(x="mx", y="my", text="count", y_offset=4, text_font_size="10px",
+                                    text_color="#666666", text_align="center", source=self.edge_source)
+        self.figure.add_layout(self.edge_labels)
         nodes = self.figure.scatter(x="x", y="y", size=22, marker="square", fill_color="fill", line_color="stroke",
                                     line_dash="dash", line_width=3, source=self.source)
         self.labels = LabelSet(x="x", y="y", text="text", x_offset=16, y_offset=-10, text_font_size="11px",
@@ -226,6 +235,7 @@ class LineageGraph:
         self.figure.add_tools(HoverTool(renderers=[nodes], tooltips=[
             ("name", "@name"), ("of", "@kind"), ("tasks", "@tasks"), ("running", "@running"), ("failed", "@failed"),
             ("lost", "@lost"), ("reconstructed", "@reconstructed")]))
+        self.figure.xaxis.ticker = SingleIntervalTicker(interval=1)
         self.figure.yaxis.visible = False
         self.figure.grid.visible = False
         legend = Div(text=(f'marks: <span style="color:{LOST}">dashed red: results lost with a worker</span> '
@@ -252,7 +262,7 @@ class LineageGraph:
         tasks = sum(g.tasks for g in self.aggregate.groups.values())
         task_view = self.view.active == 1
         nodes, edges = self.aggregate.task_nodes(store) if task_view else self.aggregate.stage_nodes()
-        self.labels.visible = not task_view
+        self.labels.visible = self.edge_labels.visible = not task_view
         xs, ys = nodes["x"] or [0.0], nodes["y"] or [0.0]
         self.x_range.start, self.x_range.end = min(xs) - 0.5, max(xs) + (1.5 if not task_view else 0.5)
         self.y_range.start, self.y_range.end = min(ys) - 0.8, max(ys) + 0.8

@@ -123,7 +123,8 @@ class ActorTable:
                         "the actor's worker, so the scheduler learns of it only once it finished; "
                         "<code>lc.list_actors()</code> in a driver shows the calls that driver has pending.",
                    styles={"font-size": "12px", "color": "#555"}, width=860)
-        self.table = _table(self.source, ACTOR_COLUMNS, int(kwargs.pop("height", 400)), width=1300, **kwargs)
+        self.table = _table(self.source, ACTOR_COLUMNS, int(kwargs.pop("height", _height(0, 600))), width=1300,
+                            **kwargs)
         self.root = column(self.summary, self.table, note, sizing_mode="stretch_width")
 
     def update(self) -> None:
@@ -138,6 +139,12 @@ class ActorTable:
             self.summary.text = markup
         if dict(self.source.data) != data:
             self.source.data = data
+            self.table.height = _height(len(entries), 600)
+
+
+def _height(rows: int, most: int) -> int:
+    """A table as tall as its rows (a header and at least one row), up to ``most`` pixels (then it scrolls)."""
+    return min(most, 28 * (max(rows, 1) + 1) + 8)
 
 
 class PlacementGroupTable:
@@ -151,7 +158,7 @@ class PlacementGroupTable:
         self.scheduler = scheduler
         self.source = ColumnDataSource(placement_rows({}))
         self.summary = Div(text="<b>placement groups</b>", styles={"font-size": "13px"})
-        self.table = _table(self.source, PG_COLUMNS, int(kwargs.pop("height", 180)), width=860, **kwargs)
+        self.table = _table(self.source, PG_COLUMNS, int(kwargs.pop("height", _height(0, 300))), width=860, **kwargs)
         self.root = column(self.summary, self.table, sizing_mode="stretch_width")
 
     def update(self) -> None:
@@ -164,3 +171,4 @@ class PlacementGroupTable:
         data = placement_rows(table)
         if dict(self.source.data) != data:
             self.source.data = data
+            self.table.height = _height(len(data["id"]), 300)
