@@ -173,3 +173,17 @@ def test_the_magics_in_an_ipython_shell(shell: Shell) -> None:
     assert "labcluster: stopped the session" in said and not lc.is_initialized()
     result, said = shell.run("%cluster stop")
     assert "no cluster to stop" in said
+
+
+def test_a_terminal_progress_bar_is_tqdm_and_ends_in_its_state(capfd: pytest.CaptureFixture[str]) -> None:
+    @lc.remote
+    def nap(seconds: float) -> float:
+        __import__("time").sleep(seconds)
+        return seconds
+
+    with lc.init(num_cpus=2, processes=False, include_dashboard=False):
+        capfd.readouterr()
+        assert lc.get([nap.remote(0.3) for _ in range(4)], progress=True) == [0.3] * 4
+        err = capfd.readouterr().err
+        assert "lc.get" in err and "4/4" in err and "done" in err, err
+        assert lc.get([nap.remote(0.01)]) == [0.01] and capfd.readouterr().err == ""  # no bar unless asked

@@ -6,6 +6,7 @@ killpg). The cluster ``lc.init()`` starts runs in a head process of its own sess
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import time
@@ -21,7 +22,8 @@ class Kernel:
 
     def __init__(self) -> None:
         self.manager = KernelManager(kernel_name="python3")
-        self.manager.start_kernel()
+        # bars appear by themselves after 1 s here, whatever the notebooks' conftest set for nbval's kernels
+        self.manager.start_kernel(env={**os.environ, "DASK_LABCLUSTER__PROGRESS__AUTO_AFTER": "1s"})
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
@@ -215,3 +217,50 @@ def test_a_session_shows_as_the_cluster_widget_with_an_html_fallback(kernel: Ker
     assert len(bundles) == 1, bundles
     assert {"application/vnd.jupyter.widget-view+json", "text/html"} <= set(bundles[0]), bundles
     assert "labcluster session" in bundles[0]["text/html"] and "cpu-0" in bundles[0]["text/html"]
+
+
+def _widget_traffic(kernel: Kernel, code: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run a cell; return what it printed, the widgets it displayed, and the widget state updates it sent."""
+    msg_id = kernel.client.execute(code)
+    shown: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"stdout": "", "error": None}
+    while True:
+        msg = kernel.client.get_iopub_msg(timeout=120)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "display_data" and "application/vnd.jupyter.widget-view+json" in content["data"]:
+            shown.append(content["data"])
+        elif kind == "comm_msg" and content["data"].get("state"):
+            updates.append(content["data"]["state"])
+        elif kind == "stream":
+            out["stdout"] += content["text"]
+        elif kind == "error":
+            out["error"] = content["ename"]
+        elif kind == "status" and content["execution_state"] == "idle":
+            return out, shown, updates
+
+
+def test_progress_bars_appear_for_long_waits_move_and_end_in_their_state(kernel: Kernel) -> None:
+    out, shown, updates = _widget_traffic(kernel, "print(lc.get([slow.remote(1) for _ in range(6)]))")
+    assert out["stdout"].strip() == "[1, 1, 1, 1, 1, 1]" and len(shown) == 1, (out, shown)
+    values = [u["value"] for u in updates if isinstance(u.get("value"), int)]
+    assert values == sorted(values) and values[-1] == 6 and len(set(values)) >= 2, values  # it moved, then ended
+    assert {"bar_style": "success"} in updates and any(u.get("value") == "6/6 &middot; done" for u in updates)
+
+    out, shown, updates = _widget_traffic(kernel, "print(lc.get([slow.remote(0.05) for _ in range(3)]))")
+    assert out["stdout"].strip() == "[0.05, 0.05, 0.05]" and shown == [], shown  # quick: no bar
+
+    kernel.run("@lc.remote\ndef fails(i):\n    time.sleep(1.5)\n    if i % 2:\n        raise ValueError(i)\n"
+               "    return i")
+    out, shown, updates = _widget_traffic(kernel, "refs = [fails.remote(i) for i in range(4)]\n"
+                                                  "ready, _ = lc.wait(refs, num_returns=4, timeout=60)")
+    assert out["error"] is None and len(shown) == 1
+    assert {"bar_style": "danger"} in updates and any(u.get("value") == "4/4 &middot; 2 failed" for u in updates)
+
+    out, shown, updates = _widget_traffic(kernel, "def nap(row):\n    time.sleep(0.1)\n    return row\n\n"
+                                                  "print(lc.data.range(40, override_num_blocks=8).map(nap).count())")
+    assert out["stdout"].strip() == "40" and len(shown) == 1, (out, shown)  # one box: a bar per operator
+    assert any("pipelined</b> &middot; done in" in str(u.get("value")) for u in updates), updates
+    assert any(u.get("value") == "8/8 blocks, 40 rows" for u in updates), updates

@@ -28,3 +28,16 @@ def on_driver_session(callback: Callable[[Any], None]) -> None:
 def session_opened(session: Any) -> None:
     for callback in list(_on_open):
         callback(session)
+
+
+#: who hears dataset executions started outside ``labcluster.data.progress.watching`` (the notebook's bars)
+_execution_watcher: Callable[[Any], None] | None = None
+
+
+def set_execution_watcher(fn: Callable[[Any], None] | None) -> None:
+    global _execution_watcher
+    _execution_watcher = fn
+
+
+def execution_watcher() -> Callable[[Any], None] | None:
+    return _execution_watcher

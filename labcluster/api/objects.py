@@ -15,6 +15,7 @@ from typing import Any, overload
 
 from ..exceptions import ObjectLostError, TaskCancelledError
 from . import fetching, scopes, serialization
+from . import progress as progress_bar
 from .blocking import blocked
 from .boundary import entry
 from .refs import ObjectRef
@@ -62,17 +63,19 @@ def _refs_session(items: Sequence[ObjectRef]) -> Session:
 
 
 @overload
-def get(refs: ObjectRef, *, timeout: float | None = None) -> Any: ...
+def get(refs: ObjectRef, *, timeout: float | None = None, progress: bool | None = None) -> Any: ...
 @overload
-def get(refs: Sequence[ObjectRef], *, timeout: float | None = None) -> list[Any]: ...
+def get(refs: Sequence[ObjectRef], *, timeout: float | None = None, progress: bool | None = None) -> list[Any]: ...
 
 
 @entry(interrupted="the tasks keep running: lc.get them again for their results, or lc.cancel(ref) to stop one")
-def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None, progress: bool | None = None) -> Any:
     """Fetch the value of one ref, or the values of a list of refs (same order, duplicates allowed).
 
     ``timeout`` (seconds) raises :class:`GetTimeoutError` if results are not ready by then; the tasks
     keep running. Inside a task, ``get`` hands the task's thread and CPU slots back while it waits.
+    ``progress=True`` shows a bar of the refs done while it waits (tqdm in a terminal, a widget in a notebook);
+    in a notebook one appears by itself when the wait lasts (``labcluster.progress.auto-after``); ``False``: never.
 
     >>> lc.get([square.remote(i) for i in range(3)])   # doctest: +SKIP
     [0, 1, 4]
@@ -80,7 +83,8 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     items, single = _as_list(refs, "get")
     if not items:
         return []
-    values = fetching.values(_refs_session(items), items, timeout)
+    with progress_bar.tracked(items, "lc.get", progress):
+        values = fetching.values(_refs_session(items), items, timeout)
     return values[0] if single else values
 
 
@@ -118,11 +122,13 @@ def wait(
     num_returns: int = 1,
     timeout: float | None = None,
     fetch_local: bool = True,
+    progress: bool | None = None,
 ) -> tuple[list[ObjectRef], list[ObjectRef]]:
     """Wait until ``num_returns`` refs are ready (done or failed) or ``timeout`` passes.
 
     Returns ``(ready, not_ready)``, both in input order; ``ready`` has at most ``num_returns`` refs.
-    ``fetch_local`` is accepted for Ray compatibility; results stay on the workers until ``get``.
+    ``fetch_local`` is accepted for Ray compatibility; results stay on the workers until ``get``. ``progress``: a
+    bar of the refs done, as for :func:`get`.
 
     >>> ready, pending = lc.wait(refs, num_returns=2, timeout=5)   # doctest: +SKIP
     """
@@ -138,7 +144,7 @@ def wait(
     if not items:
         return [], []
     session = _refs_session(items)
-    with blocked():
+    with blocked(), progress_bar.tracked(items, f"lc.wait for {num_returns}", progress):
         gone = fetching.until_done(session, items, num_returns, timeout)
     done = [r for r in items if r.done() or r.key in gone]  # a lost object is ready: get raises ObjectLostError
     ready = set(done[:num_returns])

@@ -74,13 +74,15 @@ class WorkScope:
 
     def cancel(self) -> str | None:
         """Cancel what is not finished; returns what was cancelled, in words (None: nothing was)."""
-        cancel = _cancel_ref
         refs, runs = self.pending()
+        cancel = _cancel_ref
+        if cancel is None:  # lc.cancel is not even imported: no ref of this process can be pending
+            refs, cancel = [], _cancel_nothing
         for execution in runs:
             with contextlib.suppress(Exception):
                 execution.stop()
         tasks = calls = 0
-        for ref in refs if cancel is not None else ():
+        for ref in refs:
             try:
                 cancel(ref)
             except Exception:  # the session is gone, say: nothing of it is running any more
@@ -100,6 +102,10 @@ class WorkScope:
 
 #: how a ref is cancelled: ``lc.cancel``, which registers itself (``objects.py`` imports this module, not back)
 _cancel_ref: Callable[[Any], None] | None = None
+
+
+def _cancel_nothing(ref: Any) -> None:
+    return None
 
 
 def set_canceller(fn: Callable[[Any], None]) -> None:

@@ -151,6 +151,8 @@ class Execution:
         self._emit_buffer: dict[int, Item] = {}
         self._emit_next = 0
         self.started = self.ended = 0.0
+        #: how it ended, once it has: "done", "stopped" (the consumer stopped early, or was interrupted), "failed"
+        self.outcome: str | None = None
         self.peak_bytes = 0
         self.live_bytes = 0
         #: the workers' held result bytes (scheduler's count), sampled by the loop: at start, and the peak
@@ -271,7 +273,9 @@ class Execution:
             for index in sorted(self._emit_buffer):  # what a limit left behind a gap
                 self._out.put(self._emit_buffer.pop(index))
             self._out.put(None)
+            self.outcome = "done" if all(run.finished for run in self.runs) else "stopped"
         except BaseException as e:  # the consumer raises it; nothing is left running
+            self.outcome = "failed"
             self._out.put(e)
         finally:
             self.ended = time.perf_counter()

@@ -12,11 +12,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..api import hooks
 from ..text import plural
 
+_UNSET: Any = object()
 #: who hears how an execution is getting on (``watching``): called from the execution's thread with its stats
 _watcher: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
-    "labcluster_data_watcher", default=None)
+    "labcluster_data_watcher", default=_UNSET)
+
 #: how often a watcher hears (seconds)
 WATCH_EVERY = 0.1
 
@@ -34,7 +37,10 @@ def watching(fn: Callable[[Any], None] | None) -> Iterator[None]:
 
 
 def current_watcher() -> Callable[[Any], None] | None:
-    return _watcher.get()
+    """Who hears an execution started now: the innermost ``watching``'s, else the notebook layer's bars
+    (``api/hooks.py``), else no one."""
+    watcher = _watcher.get()
+    return hooks.execution_watcher() if watcher is _UNSET else watcher
 
 
 @dataclass
