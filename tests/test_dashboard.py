@@ -1,4 +1,4 @@
-"""labcluster's dashboard pages (labcluster/dashboard/): served by the scheduler's own dashboard server, listed in
+"""labcluster's dashboard pages (labcluster/dashboards/): served by the scheduler's own dashboard server, listed in
 ``/individual-plots.json``, rendering and updating in a real headless Chromium while work runs.
 
 A real cluster (process workers: a CPU worker and a simulated-GPU worker), real HTTP, real Chromium through
@@ -22,7 +22,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import labcluster as lc
-from labcluster.dashboard import PAGES
+from labcluster.dashboards import PAGES
 from labcluster.diagnostics import nvml
 from labcluster.diagnostics.record_store import MEMORY, RecordStore
 from labcluster.scheduler.extension import LabclusterSchedulerPlugin
@@ -113,7 +113,7 @@ def test_pages_are_added_where_the_plugin_is_registered() -> None:
         assert fetch(link + "/individual-labcluster-resources")[0] == 200
 
         def again(dask_scheduler: Any) -> list[str]:
-            from labcluster.dashboard import add_pages
+            from labcluster.dashboards import add_pages
 
             return add_pages(dask_scheduler)
 
@@ -125,7 +125,7 @@ def test_pages_are_added_where_the_plugin_is_registered() -> None:
 
 def _lineage_after(dask_scheduler: Any, view: int) -> dict[str, Any]:
     """Build the lineage component in the scheduler process and update it until it has read every record."""
-    from labcluster.dashboard.lineage import LineageGraph
+    from labcluster.dashboards.lineage import LineageGraph
 
     graph = LineageGraph(dask_scheduler)
     graph.view.active = view
@@ -157,7 +157,7 @@ def test_lineage_stays_aggregated_at_10000_tasks(cluster: lc.Session) -> None:
 
 def test_lineage_marks_lost_results_after_a_worker_left() -> None:
     """The aggregate counts a result as lost when its row is marked so (which happens when a worker leaves)."""
-    from labcluster.dashboard.lineage import LineageAggregate
+    from labcluster.dashboards.lineage import LineageAggregate
 
     store = RecordStore(maxlen=100)
     a = store.open("load-1", "load", submitted=1.0)
@@ -183,7 +183,7 @@ def test_real_gpus_are_counted_once_by_uuid(cluster: lc.Session) -> None:
     """On a machine with GPUs lc.init gives each worker its device; the page shows each device once, measured."""
 
     def devices(dask_scheduler: Any) -> dict[str, Any]:
-        from labcluster.dashboard.gpus import GPUDevices
+        from labcluster.dashboards.gpus import GPUDevices
 
         component = GPUDevices(dask_scheduler)
         component.update()

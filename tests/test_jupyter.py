@@ -187,3 +187,14 @@ def test_a_terminal_progress_bar_is_tqdm_and_ends_in_its_state(capfd: pytest.Cap
         err = capfd.readouterr().err
         assert "lc.get" in err and "4/4" in err and "done" in err, err
         assert lc.get([nap.remote(0.01)]) == [0.01] and capfd.readouterr().err == ""  # no bar unless asked
+
+
+def test_lc_dashboard_stays_the_function_when_the_pages_package_is_imported() -> None:
+    # an in-process scheduler imports labcluster.dashboards (its pages) into this process: lc.dashboard is the
+    # notebook view all the same, and outside a Jupyter server it is a snapshot that says why it is not live
+    with lc.init(num_cpus=1, processes=False, dashboard_address="127.0.0.1:0"):
+        import labcluster.dashboards  # noqa: F401
+
+        view = lc.dashboard("actors")
+        assert callable(lc.dashboard) and view.live_url is None and view.direct_url is not None
+        assert "a static snapshot, not live" in view._repr_html_()

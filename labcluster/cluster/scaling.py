@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..text import plural
 from .groups import WorkerGroup, memory_limits
 from .spec import worker_options
 
@@ -100,4 +101,4 @@ def describe(result: dict[str, Any]) -> str:
     if result["removed"]:
         parts.append(f"retired {', '.join(result['removed'])}")
     did = "; ".join(parts) or "nothing to change"
-    return f"labcluster: worker group {result['group']!r} has {result['workers']} workers ({did})"
+    return f"labcluster: worker group {result['group']!r} has {plural(int(result['workers']), 'worker')} ({did})"

@@ -120,6 +120,9 @@ class ClusterWidget(w.VBox):  # type: ignore[misc]
         self.body.value = cluster_html(self.session)
         self.scale_button.disabled = self.stop_button.disabled = True
 
+    def __repr__(self) -> str:  # what text-only front ends print (ipywidgets' own repr lists every child's state)
+        return f"<labcluster cluster widget: {self.session!r}>"
+
     def close(self) -> None:
         self._closing.set()
         super().close()

@@ -443,7 +443,7 @@ class LabclusterSchedulerPlugin(SchedulerPlugin):
             await plugin.start(scheduler)
         for address in scheduler.workers:
             self.extension.worker_added(address)
-        from ..dashboard import add_pages
+        from ..dashboards import add_pages
 
         add_pages(scheduler)  # labcluster's bokeh pages, on this scheduler's own dashboard server where it has one
         self._spill = PeriodicCallback(self.extension.spill, self.spill_interval * 1000)
