@@ -104,7 +104,8 @@ def _autoload() -> None:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     if shell is not None and _config.get("jupyter.autoload"):
-        load_ipython_extension(shell)
+        # through IPython's extension manager, so that %unload_ext / %reload_ext know it is loaded
+        shell.extension_manager.load_extension(__name__)
 
 
 _autoload()

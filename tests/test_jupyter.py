@@ -13,7 +13,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import labcluster as lc
 from labcluster.jupyter.commands import MagicArgumentError, parse_cell, parse_cluster
 from labcluster.jupyter.dashboards import DashboardView
-from labcluster.jupyter.remote_cell import Shipped, names_read, namespace_for, run_cell
+from labcluster.jupyter.remote_cell import names_read, namespace_for, run_cell
 
 
 @pytest.mark.parametrize(("line", "fields"), [
@@ -77,15 +77,21 @@ def test_cell_lines() -> None:
 
 
 def test_what_a_cell_reads_and_how_it_runs() -> None:
-    assert names_read("for i in range(n):\n    total = f(i)\nprint(total, In)") == ["n", "f", "i", "total"]
-    assert namespace_for("y = x + 1", {"x": 1, "z": 2}) == {"x": Shipped(1)}
-    lock = __import__("threading").Lock()  # a name the cell makes itself does not travel when it cannot
-    assert namespace_for("lock = make()\nwith lock:\n    pass", {"lock": lock, "make": 1}) == {"make": Shipped(1)}
-    assert run_cell("a = x * 2\nb = a + 1\nb", ["a"], x=Shipped(5)) == (11, 10)
-    assert run_cell("x + 1", [], x=Shipped(1)) == 2
-    assert run_cell("import math", []) is None
+    assert names_read("for i in range(n):\n    total = f(i)\nprint(total, In)") == ["n", "f"]
+    assert names_read("x += 1\ny = [v * k for v in data]\nclass A(Base):\n    size = limit") == [
+        "x", "data", "Base", "k", "limit"]
+    assert names_read("@wrap(level)\ndef g(df, scale=default):\n    return df * scale + offset") == [
+        "wrap", "level", "default", "offset"]
+    assert namespace_for("y = x + 1", {"x": 1, "z": 2}) == {"x": 1}
+    lock = __import__("threading").Lock()  # a name the cell makes itself, or a parameter, does not travel
+    assert namespace_for("lock = make()\nwith lock:\n    pass", {"lock": lock, "make": 1}) == {"make": 1}
+    assert namespace_for("f = lambda y: y + 1\nf(2)", {"y": lock}) == {}
+    assert run_cell("a = x * 2\nb = a + 1\nb", ["a"], {"x": 5}) == (11, 10)
+    assert run_cell("x + 1", [], {"x": 1}) == 2
+    assert run_cell("code + outputs", [], {"code": 1, "outputs": 2}) == 3  # names of run_cell's own, too
+    assert run_cell("import math", [], {}) is None
     with pytest.raises(NameError, match="the cell defines no 'c'; assign it in the cell, or drop it from -o"):
-        run_cell("a = 1", ["a", "c"])
+        run_cell("a = 1", ["a", "c"], {})
 
 
 def test_a_dashboard_view_is_live_only_through_a_jupyter_server() -> None:
@@ -137,7 +143,9 @@ def test_the_magics_in_an_ipython_shell(shell: Shell) -> None:
     result, said = shell.run("%cluster start")
     assert "this kernel already has a cluster" in said and "%cluster stop first" in said
 
-    shell.ip.user_ns.update(base=10, ref=lc.put(32))
+    shell.ip.user_ns.update(base=10, ref=lc.put(32), code="a notebook's own", outputs=3)
+    result, said = shell.run("%%distributed\nlen(code) + outputs")
+    assert result.result == 19, said
     result, said = shell.run("%%distributed --num-cpus 1 -o doubled\nimport labcluster as lc\n"
                              "doubled = base * 2\nprint('ran on', lc.get_runtime_context().get_node_id() != '')\n"
                              "doubled + lc.get(ref)")
@@ -165,8 +173,26 @@ def test_the_magics_in_an_ipython_shell(shell: Shell) -> None:
     assert sorted(w.name for w in session.workers()) == ["cpu-0", "cpu-1", "gpu-0"]
     result, said = shell.run("%cluster scale cpu 1")
     assert "(retired cpu-1)" in said and "died" not in said
+    result, said = shell.run("import labcluster as lc\n@lc.remote\nclass Keeper:\n    def ping(self):\n        return 1\n\n"
+                             "keeper = Keeper.options(num_gpus=1).remote()\nlc.get(keeper.ping.remote())")
+    result, said = shell.run("%cluster scale gpu 0")  # the actor is not taken along silently
+    assert "UsageError: %cluster scale: cannot retire gpu-0: it holds actors or placement-group bundles" in said
+    assert lc.get(shell.ip.user_ns["keeper"].ping.remote()) == 1
     result, said = shell.run("%cluster scale tpu 1")
     assert "UsageError: %cluster scale: the cluster has no worker group 'tpu'; its groups are cpu, gpu" in said
+    from labcluster.cluster.info import live_html
+    from labcluster.jupyter.widgets import ClusterWidget
+
+    widget = ClusterWidget(session)  # its buttons, pressed: scale the gpu group up and down
+    assert "simulated" in live_html(session) and "gpu-0" in widget.body.value
+    widget.group.value, widget.count.value = "gpu", 2
+    widget.scale_button.click()
+    assert "worker group 'gpu' has 2 workers (started gpu-1)" in widget.status.value, widget.status.value
+    assert lc.cluster_resources()["GPU"] == 2
+    widget.count.value = 1
+    widget.scale_button.click()
+    assert lc.cluster_resources()["GPU"] == 1
+    widget.close()
     result, said = shell.run("%cluster dashboard actors")
     assert result.success, said
     result, said = shell.run("%cluster stop")

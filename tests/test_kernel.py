@@ -170,6 +170,37 @@ def test_an_interrupt_cancels_what_the_cell_started_and_nothing_else(kernel: Ker
     assert kernel.run("print(lc.get(earlier, timeout=30))", timeout=60)["stdout"].strip() == "12"
 
 
+def test_an_interrupt_cancels_the_cells_actor_calls_that_have_not_started(kernel: Kernel) -> None:
+    kernel.run("@lc.remote\nclass Worker:\n    def __init__(self):\n        self.n = 0\n    def work(self):\n"
+               "        time.sleep(1)\n        self.n += 1\n    def count(self):\n        return self.n\n\n"
+               "w = Worker.remote()\nlc.get(w.count.remote())")
+    out, _ = _interrupt(kernel, "lc.get([w.work.remote() for _ in range(6)])", after=1.5)
+    # one call done, one running (it finishes), four never start
+    assert "cancelled what cell" in out["evalue"] and "actor calls (one already running finishes)" in out["evalue"]
+    time.sleep(2.5)
+    after = kernel.run("print(lc.get(w.count.remote(), timeout=30))")
+    assert after["stdout"].strip() == "2", after
+    kernel.run("lc.kill(w)")
+
+
+def test_the_cell_a_message_names_is_the_cell_numbered_so(kernel: Kernel) -> None:
+    msg_id = kernel.client.execute("refs = [slow.remote(30)]\nlc.get(refs)")
+    kernel.busy(msg_id)
+    time.sleep(1.5)
+    kernel.manager.interrupt_kernel()
+    out = kernel.collect(msg_id, timeout=30)
+    number = out["reply"]["execution_count"]  # In[number]
+    assert f"cancelled what cell [{number}] started: 1 task" in out["evalue"], (number, out["evalue"])
+
+
+def test_what_a_nested_task_prints_lands_in_the_cell_too(kernel: Kernel) -> None:
+    out = kernel.run("@lc.remote\ndef inner():\n    print('from the inner task')\n    return 1\n\n"
+                     "@lc.remote\ndef outer():\n    print('from the outer task')\n    return lc.get(inner.remote())\n\n"
+                     "print(lc.get(outer.remote()))\ntime.sleep(0.5)")
+    assert out["error"] is None, out
+    assert sorted(out["stdout"].splitlines()) == ["1", "from the inner task", "from the outer task"], out
+
+
 def test_what_a_task_prints_lands_in_the_cell_that_started_it(kernel: Kernel) -> None:
     kernel.run("@lc.remote\ndef chatty(n):\n    for i in range(n):\n        print('line', i, flush=True)\n"
                "        time.sleep(0.3)\n    import warnings\n    warnings.warn('the last line')\n    return n")
@@ -193,6 +224,15 @@ def test_what_a_task_prints_lands_in_the_cell_that_started_it(kernel: Kernel) ->
     assert text == "first cell done\n" + "".join(f"line {i}\n" for i in range(6)), streams
     assert any(name == "stderr" and "UserWarning: the last line" in t for name, t in streams[first]), streams
     assert streams[second] == [("stdout", "second cell done\n")], streams  # none of the task's lines
+
+
+def test_what_an_actor_method_prints_lands_in_the_calling_cell(kernel: Kernel) -> None:
+    kernel.run("@lc.remote\nclass Greeter:\n    def greet(self, who):\n        print('hello', who)\n"
+               "        return len(who)\n\ng = Greeter.remote()")
+    out = kernel.run("print(lc.get(g.greet.remote('notebook')))\ntime.sleep(0.3)")
+    # (the call's reply comes straight from the actor's worker, its output through the scheduler: either may be
+    # first, both land in this cell)
+    assert out["error"] is None and sorted(out["stdout"].splitlines()) == ["8", "hello notebook"], out
 
 
 def test_a_task_that_floods_its_cell_is_cut_with_a_note(kernel: Kernel) -> None:
@@ -264,3 +304,19 @@ def test_progress_bars_appear_for_long_waits_move_and_end_in_their_state(kernel:
     assert out["stdout"].strip() == "40" and len(shown) == 1, (out, shown)  # one box: a bar per operator
     assert any("pipelined</b> &middot; done in" in str(u.get("value")) for u in updates), updates
     assert any(u.get("value") == "8/8 blocks, 40 rows" for u in updates), updates
+
+
+def test_the_cell_that_imports_labcluster_is_a_cell_like_the_others() -> None:
+    # import labcluster loads the extension mid-cell: that very cell's tasks print into it, and IPython's extension
+    # manager knows the extension is loaded (%unload_ext finds it)
+    k = Kernel()
+    try:
+        out = k.run("import time\nimport labcluster as lc\nlc.init(num_cpus=1, include_dashboard=False)\n"
+                    "@lc.remote\ndef hi():\n    print('hi from the first cell')\n\nlc.get(hi.remote())\n"
+                    "time.sleep(0.3)")
+        assert out["error"] is None and out["stdout"] == "hi from the first cell\n", out
+        out = k.run("%unload_ext labcluster\n%load_ext labcluster\nprint('reloaded')")
+        assert out["stdout"].strip() == "reloaded" and "not loaded" not in out["stdout"] + out["stderr"], out
+        k.run("lc.shutdown()")
+    finally:
+        k.close()

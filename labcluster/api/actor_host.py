@@ -75,6 +75,8 @@ class _Hosted:
     #: results up to this size travel back in the reply; a class sets ``_labcluster_inline_result_bytes`` to
     #: change it (Dataset stage actors: 0, their blocks stay on the worker for the next stage)
     inline_limit: int = 0
+    #: calls cancelled by their caller before they started (``lc.cancel``): they never start
+    cancelled: set[str] = field(default_factory=set)
 
     def start_loop(self, worker: Any) -> None:
         loop = self.loop = asyncio.new_event_loop()
@@ -217,6 +219,15 @@ def _install_handler(worker: Any) -> None:
 
     worker.handlers["labcluster_actor_call"] = labcluster_actor_call
 
+    def labcluster_actor_cancel(actor: str = "", keys: tuple[str, ...] = ()) -> None:
+        hosted = _HOSTED.get(actor)
+        if hosted is not None:
+            if len(hosted.cancelled) > 10_000:  # keys of calls that had finished already: never looked at again
+                hosted.cancelled.clear()
+            hosted.cancelled.update(keys)
+
+    worker.handlers["labcluster_actor_cancel"] = labcluster_actor_cancel
+
 
 def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Top-level ObjectRef arguments arrive as values (Ray's rule, as for tasks)."""
@@ -233,8 +244,19 @@ def _enter(worker: Any, hosted: _Hosted) -> None:
     current_actor.set(hosted.actor_id)
 
 
+class _Cancelled(Exception):
+    """The call was cancelled before it started."""
+
+
+def _check_cancelled(hosted: _Hosted, key: str) -> None:
+    if key in hosted.cancelled:
+        hosted.cancelled.discard(key)
+        raise _Cancelled(key)
+
+
 def _run(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float],
-         fetched: concurrent.futures.Future[Any] | None, origin: str | None, function: str) -> Any:
+         fetched: concurrent.futures.Future[Any] | None, origin: str | None, function: str, key: str) -> Any:
+    _check_cancelled(hosted, key)  # its turn came after its caller cancelled it
     args, kwargs = fetched.result() if fetched is not None else _resolve_refs(*payload)
     timing["thread"], timing["started"] = threading.get_ident(), time()  # the method's own time, not the fetch
     try:
@@ -245,7 +267,9 @@ def _run(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float],
 
 
 async def _run_async(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float],
-                     fetched: concurrent.futures.Future[Any] | None, origin: str | None, function: str) -> Any:
+                     fetched: concurrent.futures.Future[Any] | None, origin: str | None, function: str,
+                     key: str) -> Any:
+    _check_cancelled(hosted, key)
     args, kwargs = await asyncio.wrap_future(fetched) if fetched is not None else _resolve_refs(*payload)
     timing["thread"], timing["started"] = threading.get_ident(), time()
     try:
@@ -268,13 +292,15 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     await hosted.turn(caller, seq)  # start calls from one caller in the order they were made
     if hosted.is_async:
         running = asyncio.wrap_future(hosted.on_loop(lambda: _run_async(hosted, method, payload, timing, fetched,
-                                                                         origin, function)))
+                                                                         origin, function, key)))
     else:
         running = asyncio.get_running_loop().run_in_executor(hosted.executor, _run, hosted, method, payload, timing,
-                                                             fetched, origin, function)
+                                                             fetched, origin, function, key)
     hosted.started(caller, seq)
     try:
         result = box(await running)
+    except _Cancelled:
+        return {"status": "cancelled"}
     except Exception as e:
         error = task_error(function, e, worker, format_remote(e, hosted.source))
         if hosted.recorded:

@@ -21,6 +21,8 @@ and sending method calls to it over Dask's RPC from the caller's event loop, so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import html
 import inspect
 import threading
@@ -36,7 +38,7 @@ from distributed.protocol.serialize import to_serialize
 
 from .. import config
 from ..dask_internals import register_worker_data, worker_rpc
-from ..exceptions import ActorDiedError
+from ..exceptions import ActorDiedError, TaskCancelledError
 from ..scheduler.protocol import ROLE_ACTOR
 from ..text import plural
 from . import scopes, serialization
@@ -254,6 +256,8 @@ class ActorMethod:
         caller.started(h._actor_id)
         loop = client.loop
         assert loop is not None, "the client has no event loop (closed?)"
+        for part in (outcome, *parts):  # lc.cancel of any of them: the call does not start if it has not yet
+            part.on_cancel = functools.partial(loop.add_callback, _cancel_call, caller, h._actor_id, key)
         loop.add_callback(_call, caller, h._actor_id, self._name, (args, kwargs), outcome, parts, function,
                           h._max_task_retries, current_stage(), scopes.origin(str(client.id)))
         refs = [ObjectRef(None, function, call=p) for p in parts] if parts else [ObjectRef(None, function,
@@ -357,6 +361,15 @@ async def _call(caller: Caller, actor_id: str, method: str, payload: Any, outcom
         _split(caller, outcome, part, i)
 
 
+async def _cancel_call(caller: Caller, actor_id: str, key: str) -> None:
+    """Tell the actor's worker not to start the call ``key`` (one running already finishes)."""
+    route = caller.routes.get(actor_id)
+    if route is None:  # not sent yet, or the actor is gone: the call's own outcome says it was cancelled
+        return
+    with contextlib.suppress(Exception):
+        await worker_rpc(caller.session.client, route.address).labcluster_actor_cancel(actor=actor_id, keys=[key])
+
+
 def _split(caller: Caller, whole: CallOutcome, part: CallOutcome, index: int) -> None:
     """Item ``index`` of a call with ``num_returns > 1`` (``@lc.method(num_returns=...)``)."""
     if whole.error is not None:
@@ -408,6 +421,8 @@ async def _call_actor(caller: Caller, actor_id: str, method: str, payload: Any, 
         return {"future": future}
     if response["status"] == "error":
         return {"error": response["exception"]}
+    if response["status"] == "cancelled":  # lc.cancel reached the actor before the call started
+        return {"error": TaskCancelledError(key)}
     state = await acall(client, "actor_get", actor_id=actor_id) or {}
     return {"error": ActorDiedError(actor_id, state.get("error") or "it is not running (killed, or it restarted "
                                                                    "and calls in flight were not resent)")}

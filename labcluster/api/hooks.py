@@ -25,6 +25,11 @@ def on_driver_session(callback: Callable[[Any], None]) -> None:
         callback(session)
 
 
+def remove_driver_session_callback(callback: Callable[[Any], None]) -> None:
+    if callback in _on_open:
+        _on_open.remove(callback)
+
+
 def session_opened(session: Any) -> None:
     for callback in list(_on_open):
         callback(session)

@@ -170,7 +170,9 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     session = current_session()
     session.part(fetching.Cancelled).add(ref.key)
     call = ref._call
-    if call is not None and call.future is None:  # an actor call: it runs on; its result is dropped
+    if call is not None and call.future is None:  # an actor call: one not started yet never starts; a running one
+        if call.on_cancel is not None:            # runs on, and its result is dropped
+            call.on_cancel()
         call.client.loop.add_callback(call.finish, error=TaskCancelledError(ref.key))
         return
     session.client.cancel([ref.future], force=force)

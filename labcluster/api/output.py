@@ -29,7 +29,7 @@ from .. import config
 from ..cluster.worker_process import process_worker
 from ..scheduler.protocol import ORIGIN
 from ..text import plural
-from .scopes import output_topic
+from .scopes import inheriting, output_topic
 
 #: the capture of the task running in this thread or coroutine (None: its output is not routed)
 _capture: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar("labcluster_output", default=None)
@@ -91,12 +91,14 @@ class _Capture:
             dropped, self.dropped = self.dropped, 0
             if chunks or dropped:
                 self.sent_at = time.monotonic()
-        if dropped and not chunks:
-            chunks = [("stderr", "")]
-        for i, (stream, text) in enumerate(chunks):  # the count of dropped lines rides on the last
-            self.worker.log_event(self.topic, {"scope": self.scope, "task": self.task, "worker": str(self.worker.name),
-                                               "stream": stream, "text": text,
-                                               "dropped": dropped if i == len(chunks) - 1 else 0})
+            if dropped and not chunks:
+                chunks = [("stderr", "")]
+            # under the lock: the task's thread and the flusher never send two chunks out of order (log_event only
+            # queues the message on the worker's stream)
+            for i, (stream, text) in enumerate(chunks):  # the count of dropped lines rides on the last
+                self.worker.log_event(self.topic, {"scope": self.scope, "task": self.task,
+                                                   "worker": str(self.worker.name), "stream": stream, "text": text,
+                                                   "dropped": dropped if i == len(chunks) - 1 else 0})
 
 
 class _Router(io.TextIOBase):
@@ -146,7 +148,8 @@ def _flush_quiet() -> None:
         time.sleep(interval)
         for capture in list(_active):
             if capture.chunks or capture.dropped:
-                capture.flush()
+                with contextlib.suppress(Exception):  # one bad flush must not stop every later one
+                    capture.flush()
 
 
 @contextlib.contextmanager
@@ -163,7 +166,8 @@ def routed(origin: str | None, task: str) -> Iterator[None]:
     token = _capture.set(capture)
     _active.add(capture)
     try:
-        yield
+        with inheriting(origin):  # the tasks it starts print to the same cell
+            yield
     finally:
         _capture.reset(token)
         _active.discard(capture)

@@ -48,11 +48,13 @@ class CallOutcome:
     ``future`` is set when the call finishes).
     """
 
-    __slots__ = ("_callbacks", "_lock", "_waiters", "client", "done", "error", "future", "key", "value")
+    __slots__ = ("_callbacks", "_lock", "_waiters", "client", "done", "error", "future", "key", "on_cancel", "value")
 
     def __init__(self, client: Any, key: str) -> None:
         self.client = client
         self.key = key
+        #: tells the actor's worker not to start the call (``lc.cancel``); None: nothing to tell
+        self.on_cancel: Callable[[], None] | None = None
         self.done = threading.Event()
         #: ``(value,)`` for a result that came back inside the reply
         self.value: tuple[Any] | None = None

@@ -94,7 +94,7 @@ class WorkScope:
         self.cancelled = True
         parts = [plural(tasks, "task")] if tasks else []
         if calls:
-            parts.append(plural(calls, "actor call"))
+            parts.append(plural(calls, "actor call") + " (one already running finishes)")
         if runs:
             parts.append(plural(len(runs), "dataset execution"))
         return ", ".join(parts) if parts else None
@@ -158,10 +158,25 @@ def started_execution(execution: Stoppable) -> None:
         scope.started_execution(execution)
 
 
+#: on a worker: the origin of the task (or actor call) running here, which the tasks it starts inherit
+_inherited: contextvars.ContextVar[str | None] = contextvars.ContextVar("labcluster_inherited_origin", default=None)
+
+
 def origin(client_id: str) -> str | None:
-    """What a task the client ``client_id`` starts now carries as its origin (None: no scope wants its output)."""
+    """What a task the client ``client_id`` starts now carries as its origin (None: no scope wants its output).
+    Inside a task that has one, the task's own: what a nested task prints goes to the same cell."""
     scope = _current.get()
-    return scope.origin(client_id) if scope is not None else None
+    return scope.origin(client_id) if scope is not None else _inherited.get()
+
+
+@contextlib.contextmanager
+def inheriting(origin: str | None) -> Iterator[None]:
+    """Tasks started inside the block carry ``origin`` (set around a task's run on its worker)."""
+    token = _inherited.set(origin)
+    try:
+        yield
+    finally:
+        _inherited.reset(token)
 
 
 def output_topic(client_id: str) -> str:
@@ -176,7 +191,7 @@ def interrupted() -> str | None:
     if scope is None or not _cancel_on_interrupt.get():
         return None
     cancelled = scope.cancel()
-    where = scope.label
-    return (f"cancelled what {where} started: {cancelled}; the cluster keeps running" if cancelled
-            else f"nothing {where} started was still running; the cluster keeps running")
+    # nothing of this scope's was running (the wait was on an earlier cell's work): the caller's own words say
+    # what keeps running and how to stop it
+    return f"cancelled what {scope.label} started: {cancelled}; the cluster keeps running" if cancelled else None
 

@@ -136,3 +136,53 @@ def workers_html(workers: Sequence[WorkerInfo]) -> str:
                  f"<code>{html.escape(w.address)}</code>"]
         body.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+LIVE_STYLE = ("<style>.lc-w table{border-collapse:collapse;font-size:12px}.lc-w td,.lc-w th{padding:2px 8px;"
+          "text-align:left;border-bottom:1px solid #ddd}.lc-w .sim{color:#b35900}.lc-w .bar{display:inline-block;"
+          "height:8px;background:#4a90d9;vertical-align:middle}</style>")
+
+
+def _bar(fraction: float, width: int = 60) -> str:
+    f = max(0.0, min(1.0, fraction))
+    return (f"<span class='bar' style='width:{int(f * width)}px'></span>"
+            f"<span class='bar' style='width:{width - int(f * width)}px;background:#e6e6e6'></span>")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def live_html(session: Any) -> str:
+    """A session's workers now, one row each: group, CPU slots, GPU (simulated ones marked), CPU and memory use as
+    bars (the cluster widget's body, and ``lc.dashboard("resources")``'s snapshot). Needs ``LIVE_STYLE`` once on
+    the page."""
+    if session.closed:
+        return "<div class='lc-w'><em>stopped</em> (the session was shut down)</div>"
+    try:
+        info = session.client.scheduler_info(n_workers=-1)
+        workers = session.workers()
+    except Exception as e:
+        return f"<div class='lc-w'><em>unreachable</em>: {html.escape(str(e))}</div>"
+    metrics = {str(v.get("name")): v.get("metrics", {}) for v in info.get("workers", {}).values()}
+    rows = []
+    for wk in workers:
+        m = metrics.get(wk.name, {})
+        cpu = float(m.get("cpu", 0.0)) / 100.0
+        mem = float(m.get("memory", 0))
+        limit = float(wk.memory_limit or 0)
+        gpu = html.escape(wk.gpu_label)
+        if wk.simulated:
+            gpu = f"<span class='sim' title='a GPU slot without a device: scheduling only'>{gpu}</span>"
+        cpus = wk.resources.get("CPU", 0)
+        rows.append(f"<tr><td>{html.escape(wk.group)}</td><td>{html.escape(wk.name)}</td><td>{cpus:g}</td>"
+                    f"<td>{gpu}</td><td>{_bar(cpu)} {cpu:.0%}</td>"
+                    f"<td>{_bar(mem / limit if limit else 0)} {_gib(mem)}"
+                    f"{' / ' + _gib(limit) if limit else ''}</td></tr>")
+    total = shown(total_resources(workers))
+    res = ", ".join(f"{k} {v:g}" for k, v in sorted(total.items()) if k != "memory")
+    sim = sum(1 for wk in workers if wk.simulated)
+    note = f" &middot; <span class='sim'>{sim} simulated GPU{'s' if sim != 1 else ''}</span>" if sim else ""
+    return (f"<div class='lc-w'>{len(workers)} workers &middot; {html.escape(res)}{note}<table><tr><th>group</th>"
+            f"<th>worker</th><th>CPU slots</th><th>GPU</th><th>CPU use</th><th>memory</th></tr>{''.join(rows)}"
+            f"</table></div>")

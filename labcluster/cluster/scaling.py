@@ -49,13 +49,14 @@ class Scaler:
         removed = sorted(current - names)
         added = sorted(names - current, key=lambda s: int(s.rpartition("-")[2]))
         if removed:
+            self._refuse_holders(removed, group, n, old)
             # graceful: their results move to the workers left first, and the user hears no "worker died"
             scheduler = self.cluster.scheduler
             scheduler.extensions["labcluster"].retiring(removed)
             await scheduler.retire_workers(names=removed, close_workers=False, remove=False)
         for name in removed:
             del spec[name]
-        self.cluster.scheduler.extensions["labcluster"].retired.difference_update(added)  # back: a death is news
+        self.cluster.scheduler.extensions["labcluster"].retiring(added, on=False)  # back: a death is news again
         for name in added:
             opts = worker_options(new, int(name.rpartition("-")[2]), self.host or "127.0.0.1", self.processes,
                                   stream_interval=self.stream_interval, memory_limit=limits[group])
@@ -65,6 +66,17 @@ class Scaler:
         self.cluster.scale(len(spec))  # Dask's own reconciliation: starts and retires Nannies to match the spec
         await self._settled(set(added), set(removed), timeout)
         return {"group": group, "added": added, "removed": removed, "workers": n}
+
+    def _refuse_holders(self, removed: list[str], group: str, n: int, old: WorkerGroup) -> None:
+        """Scaling down never takes an actor or a placement-group bundle along silently: it says which, and how to
+        let them go first."""
+        extension = self.cluster.scheduler.extensions["labcluster"]
+        busy = sorted(str(ws.name) for ws in extension.holders.held_by_worker() if str(ws.name) in removed)
+        if busy:
+            self.groups[group] = old  # nothing changed
+            raise ValueError(f"cannot retire {', '.join(busy)}: it holds actors or placement-group bundles; "
+                             f"lc.kill those actors (lc.list_actors() shows where each runs) or remove the groups "
+                             f"first, or scale {group!r} to more than {n}")
 
     async def _settled(self, added: set[str], removed: set[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout

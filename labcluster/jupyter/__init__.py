@@ -26,6 +26,8 @@ def load_ipython_extension(shell: Any) -> None:
     shell.register_magics(LabclusterMagics)
     work = CellWork(shell)
     work.register()
+    # loaded by a cell (import labcluster, %load_ext): that cell is a cell like the others from here on
+    work.pre_run_cell()
     _LOADED[id(shell)] = work
     if getattr(shell, "kernel", None) is not None:  # a front end that can show widgets (or their HTML fallback)
         _install_bars()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..api import output, scopes
-from ..api.hooks import on_driver_session
+from ..api.hooks import on_driver_session, remove_driver_session_callback
 
 #: cells whose late output still finds its way (older cells' output goes to the current cell, marked)
 _KEEP_CELLS = 200
@@ -55,9 +55,14 @@ class CellWork:
         for name, fn in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
             with contextlib.suppress(ValueError):
                 self.shell.events.unregister(name, fn)
+        remove_driver_session_callback(self.listen)
+        self._leave()  # unloaded inside a cell: that cell's scope ends here, not never
 
     def pre_run_cell(self, info: Any = None) -> None:
-        number = int(getattr(self.shell, "execution_count", 0) or 0)
+        self._leave()  # a scope opened outside any cell (the extension loaded at start-up) ends here
+        # IPython counts the cell before this hook runs: the cell is In[execution_count - 1]
+        stored = getattr(info, "store_history", True)
+        number = int(getattr(self.shell, "execution_count", 1) or 1) - (1 if stored else 0)
         scope = scopes.WorkScope(f"cell [{number}]", collect_output=True)
         parent = self._parent()
         cell = _Cell(scope, parent, number)
@@ -68,7 +73,7 @@ class CellWork:
         self.current = cell
         self.tokens = scopes.enter(scope)
 
-    def post_run_cell(self, result: Any = None) -> None:
+    def _leave(self) -> _Cell | None:
         cell, tokens = self.current, self.tokens
         self.current = self.tokens = None
         if tokens is not None:
@@ -76,6 +81,10 @@ class CellWork:
                 scopes.leave(tokens)
             except ValueError:  # the cell ran in another context than the hook (an async cell): nothing to undo
                 scopes.enter(None)
+        return cell
+
+    def post_run_cell(self, result: Any = None) -> None:
+        cell = self._leave()
         error = getattr(result, "error_in_exec", None)
         if cell is not None and isinstance(error, KeyboardInterrupt):
             cancelled = cell.scope.cancel()

@@ -15,6 +15,7 @@ IPython's ``UsageError``. Each error names the bad argument and the fix; ``--hel
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 from collections.abc import Sequence
@@ -95,7 +96,7 @@ class ClusterCommand:
 
     def options(self) -> dict[str, Any]:
         """``lc.init`` keywords for ``start``."""
-        from ..cluster.groups import WorkerGroup, default_groups
+        from ..cluster.groups import default_groups
 
         kwargs: dict[str, Any] = {}
         if self.gpus.startswith("sim:"):
@@ -107,8 +108,7 @@ class ClusterCommand:
         n = self.workers or 1
         threads = self.threads or max(1, (os.cpu_count() or 1) // n)
         groups = default_groups(num_cpus=threads, resources=self.resources, **kwargs)
-        cpu = groups[0]
-        groups[0] = WorkerGroup(cpu.name, n=n, nthreads=cpu.nthreads, resources=dict(cpu.resources))
+        groups[0] = dataclasses.replace(groups[0], n=n)
         return {"workers": groups}
 
 
@@ -162,7 +162,7 @@ def parse_cluster(line: str) -> ClusterCommand:
         a = p.parse_args(rest)
         return ClusterCommand("connect", address=a.address)
     if action == "scale":
-        p.add_argument("args", nargs="+")
+        p.add_argument("args", nargs="+", metavar="[GROUP] N")
         a = p.parse_args(rest)
         if len(a.args) > 2:
             p.error(f"takes [GROUP] N, got {' '.join(a.args)!r}")

@@ -76,9 +76,9 @@ def snapshot(page: str) -> str:
         return lc.timeline_figure()._repr_html_()
     if page == "lineage":  # the tasks by function and state: what the stage view aggregates
         return str(lc.summary()._repr_html_())
-    from .widgets import cluster_html
+    from ..cluster.info import LIVE_STYLE, live_html
 
-    return cluster_html(lc.current_session())
+    return LIVE_STYLE + live_html(lc.current_session())
 
 
 def dashboard(page: str = "resources") -> DashboardView:

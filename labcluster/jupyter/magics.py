@@ -55,7 +55,14 @@ class LabclusterMagics(Magics):
             if lc.is_initialized():
                 raise UsageError(f"%cluster {cmd.action}: this kernel already has a cluster "
                                  f"({lc.current_session().address}); %cluster stop first")
-            session = lc.init(**cmd.options()) if cmd.action == "start" else lc.init(cmd.address)
+            if cmd.action == "start":
+                session = lc.init(**cmd.options())
+            else:
+                try:
+                    session = lc.init(cmd.address)
+                except (OSError, TimeoutError, ValueError, lc.exceptions.ClusterError) as e:
+                    raise UsageError(f"%cluster connect: cannot connect to {cmd.address} ({e}); is a scheduler "
+                                     f"running there? Start one with: labcluster scheduler") from None
             if cmd.name:
                 session.name = cmd.name
             display(ClusterWidget(session))
@@ -65,7 +72,7 @@ class LabclusterMagics(Magics):
             session = _session_or_error("%cluster scale")
             try:
                 print(session.scale(cmd.n, group=cmd.group))
-            except ValueError as e:
+            except (ValueError, TimeoutError) as e:
                 raise UsageError(f"%cluster scale: {e}") from None
         elif cmd.action == "stop":
             if not lc.is_initialized():
@@ -103,21 +110,27 @@ class LabclusterMagics(Magics):
         except SyntaxError as e:
             raise UsageError(f"%%distributed: the cell is not valid Python ({e.msg}, line {e.lineno}); fix it "
                              f"and run it again") from None
-        count = 1 + len(cmd.outputs)
+        # blocking: one task returning (result, *outputs); --no-block: one ref per value, for the namespace
+        count = 1 + len(cmd.outputs) if cmd.outputs and not cmd.block else 1
         task = lc.remote(**cmd.task_options(), num_returns=count)(run_cell)
         try:
-            refs = task.remote(cell, cmd.outputs, **namespace)
+            refs = task.remote(cell, cmd.outputs, namespace)
         except SerializationError as e:
             name, why = unpicklable(namespace) or ("?", e.reason)
-            value = namespace[name].value if name in namespace else None
-            raise SerializationError("this %%distributed cell", f"{name!r} ({type(value).__name__}), which the cell "
-                                     f"reads,", why) from None
-        refs = refs if isinstance(refs, list) else [refs]
+            kind = type(namespace[name]).__name__ if name in namespace else "?"
+            raise SerializationError("this %%distributed cell", f"{name!r} ({kind}), which the cell reads,",
+                                     why) from None
         if not cmd.block:  # refs for everything: the cell's result and each output
+            refs = refs if isinstance(refs, list) else [refs]
             for name, ref in zip(cmd.outputs, refs[1:], strict=True):
                 self._user_ns[name] = ref
             return refs[0]
-        values = lc.get(refs)
-        for name, value in zip(cmd.outputs, values[1:], strict=True):
-            self._user_ns[name] = value
-        return values[0]
+        try:
+            value = lc.get(refs)
+        except KeyboardInterrupt as e:  # the same words (what was cancelled), under the magic's name
+            raise KeyboardInterrupt(str(e).replace("lc.get was", "%%distributed was", 1)) from None
+        if not cmd.outputs:
+            return value
+        for name, item in zip(cmd.outputs, value[1:], strict=True):
+            self._user_ns[name] = item
+        return value[0]

@@ -253,9 +253,13 @@ class LabclusterExtension:
         """Address -> name of every worker this scheduler has seen (those that left too)."""
         return dict(self.names)
 
-    def retiring(self, names: Iterable[str]) -> None:
-        """These workers are being retired on purpose (a group scaled down): their leaving is no news."""
-        self.retired.update(map(str, names))
+    def retiring(self, names: Iterable[str], on: bool = True) -> None:
+        """These workers are being retired on purpose (a group scaled down): their leaving is no news; ``on=False``:
+        they are back (scaled up again), and their death would be news."""
+        if on:
+            self.retired.update(map(str, names))
+        else:
+            self.retired.difference_update(map(str, names))
 
     def keep_workers(self, workers: dict[str, dict[str, float]]) -> None:
         self.kept = {str(name): dict(resources) for name, resources in workers.items()}
