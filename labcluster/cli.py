@@ -20,16 +20,12 @@ from collections.abc import Sequence
 
 
 def _resources(items: Sequence[str]) -> dict[str, float]:
-    out = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            out[name] = float(value)
-        except ValueError:
-            raise SystemExit(f"labcluster worker: --resources takes NAME=NUMBER, got {item!r}") from None
-    return out
+    from .cluster.groups import parse_resources
+
+    try:
+        return parse_resources(items)
+    except ValueError as e:
+        raise SystemExit(f"labcluster worker: {e}") from None
 
 
 def _parser() -> argparse.ArgumentParser:

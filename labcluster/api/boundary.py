@@ -4,7 +4,8 @@ labcluster's own errors (:class:`~labcluster.exceptions.LabclusterError`: an inf
 argument, a failed task, a timeout, a cluster that is gone) are raised deep in the machinery, and each message
 names the problem and the fix. What the user needs is that message under their own line, not the frames in
 between (Ray shows the same). :func:`entry` re-raises such an error from the public function, without those
-frames; IPython and pytest hide the public function's own frame too (``__tracebackhide__``). Other exceptions
+frames; pytest hides the public function's own frame too (``__tracebackhide__``), IPython shows it as the one
+last frame (it never hides the frame that raised). Other exceptions
 (a bug of ours) keep their whole traceback.
 
 A blocking call that is interrupted (Jupyter's interrupt, Ctrl-C) raises a short ``KeyboardInterrupt`` that says

@@ -206,3 +206,23 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def parse_resources(pairs: Sequence[str]) -> dict[str, float]:
+    """``["special=2", "disk=1"]`` -> ``{"special": 2.0, "disk": 1.0}`` (the CLI's and ``%cluster``'s
+    ``--resources``); a malformed pair raises ValueError saying what works.
+
+    >>> parse_resources(["special=2"])
+    {'special': 2.0}
+    """
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--resources takes NAME=NUMBER pairs, got {pair!r}; e.g. --resources special=2 "
+                             f"disk=1") from None
+    return out

@@ -59,17 +59,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _resources(pairs: Sequence[str], magic: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            out[name] = float(value)
-        except ValueError:
-            raise MagicArgumentError(f"{magic}: --resources takes NAME=NUMBER pairs, got {pair!r}; e.g. "
-                                     f"--resources special=2 disk=1") from None
-    return out
+    from ..cluster.groups import parse_resources
+
+    try:
+        return parse_resources(pairs)
+    except ValueError as e:
+        raise MagicArgumentError(f"{magic}: {e}") from None
 
 
 def _split(line: str, magic: str) -> list[str]:
@@ -112,18 +107,22 @@ class ClusterCommand:
         return {"workers": groups}
 
 
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise ValueError
-    return n
+def _number(cast: type, minimum: float, label: str) -> Any:
+    """An argparse type: ``cast(value)`` of at least ``minimum``; argparse names ``label`` in its message."""
+
+    def parse(value: str) -> Any:
+        n = cast(value)
+        if n < minimum:
+            raise ValueError
+        return n
+
+    parse.__name__ = label
+    return parse
 
 
-def _count(value: str) -> int:
-    n = int(value)
-    if n < 0:
-        raise ValueError
-    return n
+_positive = _number(int, 1, "positive int")
+_count = _number(int, 0, "count (0 or more)")
+_amount = _number(float, 0, "number (0 or more)")
 
 
 def _gpus(value: str) -> str:
@@ -132,8 +131,6 @@ def _gpus(value: str) -> str:
     raise ValueError
 
 
-_positive.__name__ = "positive int"  # argparse names the type in its message
-_count.__name__ = "count (0 or more)"
 _gpus.__name__ = "auto, N or sim:N"
 
 
@@ -204,14 +201,6 @@ class CellCommand:
         return out
 
 
-def _amount(value: str) -> float:
-    n = float(value)
-    if n < 0:
-        raise ValueError
-    return n
-
-
-_amount.__name__ = "number (0 or more)"
 
 
 def parse_cell(line: str) -> CellCommand:

@@ -6,7 +6,8 @@ traceback) and calls labcluster's public API.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -34,19 +35,27 @@ def _session_or_error(what: str) -> lc.Session:
     return lc.current_session()
 
 
+T = TypeVar("T")
+
+
+def _parsed(line: str, parse: Callable[[str], T], usage: str) -> T | None:
+    """A magic's line parsed, or None after printing the usage for ``--help``; a bad line is a UsageError."""
+    if wants_help(line):
+        print(usage)
+        return None
+    try:
+        return parse(line)
+    except MagicArgumentError as e:
+        raise UsageError(str(e)) from None
+
+
 @magics_class
 class LabclusterMagics(Magics):
     @line_magic
     def cluster(self, line: str) -> Any:
         """Start, connect to, show, scale and stop the kernel's cluster: ``%cluster --help``."""
-        if wants_help(line):
-            print(CLUSTER_USAGE)
-            return None
-        try:
-            cmd = parse_cluster(line)
-        except MagicArgumentError as e:
-            raise UsageError(str(e)) from None
-        return self.run_cluster(cmd)
+        cmd = _parsed(line, parse_cluster, CLUSTER_USAGE)
+        return None if cmd is None else self.run_cluster(cmd)
 
     def run_cluster(self, cmd: ClusterCommand) -> Any:
         from .widgets import ClusterWidget
@@ -97,13 +106,9 @@ class LabclusterMagics(Magics):
     @cell_magic
     def distributed(self, line: str, cell: str) -> Any:
         """Run the cell on the cluster as one task: ``%%distributed --help``."""
-        if wants_help(line):
-            print(CELL_USAGE)
+        cmd = _parsed(line, parse_cell, CELL_USAGE)
+        if cmd is None:
             return None
-        try:
-            cmd = parse_cell(line)
-        except MagicArgumentError as e:
-            raise UsageError(str(e)) from None
         _session_or_error("%%distributed")
         try:
             namespace = namespace_for(cell, self._user_ns)
