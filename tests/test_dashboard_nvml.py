@@ -245,11 +245,6 @@ def test_one_device_named_by_two_workers_is_one_row(cluster: lc.Session) -> None
     assert lc.cluster_resources()["GPU"] == 2.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "labcluster's workers never send distributed's 'gpu' metric or 'gpu' start-up information, which "
-    "labcluster/dashboards/state.py reads: cluster/spec.py passes metrics={'labcluster': ...} (replacing "
-    "DEFAULT_METRICS), and distributed registers both only once NVML is initialised, after a Worker copied them; "
-    "the page shows 'no reading' on real GPUs"))
 @pytest.mark.parametrize(("utilization", "used"), [
     pytest.param(37, 20 * GIB, id="busy"),
     pytest.param(81, 64 * GIB, id="busier"),

@@ -35,6 +35,22 @@ def describe_worker(worker: Worker, group: str, gpu_mode: GPUMode, gpu_ids: list
             "pid": os.getpid()}
 
 
+def dask_gpu_readings(worker: Worker) -> dict[str, Any]:
+    """distributed's ``gpu`` worker metric (utilisation %, memory used) of this worker's device, sent with every
+    heartbeat (the resources page reads it). distributed adds it to ``DEFAULT_METRICS`` only once NVML is
+    initialised in the worker process, after a Worker copied its metrics, and ``metrics=`` replaces those anyway."""
+    from distributed.diagnostics import nvml as dask_nvml
+
+    return dict(dask_nvml.real_time())
+
+
+def dask_gpu_facts(worker: Worker) -> dict[str, Any]:
+    """distributed's ``gpu`` start-up information (device name, memory total), for the same reason."""
+    from distributed.diagnostics import nvml as dask_nvml
+
+    return dict(dask_nvml.one_time())
+
+
 def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = True,
                    prefix: str = "", stream_interval: float | None = None,
                    memory_limit: Any = None) -> dict[str, Any]:
@@ -59,7 +75,8 @@ def worker_options(group: WorkerGroup, index: int, host: str, processes: bool = 
         "resources": {**({"CPU": group.nthreads} if mode == "none" else {}), **group.resources},
         "memory_limit": group.memory_limit if memory_limit is None else memory_limit,
         "host": host,
-        "metrics": {WORKER_INFO: metric},
+        "metrics": {WORKER_INFO: metric, **({"gpu": dask_gpu_readings} if mode == "nvml" else {})},
+        **({"startup_information": {"gpu": dask_gpu_facts}} if mode == "nvml" else {}),
         "plugins": (LabclusterWorkerPlugin(stream_interval),),
     }
     if processes:
