@@ -55,12 +55,15 @@ class Browser:
         self.tabs = [self.browser.new_page(viewport={"width": 1200, "height": 900}) for _ in PAGES]
         self.base = base
 
-    def watch(self, on: bool) -> None:
+    def watch(self, on: bool) -> float:
+        """Open (or blank) the four pages; returns how long it took (the pages are live when it returns)."""
+        t = time.perf_counter()
         for tab, page in zip(self.tabs, PAGES, strict=True):
-            tab.goto(f"{self.base}/individual-labcluster-{page}" if on else "about:blank", timeout=30_000)
+            tab.goto(f"{self.base}/individual-labcluster-{page}" if on else "about:blank", timeout=120_000)
         if on:  # the documents are live (their websockets open) before the batch starts
             for tab in self.tabs:
-                tab.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=30_000)
+                tab.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=120_000)
+        return time.perf_counter() - t
 
     def close(self) -> None:
         self.browser.close()
@@ -82,11 +85,12 @@ def paired(rounds: int) -> dict[str, Any]:
         order: list[tuple[str, float]] = []
         for i in range(rounds):
             for mode in ("watched", "unwatched") if i % 2 == 0 else ("unwatched", "watched"):
-                browser.watch(mode == "watched")
+                opened = browser.watch(mode == "watched")
                 rate = _batch(session, fn, progress=mode == "watched")
                 runs[mode].append(rate)
                 order.append((mode, rate))
-                print(f"  round {i + 1}: {mode:9} {rate:,.0f} tasks/s", file=sys.stderr)
+                print(f"  round {i + 1}: {mode:9} {rate:,.0f} tasks/s (pages {'opened' if mode == 'watched' else 'blanked'}"
+                      f" in {opened:.1f} s)", file=sys.stderr)
         ratios = [a / b for a, b in zip(runs["watched"], runs["unwatched"], strict=True)]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
         same = [1 - b / a for (m1, a), (m2, b) in itertools.pairwise(order) if m1 == m2]

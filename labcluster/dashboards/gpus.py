@@ -22,7 +22,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .state import GIB, Device, devices, workers
+from .state import GIB, Device, devices, replace_data, workers
 
 _NO_DEVICE = "(no real GPU)"
 
@@ -128,4 +128,4 @@ class GPUDevices:
         if list(self.devices.factors) != labels:
             self.devices.factors = labels
         self.gib.end = max([1.0, *data["total"]]) * 1.35
-        self.source.data = data
+        replace_data(self.source, data)

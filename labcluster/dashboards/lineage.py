@@ -28,7 +28,7 @@ from typing import Any
 from .. import config
 from ..diagnostics.graph_svg import layers
 from ..diagnostics.record_store import OPEN_SET
-from .state import departures, missing_extension_text, records
+from .state import departures, missing_extension_text, records, replace_data
 
 #: read at most this many new rows per update: a bigger burst (or a page opened late) is read over several updates,
 #: so one update never holds the scheduler's event loop for long
@@ -266,8 +266,8 @@ class LineageGraph:
         xs, ys = nodes["x"] or [0.0], nodes["y"] or [0.0]
         self.x_range.start, self.x_range.end = min(xs) - 0.5, max(xs) + (1.5 if not task_view else 0.5)
         self.y_range.start, self.y_range.end = min(ys) - 0.8, max(ys) + 0.8
-        self.source.data = nodes
-        self.edge_source.data = edges
+        replace_data(self.source, nodes)
+        replace_data(self.edge_source, edges)
         left_out = max(0, tasks - self.threshold) if task_view else 0
         dropped = f" &middot; {store.dropped} oldest records dropped" if store.dropped else ""
         view = (f"the newest {len(nodes['name'])} tasks" + (f" ({left_out} older not drawn)" if left_out else "")

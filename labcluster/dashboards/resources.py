@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .state import GIB, WorkerView, slot_label, workers
+from .state import GIB, WorkerView, replace_data, slot_label, workers
 
 #: colours per resource kind; custom resources take the next ones in turn
 _KIND_COLORS = {"CPU": "#1f77b4", "GPU": "#2ca02c"}
@@ -113,7 +113,7 @@ class WorkerLoad:
             self.workers.factors = names
         self.cpu_range.end = max([100.0, *[c * 1.15 for c in data["cpu"]]])
         self.memory_range.end = max([1.0, *[m * 1.3 for m in data["limit"]], *[m * 1.3 for m in data["memory"]]])
-        self.source.data = data
+        replace_data(self.source, data)
 
 
 class ResourceSlots:
@@ -149,4 +149,4 @@ class ResourceSlots:
             self.labels.factors = labels
             self.figure.height = max(180, 34 * len(labels) + 90)
         self.slots.end = max([1.0, *data["total"]]) * 1.25  # room for the "1 / 2" labels
-        self.source.data = data
+        replace_data(self.source, data)

@@ -5,8 +5,11 @@ records (``labcluster/diagnostics/recorder.py``) on the scheduler, as ``lc.timel
 update reads only the rows recorded since the last one (the store's monotonic index), and looks again at the rows
 that were still running. A bar is coloured by its stage (``with lc.stage(...)``) where it has one, else by its
 function; a failed attempt is outlined red and cross-hatched and a reconstruction outlined black, with the same
-colours as ``lc.timeline_figure`` (``diagnostics/timeline.py``). The x axis is seconds before now, so bars drift
-left and leave after ``labcluster.dashboard.timeline-window``; the newest ``timeline-max-bars`` are drawn.
+colours as ``lc.timeline_figure`` (``diagnostics/timeline.py``). The axis reads seconds before now: bars drift left
+and leave after ``labcluster.dashboard.timeline-window``; the newest ``timeline-max-bars`` are kept. Each update
+sends the browser only the bars that finished since the last one (``ColumnDataSource.stream`` with a rollover) and
+moves the visible range: bars sit at fixed times, so neither side redoes the bars it has (resending every bar
+twice a second kept a browser core and a half busy on this page alone).
 
 Lanes are ``<worker> / thread <n>``, numbered per worker in the order its threads first ran something: a lane keeps
 its place while the window slides (packing bars into as few rows as possible, as ``lc.timeline`` does for a
@@ -63,7 +66,14 @@ class TaskTimeline:
     def __init__(self, scheduler: Any, window: float | None = None, max_bars: int | None = None,
                  **kwargs: Any) -> None:
         from bokeh.layouts import column
-        from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
+        from bokeh.models import (
+            ColumnDataSource,
+            CustomJSTickFormatter,
+            FactorRange,
+            FixedTicker,
+            HoverTool,
+            Range1d,
+        )
         from bokeh.models.widgets import Div
         from bokeh.plotting import figure
 
@@ -75,11 +85,14 @@ class TaskTimeline:
         self._next = -1  # the index of the next row to read; -1: start from the rows of the last window
         self._open: dict[int, None] = {}  # rows that were still running when read (insertion-ordered set)
         self._ran: deque[dict[str, Any]] = deque(maxlen=self.max_bars)  # finished rows, oldest first
+        self._fresh: list[dict[str, Any]] = []  # finished since the last update: what the browser has not got
+        self._origin = time()  # bars sit at seconds since this moment; the range follows now
         self.source = ColumnDataSource({c: [] for c in COLUMNS})
         self.summary = Div(text="", styles={"font-size": "13px"})
         self.lane_range = FactorRange(factors=["(no tasks yet)"])
+        self.x_range = Range1d(start=-self.window, end=0)
         self.figure = figure(title=f"task timeline: the last {self.window:g} s, a lane per worker thread",
-                             y_range=self.lane_range, x_range=Range1d(start=-self.window, end=0),
+                             y_range=self.lane_range, x_range=self.x_range,
                              height=int(kwargs.pop("height", 360)), width=1100,
                              x_axis_label="seconds before now", y_axis_label="worker / thread",
                              tools="xpan,xwheel_zoom,reset,save", **kwargs)
@@ -94,7 +107,41 @@ class TaskTimeline:
         legend.click_policy = "mute"
         self.figure.add_layout(legend, "right")
         self.figure.ygrid.visible = False
+        # bars are at fixed times; the ticks say how long before now (the range's end) each one is
+        self.ticker = FixedTicker(ticks=[])  # round seconds before now, placed at each update
+        self.figure.xaxis.ticker = self.ticker
+        self.figure.xaxis.formatter = CustomJSTickFormatter(args={"r": self.x_range},
+                                                            code="return String(Math.round(tick - r.end))")
         self.root = column(self.summary, self.figure, sizing_mode="stretch_width")
+
+    def _bars(self, rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, list[Any]]:
+        """The bars of ``rows``, at seconds since the page's origin."""
+        data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
+        thinnest = self.window * 2 / 1000  # about two pixels
+        for r in rows:
+            worker = str(r.get("worker") or "?")
+            name = names.get(worker) or worker.removeprefix("tcp://")
+            group = str(r.get("stage") or r.get("function") or "?")
+            failed = r.get("state") == "erred"
+            color = self._color(group)
+            left = float(r["started"]) - self._origin
+            data["left"].append(left)
+            data["right"].append(max(float(r["finished"]) - self._origin, left + thinnest))
+            data["lane"].append(self.lanes.lane(name, r.get("thread")))
+            data["group"].append(group)
+            data["color"].append(color)
+            data["outline"].append(FAILED if failed else RECONSTRUCTED if r.get("reconstruction") else color)
+            data["line_width"].append(2.5 if failed or r.get("reconstruction") else 0.5)
+            data["hatch"].append("x" if failed else " ")
+            data["key"].append(str(r["key"]))
+            data["function"].append(str(r.get("function") or ""))
+            data["stage"].append(str(r.get("stage") or "-"))
+            data["worker"].append(name)
+            data["ms"].append(f"{(float(r['finished']) - float(r['started'])) * 1e3:.2f}")
+            data["attempt"].append(int(r.get("attempt") or 1))
+            data["state"].append(str(r.get("state")))
+            data["kind"].append(str(r.get("kind") or "task"))
+        return data
 
     def _color(self, group: str) -> str:
         color = self._colors.get(group)
@@ -120,6 +167,7 @@ class TaskTimeline:
             elif (row.get("started") is not None and row.get("finished") is not None
                   and float(row["finished"]) >= now - self.window):
                 self._ran.append(row)
+                self._fresh.append(row)
 
     def update(self) -> None:
         plugin = records(self.scheduler)
@@ -133,41 +181,23 @@ class TaskTimeline:
         while self._ran and float(self._ran[0]["finished"]) < now - self.window - 60:
             self._ran.popleft()  # long gone from the window (rows arrive roughly in finishing order)
         names = worker_names(self.scheduler)
-        data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
-        thinnest = self.window * 2 / 1000  # about two pixels
-        for r in self._ran:
-            finished = float(r["finished"]) - now
-            if finished < -self.window:
-                continue
-            worker = str(r.get("worker") or "?")
-            name = names.get(worker) or worker.removeprefix("tcp://")
-            group = str(r.get("stage") or r.get("function") or "?")
-            failed = r.get("state") == "erred"
-            color = self._color(group)
-            left = float(r["started"]) - now
-            data["left"].append(left)
-            data["right"].append(max(finished, left + thinnest))
-            data["lane"].append(self.lanes.lane(name, r.get("thread")))
-            data["group"].append(group)
-            data["color"].append(color)
-            data["outline"].append(FAILED if failed else RECONSTRUCTED if r.get("reconstruction") else color)
-            data["line_width"].append(2.5 if failed or r.get("reconstruction") else 0.5)
-            data["hatch"].append("x" if failed else " ")
-            data["key"].append(str(r["key"]))
-            data["function"].append(str(r.get("function") or ""))
-            data["stage"].append(str(r.get("stage") or "-"))
-            data["worker"].append(name)
-            data["ms"].append(f"{(float(r['finished']) - float(r['started'])) * 1e3:.2f}")
-            data["attempt"].append(int(r.get("attempt") or 1))
-            data["state"].append(str(r.get("state")))
-            data["kind"].append(str(r.get("kind") or "task"))
-        lanes = sorted(set(data["lane"]), key=ThreadLanes.order, reverse=True) or ["(no tasks in the window)"]
+        fresh, self._fresh = self._fresh[-self.max_bars:], []
+        data = self._bars(fresh, names)
+        lanes: list[str] = sorted({str(f) for f in self.lane_range.factors} - {"(no tasks yet)"} | set(data["lane"]),
+                                  key=ThreadLanes.order, reverse=True) or ["(no tasks yet)"]
         if list(self.lane_range.factors) != lanes:
             self.lane_range.factors = lanes
             self.figure.height = max(240, 26 * len(lanes) + 120)
-        self.source.data = data
+        if fresh:
+            columns: dict[str, Any] = dict(data)
+            self.source.stream(columns, rollover=self.max_bars)
+        end = now - self._origin
+        self.x_range.start, self.x_range.end = end - self.window, end
+        step = max(1, round(self.window / 5))
+        self.ticker.ticks = [end - k * step for k in range(int(self.window // step) + 1)]
+        shown = sum(1 for r in self._ran if float(r["finished"]) >= now - self.window)
         running = len(self._open)
-        markup = (f"<b>task timeline</b> &middot; {len(data['key'])} finished in the last {self.window:g} s "
+        markup = (f"<b>task timeline</b> &middot; {shown} finished in the last {self.window:g} s "
                   f"&middot; {running} running or waiting &middot; {plugin.store.next_index} recorded in all")
         if self.summary.text != markup:
             self.summary.text = markup
