@@ -4,12 +4,12 @@
 records (``labcluster/diagnostics/recorder.py``) on the scheduler, as ``lc.timeline`` does, but incrementally: each
 update reads only the rows recorded since the last one (the store's monotonic index), and looks again at the rows
 that were still running. A bar is coloured by its stage (``with lc.stage(...)``) where it has one, else by its
-function; a failed attempt is outlined red and cross-hatched and a reconstruction outlined black, with the same
-colours as ``lc.timeline_figure`` (``diagnostics/timeline.py``). The axis reads seconds before now: bars drift left
-and leave after ``labcluster.dashboard.timeline-window``; the newest ``timeline-max-bars`` are kept. Each update
-sends the browser only the bars that finished since the last one (``ColumnDataSource.stream`` with a rollover) and
-moves the visible range: bars sit at fixed times, so neither side redoes the bars it has (resending every bar
-twice a second kept a browser core and a half busy on this page alone).
+function; a failed attempt is outlined red and cross-hatched (a glyph of its own: hatching every bar, even with a
+blank pattern, made the browser redraw 2,000 bars at ~1.5 cores) and a reconstruction outlined black, with the
+same colours as ``lc.timeline_figure`` (``diagnostics/timeline.py``). The axis reads seconds before now: bars drift
+left and leave after ``labcluster.dashboard.timeline-window``; the newest ``timeline-max-bars`` are kept. Each
+update sends the browser only the bars that finished since the last one (``ColumnDataSource.stream`` with a
+rollover) and moves the visible range: bars sit at fixed times, so neither side redoes the bars it has.
 
 Lanes are ``<worker> / thread <n>``, numbered per worker in the order its threads first ran something: a lane keeps
 its place while the window slides (packing bars into as few rows as possible, as ``lc.timeline`` does for a
@@ -37,7 +37,7 @@ READ_LIMIT = 20_000
 #: a palette without red (red marks failures), in the order groups are first seen: a group keeps its colour
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
            "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
-COLUMNS = ("left", "right", "lane", "group", "color", "outline", "line_width", "hatch", "key", "function", "stage",
+COLUMNS = ("left", "right", "lane", "group", "color", "outline", "line_width", "key", "function", "stage",
            "worker", "ms", "attempt", "state", "kind")
 
 
@@ -97,9 +97,14 @@ class TaskTimeline:
                              x_axis_label="seconds before now", y_axis_label="worker / thread",
                              tools="xpan,xwheel_zoom,reset,save", **kwargs)
         bars = self.figure.hbar(y="lane", left="left", right="right", height=0.8, color="color",
-                                line_color="outline", line_width="line_width", hatch_pattern="hatch",
-                                hatch_color=FAILED, hatch_alpha=0.9, legend_field="group", source=self.source)
-        self.figure.add_tools(HoverTool(renderers=[bars], tooltips=[
+                                line_color="outline", line_width="line_width", legend_field="group", source=self.source)
+        # failed attempts, cross-hatched, on top: a glyph of their own (hatching every bar, even with a blank
+        # pattern, made the browser redraw 2,000 bars at ~1.5 cores; failures are few)
+        self.failed_source = ColumnDataSource({("failed_lane" if c == "lane" else c): [] for c in COLUMNS})
+        failed = self.figure.hbar(y="failed_lane", left="left", right="right", height=0.8, color="color",
+                                  line_color=FAILED, line_width=2.5, hatch_pattern="x", hatch_color=FAILED,
+                                  hatch_alpha=0.9, source=self.failed_source)
+        self.figure.add_tools(HoverTool(renderers=[bars, failed], tooltips=[
             ("key", "@key"), ("function", "@function"), ("stage", "@stage"), ("worker", "@worker"), ("ms", "@ms"),
             ("attempt", "@attempt"), ("state", "@state"), ("kind", "@kind")]))
         legend = self.figure.legend[0]
@@ -132,7 +137,6 @@ class TaskTimeline:
             data["color"].append(color)
             data["outline"].append(FAILED if failed else RECONSTRUCTED if r.get("reconstruction") else color)
             data["line_width"].append(2.5 if failed or r.get("reconstruction") else 0.5)
-            data["hatch"].append("x" if failed else " ")
             data["key"].append(str(r["key"]))
             data["function"].append(str(r.get("function") or ""))
             data["stage"].append(str(r.get("stage") or "-"))
@@ -189,8 +193,13 @@ class TaskTimeline:
             self.lane_range.factors = lanes
             self.figure.height = max(240, 26 * len(lanes) + 120)
         if fresh:
-            columns: dict[str, Any] = dict(data)
-            self.source.stream(columns, rollover=self.max_bars)
+            ok = [i for i, state in enumerate(data["state"]) if state != "erred"]
+            if ok:
+                self.source.stream({c: [v[i] for i in ok] for c, v in data.items()}, rollover=self.max_bars)
+            if len(ok) < len(fresh):
+                bad = [i for i, state in enumerate(data["state"]) if state == "erred"]
+                self.failed_source.stream({("failed_lane" if c == "lane" else c): [v[i] for i in bad]
+                                           for c, v in data.items()}, rollover=self.max_bars)
         end = now - self._origin
         self.x_range.start, self.x_range.end = end - self.window, end
         step = max(1, round(self.window / 5))
