@@ -89,8 +89,8 @@ def paired(rounds: int) -> dict[str, Any]:
                 rate = _batch(session, fn, progress=mode == "watched")
                 runs[mode].append(rate)
                 order.append((mode, rate))
-                print(f"  round {i + 1}: {mode:9} {rate:,.0f} tasks/s (pages {'opened' if mode == 'watched' else 'blanked'}"
-                      f" in {opened:.1f} s)", file=sys.stderr)
+                did = "opened" if mode == "watched" else "blanked"
+                print(f"  round {i + 1}: {mode:9} {rate:,.0f} tasks/s (pages {did} in {opened:.1f} s)", file=sys.stderr)
         ratios = [a / b for a, b in zip(runs["watched"], runs["unwatched"], strict=True)]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
         same = [1 - b / a for (m1, a), (m2, b) in itertools.pairwise(order) if m1 == m2]
