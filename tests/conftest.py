@@ -4,6 +4,7 @@ test kills, isolates or pins something), and a fake NVML only where the hardware
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,3 +118,25 @@ def fake_pynvml(devices: list[tuple[str, str, int]]) -> SimpleNamespace:
         nvmlDeviceGetName=lambda h: devices[h][1].encode(),
         nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(total=devices[h][2]),
     )
+
+
+#: Debian's chromium, driven by Playwright through ``executable_path`` (never a downloaded browser)
+CHROMIUM = shutil.which("chromium")
+#: flags that keep a headless Chromium from hanging on a closed network (JUPYTER-NOTES.md)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A real headless Chromium for a module's browser tests (skipped, saying why, where there is none)."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium): the browser tests need it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
+    playwright = sync_api.sync_playwright().start()
+    try:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+    finally:
+        playwright.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import time
 import urllib.request
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CHROMIUM
 from distributed import Client, LocalCluster
 
 import labcluster as lc
@@ -28,9 +28,6 @@ from labcluster.diagnostics.record_store import MEMORY, RecordStore
 from labcluster.scheduler.extension import LabclusterSchedulerPlugin
 
 ROUTES = sorted(PAGES)
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 
 @lc.remote
@@ -228,20 +225,6 @@ def workload(cluster: lc.Session) -> Iterator[dict[str, Any]]:
     lc.remove_placement_group(pg)
     lc.kill(counter)
     assert not errors, errors
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium): the browser tests need it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
-    playwright = sync_api.sync_playwright().start()
-    try:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-    finally:
-        playwright.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -36,9 +35,6 @@ UUID = "GPU-6f1c2a4e-8b3d-4c5e-9a7f-0123456789ab"
 NAME = "Fake H200"
 TOTAL = 80 * GIB
 STATE_ENV = "LABCLUSTER_TEST_FAKE_NVML"
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 #: the stand-in for nvidia-ml-py's ``pynvml``: the calls labcluster's probe and distributed's diagnostics make,
 #: answered from the JSON file named by $LABCLUSTER_TEST_FAKE_NVML (re-read at every call, so readings move)
@@ -281,33 +277,29 @@ READ_DEVICES = """() => {
 }"""
 
 
-def test_resources_page_shows_the_device(cluster: lc.Session, tmp_path_factory: pytest.TempPathFactory) -> None:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium): the browser test needs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
+def test_resources_page_shows_the_device(cluster: lc.Session, browser: Any,
+                                          tmp_path_factory: pytest.TempPathFactory) -> None:
     link = cluster.dashboard_link
     assert link is not None
     url = link.rsplit("/", 1)[0] + "/individual-labcluster-resources"
     shots = tmp_path_factory.mktemp("dashboard-nvml-screenshots")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url, timeout=60_000)
-            deadline = time.monotonic() + 60
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(url, timeout=60_000)
+        deadline = time.monotonic() + 60
+        devices = page.evaluate(READ_DEVICES)
+        while not (devices and devices["uuid"] == [UUID] and "twin-gpu-0" in devices["device"][0]):
+            assert time.monotonic() < deadline, f"the device row: not seen within 60 s on {url}: {devices}"
+            page.wait_for_timeout(250)
             devices = page.evaluate(READ_DEVICES)
-            while not (devices and devices["uuid"] == [UUID] and "twin-gpu-0" in devices["device"][0]):
-                assert time.monotonic() < deadline, f"the device row: not seen within 60 s on {url}: {devices}"
-                page.wait_for_timeout(250)
-                devices = page.evaluate(READ_DEVICES)
-            assert "simulated" not in devices["device"][0].lower()
-            status = page.get_by_text("1 real GPU, each counted once by UUID").first
-            status.wait_for(timeout=30_000)  # the status line, rendered (bokeh's shadow DOM is pierced)
-            page.wait_for_timeout(1000)  # one more refresh drawn
-            path = shots / "resources-nvml.png"
-            page.screenshot(path=str(path), timeout=90_000)
-            assert path.stat().st_size > 10_000
-            print(f"screenshot of the resources page with a (fake-NVML) GPU named by two workers: {path}; "
-                  f"its row reads {devices['util_text']} busy, {devices['memory_text']}")
-        finally:
-            browser.close()
+        assert "simulated" not in devices["device"][0].lower()
+        status = page.get_by_text("1 real GPU, each counted once by UUID").first
+        status.wait_for(timeout=30_000)  # the status line, rendered (bokeh's shadow DOM is pierced)
+        page.wait_for_timeout(1000)  # one more refresh drawn
+        path = shots / "resources-nvml.png"
+        page.screenshot(path=str(path), timeout=90_000)
+        assert path.stat().st_size > 10_000
+        print(f"screenshot of the resources page with a (fake-NVML) GPU named by two workers: {path}; "
+              f"its row reads {devices['util_text']} busy, {devices['memory_text']}")
+    finally:
+        page.close()

@@ -22,7 +22,6 @@ import http.client
 import importlib.util
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +42,6 @@ import labcluster as lc
 from labcluster.api.session import dashboard_port
 from labcluster.jupyter.dashboards import DashboardView
 
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 HAS_PROXY = importlib.util.find_spec("jupyter_server_proxy") is not None
 PAGE = "timeline"
 ROUTE = f"individual-labcluster-{PAGE}"
@@ -255,20 +251,6 @@ def test_proxied_websocket_needs_the_token(jupyter: JupyterServer, port: int) ->
 
 
 # -- a real browser, logged in -------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install chromium): the browser tests need it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright is not installed")
-    playwright = sync_api.sync_playwright().start()
-    try:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-    finally:
-        playwright.stop()
-
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
