@@ -23,23 +23,25 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 CLUSTER_USAGE = """\
-%cluster start [--workers N] [--threads N] [--gpus auto|N|sim:N] [--resources K=V ...] [--name NAME]
-                           start a local cluster (N CPU worker processes of --threads slots each, GPU workers:
-                           auto = one per GPU found, N = N GPUs (simulated where the machine has fewer),
-                           sim:N = N simulated GPUs) and show it
+%cluster start [--workers N] [--threads N] [--gpus auto|N|sim:N] [--resources K=V ...]
+               [--name NAME]
+                           start a local cluster and show it: N CPU worker processes of --threads
+                           slots each; GPU workers: auto = one per GPU found, N = N GPUs (simulated
+                           where the machine has fewer), sim:N = N simulated GPUs
 %cluster connect ADDRESS   connect to a running scheduler, e.g. tcp://10.0.0.5:8786
 %cluster status            show the cluster: workers, resources, GPUs, memory
-%cluster scale [GROUP] N   grow or shrink a worker group of the local cluster (default group: cpu)
+%cluster scale [GROUP] N   grow or shrink a worker group of the local cluster (default: cpu)
 %cluster stop              shut the session down (a connected cluster keeps running)
 %cluster dashboard [resources|timeline|lineage|actors]
                            show a dashboard page (live in JupyterLab, a link elsewhere)"""
 
 CELL_USAGE = """\
-%%distributed [--num-cpus N] [--num-gpus N] [--resources K=V ...] [--retries N] [-o NAME ...] [--name NAME]
-              [--no-block]
-    Run the cell on the cluster as one task with those resources. The names the cell reads come from the
-    notebook's namespace (ObjectRefs stay refs); the cell's last expression is its result; the names after -o
-    come back into the namespace (as ObjectRefs with --no-block, and then the cell's result is a ref too)."""
+%%distributed [--num-cpus N] [--num-gpus N] [--resources K=V ...] [--retries N]
+              [-o NAME ...] [--name NAME] [--no-block]
+    Run the cell on the cluster as one task with those resources. The names the cell reads
+    come from the notebook's namespace (ObjectRefs stay refs); the cell's last expression is
+    its result; the names after -o come back into the namespace (as ObjectRefs with
+    --no-block, and then the cell's result is a ref too)."""
 
 DASHBOARD_PAGES = ("resources", "timeline", "lineage", "actors")
 SUBCOMMANDS = ("start", "connect", "status", "scale", "stop", "dashboard")
