@@ -29,6 +29,7 @@ from .. import config
 from ..cluster.worker_process import process_worker
 from ..scheduler.protocol import ORIGIN
 from ..text import plural
+from .blocking import current_task_key
 from .scopes import inheriting, output_topic
 
 #: the capture of the task running in this thread or coroutine (None: its output is not routed)
@@ -175,9 +176,15 @@ def routed(origin: str | None, task: str) -> Iterator[None]:
             capture.flush(final=True)
 
 
-def task_origin(worker: Any, key: Any) -> str | None:
-    """The origin annotation of the task ``key`` running on ``worker`` (None: none, or not a task thread)."""
-    if worker is None or key is None:
+def current_task_origin() -> str | None:
+    """The origin annotation of the Dask task running in this thread (None: none, not a task thread, or a thread
+    worker in the driver's process, whose prints go to the driver as they are). Cheap where nothing is routed: one
+    look at this process's worker."""
+    worker = process_worker()
+    if worker is None:
+        return None
+    key = current_task_key(worker)
+    if key is None:
         return None
     ts = worker.state.tasks.get(key)
     annotations = getattr(ts, "annotations", None) or {}

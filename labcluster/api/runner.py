@@ -153,10 +153,12 @@ class TaskRunner:
             owner, kwargs, args = kwargs["owner"], args[0], args[1:]
         args = tuple(unbox(a) for a in args)
         kwargs = {k: unbox(v) for k, v in kwargs.items()}
-        worker = _where()
-        with output.routed(output.task_origin(worker, current_task_key(worker)) if worker is not None else None,
-                           self.name):
-            return self._run(args, kwargs, owner if isinstance(self.num_returns, str) else None)
+        owner = owner if isinstance(self.num_returns, str) else None
+        origin = output.current_task_origin()
+        if origin is None:  # the common case: nothing to route, no context to enter
+            return self._run(args, kwargs, owner)
+        with output.routed(origin, self.name):
+            return self._run(args, kwargs, owner)
 
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any], owner: str | None) -> Any:
         attempt = 0

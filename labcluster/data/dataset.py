@@ -28,10 +28,11 @@ from ..api.boundary import entry
 from ..exceptions import LabclusterError, unknown_name
 from ..text import plural
 from .context import DataContext
-from .executor import Execution, Item
+from .executor import Execution
 from .operators import Step, check_class_arguments, function_name
 from .plan import AllToAll, Limit, OneToOne, Operator, Resources, Stage, stages
 from .progress import StageStats, size_label
+from .runs import Item
 from .sources import Source
 
 #: what map, map_batches, filter, flat_map and add_column accept besides their own arguments

@@ -26,7 +26,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import labcluster as lc
@@ -45,7 +44,7 @@ from ..api.submit import stage as in_stage
 from ..exceptions import LabclusterError
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
-from .sources import ReadTask
+from .runs import Item, _Actor, _StageRun
 
 MODES = ("pipelined", "bulk")
 
@@ -55,73 +54,6 @@ CALLS_PER_ACTOR = 2
 _TICK = 0.05
 #: how long without a finished block before the loop asks whether the cluster still has workers
 _STALL_CHECK = 1.0
-
-
-@dataclass
-class Item:
-    """A block on its way: its index in the stage's order, the ref (or the read task) and what it holds."""
-
-    index: int
-    ref: ObjectRef | None = None
-    read: ReadTask | None = None
-    rows: int | None = None
-    nbytes: int = 0
-    #: for a block an actor made: the input it was made from, kept until the next stage has used the block. An
-    #: actor's result has no lineage in Dask: if its worker dies, the block is made again from this
-    source: Item | None = None
-    #: for a block made (by tasks) from an actor's block: that input, kept alive so that Dask can rebuild this
-    #: block if it is lost (its lineage ends at the actor's block)
-    parent: Item | None = None
-    #: the stage that uses it is done with it (its bytes no longer count against the stage that made it)
-    released: bool = False
-
-
-@dataclass
-class _Actor:
-    handle: Any
-    running: int = 0
-
-
-class _StageRun:
-    """A stage's state in one execution."""
-
-    def __init__(self, stage: Stage, position: int, execution: Execution) -> None:
-        self.stage, self.position, self.ex = stage, position, execution
-        self.inputs: deque[Item] = deque()
-        #: what each running ref makes: its input block and the id of its report
-        self.running: dict[ObjectRef, tuple[Item, str]] = {}
-        #: finished outputs not yet taken downstream (blocks, bytes)
-        self.held_blocks = 0
-        self.held_bytes = 0
-        self.upstream_done = False
-        self.finished = False
-        self.stats = StageStats(stage.name, stage.resources.label() if stage.kind == "map" else "driver")
-        self.actors: list[_Actor] = []
-        self.remote: Any = None
-        self.limit_rows = 0
-        self.limit_next = 0
-        #: an all-to-all stage's inputs, gathered until the stages before it are done
-        self.gathered: list[Item] = []
-        self.launched = False
-        self.running_actor: dict[ObjectRef, _Actor] = {}
-        #: pipelined: running blocks already handed to the next stage (which started on them: Dask moves the
-        #: block from worker to worker when it is done, without a turn through this loop)
-        self.ahead: dict[ObjectRef, Item] = {}
-
-    # how many blocks may be out (running + held) at once in pipelined mode
-    def budget(self) -> int:
-        configured = self.ex.max_blocks
-        if configured:
-            return int(configured)
-        return max(8, 4 * self.slots())
-
-    def slots(self) -> int:
-        if self.stage.actors:
-            return self.stage.pool_size()[1]
-        if self.stage.concurrency:
-            c = self.stage.concurrency
-            return int(c[1] if isinstance(c, tuple) else c)
-        return max(1, self.ex.slots_for(self.stage))
 
 
 class Execution:
