@@ -145,12 +145,15 @@ def _rebuild_task_error(
 class GetTimeoutError(LabclusterError, builtins.TimeoutError):
     """``lc.get`` or ``lc.wait`` gave up waiting; the tasks keep running."""
 
-    def __init__(self, pending: int, total: int, timeout: float) -> None:
+    def __init__(self, pending: int, total: int, timeout: float, fetching: bool = False) -> None:
         self.pending, self.total, self.timeout = pending, total, timeout
-        super().__init__(
-            f"get timed out after {timeout:g}s with {pending}/{total} object(s) not ready; the tasks "
-            f"keep running: call lc.get again, pass a larger timeout=, or lc.cancel them"
-        )
+        if fetching:  # every object was ready; their values did not arrive from the workers holding them
+            text = (f"get timed out after {timeout:g}s fetching {pending}/{total} ready object(s) from the workers "
+                    "that hold them (one may be stuck, or just gone): call lc.get again, or pass a larger timeout=")
+        else:
+            text = (f"get timed out after {timeout:g}s with {pending}/{total} object(s) not ready; the tasks "
+                    "keep running: call lc.get again, pass a larger timeout=, or lc.cancel them")
+        super().__init__(text)
 
 
 class TaskCancelledError(TaskError):

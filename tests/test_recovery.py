@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import labcluster as lc
-from labcluster.exceptions import ObjectLostError, ObjectReconstructionFailedError
+from labcluster.exceptions import GetTimeoutError, ObjectLostError, ObjectReconstructionFailedError
 
 
 @lc.remote
@@ -67,7 +67,8 @@ def _next_index() -> int:
 
 def test_a_200_task_chain_rebuilds_exactly_what_the_killed_worker_held(two_sides: None) -> None:
     # the first half runs on the right worker, the second on the left: killing the left loses the second half
-    # (Dask copies an input to where its dependent runs, so only step 99 also lives on the left)
+    # (Dask copies an input to where its dependent runs, so step 99 also lives on the left; Dask's active memory
+    # manager may drop either of its two copies a moment later, so the left may be its only holder)
     ref = step.options(resources={"right": 1}).remote(-1)
     chain = [ref]
     for i in range(1, 200):
@@ -75,13 +76,15 @@ def test_a_200_task_chain_rebuilds_exactly_what_the_killed_worker_held(two_sides
         chain.append(ref)
     assert lc.get(chain[-1], timeout=60) == 199
     held = _held_only_by("left-0", chain)
-    assert len(held) == 100
+    second_half = {r.key for r in chain[100:]}
+    assert second_half <= held <= second_half | {chain[99].key}
     since = _next_index()
     _kill("left-0", wait=False)  # get at once: the client may still think the results are on the dead worker
     assert lc.get(chain, timeout=120) == list(range(200))
     rebuilt = _reconstructed(since)
     assert set(rebuilt) == held  # the records name exactly the lost results, rebuilt once each
-    assert all(r["attempt"] == 2 and "lost with worker" in str(r["reason"]) for r in rebuilt.values())
+    odd = [(r["attempt"], r["reason"]) for r in rebuilt.values() if r["attempt"] != 2 or "lost with worker" not in str(r["reason"])]
+    assert not odd
     graph = lc.lineage(chain[-1])
     assert set(graph.reconstructed) == held and len(graph.tasks.nodes) == 200
     assert "reconstructed" in graph._repr_html_()
@@ -180,4 +183,19 @@ def test_a_key_not_yet_known_to_the_scheduler_is_not_called_lost(two_sides: None
     unknown: Future[int] = Future("leaf-00000000000000000000000000000000", session.client)
     assert unknown.status == "pending"
     with pytest.raises(TimeoutError):  # still waiting after three checks of the keys' states
-        session.client.sync(_gather_watched, session, [unknown], callback_timeout=1.6)
+        session.client.sync(_gather_watched, session, [unknown], None, callback_timeout=1.6)
+
+
+def test_get_gives_up_at_its_timeout_when_the_worker_holding_a_ready_result_stops_answering(two_sides: None) -> None:
+    # a SIGSTOPped worker accepts connections and never answers: Dask's gather from it would wait far longer
+    ref = leaf.options(resources={"left": 1}).remote(3)
+    assert lc.wait([ref], timeout=60)[0] == [ref]
+    victim = next(n for n in lc.nodes() if n["NodeName"] == "left-0")
+    os.kill(victim["PID"], signal.SIGSTOP)
+    try:
+        with pytest.raises(GetTimeoutError, match="fetching 1/1 ready object") as info:
+            lc.get(ref, timeout=2)
+    finally:
+        os.kill(victim["PID"], signal.SIGCONT)
+    assert info.value.timeout == 2
+    assert lc.get(ref, timeout=60) == 9  # the worker answers again: nothing was lost

@@ -90,6 +90,7 @@ def _session_error(session: Session | None, wait: float = 0.0) -> ClusterError |
 
 def values(session: Session, items: Sequence[Any], timeout: float | None) -> list[Any]:
     """The values of ``items`` (refs), in order; blocks at most ``timeout`` seconds (None: as long as it takes)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         with blocked():
             if timeout is not None:  # without one, the watched gather (_fetch) does all the waiting: one hop
@@ -99,7 +100,7 @@ def values(session: Session, items: Sequence[Any], timeout: float | None) -> lis
                 pending = len([r for r in items if not r.done()])
                 if pending:
                     raise GetTimeoutError(pending, len(items), timeout)
-            return _collect(session, items)
+            return _collect(session, items, deadline, timeout)
     except GetTimeoutError:
         raise
     except BaseException as e:
@@ -109,9 +110,11 @@ def values(session: Session, items: Sequence[Any], timeout: float | None) -> lis
         raise translated from None
 
 
-def _collect(session: Session, items: Sequence[Any]) -> list[Any]:
+def _collect(session: Session, items: Sequence[Any], deadline: float | None = None, timeout: float | None = None
+             ) -> list[Any]:
     """Fetch values: actor results that came back inside their call's reply from their refs (no scheduler
-    round trip), the rest from the workers in one ``gather``."""
+    round trip), the rest from the workers in one ``gather``, by ``deadline`` (monotonic; None: no limit), after
+    which GetTimeoutError says ``timeout``."""
     remote = []
     for ref in items:
         call_outcome = ref._call
@@ -122,7 +125,7 @@ def _collect(session: Session, items: Sequence[Any]) -> list[Any]:
             if call_outcome.value is not None:
                 continue
         remote.append(ref)
-    fetched = iter(_fetch(session, remote) if remote else [])
+    fetched = iter(_fetch(session, remote, deadline, timeout) if remote else [])
     out = []
     for ref in items:
         value = ref._call.value if ref._call is not None else None
@@ -130,29 +133,34 @@ def _collect(session: Session, items: Sequence[Any]) -> list[Any]:
     return out
 
 
-def _fetch(session: Session, refs: Sequence[Any]) -> list[Any]:
-    """Values of refs, waiting for them as long as it takes.
+def _fetch(session: Session, refs: Sequence[Any], deadline: float | None, timeout: float | None) -> list[Any]:
+    """Values of refs, waiting for them until ``deadline`` (None: as long as it takes).
 
     Dask's gather connects to the workers that hold the values; one that died a moment ago is retried until
     ``distributed.comm.timeouts.connect`` passes. So the gather runs watched: every ``labcluster.wait-step``
     seconds the scheduler is asked about the keys. Gone for good raises ObjectLostError at once; not in memory
-    (still running, or lost with a worker and being rebuilt) waits for them and starts over.
+    (still running, or lost with a worker and being rebuilt), or a worker gone since the gather began, waits for
+    them and starts over.
     """
     client = session.client
     while True:
-        outcome, value = client.sync(_gather_watched, session, [r.future for r in refs])
+        outcome, value = client.sync(_gather_watched, session, [r.future for r in refs], deadline)
         if outcome == "ok":
             return list(value)
         if outcome == "lost":
             raise ObjectLostError(value)
-        until_done(session, refs, len(refs), None)  # "stale": some are still running, or being rebuilt
+        left = None if deadline is None else deadline - time.monotonic()
+        if outcome == "timeout" or (left is not None and left <= 0):
+            pending = len([r for r in refs if not r.done()])
+            raise GetTimeoutError(pending or len(refs), len(refs), timeout or 0.0, fetching=not pending)
+        until_done(session, refs, len(refs), left)  # "stale": some are still running, or being rebuilt
 
 
-async def _gather_watched(session: Session, futures: list[Any]) -> tuple[str, Any]:
+async def _gather_watched(session: Session, futures: list[Any], deadline: float | None) -> tuple[str, Any]:
     client = session.client
     gathering = asyncio.ensure_future(client.gather(futures, asynchronous=True))
     try:
-        return await _watch(session, futures, gathering)
+        return await _watch(session, futures, gathering, deadline)
     finally:
         if not gathering.done():  # lost, stale, or this coroutine was cancelled (a timeout, Ctrl-C)
             # Dask's gather leaves helper tasks behind that end in its internal AllExit, which asyncio would
@@ -161,12 +169,18 @@ async def _gather_watched(session: Session, futures: list[Any]) -> tuple[str, An
             gathering.cancel()
 
 
-async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future[Any]) -> tuple[str, Any]:
+async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future[Any], deadline: float | None
+                 ) -> tuple[str, Any]:
     step = config.seconds("wait-step")
+    started = time.monotonic()
+    removals: int | None = None  # workers removed so far, when first asked
     while True:
-        done, _ = await asyncio.wait({gathering}, timeout=step)
+        left = None if deadline is None else deadline - time.monotonic()
+        done, _ = await asyncio.wait({gathering}, timeout=step if left is None else max(0.0, min(step, left)))
         if done:
             return "ok", gathering.result()
+        if deadline is not None and time.monotonic() >= deadline:
+            return "timeout", None
         session.check()  # raises through client.sync: no scheduler to ask
         if session.extension and (gone_all := await acall(session.client, "workers_gone")):
             raise _no_workers_error(gone_all)
@@ -180,6 +194,15 @@ async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future
         # may be stuck connecting to that worker. Keys still being computed are waited on by the gather itself.
         if gone or any(state != "memory" for k, state in states.items() if k in computed):
             return ("lost", gone[0]) if gone else ("stale", None)
+        # all in memory, and still gathering: lost results may have been rebuilt between two looks while Dask's
+        # gather still waits on the dead worker that held them (seen: 60 s, once in ~8 kills); start over
+        removed = await acall(session.client, "removals")
+        if removals is None:
+            if removed["seconds_ago"] is not None and removed["seconds_ago"] < time.monotonic() - started:
+                return "stale", None  # a worker left after this gather began
+            removals = removed["count"]
+        elif removed["count"] != removals:
+            return "stale", None
 
 
 _QUIETED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()

@@ -312,11 +312,23 @@ def ensure_extension(client: Client) -> dict[str, Any] | None:
     return extension_info(client)
 
 
+class _RefetchNoise(logging.Filter):
+    """Drop the client's "Couldn't gather N keys, rescheduling (every key)" warning: it follows a worker's death,
+    which the notice has told in one line, and labcluster's fetch waits for the rebuilt results by itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Couldn't gather")
+
+
 def show_notices(client: Client) -> None:
     """Print the extension's notices for a user (``protocol.NOTICES``: a worker died, what it means for the work) as
     one line each, on stdout: visible in a notebook cell, not painted as an error. Dask's own log records of a
     cluster labcluster started go to its log file instead."""
     from ..scheduler.protocol import NOTICES
+
+    log = logging.getLogger("distributed.client")
+    if not any(isinstance(f, _RefetchNoise) for f in log.filters):
+        log.addFilter(_RefetchNoise())
 
     def show(event: Any) -> None:
         _, msg = event

@@ -40,6 +40,7 @@ from .forkserver import start_for_workers
 from .groups import WorkerGroup
 from .scaling import Scaler
 from .spec import build_spec
+from .spec_cluster import KeepingSpecCluster
 from .tuning import local_interval
 
 _RUNNING = ("running", "starting", "init")
@@ -87,7 +88,7 @@ async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    cluster = await SpecCluster(workers=workers, scheduler=scheduler, asynchronous=True, name="labcluster",
+    cluster = await KeepingSpecCluster(workers=workers, scheduler=scheduler, asynchronous=True, name="labcluster",
                                 silence_logs=False)
     scheduler_object: Any = cluster.scheduler
     extension = scheduler_object.extensions["labcluster"]

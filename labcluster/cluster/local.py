@@ -17,6 +17,7 @@ from ..scheduler.extension import LabclusterSchedulerPlugin
 from .groups import WorkerGroup
 from .scaling import Scaler
 from .spec import build_spec
+from .spec_cluster import KeepingSpecCluster
 from .tuning import local_interval
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def start_in_process(groups: Sequence[WorkerGroup], dashboard_address: str | Non
         "dashboard": dashboard_address is not None,
         "plugins": [plugin]}}
     logger.info("starting an in-process cluster with groups %s", list(groups))
-    cluster = SpecCluster(workers=spec, scheduler=scheduler, name="labcluster", silence_logs=logging.WARNING)
+    cluster = KeepingSpecCluster(workers=spec, scheduler=scheduler, name="labcluster", silence_logs=logging.WARNING)
     scaler = Scaler(cluster, groups, host=None, processes=False, stream_interval=interval)
     scheduler_object: Any = cluster.scheduler
     scheduler_object.handlers["labcluster_scale"] = scaler.handler()  # Session.scale, %cluster scale

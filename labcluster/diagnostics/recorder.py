@@ -86,6 +86,9 @@ class RecordsPlugin(SchedulerPlugin):
         self._died_running: dict[str, tuple[str, str]] = {}
         #: workers being removed right now (Dask releases their tasks and results in between)
         self._removing: set[str] = set()
+        #: per key: the worker being removed that held its last copy (Dask names them when it removes a worker;
+        #: not always where the task ran: the active memory manager may have kept a copy elsewhere)
+        self._lost_with: dict[str, str] = {}
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -118,7 +121,6 @@ class RecordsPlugin(SchedulerPlugin):
     def _transition(self, key: str, start: str, finish: str, index: int | None, kwargs: Mapping[str, Any]) -> None:
         """Every transition the hot path in ``transition`` does not handle."""
         store = self.store
-        scheduler = self.scheduler
         is_open = index is not None and store.is_open(index)
         if finish in OPEN_SET:
             if not is_open or index is None:
@@ -149,8 +151,8 @@ class RecordsPlugin(SchedulerPlugin):
             else:
                 store.mark(index, "waiting")  # stolen or rescheduled: the same attempt goes on
         elif start == "memory":
-            worker = store.worker_of(index)
-            if worker is not None and worker not in scheduler.workers:
+            worker = self._lost_with.pop(key, None) if self._lost_with else None
+            if worker is not None:
                 store.mark(index, "lost")
                 if finish == "released":  # a task's result: Dask recomputes it if it is still wanted
                     name = self.worker_names.get(worker, worker)
@@ -163,6 +165,8 @@ class RecordsPlugin(SchedulerPlugin):
                 self.reconstructions.pop(key, None)
             if self._died_running:
                 self._died_running.pop(key, None)
+            if self._lost_with:
+                self._lost_with.pop(key, None)
             if store.is_open(index):
                 # lc.cancel, or every ref to it dropped before it finished (released by its owner)
                 cancelled = str(kwargs.get("stimulus_id") or "").startswith("cancel")
@@ -173,7 +177,7 @@ class RecordsPlugin(SchedulerPlugin):
     @property
     def _pending(self) -> bool:
         """Whether some key has a note that must go when it is forgotten."""
-        return bool(self._why_next or self.reconstructions or self._died_running)
+        return bool(self._why_next or self.reconstructions or self._died_running or self._lost_with)
 
     def log_event(self, topic: str, msg: Any) -> None:
         if topic == ACTOR_CALL_TOPIC and isinstance(msg, dict):
@@ -186,9 +190,13 @@ class RecordsPlugin(SchedulerPlugin):
             self._removing.add(worker)
             how = "left the cluster" if msg.get("expected") else "died"
             self._died_running.update(dict.fromkeys(msg.get("processing-tasks") or (), (worker, how)))
+            for lost in ("lost-computed-tasks", "lost-scattered-tasks"):
+                self._lost_with.update(dict.fromkeys(map(str, msg.get(lost) or ()), worker))
 
     def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
         self._removing.discard(worker)
+        if self._lost_with:  # keys Dask named but did not release (none expected): forget them with the worker
+            self._lost_with = {key: gone for key, gone in self._lost_with.items() if gone != worker}
 
     def _open(self, key: str, previous: int | None) -> int:
         """Open the row of ``key``'s next attempt (``previous``: the index of its last row, if any)."""

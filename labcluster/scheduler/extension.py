@@ -11,6 +11,7 @@ handler (``labcluster_*``)      what it does
 ==============================  =====================================================================
 info                            version and which parts run here (records, retries)
 key_states                      each key's state: Dask's, ``forgotten``, or ``lost`` (no task, no copy)
+removals                        how many workers left so far, and how long ago the last did
 records, lineage                pages of task records; every attempt an object depends on
 worker_names                    address -> name of every worker seen, for pictures of the records
 fits                            whether a worker fits a request: live, kept by a local cluster, or away
@@ -87,11 +88,14 @@ class LabclusterExtension:
         if records is not None:
             records.worker_names = self.names
         self._changed = asyncio.Event()
+        #: workers removed so far, and when the last was (monotonic)
+        self._removals: tuple[int, float | None] = (0, None)
         scheduler.handlers.update({f"labcluster_{name}": handler for name, handler in self._handlers().items()})
 
     def _handlers(self) -> dict[str, Callable[..., Any]]:
         return {
-            "info": self.info, "key_states": self.key_states, "memory": self.memory, "records": self.records_page,
+            "info": self.info, "key_states": self.key_states, "removals": self.removals, "memory": self.memory,
+            "records": self.records_page,
             "lineage": self.lineage,
             "fits": self.fits, "keep_workers": self.keep_workers, "workers_gone": self.workers_gone,
             "worker_names": self.worker_names,
@@ -152,6 +156,7 @@ class LabclusterExtension:
     def worker_removed(self, address: str) -> None:
         name, resources = self._here.pop(address, (address, {}))
         self.left[name] = (resources, time.monotonic())
+        self._removals = (self._removals[0] + 1, time.monotonic())
         self.changed()
 
     def worker_event(self, msg: Mapping[str, Any]) -> None:
@@ -220,6 +225,11 @@ class LabclusterExtension:
             lost = ts is not None and ts.run_spec is None and not ts.who_has
             out[key] = "forgotten" if ts is None else "lost" if lost else str(ts.state)
         return out
+
+    def removals(self) -> dict[str, Any]:
+        """How many workers have left so far, and how many seconds ago the last one did (None: none yet)."""
+        count, when = self._removals
+        return {"count": count, "seconds_ago": None if when is None else time.monotonic() - when}
 
     def records_page(self, since: int = 0, limit: int | None = None) -> dict[str, Any]:
         if self.records is None:
