@@ -23,7 +23,9 @@ class Kernel:
     def __init__(self) -> None:
         self.manager = KernelManager(kernel_name="python3")
         # bars appear by themselves after 1 s here, whatever the notebooks' conftest set for nbval's kernels
-        self.manager.start_kernel(env={**os.environ, "DASK_LABCLUSTER__PROGRESS__AUTO_AFTER": "1s"})
+        # JPY_SESSION_NAME: the notebook's path, as Jupyter Server tells the kernels it starts
+        self.manager.start_kernel(env={**os.environ, "DASK_LABCLUSTER__PROGRESS__AUTO_AFTER": "1s",
+                                       "JPY_SESSION_NAME": "course/intro.ipynb"})
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
@@ -320,3 +322,13 @@ def test_the_cell_that_imports_labcluster_is_a_cell_like_the_others() -> None:
         k.run("lc.shutdown()")
     finally:
         k.close()
+
+
+def test_the_cluster_a_kernel_started_is_listed_as_that_notebooks(kernel: Kernel) -> None:
+    from labcluster.cluster import registry
+
+    out = kernel.run("import os\nprint(session.address, os.getpid())")
+    address, pid = out["stdout"].split()
+    (entry,) = [e for e in registry.entries() if e["address"] == address]
+    assert entry["owner"] == {"kind": "kernel", "notebook": "course/intro.ipynb", "pid": int(pid)}
+    assert entry["processes"] is True and entry["dashboard"] is None and entry["head_pid"] != int(pid)

@@ -61,11 +61,24 @@ class Session:
         self._dashboard_link = dashboard_link
         self._on_close = on_close
         self._check = check
-        #: what the user calls this cluster (``%cluster start --name``); shown by the cluster widget
-        self.name: str | None = None
+        self._name: str | None = None
         self._closed = False
         self._parts: dict[type, Any] = {}
         self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str | None:
+        """What the user calls this cluster (``%cluster start --name``): the cluster widget and the registry say it."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str | None) -> None:
+        self._name = name
+        from .registration import Registration
+
+        registration = self._parts.get(Registration)
+        if registration is not None and registration.entry is not None:
+            registration.publish()
 
     # -- per-session parts ---------------------------------------------------------------------------------------
     def part(self, cls: type[P]) -> P:

@@ -28,6 +28,7 @@ from ..dask_internals import client_stream
 from ..diagnostics import nvml
 from ..exceptions import ClusterError, WorkerStartTimeout, unknown_name
 from .boundary import entry
+from .registration import Registration
 from .session import (
     Session,
     current_worker,
@@ -126,6 +127,8 @@ def init(
             start = _start_head if processes else _start_in_process
             session = start(groups, host, dashboard, wait)
         session.namespace = namespace or ""
+        if session.owns_cluster:
+            session.part(Registration).publish()
         set_driver_session(session)
         return session
 

@@ -1,0 +1,9 @@
+"""For the whole suite (tests, doctests, notebooks): every cluster a test, a doctest or a kernel it starts lists
+itself in a registry of this run's own (``labcluster.registry.directory``), never in the user's. Set before
+labcluster reads its settings; the kernels that tests and nbval start inherit it."""
+
+import os
+import tempfile
+
+os.environ.setdefault("DASK_LABCLUSTER__REGISTRY__DIRECTORY",
+                      os.path.join(tempfile.mkdtemp(prefix="labcluster-test-"), "registry"))
