@@ -7,3 +7,6 @@ import tempfile
 
 os.environ.setdefault("DASK_LABCLUSTER__REGISTRY__DIRECTORY",
                       os.path.join(tempfile.mkdtemp(prefix="labcluster-test-"), "registry"))
+
+# pytest-jupyter's fixtures (jp_serverapp, jp_fetch): the server extension's tests run against a real Jupyter server
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
