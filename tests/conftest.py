@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -16,7 +17,12 @@ from typing import Any
 import psutil
 import pytest
 
-import labcluster as lc
+# every cluster started here (and by the kernels started here, which inherit it) lists itself in a registry of
+# this test run's own, never in the user's: set before labcluster reads its settings
+os.environ.setdefault("DASK_LABCLUSTER__REGISTRY__DIRECTORY",
+                      os.path.join(tempfile.mkdtemp(prefix="labcluster-test-"), "registry"))
+
+import labcluster as lc  # noqa: E402
 
 
 @pytest.fixture
