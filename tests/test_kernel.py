@@ -20,12 +20,12 @@ from jupyter_client.manager import KernelManager
 class Kernel:
     """A real IPython kernel, and what each cell sent on iopub (by the parent header of its request)."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.manager = KernelManager(kernel_name="python3")
         # bars appear by themselves after 1 s here, whatever the notebooks' conftest set for nbval's kernels
         # JPY_SESSION_NAME: the notebook's path, as Jupyter Server tells the kernels it starts
         self.manager.start_kernel(env={**os.environ, "DASK_LABCLUSTER__PROGRESS__AUTO_AFTER": "1s",
-                                       "JPY_SESSION_NAME": "course/intro.ipynb"})
+                                       "JPY_SESSION_NAME": "course/intro.ipynb", **(env or {})})
         self.client = self.manager.client()
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)

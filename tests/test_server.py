@@ -13,7 +13,7 @@ from traitlets.config import Config
 
 import labcluster as lc
 from labcluster.cluster import registry
-from labcluster.server.manager import CREATE_FIELDS, SCALE_FIELDS, groups_from_request
+from labcluster.server.manager import CREATE_FIELDS, MODEL_FIELDS, SCALE_FIELDS, groups_from_request
 
 
 @pytest.fixture
@@ -53,6 +53,7 @@ async def test_the_list_shows_a_cluster_another_process_started(jp_fetch: Any, j
     assert code == 200
     assert jp_serverapp.identity_provider.token not in json.dumps(clusters)
     (model,) = [c for c in clusters if c["address"] == kernel_cluster.address]
+    assert tuple(model) == MODEL_FIELDS
     assert model["status"] == "running" and model["owner"]["kind"] == "process" and model["processes"]
     assert model["workers"] == 1 and model["totals"]["cpus"] == 2.0 and model["totals"]["memory"] > 0
     assert [g["name"] for g in model["groups"]] == ["cpu"]

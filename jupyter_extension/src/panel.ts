@@ -271,7 +271,7 @@ export class ClusterPanel extends Widget {
         fill.style.width = `${Math.min(100, c.use.cpu_percent)}%`;
         bar.appendChild(fill);
         use.append(el('span', undefined, `CPU ${c.use.cpu_percent.toFixed(0)}%`), bar,
-                   el('span', undefined, `memory ${gib(c.use.memory)} of ${gib(c.totals.memory)}`));
+                   el('span', undefined, `memory ${gib(c.use.memory)} / ${gib(c.totals.memory)}`));
         card.appendChild(use);
       }
       const buttons = el('div', 'lc-actions');
@@ -281,9 +281,13 @@ export class ClusterPanel extends Widget {
         b.addEventListener('click', onClick);
         buttons.appendChild(b);
       };
+      if (c.dashboards.length) {
+        buttons.appendChild(el('span', 'lc-actions-label', 'dashboards'));
+      }
       for (const d of c.dashboards) {
         button(d.page, `open ${d.title} as a tab`, () => this.actions.openDashboard(c, d.page));
       }
+      buttons.appendChild(el('span', 'lc-actions-label', 'cluster'));
       button('insert connect code', 'a cell that connects the active notebook to this cluster', () =>
         this.actions.insertCode(c.connect_code)
       );

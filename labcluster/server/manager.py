@@ -23,7 +23,7 @@ from typing import Any
 from .. import config
 from ..cluster import registry
 from ..cluster.groups import WorkerGroup, default_groups, pin_gpus
-from ..cluster.info import WorkerInfo, total_resources, workers_from_info
+from ..cluster.info import WorkerInfo, shown, total_resources, workers_from_info
 from ..cluster.launcher import Head
 from ..diagnostics import nvml
 from ..exceptions import LabclusterError
@@ -37,6 +37,9 @@ CREATE_FIELDS = {
     "simulate_gpus": "true: the GPUs are simulated; false: real ones first (NVML), simulated for the rest",
     "resources": "custom resources per CPU worker, e.g. {\"special\": 2} (at most 16, each 0 to 1e6)",
 }
+#: a cluster model's fields, in order (the sidebar's IClusterModel, jupyter_extension/src/model.ts, mirrors them)
+MODEL_FIELDS = ("id", "name", "address", "owner", "started", "processes", "status", "workers", "groups", "totals",
+                "use", "dashboard_port", "dashboards", "connect_code")
 SCALE_FIELDS = {"group": "the worker group to resize (e.g. \"cpu\" or \"gpu\")", "workers": "its new size (0 to 64)"}
 MAX_WORKERS, MAX_THREADS, MAX_RESOURCES = 64, 256, 16
 #: the dashboard pages the sidebar opens as tabs: labcluster's, then Dask's own status page
@@ -132,6 +135,10 @@ def groups_from_request(body: Any) -> tuple[str | None, list[WorkerGroup]]:
     return (name.strip() if name is not None else None), groups
 
 
+#: not custom resources: CPU and GPU slots, and memory (its own total)
+_NOT_CUSTOM = ("CPU", "GPU", "memory")
+
+
 def _groups(workers: list[WorkerInfo]) -> list[dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for w in workers:
@@ -141,8 +148,8 @@ def _groups(workers: list[WorkerInfo]) -> list[dict[str, Any]]:
         g["threads"] += w.nthreads
         gpus = float(w.resources.get("GPU", 0))
         g["simulated_gpus" if w.simulated else "gpus"] += gpus
-        for key, amount in w.resources.items():
-            if key not in ("CPU", "GPU"):
+        for key, amount in shown(w.resources).items():
+            if key not in _NOT_CUSTOM:
                 g["resources"][key] = g["resources"].get(key, 0.0) + float(amount)
     return list(out.values())
 
@@ -161,7 +168,7 @@ def _live(info: dict[str, Any]) -> dict[str, Any]:
         "totals": {"cpus": float(total.get("CPU", 0)), "gpus": float(total.get("GPU", 0)) - simulated,
                    "simulated_gpus": simulated, "threads": sum(w.nthreads for w in workers),
                    "memory": sum(w.memory_limit for w in workers),
-                   "resources": {k: v for k, v in total.items() if k not in ("CPU", "GPU")}},
+                   "resources": {k: v for k, v in shown(total).items() if k not in _NOT_CUSTOM}},
         "use": {"cpu_percent": sum(cpu) / len(cpu) if cpu else 0.0,
                 "memory": int(sum(float(m.get("memory") or 0) for m in metrics))},
         "dashboard_port": (info.get("services") or {}).get("dashboard"),

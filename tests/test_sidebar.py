@@ -1,0 +1,192 @@
+"""The JupyterLab sidebar (jupyter_extension/, labcluster-sidebar) in a real ``jupyter lab`` driven in headless
+Chromium: a kernel's cluster appears, one is started from the panel, scaled, its dashboard opened as a tab and
+seen rendering, its connect code inserted into a notebook and run, and it is stopped. Screenshots of each step go
+to ``$LABCLUSTER_ARTIFACTS`` (default: the test's temporary directory).
+
+And the model the TypeScript panel reads (src/model.ts) mirrors the server's (labcluster/server/manager.py) field
+for field."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import free_port
+
+from labcluster.server import manager
+
+EXTENSION = Path(__file__).resolve().parents[1] / "jupyter_extension"
+
+
+def _interface_fields(source: str, name: str) -> list[str]:
+    body = re.search(r"export interface " + name + r" \{(.*?)\n\}", source, re.S)
+    assert body is not None, name
+    return re.findall(r"^\s+(\w+)\??:", body.group(1), re.M)
+
+
+def test_the_panels_model_mirrors_the_servers_field_for_field() -> None:
+    source = (EXTENSION / "src" / "model.ts").read_text()
+    assert _interface_fields(source, "IClusterModel") == list(manager.MODEL_FIELDS)
+    assert _interface_fields(source, "ICreateRequest") == list(manager.CREATE_FIELDS)
+    live = manager._unreachable()
+    assert _interface_fields(source, "ITotals") == list(live["totals"])
+    assert _interface_fields(source, "IUse") == list(live["use"])
+
+
+pytestmark_browser = pytest.mark.skipif(
+    importlib.util.find_spec("labcluster_sidebar") is None,
+    reason="the sidebar is not installed: pip install ./jupyter_extension (it builds with Node; .ci/run does it)")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A real ``jupyter lab`` on a free loopback port with a random token and private config and runtime dirs."""
+    home = tmp_path_factory.mktemp("lab")
+    root = home / "root"
+    root.mkdir()
+    notebook = {"cells": [{"cell_type": "code", "execution_count": None, "id": "first", "metadata": {},
+                           "outputs": [], "source": "print('ready')"}],
+                "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    (root / "user.ipynb").write_text(json.dumps(notebook))
+    settings = home / "settings"
+    settings.mkdir()
+    (settings / "overrides.json").write_text(json.dumps({"@jupyterlab/apputils-extension:notification": {
+        "fetchNews": "false", "checkForUpdates": False}}))
+    config = home / "config"
+    config.mkdir()
+    # the server extension on, whether or not the package's own config file was installed (editable installs)
+    (config / "jupyter_server_config.json").write_text(json.dumps(
+        {"ServerApp": {"jpserver_extensions": {"labcluster.server": True}}}))
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    env.pop("JUPYTER_TOKEN", None)
+    port, token = free_port(), secrets.token_hex(24)
+    log = (home / "lab.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+         "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+         "--no-browser", "--allow-root", f"--LabApp.app_settings_dir={settings}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    import urllib.request
+
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, (home / "lab.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=5):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "jupyter lab did not answer within 90 s"
+            time.sleep(0.3)
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root, "log": home / "lab.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def kernel_cluster() -> Iterator[Any]:
+    """A cluster a notebook's kernel started: a real kernel, told its notebook's path as Jupyter Server does."""
+    from test_kernel import Kernel
+
+    kernel = Kernel(env={"JPY_SESSION_NAME": "owner.ipynb"})
+    out = kernel.run("import labcluster as lc\nsession = lc.init(num_cpus=1, dashboard_address='127.0.0.1:0')\n"
+                     "print(session.address)")
+    assert out["error"] is None, out
+    yield out["stdout"].strip()
+    kernel.run("lc.shutdown()")
+    kernel.close()
+
+
+def _artifacts(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("LABCLUSTER_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytestmark_browser
+def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str, Any], kernel_cluster: str,
+                                                                  browser: Any, tmp_path: Path) -> None:
+    shots = _artifacts(tmp_path)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{lab['url']}/lab/tree/user.ipynb?reset&token={lab['token']}")
+    page.locator(".jp-Notebook").wait_for(timeout=90_000)
+    page.locator('li[data-id="labcluster-sidebar"]').click()
+    panel = page.locator("#labcluster-sidebar")
+    # the kernel's cluster, named after its notebook
+    theirs = panel.locator(".lc-cluster", has_text=kernel_cluster)
+    theirs.wait_for(timeout=30_000)
+    assert "started by owner.ipynb" in theirs.inner_text()
+    page.screenshot(path=str(shots / "sidebar-1-kernel-cluster.png"))
+
+    # start one from the panel: a CPU worker and a simulated GPU
+    panel.get_by_text("Start cluster").click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("label", has_text="Name").locator("input").fill("from the panel")
+    dialog.locator("label", has_text="CPU workers").locator("input").fill("1")
+    dialog.locator("label", has_text="Threads each").locator("input").fill("1")
+    dialog.locator("label", has_text="GPU workers").locator("input").fill("1")
+    page.screenshot(path=str(shots / "sidebar-2-start-form.png"))
+    dialog.get_by_role("button", name="Start").click()
+    ours = panel.locator(".lc-cluster", has_text="from the panel")
+    ours.wait_for(timeout=90_000)
+    text = ours.inner_text()
+    assert "started from this panel" in text and "GPU (simulated)" in text, text
+
+    # scale its CPU group to 2 workers
+    ours.get_by_role("button", name="scale").click()
+    dialog.locator("select").select_option("cpu")
+    dialog.locator("label", has_text="Workers").locator("input").fill("2")
+    dialog.get_by_role("button", name="Scale").click()
+    panel.locator(".lc-cluster", has_text="cpu: 2 ×").wait_for(timeout=60_000)
+    page.screenshot(path=str(shots / "sidebar-3-scaled.png"))
+
+    # its resources dashboard as a Lab tab, through the server's proxy, rendering
+    ours.get_by_role("button", name="resources").click()
+    tab = page.locator(".lm-TabBar-tab", has_text="labcluster: resources (from the panel)")
+    tab.wait_for(timeout=30_000)
+    frame = page.frame_locator(".jp-MainAreaWidget iframe").first
+    frame.locator(".bk-Column, .bk-Row, .bk-root").first.wait_for(timeout=60_000)
+    assert "/proxy/" in page.locator(".jp-MainAreaWidget iframe").first.get_attribute("src")
+    page.screenshot(path=str(shots / "sidebar-4-dashboard-tab.png"))
+
+    # insert its connect code into the notebook, and run it there
+    page.locator(".lm-TabBar-tab", has_text="user.ipynb").click()
+    page.locator(".jp-Cell").first.click()
+    ours.get_by_role("button", name="insert connect code").click()
+    cell = page.locator(".jp-Cell", has_text="lc.init(address=").first
+    cell.wait_for(timeout=10_000)
+    cell.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    cell.locator(".jp-OutputArea-output").first.wait_for(timeout=90_000)
+    out = cell.locator(".jp-OutputArea").inner_text()
+    assert "connected" in out.lower(), out
+    page.screenshot(path=str(shots / "sidebar-5-connected.png"))
+
+    # stop it: the card goes
+    ours.get_by_role("button", name="stop").click()
+    dialog.get_by_role("button", name="Stop").click()
+    ours.wait_for(state="detached", timeout=60_000)
+    page.screenshot(path=str(shots / "sidebar-6-stopped.png"))
+    assert panel.locator(".lc-cluster", has_text=kernel_cluster).count() == 1
+    assert not errors, errors
+    assert lab["token"] not in panel.inner_text()
+    page.close()
