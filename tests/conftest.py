@@ -22,7 +22,7 @@ import pytest
 os.environ.setdefault("DASK_LABCLUSTER__REGISTRY__DIRECTORY",
                       os.path.join(tempfile.mkdtemp(prefix="labcluster-test-"), "registry"))
 
-import labcluster as lc  # noqa: E402
+import labcluster as lc
 
 
 @pytest.fixture
