@@ -3,6 +3,7 @@ test kills, isolates or pins something), and a fake NVML only where the hardware
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -146,3 +147,36 @@ def browser() -> Iterator[Any]:
         chromium.close()
     finally:
         playwright.stop()
+
+
+# pytest-jupyter (loaded with -p, for tests/test_server.py) has two autouse fixtures that make, clean up and close an
+# event loop and a ServerApp around *every* test; around a Playwright test that closing fails ("Cannot close a
+# running event loop"). Here they do that only for the tests that use its Jupyter server.
+_JUPYTER_SERVER_FIXTURES = {"jp_fetch", "jp_serverapp", "jp_ws_fetch"}
+
+
+@pytest.fixture(autouse=True)
+def jp_asyncio_loop(request: pytest.FixtureRequest) -> Iterator[Any]:
+    if not _JUPYTER_SERVER_FIXTURES & set(request.fixturenames):
+        yield None
+        return
+    from jupyter_core.utils import ensure_event_loop
+
+    loop = ensure_event_loop(prefer_selector_loop=True)
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(autouse=True)
+def jp_server_cleanup(request: pytest.FixtureRequest, jp_asyncio_loop: Any) -> Iterator[None]:
+    yield
+    if not _JUPYTER_SERVER_FIXTURES & set(request.fixturenames):
+        return
+    from jupyter_server.serverapp import ServerApp
+
+    app = ServerApp.instance()
+    with contextlib.suppress(RuntimeError, SystemExit):
+        jp_asyncio_loop.run_until_complete(app._cleanup())
+    if hasattr(app, "kernel_manager"):
+        app.kernel_manager.context.destroy()
+    ServerApp.clear_instance()

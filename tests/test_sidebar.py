@@ -8,6 +8,7 @@ for field."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -48,12 +49,12 @@ pytestmark_browser = pytest.mark.skipif(
     reason="the sidebar is not installed: pip install ./jupyter_extension (it builds with Node; .ci/run does it)")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A real ``jupyter lab`` on a free loopback port with a random token and private config and runtime dirs."""
-    home = tmp_path_factory.mktemp("lab")
+@contextlib.contextmanager
+def _jupyter_lab(home: Path, server_extension: bool = True) -> Iterator[dict[str, Any]]:
+    """A real ``jupyter lab`` on a free loopback port with a random token and private config and runtime dirs;
+    stopped by its PID."""
     root = home / "root"
-    root.mkdir()
+    root.mkdir(parents=True)
     notebook = {"cells": [{"cell_type": "code", "execution_count": None, "id": "first", "metadata": {},
                            "outputs": [], "source": "print('ready')"}],
                 "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
@@ -65,9 +66,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "fetchNews": "false", "checkForUpdates": False}}))
     config = home / "config"
     config.mkdir()
-    # the server extension on, whether or not the package's own config file was installed (editable installs)
+    # the server extension on (or off), whatever the package's own config file says
     (config / "jupyter_server_config.json").write_text(json.dumps(
-        {"ServerApp": {"jpserver_extensions": {"labcluster.server": True}}}))
+        {"ServerApp": {"jpserver_extensions": {"labcluster.server": server_extension}}}))
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
     env.pop("JUPYTER_TOKEN", None)
     port, token = free_port(), secrets.token_hex(24)
@@ -79,16 +80,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         env=env, stdout=log, stderr=subprocess.STDOUT)
     import urllib.request
 
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, (home / "lab.log").read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=5):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "jupyter lab did not answer within 90 s"
-            time.sleep(0.3)
     try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, (home / "lab.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "jupyter lab did not answer within 90 s"
+                time.sleep(0.3)
         yield {"url": f"http://127.0.0.1:{port}", "token": token, "root": root, "log": home / "lab.log"}
     finally:
         proc.terminate()
@@ -98,6 +99,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with _jupyter_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +163,7 @@ def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str,
     dialog.locator("select").select_option("cpu")
     dialog.locator("label", has_text="Workers").locator("input").fill("2")
     dialog.get_by_role("button", name="Scale").click()
-    panel.locator(".lc-cluster", has_text="cpu: 2 ×").wait_for(timeout=60_000)
+    panel.locator(".lc-cluster", has_text="cpu: 2 \u00d7").wait_for(timeout=60_000)
     page.screenshot(path=str(shots / "sidebar-3-scaled.png"))
 
     # its resources dashboard as a Lab tab, through the server's proxy, rendering
@@ -190,3 +197,18 @@ def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str,
     assert not errors, errors
     assert lab["token"] not in panel.inner_text()
     page.close()
+
+
+@pytestmark_browser
+def test_a_server_without_the_extension_is_said_so_in_the_panel(tmp_path: Path, browser: Any) -> None:
+    with _jupyter_lab(tmp_path / "lab", server_extension=False) as bare:
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.goto(f"{bare['url']}/lab/tree/user.ipynb?reset&token={bare['token']}")
+        page.locator(".jp-Notebook").wait_for(timeout=90_000)
+        page.locator('li[data-id="labcluster-sidebar"]').click()
+        message = page.locator("#labcluster-sidebar .lc-message.lc-error")
+        message.wait_for(timeout=30_000)
+        assert "server extension is not running" in message.inner_text()
+        assert "jupyter server extension enable labcluster.server" in message.inner_text()
+        page.screenshot(path=str(_artifacts(tmp_path) / "sidebar-no-server-extension.png"))
+        page.close()

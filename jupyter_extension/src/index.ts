@@ -1,9 +1,4 @@
-import {
-  ILabShell,
-  ILayoutRestorer,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, IFrame, MainAreaWidget, showErrorMessage } from '@jupyterlab/apputils';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
@@ -27,16 +22,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'labcluster-sidebar:plugin',
   description: "labcluster's sidebar: clusters, workers, live use, dashboards and connect code",
   autoStart: true,
-  requires: [ILabShell],
+  // no ILabShell: app.shell is JupyterLab's or Notebook 7's, and both have a left area and a main area
   optional: [ICommandPalette, INotebookTracker, ILayoutRestorer],
   activate: (
     app: JupyterFrontEnd,
-    shell: ILabShell,
     palette: ICommandPalette | null,
     notebooks: INotebookTracker | null,
     restorer: ILayoutRestorer | null
   ) => {
-    const { commands } = app;
+    const { commands, shell } = app;
 
     const openDashboard = (cluster: IClusterModel, page: string) => {
       const dashboard = cluster.dashboards.find(d => d.page === page);
@@ -81,6 +75,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
     shell.add(panel, 'left', { rank: 300 });
     restorer?.add(panel, panel.id);
 
+    /** The cluster a command's ``id`` names, else the first one; none running is said in a dialog. */
+    const clusterFor = async (id: unknown): Promise<IClusterModel | undefined> => {
+      const clusters = await requestAPI<IClusterModel[]>('clusters');
+      const cluster = clusters.find(c => c.id === id) ?? clusters[0];
+      if (!cluster) {
+        await showErrorMessage('labcluster', 'No cluster is running: start one first.');
+      }
+      return cluster;
+    };
+
     commands.addCommand(COMMANDS.start, {
       label: 'labcluster: Start a Cluster…',
       execute: () => panel.startCluster()
@@ -92,25 +96,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
     commands.addCommand(COMMANDS.dashboard, {
       label: args => (args.page ? `labcluster: Open the ${args.page} Dashboard` : 'labcluster: Open a Dashboard'),
       execute: async args => {
-        const clusters = await requestAPI<IClusterModel[]>('clusters');
-        const cluster = clusters.find(c => c.id === args.id) ?? clusters[0];
-        if (!cluster) {
-          await showErrorMessage('labcluster', 'No cluster is running: start one first.');
-          return;
+        const cluster = await clusterFor(args.id);
+        if (cluster) {
+          openDashboard(cluster, (args.page as string) || 'resources');
         }
-        openDashboard(cluster, (args.page as string) || 'resources');
       }
     });
     commands.addCommand(COMMANDS.insert, {
       label: 'labcluster: Insert Connect Code',
       execute: async args => {
-        const clusters = await requestAPI<IClusterModel[]>('clusters');
-        const cluster = clusters.find(c => c.id === args.id) ?? clusters[0];
-        if (!cluster) {
-          await showErrorMessage('labcluster', 'No cluster is running: start one first.');
-          return;
+        const cluster = await clusterFor(args.id);
+        if (cluster) {
+          insertCode(cluster.connect_code);
         }
-        insertCode(cluster.connect_code);
       }
     });
     for (const command of Object.values(COMMANDS)) {
