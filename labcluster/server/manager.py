@@ -209,7 +209,7 @@ class ClusterManager:
         try:
             async with rpc(address, timeout=self.rpc_timeout) as scheduler:
                 info = await asyncio.wait_for(scheduler.identity(n_workers=-1), self.rpc_timeout)
-        except (OSError, TimeoutError):
+        except Exception:  # gone, slow, or not a Dask scheduler any more (its port reused): one card says so
             return None
         return dict(info)
 
@@ -237,7 +237,10 @@ class ClusterManager:
     async def create_cluster(self, body: Any) -> dict[str, Any]:
         """Start a cluster in a head process of this server's; returns its model once its workers are up."""
         name, groups = groups_from_request(body)
-        entry = await asyncio.to_thread(self._start, name, groups)
+        try:
+            entry = await asyncio.to_thread(self._start, name, groups)
+        except ValueError as e:  # the head refused the groups (its own validation): the request's fault
+            raise InvalidRequest("body", str(e)) from None
         return await self._model(entry)
 
     def _start(self, name: str | None, groups: list[WorkerGroup]) -> dict[str, Any]:
