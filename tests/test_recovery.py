@@ -199,3 +199,9 @@ def test_get_gives_up_at_its_timeout_when_the_worker_holding_a_ready_result_stop
         os.kill(victim["PID"], signal.SIGCONT)
     assert info.value.timeout == 2
     assert lc.get(ref, timeout=60) == 9  # the worker answers again: nothing was lost
+
+
+def test_a_get_with_timeout_zero_of_ready_results_returns_them(two_sides: None) -> None:
+    ref = leaf.options(resources={"right": 1}).remote(4)
+    assert lc.wait([ref], timeout=60)[0] == [ref]
+    assert lc.get(ref, timeout=0) == 16  # Ray programs poll this way: ready means fetched, not timed out

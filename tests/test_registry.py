@@ -90,6 +90,15 @@ def test_a_reused_pid_and_files_that_are_not_entries_are_skipped(folder: str) ->
     assert [e["id"] for e in registry.entries(folder)] == [entry["id"]]
 
 
+def test_another_hosts_entry_is_neither_judged_nor_removed(folder: str) -> None:
+    os.makedirs(folder, mode=0o700)
+    entry = registry.publish({"address": "tcp://10.0.0.9:8786"}, directory=folder)
+    path = Path(folder, f"{entry['id']}.json")
+    path.write_text(json.dumps({**entry, "host": "another-node", "pid": 1, "pid_started": 0.0}))
+    assert registry.entries(folder) == []  # its PID means nothing here
+    assert path.exists()  # and it is not ours to remove (a home directory shared between nodes)
+
+
 def test_a_bad_id_is_refused(folder: str) -> None:
     os.makedirs(folder, mode=0o700)
     with pytest.raises(ValueError, match="letters and digits"):

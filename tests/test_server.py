@@ -98,7 +98,7 @@ async def test_a_cluster_started_from_the_server_scales_and_stops(jp_fetch: Any)
     ({"workers": -1}, "workers"), ({"workers": 10_000}, "workers"), ({"workers": "2"}, "workers"),
     ({"workers": True}, "workers"), ({"threads": 0}, "threads"), ({"gpus": 1.5}, "gpus"),
     ({"simulate_gpus": "yes"}, "simulate_gpus"), ({"resources": {"GPU": 1}}, "resources"),
-    ({"resources": {"x": -1}}, "resources"), ({"resources": {"a b": 1}}, "resources"),
+    ({"resources": {"x": -1}}, "resources"), ({"resources": {"memory": 2}}, "resources"), ({"resources": {"a b": 1}}, "resources"),
     ({"resources": [1, 2]}, "resources"), ({"name": ""}, "name"), ({"nodes": 3}, "nodes"), ([1, 2], "body"),
     ("{not json", "body"), ("x" * (1024 * 1024), "body"),
 ])

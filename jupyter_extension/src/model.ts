@@ -1,6 +1,6 @@
 /**
  * The cluster model the server extension answers (labcluster/server/manager.py, MODEL_FIELDS): field for field,
- * which tests/test_sidebar_model.py checks.
+ * which tests/test_sidebar.py checks.
  */
 
 export interface IOwner {

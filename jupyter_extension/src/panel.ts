@@ -159,6 +159,12 @@ export class ClusterPanel extends Widget {
 
   /** Read the clusters now (and keep polling: fast while shown, slowly while hidden). */
   async refresh(): Promise<void> {
+    // one request at a time: a slow answer (an unreachable cluster takes seconds) is never overtaken by another
+    this.inFlight ??= this.read().finally(() => (this.inFlight = null));
+    return this.inFlight;
+  }
+
+  private async read(): Promise<void> {
     try {
       this.clusters = await requestAPI<IClusterModel[]>('clusters');
       this.message.textContent = '';
@@ -172,12 +178,14 @@ export class ClusterPanel extends Widget {
   }
 
   private async poll(): Promise<void> {
+    window.clearTimeout(this.timer); // one loop: a poll started by showing the panel replaces the pending one
     if (this.isDisposed) {
       return;
     }
     if (this.isVisible || this.clusters === null) {
       await this.refresh();
     }
+    window.clearTimeout(this.timer);
     this.timer = window.setTimeout(() => void this.poll(), this.isVisible ? VISIBLE_MS : HIDDEN_MS);
   }
 
@@ -300,6 +308,7 @@ export class ClusterPanel extends Widget {
 
   clusters: IClusterModel[] | null = null;
   private timer = 0;
+  private inFlight: Promise<void> | null = null;
   private readonly message = el('div', 'lc-message');
   private readonly list = el('div', 'lc-list');
 }

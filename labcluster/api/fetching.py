@@ -100,6 +100,8 @@ def values(session: Session, items: Sequence[Any], timeout: float | None) -> lis
                 pending = len([r for r in items if not r.done()])
                 if pending:
                     raise GetTimeoutError(pending, len(items), timeout)
+            if deadline is not None:  # every object is ready: fetching them gets at least one step (timeout=0 polls)
+                deadline = max(deadline, time.monotonic() + config.seconds("wait-step"))
             return _collect(session, items, deadline, timeout)
     except GetTimeoutError:
         raise

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -57,7 +58,7 @@ def _started(pid: int) -> float | None:
         if process.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
             return None
         return float(process.create_time())
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+    except (psutil.NoSuchProcess, ValueError):
         return None
 
 
@@ -67,7 +68,8 @@ def publish(fields: dict[str, Any], directory: str | None = None) -> dict[str, A
     Adds ``id``, ``version``, ``pid``, ``pid_started`` and ``started`` (kept from ``fields`` when there) to them,
     and ``head_started`` when they have a ``head_pid``."""
     folder = directory or registry_directory()
-    entry = {**fields, "version": VERSION, "pid": os.getpid(), "pid_started": _started(os.getpid())}
+    entry = {**fields, "version": VERSION, "host": socket.gethostname(), "pid": os.getpid(),
+             "pid_started": _started(os.getpid())}
     if entry.get("head_pid"):
         entry["head_started"] = _started(int(entry["head_pid"]))
     entry.setdefault("id", uuid.uuid4().hex[:12])
@@ -94,8 +96,14 @@ def withdraw(entry_id: str, directory: str | None = None) -> None:
 
 
 def _runs(pid: Any, recorded: Any) -> bool:
-    """Whether process ``pid`` runs and is the one that started at ``recorded`` (None: not recorded)."""
-    started = _started(int(pid or 0))
+    """Whether process ``pid`` runs and is the one that started at ``recorded`` (None: not recorded). A process
+    we may not look at (another user's) counts as running: its file is not ours to remove."""
+    import psutil
+
+    try:
+        started = _started(int(pid or 0))
+    except psutil.AccessDenied:
+        return True
     return started is not None and (recorded is None or abs(float(recorded) - started) < 1.0)
 
 
@@ -123,6 +131,8 @@ def entries(directory: str | None = None) -> list[dict[str, Any]]:
             continue
         if not isinstance(entry, dict) or entry.get("version") != VERSION or f"{entry.get('id')}.json" != name:
             continue
+        if entry.get("host", socket.gethostname()) != socket.gethostname():
+            continue  # another machine's (a shared home): its PIDs mean nothing here, and its file is not ours
         if not _alive(entry):
             withdraw(str(entry["id"]), folder)
             continue

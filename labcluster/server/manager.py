@@ -74,6 +74,10 @@ class ClusterConflict(LabclusterError):
     """The cluster cannot do this now (stop someone else's cluster without confirming; scale one that cannot)."""
 
 
+#: not custom resources: CPU and GPU slots, and memory (its own total)
+_NOT_CUSTOM = ("CPU", "GPU", "memory")
+
+
 def _integer(body: dict[str, Any], field: str, low: int, high: int, default: int | None) -> int | None:
     value = body.get(field, default)
     if value is None:
@@ -120,8 +124,9 @@ def groups_from_request(body: Any) -> tuple[str | None, list[WorkerGroup]]:
         if not (isinstance(key, str) and 0 < len(key) <= 64 and key.replace("_", "").replace("-", "").isalnum()):
             raise InvalidRequest("resources", f"a resource name must be letters, digits, '-' or '_' (at most 64), "
                                               f"got {key!r}")
-        if key in ("CPU", "GPU"):
-            raise InvalidRequest("resources", f"{key} is not a custom resource: set threads or gpus instead")
+        if key in _NOT_CUSTOM:
+            raise InvalidRequest("resources", f"{key} is not a custom resource: set threads or gpus instead (memory "
+                                              "is split over the workers by their threads)")
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or \
                 not 0 <= amount <= 1e6:
             raise InvalidRequest("resources", f"the amount of {key!r} must be a number from 0 to 1e6, got {amount!r}")
@@ -133,10 +138,6 @@ def groups_from_request(body: Any) -> tuple[str | None, list[WorkerGroup]]:
         raise InvalidRequest("gpus", str(e)) from None
     groups[0] = dataclasses.replace(groups[0], n=workers)
     return (name.strip() if name is not None else None), groups
-
-
-#: not custom resources: CPU and GPU slots, and memory (its own total)
-_NOT_CUSTOM = ("CPU", "GPU", "memory")
 
 
 def _groups(workers: list[WorkerInfo]) -> list[dict[str, Any]]:
@@ -236,7 +237,7 @@ class ClusterManager:
     # -- change ----------------------------------------------------------------------------------------------------
     async def create_cluster(self, body: Any) -> dict[str, Any]:
         """Start a cluster in a head process of this server's; returns its model once its workers are up."""
-        name, groups = groups_from_request(body)
+        name, groups = await asyncio.to_thread(groups_from_request, body)  # it probes NVML: off the server's loop
         try:
             entry = await asyncio.to_thread(self._start, name, groups)
         except ValueError as e:  # the head refused the groups (its own validation): the request's fault
