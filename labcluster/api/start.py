@@ -20,12 +20,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import config
-from ..cluster.groups import WorkerGroup, default_groups, pin_gpus
+from ..cluster.groups import WorkerGroup, default_groups, pin_real_gpus
 from ..cluster.info import total_resources
 from ..cluster.launcher import Head
 from ..cluster.tuning import dask_settings, local_interval, local_settings, tune
 from ..dask_internals import client_stream
-from ..diagnostics import nvml
 from ..exceptions import ClusterError, WorkerStartTimeout, unknown_name
 from .boundary import entry
 from .registration import Registration
@@ -173,8 +172,7 @@ class _Settings:
 
 def _start_head(groups: list[WorkerGroup], host: str, dashboard: str | None, wait: float) -> Session:
     """The cluster in a head process of its own (``cluster/head.py``), this process its client."""
-    if any(g.gpus_per_worker and g.simulated is not True for g in groups):  # real GPUs: one per worker, by UUID
-        groups = pin_gpus(groups, nvml.probe())
+    groups = pin_real_gpus(groups)  # real GPUs: one per worker, by UUID
     head = Head(groups, host=host, dashboard_address=dashboard)
     head.start()
     settings: _Settings | None = None

@@ -226,3 +226,11 @@ def parse_resources(pairs: Sequence[str]) -> dict[str, float]:
             raise ValueError(f"--resources takes NAME=NUMBER pairs, got {pair!r}; e.g. --resources special=2 "
                              f"disk=1") from None
     return out
+
+
+def pin_real_gpus(groups: list[WorkerGroup]) -> list[WorkerGroup]:
+    """``groups`` with real GPUs pinned one per worker by UUID (:func:`pin_gpus`), when a group may use real ones;
+    unchanged (no NVML probe) when every GPU is simulated."""
+    if any(g.gpus_per_worker and g.simulated is not True for g in groups):
+        return pin_gpus(groups, nvml.probe())
+    return groups

@@ -15,6 +15,7 @@ that failed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import os
@@ -22,10 +23,9 @@ from typing import Any
 
 from .. import config
 from ..cluster import registry
-from ..cluster.groups import WorkerGroup, default_groups, pin_gpus
+from ..cluster.groups import WorkerGroup, default_groups, pin_real_gpus
 from ..cluster.info import WorkerInfo, shown, total_resources, workers_from_info
 from ..cluster.launcher import Head
-from ..diagnostics import nvml
 from ..exceptions import LabclusterError
 
 #: what a create request may say, and its bounds (a sidebar form; a script wanting more calls lc.init itself)
@@ -205,14 +205,19 @@ class ClusterManager:
         raise ClusterNotFound(cluster_id)
 
     async def _identity(self, address: str) -> dict[str, Any] | None:
-        from distributed.core import rpc
-
         try:
-            async with rpc(address, timeout=self.rpc_timeout) as scheduler:
-                info = await asyncio.wait_for(scheduler.identity(n_workers=-1), self.rpc_timeout)
+            info = await self._ask(address, "identity", n_workers=-1)
         except Exception:  # gone, slow, or not a Dask scheduler any more (its port reused): one card says so
             return None
         return dict(info)
+
+    async def _ask(self, address: str, op: str, reply: float | None = None, **kwargs: Any) -> Any:
+        """One Dask RPC to a scheduler: connect within ``rpc_timeout``, the answer within ``reply`` seconds (default
+        ``rpc_timeout``)."""
+        from distributed.core import rpc
+
+        async with rpc(address, timeout=self.rpc_timeout) as scheduler:
+            return await asyncio.wait_for(getattr(scheduler, op)(**kwargs), reply or self.rpc_timeout)
 
     async def _model(self, entry: dict[str, Any]) -> dict[str, Any]:
         info = await self._identity(str(entry["address"]))
@@ -245,8 +250,7 @@ class ClusterManager:
         return await self._model(entry)
 
     def _start(self, name: str | None, groups: list[WorkerGroup]) -> dict[str, Any]:
-        if any(g.gpus_per_worker and g.simulated is not True for g in groups):
-            groups = pin_gpus(groups, nvml.probe())
+        groups = pin_real_gpus(groups)
         host = str(config.get("local.host"))
         head = Head(groups, host=host, dashboard_address=f"{host}:0")
         head.start()
@@ -273,11 +277,8 @@ class ClusterManager:
         if workers is None:
             raise InvalidRequest("workers", "is required: the group's new size (0 to 64)")
         entry = await self._entry(cluster_id)
-        from distributed.core import rpc
-
         try:
-            async with rpc(str(entry["address"]), timeout=self.rpc_timeout) as scheduler:
-                result = await scheduler.labcluster_scale(group=group, n=workers)
+            result = await self._ask(str(entry["address"]), "labcluster_scale", reply=120.0, group=group, n=workers)
         except OSError as e:
             raise ClusterConflict(f"the cluster's scheduler at {entry['address']} does not answer ({e})") from None
         except Exception as e:  # its scheduler has no labcluster_scale handler
@@ -303,13 +304,8 @@ class ClusterManager:
             raise ClusterConflict(f"this cluster was started by a {owner}"
                                   + (f" ({entry['owner']['notebook']})" if entry["owner"].get("notebook") else "")
                                   + ", whose work stops with it: confirm to stop it anyway")
-        from distributed.core import rpc
-
-        try:
-            async with rpc(str(entry["address"]), timeout=self.rpc_timeout) as scheduler:
-                await scheduler.terminate()
-        except OSError:
-            pass  # gone already
+        with contextlib.suppress(OSError):  # gone already
+            await self._ask(str(entry["address"]), "terminate", reply=30.0)
 
     def close(self) -> None:
         """Stop every cluster this server started (when the server stops)."""
