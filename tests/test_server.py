@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from jupyter_server.auth.authorizer import Authorizer
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
@@ -87,6 +88,12 @@ async def test_a_cluster_started_from_the_server_scales_and_stops(jp_fetch: Any)
         assert code == 200 and {g["name"]: g["workers"] for g in scaled["groups"]}["cpu"] == 2
         code, error = await _call(jp_fetch, "clusters", model["id"], method="PATCH", body={"group": "tpu", "workers": 1})
         assert code == 400 and "tpu" in error["error"]
+        # a group scaled to 0 stays in the model (the scale dialog lists it), and scales back up
+        code, scaled = await _call(jp_fetch, "clusters", model["id"], method="PATCH", body={"group": "gpu", "workers": 0})
+        assert code == 200 and {g["name"]: g["workers"] for g in scaled["groups"]} == {"cpu": 2, "gpu": 0}
+        assert scaled["totals"]["simulated_gpus"] == 0.0
+        code, scaled = await _call(jp_fetch, "clusters", model["id"], method="PATCH", body={"group": "gpu", "workers": 1})
+        assert code == 200 and {g["name"]: g["workers"] for g in scaled["groups"]} == {"cpu": 2, "gpu": 1}
     finally:
         code, _ = await _call(jp_fetch, "clusters", model["id"], method="DELETE")
     assert code == 204
@@ -100,7 +107,7 @@ async def test_a_cluster_started_from_the_server_scales_and_stops(jp_fetch: Any)
     ({"simulate_gpus": "yes"}, "simulate_gpus"), ({"resources": {"GPU": 1}}, "resources"),
     ({"resources": {"x": -1}}, "resources"), ({"resources": {"memory": 2}}, "resources"), ({"resources": {"a b": 1}}, "resources"),
     ({"resources": [1, 2]}, "resources"), ({"name": ""}, "name"), ({"nodes": 3}, "nodes"), ([1, 2], "body"),
-    ("{not json", "body"), ("x" * (1024 * 1024), "body"),
+    ("{not json", "body"), ("x" * (1024 * 1024), "body"), ("[" * 30_000 + "]" * 30_000, "body"),
 ])
 async def test_a_bad_body_is_a_400_naming_the_field_and_starts_nothing(jp_fetch: Any, body: Any, field: str) -> None:
     before = len(registry.entries())
@@ -115,6 +122,47 @@ async def test_an_unknown_id_is_a_404_and_a_bad_scale_body_a_400(jp_fetch: Any) 
         assert code == 404 and "abc123" in error["error"]
     code, error = await _call(jp_fetch, "clusters", "abc123", method="PATCH", body={"workers": -2})
     assert code == 400 and error["field"] == "workers"
+
+
+async def test_stopping_a_kernels_in_process_cluster_drops_it_from_the_list(jp_fetch: Any) -> None:
+    """The kernel lives on after its in-process cluster is stopped from the panel: the card goes anyway."""
+    lc.shutdown()
+    session = lc.init(num_cpus=1, processes=False, dashboard_address="127.0.0.1:0")
+    try:
+        _, clusters = await _call(jp_fetch, "clusters")
+        (model,) = [c for c in clusters if c["address"] == session.address]
+        code, _ = await _call(jp_fetch, "clusters", model["id"], method="DELETE", params={"confirm": "1"})
+        assert code == 204
+        _, clusters = await _call(jp_fetch, "clusters")
+        assert model["id"] not in {c["id"] for c in clusters}
+    finally:
+        lc.shutdown()
+
+
+class _ReadOnly(Authorizer):
+    """An Authorizer that lets everyone read and no one write, and notes what it was asked."""
+
+    asked: list[tuple[str, str]] = []
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        self.asked.append((action, resource))
+        return action == "read"
+
+
+async def test_jupyters_authorizer_decides_who_may_start_scale_and_stop(jp_fetch: Any, jp_serverapp: Any) -> None:
+    settings = jp_serverapp.web_app.settings
+    settings["authorizer"] = _ReadOnly(parent=jp_serverapp, identity_provider=jp_serverapp.identity_provider)
+    before = len(registry.entries())
+    code, _ = await _call(jp_fetch, "clusters")
+    assert code == 200
+    for method, path, body in (("POST", ("clusters",), {"workers": 1}), ("PATCH", ("clusters", "abc123"),
+                                                                          {"workers": 1}),
+                               ("DELETE", ("clusters", "abc123"), None)):
+        code, error = await _call(jp_fetch, *path, method=method, body=body)
+        assert code == 403, (method, code)
+        assert "not authorized to write on resource: labcluster" in (error or {}).get("message", ""), error
+    assert len(registry.entries()) == before
+    assert ("read", "labcluster") in _ReadOnly.asked and ("write", "labcluster") in _ReadOnly.asked
 
 
 ROUTES = [("info",), ("clusters",), ("clusters", "abc123")]

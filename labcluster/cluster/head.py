@@ -93,13 +93,17 @@ async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> No
     scheduler_object: Any = cluster.scheduler
     extension = scheduler_object.extensions["labcluster"]
     scaler = Scaler(cluster, groups, host=host, processes=True, stream_interval=interval)
-    scheduler_object.handlers["labcluster_scale"] = scaler.handler()  # Session.scale, %cluster scale
+    scaler.install(scheduler_object)
     keeping = asyncio.ensure_future(_keep_kept(cluster, extension))
     say({"workers": sorted(cluster.workers)})
     waits = [asyncio.ensure_future(w) for w in (stop.wait(), scheduler_object.finished(),
                                                 _parent_gone(int(spec["parent_pid"])))]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        # why, for the driver's session: its next call says so instead of waiting on a scheduler that is gone
+        reasons = ("it was told to stop (a signal)", "its scheduler was asked to close by a client (the JupyterLab "
+                   "sidebar's stop, or client.shutdown())", "the process that started it exited")
+        say({"stopping": next((r for w, r in zip(waits, reasons, strict=True) if w.done()), reasons[0])})
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):  # stopping already: a second signal must not land in a
             loop.remove_signal_handler(sig)          # closing loop (its wakeup pipe may be gone)

@@ -62,6 +62,8 @@ class Head:
         self._said: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stderr: deque[str] = deque(maxlen=30)
         self._closing = False
+        #: why the head is stopping, once it says so (a client closed its scheduler, a signal, its parent left)
+        self.stopping: str | None = None
         self._threads: list[threading.Thread] = []
 
     def __repr__(self) -> str:
@@ -116,7 +118,10 @@ class Head:
         with stream:
             for line in stream:
                 with contextlib.suppress(ValueError):
-                    self._said.put(json.loads(line))
+                    message = json.loads(line)
+                    if "stopping" in message:
+                        self.stopping = str(message["stopping"])
+                    self._said.put(message)
         self._said.put({"exited": True})
 
     def _forward(self, stream: IO[bytes]) -> None:
@@ -167,10 +172,12 @@ class Head:
 
     # -- while it runs ---------------------------------------------------------------------------------------------
     def died(self) -> str | None:
-        """Why the head is gone, if its process exited without :meth:`close` being called; else None."""
+        """Why the head is gone (or going: it said why it stops), if that was not :meth:`close`; else None."""
         process = self.process
-        if process is None or self._closing or process.poll() is None:
+        if process is None or self._closing:
             return None
+        if process.poll() is None:  # running; or closing its Nannies because its scheduler was closed
+            return f"the local cluster stopped: {self.stopping}" if self.stopping is not None else None
         return f"the local cluster's head process (pid {process.pid}) exited ({_how(process.returncode)})"
 
     # -- stop ------------------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def start_in_process(groups: Sequence[WorkerGroup], dashboard_address: str | Non
     cluster = KeepingSpecCluster(workers=spec, scheduler=scheduler, name="labcluster", silence_logs=logging.WARNING)
     scaler = Scaler(cluster, groups, host=None, processes=False, stream_interval=interval)
     scheduler_object: Any = cluster.scheduler
-    scheduler_object.handlers["labcluster_scale"] = scaler.handler()  # Session.scale, %cluster scale
+    scaler.install(scheduler_object)
     return cluster
 
 

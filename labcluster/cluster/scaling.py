@@ -5,8 +5,9 @@ to ``n`` adds the missing entries (with the group's options; real GPUs as far as
 ones beyond) or removes the highest-numbered ones, then lets ``SpecCluster`` start and stop Nannies to match.
 Dask retires a removed worker gracefully: its results move to the workers left.
 
-The head process registers :func:`handler` on its scheduler (``labcluster_scale``); an in-process cluster is
-scaled by calling :func:`scale_group` on its loop.
+:meth:`Scaler.install` registers two scheduler handlers: ``labcluster_scale`` (the head process's clusters are
+scaled through it; an in-process cluster's :meth:`Scaler.scale_group` is also called on its loop) and
+``labcluster_groups`` (every group with its size, those scaled to 0 included: the sidebar's scale dialog).
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ class Scaler:
             await asyncio.sleep(0.1)
         raise TimeoutError(f"scaling did not settle within {timeout:g}s (waiting for {sorted(added)} to start and "
                            f"{sorted(removed)} to stop); see the cluster's log")
+
+    def install(self, scheduler: Any) -> None:
+        """Register ``labcluster_scale`` and ``labcluster_groups`` on ``scheduler`` (see the module docstring)."""
+        scheduler.handlers["labcluster_scale"] = self.handler()  # Session.scale, %cluster scale, the sidebar
+        scheduler.handlers["labcluster_groups"] = self.groups_handler()
+
+    def groups_handler(self) -> Callable[..., Any]:
+        def labcluster_groups() -> list[dict[str, Any]]:
+            return [{"name": g.name, "workers": g.n, "threads": g.nthreads} for g in self.groups.values()]
+
+        return labcluster_groups
 
     def handler(self) -> Callable[..., Any]:
         async def labcluster_scale(group: str = "cpu", n: int = 0) -> dict[str, Any]:

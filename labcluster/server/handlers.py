@@ -1,6 +1,7 @@
 """The sidebar's REST API: tornado handlers that translate HTTP to :class:`~labcluster.server.manager.ClusterManager`
 calls and back, and nothing else. Every verb is ``@tornado.web.authenticated`` (Jupyter's auth: token or cookie;
-its XSRF check refuses cross-site writes).
+its XSRF check refuses cross-site writes) and ``@authorized`` (the server's ``Authorizer`` decides who may
+``read`` the resource ``labcluster``, the clusters, and who may ``write`` it: start, scale, stop).
 
 ==========================================  ======  =========================================================
 route (under the server's base URL)         verb    what
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import tornado.web
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
@@ -38,6 +41,9 @@ STATUS = {ClusterNotFound: 404, InvalidRequest: 400, ClusterConflict: 409}
 
 
 class _Handler(APIHandler):
+    #: what Jupyter's Authorizer is asked about: ``read`` on it for GET, ``write`` for the verbs that change things
+    auth_resource = "labcluster"
+
     @property
     def manager(self) -> ClusterManager:
         return self.settings["labcluster_manager"]  # type: ignore[no-any-return]
@@ -50,8 +56,16 @@ class _Handler(APIHandler):
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError):
             raise InvalidRequest("body", "is not JSON: send a JSON object") from None
+        except RecursionError:
+            raise InvalidRequest("body", "is nested too deeply: send a flat JSON object") from None
 
-    def answer(self, model: Any, status: int = 200) -> None:
+    async def respond(self, call: Callable[[], Awaitable[Any]], status: int = 200) -> None:
+        """Answer what ``call`` returns (JSON; ``None``: no body) with ``status``, or its error (see ``fail``)."""
+        try:
+            model = await call()
+        except Exception as e:
+            self.fail(e)
+            return
         self.set_status(status)
         if model is None:
             self.finish()
@@ -61,8 +75,8 @@ class _Handler(APIHandler):
 
     def fail(self, error: Exception) -> None:
         status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 500)
-        if status == 500:
-            logger.error("labcluster: %s: %s", type(error).__name__, error)
+        if status == 500:  # not the request's fault: the server's log keeps the traceback
+            logger.error("labcluster: %s %s failed", self.request.method, self.request.path, exc_info=error)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": str(error) or type(error).__name__, "field": getattr(error, "field", None)}))
@@ -70,49 +84,46 @@ class _Handler(APIHandler):
 
 class InfoHandler(_Handler):
     @tornado.web.authenticated
-    def get(self) -> None:
-        self.answer({"version": __version__})
+    @authorized
+    async def get(self) -> None:
+        await self.respond(_constant({"version": __version__}))
 
 
 class ClustersHandler(_Handler):
     @tornado.web.authenticated
+    @authorized
     async def get(self) -> None:
-        try:
-            self.answer(await self.manager.list_clusters())
-        except Exception as e:
-            self.fail(e)
+        await self.respond(self.manager.list_clusters)
 
     @tornado.web.authenticated
+    @authorized
     async def post(self) -> None:
-        try:
-            self.answer(await self.manager.create_cluster(self.body()), 201)
-        except Exception as e:
-            self.fail(e)
+        await self.respond(lambda: self.manager.create_cluster(self.body()), 201)
 
 
 class ClusterHandler(_Handler):
     @tornado.web.authenticated
+    @authorized
     async def get(self, cluster_id: str) -> None:
-        try:
-            self.answer(await self.manager.get_cluster(cluster_id))
-        except Exception as e:
-            self.fail(e)
+        await self.respond(lambda: self.manager.get_cluster(cluster_id))
 
     @tornado.web.authenticated
+    @authorized
     async def patch(self, cluster_id: str) -> None:
-        try:
-            self.answer(await self.manager.scale_cluster(cluster_id, self.body()))
-        except Exception as e:
-            self.fail(e)
+        await self.respond(lambda: self.manager.scale_cluster(cluster_id, self.body()))
 
     @tornado.web.authenticated
+    @authorized
     async def delete(self, cluster_id: str) -> None:
         confirm = self.get_query_argument("confirm", "0") in ("1", "true", "yes")
-        try:
-            await self.manager.delete_cluster(cluster_id, confirm=confirm)
-            self.answer(None, 204)
-        except Exception as e:
-            self.fail(e)
+        await self.respond(lambda: self.manager.delete_cluster(cluster_id, confirm=confirm), 204)
+
+
+def _constant(value: Any) -> Callable[[], Awaitable[Any]]:
+    async def call() -> Any:
+        return value
+
+    return call
 
 
 def routes(base_url: str) -> list[tuple[str, type[_Handler]]]:

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import time
 from typing import Any
 
 from .. import config
@@ -140,11 +141,19 @@ def groups_from_request(body: Any) -> tuple[str | None, list[WorkerGroup]]:
     return (name.strip() if name is not None else None), groups
 
 
-def _groups(workers: list[WorkerInfo]) -> list[dict[str, Any]]:
+def _groups(workers: list[WorkerInfo], spec: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each group's live workers and what they add up to; a group of the cluster's ``spec`` with no worker up
+    (scaled to 0, or still starting) is listed too, with 0 of everything, so it can be scaled back up."""
     out: dict[str, dict[str, Any]] = {}
-    for w in workers:
-        g = out.setdefault(w.group, {"name": w.group, "workers": 0, "threads": 0, "gpus": 0.0, "simulated_gpus": 0.0,
+
+    def group(name: str) -> dict[str, Any]:
+        return out.setdefault(name, {"name": name, "workers": 0, "threads": 0, "gpus": 0.0, "simulated_gpus": 0.0,
                                      "resources": {}})
+
+    for g in spec:
+        group(str(g["name"]))
+    for w in workers:
+        g = group(w.group)
         g["workers"] += 1
         g["threads"] += w.nthreads
         gpus = float(w.resources.get("GPU", 0))
@@ -165,7 +174,7 @@ def _live(info: dict[str, Any]) -> dict[str, Any]:
     return {
         "status": "running",
         "workers": len(workers),
-        "groups": _groups(workers),
+        "groups": _groups(workers, list(info.get("labcluster_groups") or [])),
         "totals": {"cpus": float(total.get("CPU", 0)), "gpus": float(total.get("GPU", 0)) - simulated,
                    "simulated_gpus": simulated, "threads": sum(w.nthreads for w in workers),
                    "memory": sum(w.memory_limit for w in workers),
@@ -205,11 +214,17 @@ class ClusterManager:
         raise ClusterNotFound(cluster_id)
 
     async def _identity(self, address: str) -> dict[str, Any] | None:
+        """The scheduler's ``identity``, with ``"labcluster_groups"`` added: its worker groups and their sizes
+        (empty where the scheduler has no such handler, e.g. a ``labcluster scheduler`` joined by hand)."""
         try:
-            info = await self._ask(address, "identity", n_workers=-1)
+            info = dict(await self._ask(address, "identity", n_workers=-1))
         except Exception:  # gone, slow, or not a Dask scheduler any more (its port reused): one card says so
             return None
-        return dict(info)
+        try:
+            info["labcluster_groups"] = list(await self._ask(address, "labcluster_groups"))
+        except Exception:
+            info["labcluster_groups"] = []
+        return info
 
     async def _ask(self, address: str, op: str, reply: float | None = None, **kwargs: Any) -> Any:
         """One Dask RPC to a scheduler: connect within ``rpc_timeout``, the answer within ``reply`` seconds (default
@@ -304,8 +319,18 @@ class ClusterManager:
             raise ClusterConflict(f"this cluster was started by a {owner}"
                                   + (f" ({entry['owner']['notebook']})" if entry["owner"].get("notebook") else "")
                                   + ", whose work stops with it: confirm to stop it anyway")
-        with contextlib.suppress(OSError):  # gone already
-            await self._ask(str(entry["address"]), "terminate", reply=30.0)
+        address = str(entry["address"])
+        with contextlib.suppress(OSError):  # gone already, or it closed before it answered
+            await self._ask(address, "terminate", reply=30.0)
+        # once its scheduler is gone, so is its entry, though the process that started it may live on (a kernel
+        # whose cluster ran in the kernel's own process)
+        deadline = time.monotonic() + 10.0
+        while await self._identity(address) is not None:
+            if time.monotonic() > deadline:
+                raise ClusterConflict(f"the cluster's scheduler at {address} was asked to stop and still answers "
+                                      "10 s later; stop it where it was started (lc.shutdown())")
+            await asyncio.sleep(0.2)
+        registry.withdraw(cluster_id)
 
     def close(self) -> None:
         """Stop every cluster this server started (when the server stops)."""
