@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port
+from test_dashboard_proxy import renders_and_updates
 
 from labcluster.server import manager
 
@@ -49,6 +50,16 @@ pytestmark_browser = pytest.mark.skipif(
     reason="the sidebar is not installed: pip install ./jupyter_extension (it builds with Node; .ci/run does it)")
 
 
+#: the notebook's second cell: tasks for ~30 s in a thread (the cell returns at once), for a timeline to show
+WORKLOAD = """import threading, time
+@lc.remote
+def tick(i):
+    time.sleep(0.05)
+    return i
+threading.Thread(target=lambda: [lc.get(tick.remote(i)) for i in range(500)], daemon=True).start()
+print('working')"""
+
+
 @contextlib.contextmanager
 def _jupyter_lab(home: Path, server_extension: bool = True) -> Iterator[dict[str, Any]]:
     """A real ``jupyter lab`` on a free loopback port with a random token and private config and runtime dirs;
@@ -56,7 +67,9 @@ def _jupyter_lab(home: Path, server_extension: bool = True) -> Iterator[dict[str
     root = home / "root"
     root.mkdir(parents=True)
     notebook = {"cells": [{"cell_type": "code", "execution_count": None, "id": "first", "metadata": {},
-                           "outputs": [], "source": "print('ready')"}],
+                           "outputs": [], "source": "print('ready')"},
+                          {"cell_type": "code", "execution_count": None, "id": "work", "metadata": {},
+                           "outputs": [], "source": WORKLOAD}],
                 "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
                 "nbformat": 4, "nbformat_minor": 5}
     (root / "user.ipynb").write_text(json.dumps(notebook))
@@ -188,15 +201,102 @@ def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str,
     assert "connected" in out.lower(), out
     page.screenshot(path=str(shots / "sidebar-5-connected.png"))
 
+    # tasks on it, and its timeline dragged from the panel to the main area's left edge: a split of its own there
+    work = page.locator(".jp-Cell", has_text="def tick").first
+    work.locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    work.locator(".jp-OutputArea-output", has_text="working").wait_for(timeout=30_000)
+    dock = page.locator("#jp-main-dock-panel")
+    bars = dock.locator(".lm-DockPanel-tabBar")
+    before = bars.count()
+    source = ours.get_by_role("button", name="timeline").bounding_box()
+    target = dock.bounding_box()
+    assert source is not None and target is not None
+    page.mouse.move(source["x"] + source["width"] / 2, source["y"] + source["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(source["x"] + 30, source["y"] + 10, steps=5)
+    page.mouse.move(target["x"] + 8, target["y"] + target["height"] / 2, steps=20)
+    page.mouse.up()
+    timeline = page.locator(".lm-TabBar-tab", has_text="labcluster: timeline (from the panel)")
+    timeline.wait_for(timeout=30_000)
+    assert bars.count() == before + 1  # a split, not a tab beside another
+    notebook_tab = page.locator(".lm-TabBar-tab", has_text="user.ipynb").bounding_box()
+    timeline_box = timeline.bounding_box()
+    assert notebook_tab is not None and timeline_box is not None and timeline_box["x"] < notebook_tab["x"]
+    frame = _frame(page, "individual-labcluster-timeline")
+    first, second = renders_and_updates(frame)
+    assert first != second  # it renders, and new tasks' bars arrive
+    page.screenshot(path=str(shots / "sidebar-6-timeline-dragged-into-a-split.png"))
+
     # stop it: the card goes
     ours.get_by_role("button", name="stop").click()
     dialog.get_by_role("button", name="Stop").click()
     ours.wait_for(state="detached", timeout=60_000)
-    page.screenshot(path=str(shots / "sidebar-6-stopped.png"))
+    page.screenshot(path=str(shots / "sidebar-7-stopped.png"))
     assert panel.locator(".lc-cluster", has_text=kernel_cluster).count() == 1
     assert not errors, errors
     assert lab["token"] not in panel.inner_text()
     page.close()
+
+
+@pytestmark_browser
+def test_jupyter_lists_the_prebuilt_extension_enabled_and_the_server_extension_on() -> None:
+    env = {**os.environ}
+    env.pop("JUPYTER_CONFIG_DIR", None)
+    labextensions = subprocess.run([sys.executable, "-m", "jupyter", "labextension", "list"], env=env,
+                                   capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in (labextensions.stdout + labextensions.stderr).splitlines()
+                 if "labcluster-sidebar" in ln), "")
+    assert "enabled" in line and "OK" in line, labextensions.stdout + labextensions.stderr
+    servers = subprocess.run([sys.executable, "-m", "jupyter", "server", "extension", "list"], env=env,
+                             capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in (servers.stdout + servers.stderr).splitlines() if "labcluster.server" in ln), "")
+    assert "enabled" in line, servers.stdout + servers.stderr
+
+
+def _frame(page: Any, route: str, timeout: float = 60.0) -> Any:
+    """The (i)frame of ``page`` showing the dashboard page ``route``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = next((f for f in page.frames if route in f.url), None)
+        if frame is not None:
+            return frame
+        assert time.monotonic() < deadline, f"no frame shows {route}: {[f.url for f in page.frames]}"
+        time.sleep(0.25)
+
+
+@pytestmark_browser
+def test_the_sidebar_in_notebook_7_lists_and_opens_dashboards_in_browser_tabs(lab: dict[str, Any],
+                                                                              kernel_cluster: str, browser: Any,
+                                                                              tmp_path: Path) -> None:
+    """Notebook 7 has one document a page and no dock: the panel is in its left sidebar (View > Left Sidebar), and
+    a dashboard opens in a browser tab of its own, through the same authenticated proxy."""
+    pytest.importorskip("notebook", minversion="7")
+    shots = _artifacts(tmp_path)
+    context = browser.new_context(viewport={"width": 1300, "height": 850})
+    page = context.new_page()
+    ours_failed: list[str] = []  # Notebook 7's own settings code logs a TypeError here; ours must log none
+    page.on("pageerror", lambda e: ours_failed.append(str(e.stack)) if "labcluster" in str(e.stack) else None)
+    page.goto(f"{lab['url']}/notebooks/user.ipynb?token={lab['token']}")
+    page.locator(".jp-Notebook").wait_for(timeout=90_000)
+    page.get_by_role("menuitem", name="View").click()
+    page.locator(".lm-Menu-item", has_text="Left Sidebar").hover()
+    page.locator(".lm-Menu-item", has_text="Show labcluster clusters").click()
+    panel = page.locator("#labcluster-sidebar")
+    theirs = panel.locator(".lc-cluster", has_text=kernel_cluster)
+    theirs.wait_for(timeout=30_000)
+    assert "started by owner.ipynb" in theirs.inner_text()
+    page.screenshot(path=str(shots / "sidebar-notebook7-1-panel.png"))
+    with context.expect_page(timeout=30_000) as opened:
+        theirs.get_by_role("button", name="timeline").click()
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert "/proxy/" in tab.url and "individual-labcluster-timeline" in tab.url and lab["token"] not in tab.url
+    tab.wait_for_function("() => window.Bokeh !== undefined && Bokeh.documents.length > 0", timeout=60_000)
+    tab.locator("text=labcluster: task timeline").first.wait_for(timeout=60_000)
+    tab.screenshot(path=str(shots / "sidebar-notebook7-2-dashboard-tab.png"))
+    assert not ours_failed, ours_failed
+    context.close()
 
 
 @pytestmark_browser

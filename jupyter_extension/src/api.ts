@@ -42,7 +42,11 @@ export async function requestAPI<T>(path: string, init: RequestInit = {}): Promi
         true
       );
     }
-    const message = body?.error ?? `${response.status} ${response.statusText}`;
+    // ours answer {error, field}; Jupyter's own refusals (403 from its Authorizer) {message}
+    let message: string = body?.error ?? body?.message ?? `${response.status} ${response.statusText}`;
+    if (response.status === 403 && body?.error === undefined) {
+      message = `this Jupyter server does not allow you to do that: ${message}`;
+    }
     throw new LabclusterAPIError(message, response.status, body?.field ?? null);
   }
   return body as T;

@@ -1,8 +1,9 @@
-import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, IFrame, MainAreaWidget, showErrorMessage } from '@jupyterlab/apputils';
+import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog, ICommandPalette, IFrame, MainAreaWidget, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { INotebookTracker, NotebookActions } from '@jupyterlab/notebook';
 import { LabIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
 
 import iconSvg from '../style/icon.svg';
 import { requestAPI } from './api';
@@ -22,29 +23,36 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'labcluster-sidebar:plugin',
   description: "labcluster's sidebar: clusters, workers, live use, dashboards and connect code",
   autoStart: true,
-  // no ILabShell: app.shell is JupyterLab's or Notebook 7's, and both have a left area and a main area
-  optional: [ICommandPalette, INotebookTracker, ILayoutRestorer],
+  // ILabShell optional: in Notebook 7 (one document a page, no dock) dashboards open as browser tabs instead
+  optional: [ICommandPalette, INotebookTracker, ILayoutRestorer, ILabShell],
   activate: (
     app: JupyterFrontEnd,
     palette: ICommandPalette | null,
     notebooks: INotebookTracker | null,
-    restorer: ILayoutRestorer | null
+    restorer: ILayoutRestorer | null,
+    labShell: ILabShell | null
   ) => {
     const { commands, shell } = app;
 
-    const openDashboard = (cluster: IClusterModel, page: string) => {
+    /** Where a dashboard page is served: through the Jupyter server's authenticated proxy (jupyter-server-proxy),
+     * so no dashboard port is opened to the browser. */
+    const dashboardFor = (cluster: IClusterModel, page: string) => {
       const dashboard = cluster.dashboards.find(d => d.page === page);
       if (!dashboard) {
         void showErrorMessage('labcluster', `${cluster.name} has no ${page} dashboard (it runs none)`);
-        return;
       }
-      const id = `labcluster-dashboard-${cluster.id}-${page}`;
-      const open = Array.from(shell.widgets('main')).find(w => w.id === id);
-      if (open) {
+      return dashboard;
+    };
+    const tabId = (cluster: IClusterModel, page: string) => `labcluster-dashboard-${cluster.id}-${page}`;
+
+    /** A dashboard page as a Lab tab (in an iframe), or null where it is open already (then it is shown). */
+    const dashboardWidget = (cluster: IClusterModel, page: string): MainAreaWidget<IFrame> | null => {
+      const dashboard = dashboardFor(cluster, page);
+      const id = tabId(cluster, page);
+      if (!dashboard || Array.from(shell.widgets('main')).some(w => w.id === id)) {
         shell.activateById(id);
-        return;
+        return null;
       }
-      // through the Jupyter server's authenticated proxy (jupyter-server-proxy): no dashboard port is opened
       const frame = new IFrame({ sandbox: ['allow-scripts', 'allow-same-origin'] });
       frame.url = URLExt.join(PageConfig.getBaseUrl(), dashboard.path);
       const widget = new MainAreaWidget({ content: frame });
@@ -52,7 +60,21 @@ const plugin: JupyterFrontEndPlugin<void> = {
       widget.title.label = `${dashboard.title} (${cluster.name})`;
       widget.title.icon = labclusterIcon;
       widget.title.closable = true;
-      shell.add(widget, 'main', { mode: 'split-right' });
+      return widget;
+    };
+
+    const openDashboard = (cluster: IClusterModel, page: string) => {
+      if (!labShell) {
+        const dashboard = dashboardFor(cluster, page);
+        if (dashboard) {
+          window.open(URLExt.join(PageConfig.getBaseUrl(), dashboard.path), '_blank', 'noopener');
+        }
+        return;
+      }
+      const widget = dashboardWidget(cluster, page);
+      if (widget) {
+        shell.add(widget, 'main', { mode: 'split-right' });
+      }
     };
 
     const insertCode = (code: string) => {
@@ -70,19 +92,52 @@ const plugin: JupyterFrontEndPlugin<void> = {
       shell.activateById(current.id);
     };
 
-    const panel = new ClusterPanel({ openDashboard, insertCode });
+    const panel = new ClusterPanel({
+      openDashboard,
+      // dragging a dashboard button into Lab's main area docks the page where it is dropped (a split, a tab)
+      dashboardWidget: labShell ? dashboardWidget : null,
+      insertCode
+    });
     panel.title.icon = labclusterIcon;
     shell.add(panel, 'left', { rank: 300 });
     restorer?.add(panel, panel.id);
 
-    /** The cluster a command's ``id`` names, else the first one; none running is said in a dialog. */
+    /** The cluster a command's ``id`` names; without one, the only cluster, or the one the user picks. */
     const clusterFor = async (id: unknown): Promise<IClusterModel | undefined> => {
-      const clusters = await requestAPI<IClusterModel[]>('clusters');
-      const cluster = clusters.find(c => c.id === id) ?? clusters[0];
-      if (!cluster) {
-        await showErrorMessage('labcluster', 'No cluster is running: start one first.');
+      let clusters: IClusterModel[];
+      try {
+        clusters = await requestAPI<IClusterModel[]>('clusters');
+      } catch (error) {
+        await showErrorMessage('labcluster', (error as Error).message);
+        return undefined;
       }
-      return cluster;
+      if (id !== undefined) {
+        const named = clusters.find(c => c.id === id);
+        if (!named) {
+          await showErrorMessage('labcluster', `No running cluster has the id ${id}: it may have stopped.`);
+        }
+        return named;
+      }
+      if (clusters.length <= 1) {
+        if (!clusters.length) {
+          await showErrorMessage('labcluster', 'No cluster is running: start one first.');
+        }
+        return clusters[0];
+      }
+      const picker = document.createElement('select');
+      for (const c of clusters) {
+        const option = document.createElement('option');
+        option.value = c.id;
+        option.textContent = `${c.name} (${c.address})`;
+        picker.appendChild(option);
+      }
+      const body = new Widget({ node: picker });
+      const result = await showDialog({
+        title: 'Which cluster?',
+        body,
+        buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Choose' })]
+      });
+      return result.button.accept ? clusters.find(c => c.id === picker.value) : undefined;
     };
 
     commands.addCommand(COMMANDS.start, {

@@ -1,4 +1,6 @@
 import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import { MimeData } from '@lumino/coreutils';
+import { Drag } from '@lumino/dragdrop';
 import { Widget } from '@lumino/widgets';
 
 import { LabclusterAPIError, requestAPI } from './api';
@@ -8,8 +10,15 @@ import { ICreateRequest, IClusterModel } from './model';
 const VISIBLE_MS = 2000;
 const HIDDEN_MS = 15000;
 
+/** How far the pointer moves on a dashboard button before it is a drag, not a click (as Lab's file browser). */
+const DRAG_THRESHOLD = 5;
+/** What Lumino's dock panels accept on a drop: a function that makes the widget to dock. */
+const FACTORY_MIME = 'application/vnd.lumino.widget-factory';
+
 export interface IPanelActions {
   openDashboard(cluster: IClusterModel, page: string): void;
+  /** The dashboard page as a widget to dock where it is dropped; null where the shell has no dock (Notebook 7). */
+  dashboardWidget: ((cluster: IClusterModel, page: string) => Widget | null) | null;
   insertCode(code: string): void;
 }
 
@@ -126,7 +135,9 @@ class ScaleForm extends Widget {
     }
     this.count.type = 'number';
     this.count.min = '0';
-    this.count.value = `${cluster.groups[0]?.workers ?? 1}`;
+    const size = () => `${cluster.groups.find(g => g.name === this.group.value)?.workers ?? 1}`;
+    this.count.value = size();
+    this.group.addEventListener('change', () => (this.count.value = size()));
     const a = el('label', 'lc-form-row', 'Group');
     a.appendChild(this.group);
     const b = el('label', 'lc-form-row', 'Workers');
@@ -254,61 +265,131 @@ export class ClusterPanel extends Widget {
     }
   }
 
+  /** Show the clusters. A card is rebuilt only when what it shows changed (its live use is updated in place), so
+   * a button under the pointer or the keyboard focus stays put while the panel polls. */
   private render(): void {
     const list = this.list;
-    list.replaceChildren();
-    if (this.clusters !== null && this.clusters.length === 0 && !this.message.textContent) {
-      list.appendChild(
-        el('p', 'lc-empty', 'No cluster yet. Start one here, or run lc.init() in a notebook.')
-      );
+    const clusters = this.clusters ?? [];
+    this.empty.remove();
+    if (this.clusters !== null && clusters.length === 0 && !this.message.textContent) {
+      list.appendChild(this.empty);
     }
-    for (const c of this.clusters ?? []) {
-      const card = el('div', `lc-cluster lc-${c.status}`);
-      card.dataset.clusterId = c.id;
-      card.appendChild(el('div', 'lc-name', c.name));
-      card.appendChild(el('div', 'lc-owner', `${ownerLine(c)} · ${c.address}`));
-      if (c.status === 'unreachable') {
-        card.appendChild(el('div', 'lc-error', 'its scheduler does not answer'));
-      } else {
-        const groups = c.groups.map(g => `${g.name}: ${g.workers} × ${g.threads / Math.max(1, g.workers)} threads`);
-        card.appendChild(el('div', 'lc-groups', groups.join(' · ')));
-        card.appendChild(el('div', 'lc-totals', totalsLine(c)));
-        const use = el('div', 'lc-use');
-        const bar = el('div', 'lc-bar');
-        const fill = el('div', 'lc-bar-fill');
-        fill.style.width = `${Math.min(100, c.use.cpu_percent)}%`;
-        bar.appendChild(fill);
-        use.append(el('span', undefined, `CPU ${c.use.cpu_percent.toFixed(0)}%`), bar,
-                   el('span', undefined, `memory ${gib(c.use.memory)} / ${gib(c.totals.memory)}`));
-        card.appendChild(use);
+    const seen = new Set<string>();
+    let previous: Element | null = null;
+    for (const c of clusters) {
+      seen.add(c.id);
+      const key = JSON.stringify({ ...c, use: null });
+      let shown = this.cards.get(c.id);
+      if (!shown || shown.key !== key) {
+        shown?.card.remove();
+        shown = { key, ...this.card(c) };
+        this.cards.set(c.id, shown);
       }
-      const buttons = el('div', 'lc-actions');
-      const button = (label: string, title: string, onClick: () => void) => {
-        const b = el('button', 'jp-mod-styled lc-action', label);
-        b.title = title;
-        b.addEventListener('click', onClick);
-        buttons.appendChild(b);
-      };
-      if (c.dashboards.length) {
-        buttons.appendChild(el('span', 'lc-actions-label', 'dashboards'));
+      shown.update(c);
+      const at: Element | null = previous ? previous.nextElementSibling : list.firstElementChild;
+      if (at !== shown.card) {
+        list.insertBefore(shown.card, at);
       }
-      for (const d of c.dashboards) {
-        button(d.page, `open ${d.title} as a tab`, () => this.actions.openDashboard(c, d.page));
+      previous = shown.card;
+    }
+    for (const [id, shown] of this.cards) {
+      if (!seen.has(id)) {
+        shown.card.remove();
+        this.cards.delete(id);
       }
-      buttons.appendChild(el('span', 'lc-actions-label', 'cluster'));
-      button('insert connect code', 'a cell that connects the active notebook to this cluster', () =>
-        this.actions.insertCode(c.connect_code)
-      );
-      button('scale', 'resize a worker group', () => void this.scale(c));
-      button('stop', 'stop this cluster', () => void this.stop(c));
-      card.appendChild(buttons);
-      list.appendChild(card);
     }
   }
 
+  /** One cluster's card, and how to update its live use. */
+  private card(c: IClusterModel): { card: HTMLElement; update: (c: IClusterModel) => void } {
+    const card = el('div', `lc-cluster lc-${c.status}`);
+    card.dataset.clusterId = c.id;
+    card.appendChild(el('div', 'lc-name', c.name));
+    card.appendChild(el('div', 'lc-owner', `${ownerLine(c)} · ${c.address}`));
+    let update = (_: IClusterModel) => undefined as void;
+    if (c.status === 'unreachable') {
+      card.appendChild(el('div', 'lc-error', 'its scheduler does not answer'));
+    } else {
+      const groups = c.groups.map(g =>
+        g.workers ? `${g.name}: ${g.workers} × ${g.threads / g.workers} threads` : `${g.name}: no workers`
+      );
+      card.appendChild(el('div', 'lc-groups', groups.join(' · ')));
+      card.appendChild(el('div', 'lc-totals', totalsLine(c)));
+      const use = el('div', 'lc-use');
+      const cpu = el('span');
+      const bar = el('div', 'lc-bar');
+      const fill = el('div', 'lc-bar-fill');
+      const memory = el('span');
+      bar.appendChild(fill);
+      use.append(cpu, bar, memory);
+      card.appendChild(use);
+      update = (now: IClusterModel) => {
+        cpu.textContent = `CPU ${now.use.cpu_percent.toFixed(0)}%`;
+        fill.style.width = `${Math.min(100, now.use.cpu_percent)}%`;
+        memory.textContent = `memory ${gib(now.use.memory)} / ${gib(now.totals.memory)}`;
+      };
+    }
+    const buttons = el('div', 'lc-actions');
+    const button = (label: string, title: string, onClick: () => void) => {
+      const b = el('button', 'jp-mod-styled lc-action', label);
+      b.title = title;
+      b.addEventListener('click', onClick);
+      buttons.appendChild(b);
+      return b;
+    };
+    if (c.dashboards.length) {
+      buttons.appendChild(el('span', 'lc-actions-label', 'dashboards'));
+    }
+    const dock = this.actions.dashboardWidget;
+    for (const d of c.dashboards) {
+      const b = button(d.page, dock ? `open ${d.title} as a tab, or drag it where it should go` :
+                       `open ${d.title} in a browser tab`, () => this.actions.openDashboard(c, d.page));
+      if (dock) {
+        draggable(b, () => dock(c, d.page));
+      }
+    }
+    buttons.appendChild(el('span', 'lc-actions-label', 'cluster'));
+    button('insert connect code', 'a cell that connects the active notebook to this cluster', () =>
+      this.actions.insertCode(c.connect_code)
+    );
+    button('scale', 'resize a worker group', () => void this.scale(c));
+    button('stop', 'stop this cluster', () => void this.stop(c));
+    card.appendChild(buttons);
+    return { card, update };
+  }
+
   clusters: IClusterModel[] | null = null;
+  private readonly cards = new Map<string, { key: string; card: HTMLElement; update: (c: IClusterModel) => void }>();
+  private readonly empty = el('p', 'lc-empty', 'No cluster yet. Start one here, or run lc.init() in a notebook.');
   private timer = 0;
   private inFlight: Promise<void> | null = null;
   private readonly message = el('div', 'lc-message');
   private readonly list = el('div', 'lc-list');
+}
+
+/** Dragging ``node`` (past a few pixels) carries ``make``'s widget: Lab's main area docks it where it is dropped
+ * (beside what is there: a split; on a tab bar: a tab). A press without a move stays a click. */
+function draggable(node: HTMLElement, make: () => Widget | null): void {
+  node.addEventListener('pointerdown', (down: PointerEvent) => {
+    if (down.button !== 0) {
+      return;
+    }
+    const move = (event: PointerEvent) => {
+      if (Math.abs(event.clientX - down.clientX) + Math.abs(event.clientY - down.clientY) < DRAG_THRESHOLD) {
+        return;
+      }
+      stop();
+      const mimeData = new MimeData();
+      mimeData.setData(FACTORY_MIME, make);
+      const image = el('div', 'lc-drag-image', node.title.replace(/,.*$/, '').replace(/^open /, ''));
+      const drag = new Drag({ mimeData, dragImage: image, proposedAction: 'move', supportedActions: 'copy-move' });
+      void drag.start(event.clientX, event.clientY);
+    };
+    const stop = () => {
+      document.removeEventListener('pointermove', move, true);
+      document.removeEventListener('pointerup', stop, true);
+    };
+    document.addEventListener('pointermove', move, true);
+    document.addEventListener('pointerup', stop, true);
+  });
 }
