@@ -31,6 +31,11 @@ worker_rpc                    ``Client.rpc`` (the client's connection pool to an
 add_dashboard_pages           ``Scheduler.http_application``, ``distributed.dashboard.core.BokehApplication`` and the
                               ``_applications`` of the scheduler's BokehTornado (what ``individual-plots.json`` lists)
 ============================  ==========================================================================
+
+One subclass lives outside this file, as a subclass must: ``cluster/spec_cluster.py``'s ``KeepingSpecCluster``
+overrides ``SpecCluster._update_worker_status`` (calling ``Cluster._update_worker_status``) and closes Nannies
+through ``SpecCluster._futures`` and ``.workers`` (dask/distributed#3088). ``tests/test_dask_internals.py`` checks
+those names; ``tests/test_nanny_restarts.py`` checks the behaviour.
 """
 
 from __future__ import annotations

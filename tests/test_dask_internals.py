@@ -281,3 +281,20 @@ def test_add_dashboard_pages(client: Client) -> None:
             assert r.status == 200 and "seam test" in r.read().decode()
         with urllib.request.urlopen(f"{base}/individual-task-stream", timeout=30) as r:
             assert r.status == 200  # distributed's own pages still answer
+
+
+def test_the_spec_cluster_internals_keeping_spec_cluster_overrides() -> None:
+    import inspect
+
+    from distributed import SpecCluster
+    from distributed.deploy.cluster import Cluster
+
+    for cls in (SpecCluster, Cluster):
+        assert list(inspect.signature(cls._update_worker_status).parameters) == ["self", "op", "msg"], cls
+    assert "_look_later" not in vars(SpecCluster)  # ours is not shadowing one of Dask's
+    from distributed import Scheduler
+
+    with SpecCluster(workers={}, scheduler={"cls": Scheduler, "options": {"dashboard": False}},
+                     asynchronous=False) as cluster:
+        assert isinstance(cluster._futures, set) and isinstance(cluster.workers, dict)
+        assert "workers" in cluster.scheduler_info

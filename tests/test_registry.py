@@ -81,7 +81,8 @@ def test_an_entry_whose_clusters_head_process_is_gone_is_skipped(folder: str) ->
 def test_a_reused_pid_and_files_that_are_not_entries_are_skipped(folder: str) -> None:
     os.makedirs(folder, mode=0o700)
     entry = registry.publish({"address": "tcp://127.0.0.1:1"}, directory=folder)
-    reused = {**entry, "id": "reused", "pid_started": entry["pid_started"] - 3600}  # this PID, another process
+    mark = entry["pid_started"]  # this PID, another process: it started at another time
+    reused = {**entry, "id": "reused", "pid_started": "another-boot/1" if isinstance(mark, str) else mark - 3600}
     Path(folder, "reused.json").write_text(json.dumps(reused))
     Path(folder, "junk.json").write_text("{not json")
     Path(folder, "other.json").write_text(json.dumps({**entry, "id": "mismatch"}))  # its name is not its id
@@ -137,3 +138,27 @@ def test_a_connected_session_writes_no_entry(started: lc.Session) -> None:
         assert len(registry.entries()) == count
     finally:
         client.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process starts in clock ticks: Linux's /proc")
+def test_a_step_of_the_wall_clock_leaves_live_entries_alone(folder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    os.makedirs(folder, mode=0o700)
+    entry = registry.publish({"address": "tcp://127.0.0.1:1"}, directory=folder)
+    real = psutil.Process.create_time
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 3600)  # the clock stepped 1 h
+    assert [e["id"] for e in registry.entries(folder)] == [entry["id"]]
+
+
+def test_a_registry_directory_others_may_write_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    import dask.config
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with dask.config.set({"labcluster.registry.directory": str(shared)}):
+        with pytest.raises(PermissionError, match=f"writable by others.*chmod 700 {shared}"):
+            registry.registry_directory()
+        shared.chmod(0o700)
+        assert registry.registry_directory() == str(shared)

@@ -157,14 +157,26 @@ def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str,
     assert "started by owner.ipynb" in theirs.inner_text()
     page.screenshot(path=str(shots / "sidebar-1-kernel-cluster.png"))
 
-    # start one from the panel: a CPU worker and a simulated GPU
+    # a start the server refuses is a readable dialog naming the field and the fix, and starts nothing
     panel.get_by_text("Start cluster").click()
     dialog = page.locator(".jp-Dialog")
+    dialog.locator("label", has_text="Custom resources").locator("input").fill("GPU=1")
+    dialog.get_by_role("button", name="Start").click()
+    refusal = page.locator(".jp-Dialog", has_text="Could not start the cluster")
+    refusal.wait_for(timeout=30_000)
+    assert "resources: GPU is not a custom resource: GPUs come with GPU workers" in refusal.inner_text()
+    page.screenshot(path=str(shots / "sidebar-2-refused.png"))
+    refusal.get_by_role("button", name="Close").click()
+    refusal.wait_for(state="detached", timeout=10_000)
+    assert panel.locator(".lc-cluster").count() == 1
+
+    # start one from the panel: a CPU worker and a simulated GPU
+    panel.get_by_text("Start cluster").click()
     dialog.locator("label", has_text="Name").locator("input").fill("from the panel")
     dialog.locator("label", has_text="CPU workers").locator("input").fill("1")
     dialog.locator("label", has_text="Threads each").locator("input").fill("1")
     dialog.locator("label", has_text="GPU workers").locator("input").fill("1")
-    page.screenshot(path=str(shots / "sidebar-2-start-form.png"))
+    page.screenshot(path=str(shots / "sidebar-3-start-form.png"))
     dialog.get_by_role("button", name="Start").click()
     ours = panel.locator(".lc-cluster", has_text="from the panel")
     ours.wait_for(timeout=90_000)
@@ -177,7 +189,7 @@ def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str,
     dialog.locator("label", has_text="Workers").locator("input").fill("2")
     dialog.get_by_role("button", name="Scale").click()
     panel.locator(".lc-cluster", has_text="cpu: 2 \u00d7").wait_for(timeout=60_000)
-    page.screenshot(path=str(shots / "sidebar-3-scaled.png"))
+    page.screenshot(path=str(shots / "sidebar-4-scaled.png"))
 
     # its resources dashboard as a Lab tab, through the server's proxy, rendering
     ours.get_by_role("button", name="resources").click()
@@ -186,7 +198,7 @@ def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str,
     frame = page.frame_locator(".jp-MainAreaWidget iframe").first
     frame.locator(".bk-Column, .bk-Row, .bk-root").first.wait_for(timeout=60_000)
     assert "/proxy/" in page.locator(".jp-MainAreaWidget iframe").first.get_attribute("src")
-    page.screenshot(path=str(shots / "sidebar-4-dashboard-tab.png"))
+    page.screenshot(path=str(shots / "sidebar-5-dashboard-tab.png"))
 
     # insert its connect code into the notebook, and run it there
     page.locator(".lm-TabBar-tab", has_text="user.ipynb").click()
@@ -199,7 +211,7 @@ def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str,
     cell.locator(".jp-OutputArea-output").first.wait_for(timeout=90_000)
     out = cell.locator(".jp-OutputArea").inner_text()
     assert "connected" in out.lower(), out
-    page.screenshot(path=str(shots / "sidebar-5-connected.png"))
+    page.screenshot(path=str(shots / "sidebar-6-connected.png"))
 
     # tasks on it, and its timeline dragged from the panel to the main area's left edge: a split of its own there
     work = page.locator(".jp-Cell", has_text="def tick").first
@@ -226,16 +238,19 @@ def test_the_sidebar_lists_starts_scales_opens_connects_and_stops(lab: dict[str,
     frame = _frame(page, "individual-labcluster-timeline")
     first, second = renders_and_updates(frame)
     assert first != second  # it renders, and new tasks' bars arrive
-    page.screenshot(path=str(shots / "sidebar-6-timeline-dragged-into-a-split.png"))
+    page.screenshot(path=str(shots / "sidebar-7-timeline-dragged-into-a-split.png"))
 
     # stop it: the card goes
     ours.get_by_role("button", name="stop").click()
     dialog.get_by_role("button", name="Stop").click()
     ours.wait_for(state="detached", timeout=60_000)
-    page.screenshot(path=str(shots / "sidebar-7-stopped.png"))
+    page.screenshot(path=str(shots / "sidebar-8-stopped.png"))
     assert panel.locator(".lc-cluster", has_text=kernel_cluster).count() == 1
     assert not errors, errors
-    assert lab["token"] not in panel.inner_text()
+    assert lab["token"] not in panel.inner_text() and lab["token"] not in out
+    # the token is in no log line but the server's own banner (the URL it prints to open Lab with)
+    logged = [line for line in lab["log"].read_text().splitlines() if lab["token"] in line]
+    assert all(re.search(r"https?://\S+\?token=", line) for line in logged), logged
     page.close()
 
 

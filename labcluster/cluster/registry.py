@@ -6,8 +6,10 @@ clusters`` or ``~/.local/share/labcluster/clusters``), made with mode 0700; each
 secret (addresses, names, who started it). A file is written atomically (a temporary file in the same directory,
 then ``os.replace``: a reader never sees half of one) and removed when its cluster closes. A process killed
 before it could remove its file leaves it behind: readers skip, and remove, a file whose process is gone (its PID
-is not running, or runs a process that started at another time: PIDs are reused), or whose cluster's head
-process (``head_pid``, where the cluster runs in one) is gone.
+is not running, or runs a process that started at another time: PIDs are reused; on Linux the start is read in
+clock ticks since boot, so a step of the wall clock changes nothing), or whose cluster's head process
+(``head_pid``, where the cluster runs in one) is gone. The directory must be the user's own and writable by no
+one else (:class:`PermissionError` otherwise, naming the fix): anyone who could write there could plant a cluster.
 
 >>> import tempfile
 >>> folder = tempfile.mkdtemp()
@@ -46,20 +48,48 @@ def registry_directory() -> str:
         path = os.path.join(base, "labcluster", "clusters")
     path = os.path.abspath(os.path.expanduser(str(path)))
     os.makedirs(path, mode=0o700, exist_ok=True)
+    status = os.stat(path)
+    if hasattr(os, "getuid") and status.st_uid != os.getuid():
+        raise PermissionError(f"the labcluster registry directory {path} belongs to another user (uid "
+                              f"{status.st_uid}): set labcluster.registry.directory to a directory of your own")
+    if status.st_mode & 0o022:  # anyone else could plant entries: a card, connect code, a cluster to stop
+        raise PermissionError(f"the labcluster registry directory {path} is writable by others (mode "
+                              f"{status.st_mode & 0o777:o}): chmod 700 {path}, or set labcluster.registry.directory "
+                              "to a directory of your own")
     return path
 
 
-def _started(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), or None if no such process runs."""
+def _started(pid: int) -> str | float | None:
+    """When process ``pid`` started, or None if no such process runs: on Linux ``"<boot id>/<clock ticks since
+    boot>"`` (a step of the wall clock, NTP's or a user's, changes nothing), elsewhere seconds since the epoch."""
     import psutil
 
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
             return None
-        return float(process.create_time())
+        mark = _boot_ticks(pid)
+        return mark if mark is not None else float(process.create_time())
     except (psutil.NoSuchProcess, ValueError):
         return None
+
+
+def _boot_ticks(pid: int) -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:  # not Linux (or no /proc): the caller falls back to the start time
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses; starttime is field 22
+    return f"{boot}/{stat.rpartition(')')[2].split()[19]}"
+
+
+def _same_start(recorded: Any, now: str | float) -> bool:
+    if isinstance(recorded, str) or isinstance(now, str):
+        return recorded == now
+    return abs(float(recorded) - now) < 1.0
 
 
 def publish(fields: dict[str, Any], directory: str | None = None) -> dict[str, Any]:
@@ -104,7 +134,7 @@ def _runs(pid: Any, recorded: Any) -> bool:
         started = _started(int(pid or 0))
     except psutil.AccessDenied:
         return True
-    return started is not None and (recorded is None or abs(float(recorded) - started) < 1.0)
+    return started is not None and (recorded is None or _same_start(recorded, started))
 
 
 def _alive(entry: dict[str, Any]) -> bool:

@@ -75,8 +75,11 @@ class ClusterConflict(LabclusterError):
     """The cluster cannot do this now (stop someone else's cluster without confirming; scale one that cannot)."""
 
 
-#: not custom resources: CPU and GPU slots, and memory (its own total)
-_NOT_CUSTOM = ("CPU", "GPU", "memory")
+#: not custom resources: CPU and GPU slots, and memory (its own total); what to set instead
+_INSTEAD = {"CPU": "CPU slots are the threads of each CPU worker: set threads instead",
+            "GPU": "GPUs come with GPU workers, one each: set gpus instead",
+            "memory": "memory is the machine's, split over the workers by their threads"}
+_NOT_CUSTOM = tuple(_INSTEAD)
 
 
 def _integer(body: dict[str, Any], field: str, low: int, high: int, default: int | None) -> int | None:
@@ -126,8 +129,7 @@ def groups_from_request(body: Any) -> tuple[str | None, list[WorkerGroup]]:
             raise InvalidRequest("resources", f"a resource name must be letters, digits, '-' or '_' (at most 64), "
                                               f"got {key!r}")
         if key in _NOT_CUSTOM:
-            raise InvalidRequest("resources", f"{key} is not a custom resource: set threads or gpus instead (memory "
-                                              "is split over the workers by their threads)")
+            raise InvalidRequest("resources", f"{key} is not a custom resource: {_INSTEAD[key]}")
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount) or \
                 not 0 <= amount <= 1e6:
             raise InvalidRequest("resources", f"the amount of {key!r} must be a number from 0 to 1e6, got {amount!r}")
