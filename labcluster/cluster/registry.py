@@ -88,7 +88,7 @@ def _boot_ticks(pid: int) -> str | None:
 
 def _same_start(recorded: Any, now: str | float) -> bool:
     if isinstance(recorded, str) or isinstance(now, str):
-        return recorded == now
+        return bool(recorded == now)
     return abs(float(recorded) - now) < 1.0
 
 
