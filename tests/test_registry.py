@@ -81,14 +81,16 @@ def test_an_entry_whose_clusters_head_process_is_gone_is_skipped(folder: str) ->
 def test_a_reused_pid_and_files_that_are_not_entries_are_skipped(folder: str) -> None:
     os.makedirs(folder, mode=0o700)
     entry = registry.publish({"address": "tcp://127.0.0.1:1"}, directory=folder)
-    mark = entry["pid_started"]  # this PID, another process: it started at another time
-    reused = {**entry, "id": "reused", "pid_started": "another-boot/1" if isinstance(mark, str) else mark - 3600}
+    reused = {**entry, "id": "reused", "pid_started": entry["pid_started"] - 3600,  # this PID, another process
+              "pid_ticks": None if entry["pid_ticks"] is None else "another-boot/1"}
+    old_reader = {**entry, "id": "older", "pid_ticks": None}  # written by a labcluster before ticks: still read
     Path(folder, "reused.json").write_text(json.dumps(reused))
+    Path(folder, "older.json").write_text(json.dumps(old_reader))
     Path(folder, "junk.json").write_text("{not json")
     Path(folder, "other.json").write_text(json.dumps({**entry, "id": "mismatch"}))  # its name is not its id
     Path(folder, "old.json").write_text(json.dumps({**entry, "id": "old", "version": 0}))
     Path(folder, "huge.json").write_text(" " * (registry.MAX_BYTES + 1))
-    assert [e["id"] for e in registry.entries(folder)] == [entry["id"]]
+    assert sorted(e["id"] for e in registry.entries(folder)) == sorted([entry["id"], "older"])
 
 
 def test_another_hosts_entry_is_neither_judged_nor_removed(folder: str) -> None:
@@ -158,7 +160,7 @@ def test_a_registry_directory_others_may_write_is_refused_naming_the_fix(tmp_pat
     shared.mkdir()
     shared.chmod(0o777)
     with dask.config.set({"labcluster.registry.directory": str(shared)}):
-        with pytest.raises(PermissionError, match=f"writable by others.*chmod 700 {shared}"):
+        with pytest.raises(registry.RegistryError, match=f"writable by others.*chmod 700 {shared}"):
             registry.registry_directory()
         shared.chmod(0o700)
         assert registry.registry_directory() == str(shared)

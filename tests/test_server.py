@@ -70,7 +70,7 @@ async def test_the_list_shows_a_cluster_another_process_started(jp_fetch: Any, j
     assert code == 204
     # its scheduler closed, its head process exits: the registry drops it, and its owner's session says so
     assert wait_until(lambda: model["id"] not in {e["id"] for e in registry.entries()}, timeout=30)
-    with pytest.raises(lc.exceptions.ClusterError):
+    with pytest.raises(lc.exceptions.ClusterError, match="the local cluster stopped: its scheduler closed"):
         lc.nodes()
 
 
@@ -140,9 +140,7 @@ async def test_stopping_a_kernels_in_process_cluster_drops_it_from_the_list(jp_f
 
 
 class _ReadOnly(Authorizer):
-    """An Authorizer that lets everyone read and no one write, and notes what it was asked."""
-
-    asked: list[tuple[str, str]] = []
+    """An Authorizer that lets everyone read and no one write, and notes what it was asked (in ``asked``)."""
 
     def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
         self.asked.append((action, resource))
@@ -151,7 +149,9 @@ class _ReadOnly(Authorizer):
 
 async def test_jupyters_authorizer_decides_who_may_start_scale_and_stop(jp_fetch: Any, jp_serverapp: Any) -> None:
     settings = jp_serverapp.web_app.settings
-    settings["authorizer"] = _ReadOnly(parent=jp_serverapp, identity_provider=jp_serverapp.identity_provider)
+    authorizer = _ReadOnly(parent=jp_serverapp, identity_provider=jp_serverapp.identity_provider)
+    authorizer.asked = []
+    settings["authorizer"] = authorizer
     before = len(registry.entries())
     code, _ = await _call(jp_fetch, "clusters")
     assert code == 200
@@ -162,7 +162,7 @@ async def test_jupyters_authorizer_decides_who_may_start_scale_and_stop(jp_fetch
         assert code == 403, (method, code)
         assert "not authorized to write on resource: labcluster" in (error or {}).get("message", ""), error
     assert len(registry.entries()) == before
-    assert ("read", "labcluster") in _ReadOnly.asked and ("write", "labcluster") in _ReadOnly.asked
+    assert ("read", "labcluster") in authorizer.asked and ("write", "labcluster") in authorizer.asked
 
 
 ROUTES = [("info",), ("clusters",), ("clusters", "abc123")]

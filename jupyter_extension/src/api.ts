@@ -45,7 +45,9 @@ export async function requestAPI<T>(path: string, init: RequestInit = {}): Promi
     // ours answer {error, field}; Jupyter's own refusals (403 from its Authorizer) {message}
     let message: string = body?.error ?? body?.message ?? `${response.status} ${response.statusText}`;
     if (response.status === 403 && body?.error === undefined) {
-      message = `this Jupyter server does not allow you to do that: ${message}`;
+      message = /not authorized/i.test(message)
+        ? `this Jupyter server does not allow you to do that: ${message}`
+        : `the Jupyter server refused the request (${message}): your login may have expired; reload the page`;
     }
     throw new LabclusterAPIError(message, response.status, body?.field ?? null);
   }

@@ -36,44 +36,46 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     /** Where a dashboard page is served: through the Jupyter server's authenticated proxy (jupyter-server-proxy),
      * so no dashboard port is opened to the browser. */
-    const dashboardFor = (cluster: IClusterModel, page: string) => {
+    const dashboardUrl = (cluster: IClusterModel, page: string): string | null => {
       const dashboard = cluster.dashboards.find(d => d.page === page);
       if (!dashboard) {
         void showErrorMessage('labcluster', `${cluster.name} has no ${page} dashboard (it runs none)`);
-      }
-      return dashboard;
-    };
-    const tabId = (cluster: IClusterModel, page: string) => `labcluster-dashboard-${cluster.id}-${page}`;
-
-    /** A dashboard page as a Lab tab (in an iframe), or null where it is open already (then it is shown). */
-    const dashboardWidget = (cluster: IClusterModel, page: string): MainAreaWidget<IFrame> | null => {
-      const dashboard = dashboardFor(cluster, page);
-      const id = tabId(cluster, page);
-      if (!dashboard || Array.from(shell.widgets('main')).some(w => w.id === id)) {
-        shell.activateById(id);
         return null;
       }
+      return URLExt.join(PageConfig.getBaseUrl(), dashboard.path);
+    };
+
+    /** The dashboard page's Lab tab: the one open already, or a new one (an iframe) added to the main area. */
+    const dashboardWidget = (cluster: IClusterModel, page: string): Widget | null => {
+      const id = `labcluster-dashboard-${cluster.id}-${page}`;
+      const open = Array.from(shell.widgets('main')).find(w => w.id === id);
+      const url = open ? null : dashboardUrl(cluster, page);
+      if (open || !url) {
+        return open ?? null;
+      }
       const frame = new IFrame({ sandbox: ['allow-scripts', 'allow-same-origin'] });
-      frame.url = URLExt.join(PageConfig.getBaseUrl(), dashboard.path);
+      frame.url = url;
       const widget = new MainAreaWidget({ content: frame });
       widget.id = id;
-      widget.title.label = `${dashboard.title} (${cluster.name})`;
+      widget.title.label = `${cluster.dashboards.find(d => d.page === page)?.title} (${cluster.name})`;
       widget.title.icon = labclusterIcon;
       widget.title.closable = true;
+      // through the shell, so Lab tracks it as its own tabs (context menu, restore); a drop then moves it
+      shell.add(widget, 'main', { mode: 'split-right', activate: false });
       return widget;
     };
 
     const openDashboard = (cluster: IClusterModel, page: string) => {
       if (!labShell) {
-        const dashboard = dashboardFor(cluster, page);
-        if (dashboard) {
-          window.open(URLExt.join(PageConfig.getBaseUrl(), dashboard.path), '_blank', 'noopener');
+        const url = dashboardUrl(cluster, page);
+        if (url) {
+          window.open(url, '_blank', 'noopener');
         }
         return;
       }
       const widget = dashboardWidget(cluster, page);
       if (widget) {
-        shell.add(widget, 'main', { mode: 'split-right' });
+        shell.activateById(widget.id);
       }
     };
 

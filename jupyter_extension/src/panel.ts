@@ -17,7 +17,8 @@ const FACTORY_MIME = 'application/vnd.lumino.widget-factory';
 
 export interface IPanelActions {
   openDashboard(cluster: IClusterModel, page: string): void;
-  /** The dashboard page as a widget to dock where it is dropped; null where the shell has no dock (Notebook 7). */
+  /** The dashboard page's widget (made, or the one open already), for Lab's dock to put where it is dropped; null
+   * where the shell has no dock (Notebook 7). */
   dashboardWidget: ((cluster: IClusterModel, page: string) => Widget | null) | null;
   insertCode(code: string): void;
 }
@@ -230,8 +231,7 @@ export class ClusterPanel extends Widget {
     try {
       await call();
     } catch (error) {
-      const e = error as LabclusterAPIError;
-      await showErrorMessage(title, e.field ? `${e.message}` : e.message);
+      await showErrorMessage(title, (error as LabclusterAPIError).message);
     }
     await this.refresh();
   }
@@ -345,7 +345,8 @@ export class ClusterPanel extends Widget {
       const b = button(d.page, dock ? `open ${d.title} as a tab, or drag it where it should go` :
                        `open ${d.title} in a browser tab`, () => this.actions.openDashboard(c, d.page));
       if (dock) {
-        draggable(b, () => dock(c, d.page));
+        b.classList.add('lc-draggable');
+        draggable(b, d.title, () => dock(c, d.page));
       }
     }
     buttons.appendChild(el('span', 'lc-actions-label', 'cluster'));
@@ -369,7 +370,7 @@ export class ClusterPanel extends Widget {
 
 /** Dragging ``node`` (past a few pixels) carries ``make``'s widget: Lab's main area docks it where it is dropped
  * (beside what is there: a split; on a tab bar: a tab). A press without a move stays a click. */
-function draggable(node: HTMLElement, make: () => Widget | null): void {
+function draggable(node: HTMLElement, label: string, make: () => Widget | null): void {
   node.addEventListener('pointerdown', (down: PointerEvent) => {
     if (down.button !== 0) {
       return;
@@ -381,15 +382,17 @@ function draggable(node: HTMLElement, make: () => Widget | null): void {
       stop();
       const mimeData = new MimeData();
       mimeData.setData(FACTORY_MIME, make);
-      const image = el('div', 'lc-drag-image', node.title.replace(/,.*$/, '').replace(/^open /, ''));
+      const image = el('div', 'lc-drag-image', label);
       const drag = new Drag({ mimeData, dragImage: image, proposedAction: 'move', supportedActions: 'copy-move' });
       void drag.start(event.clientX, event.clientY);
     };
     const stop = () => {
       document.removeEventListener('pointermove', move, true);
       document.removeEventListener('pointerup', stop, true);
+      document.removeEventListener('pointercancel', stop, true);
     };
     document.addEventListener('pointermove', move, true);
     document.addEventListener('pointerup', stop, true);
+    document.addEventListener('pointercancel', stop, true);
   });
 }

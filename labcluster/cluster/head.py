@@ -25,6 +25,7 @@ notebook cell; what the workers print reaches the driver's terminal, and its not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -101,9 +102,10 @@ async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> No
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         # why, for the driver's session: its next call says so instead of waiting on a scheduler that is gone
-        reasons = ("it was told to stop (a signal)", "its scheduler was asked to close by a client (the JupyterLab "
-                   "sidebar's stop, or client.shutdown())", "the process that started it exited")
-        say({"stopping": next((r for w, r in zip(waits, reasons, strict=True) if w.done()), reasons[0])})
+        if waits[1].done() and not waits[0].done():  # (a signal is the driver's own close; a gone parent hears nothing)
+            with contextlib.suppress(OSError):
+                say({"stopping": "its scheduler closed (a client asked it to, such as the JupyterLab sidebar's stop "
+                                 "button, or it failed: see the cluster's log)"})
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):  # stopping already: a second signal must not land in a
             loop.remove_signal_handler(sig)          # closing loop (its wakeup pipe may be gone)

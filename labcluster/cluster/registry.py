@@ -9,7 +9,8 @@ before it could remove its file leaves it behind: readers skip, and remove, a fi
 is not running, or runs a process that started at another time: PIDs are reused; on Linux the start is read in
 clock ticks since boot, so a step of the wall clock changes nothing), or whose cluster's head process
 (``head_pid``, where the cluster runs in one) is gone. The directory must be the user's own and writable by no
-one else (:class:`PermissionError` otherwise, naming the fix): anyone who could write there could plant a cluster.
+one else (:class:`RegistryError`, a ``PermissionError``, otherwise, naming the fix): anyone who could write
+there could plant a cluster.
 
 >>> import tempfile
 >>> folder = tempfile.mkdtemp()
@@ -33,11 +34,16 @@ import uuid
 from typing import Any
 
 from .. import config
+from ..exceptions import LabclusterError
 
 #: bumped when an entry's fields change meaning; readers skip entries of another version
 VERSION = 1
 #: an entry file larger than this is not one of ours
 MAX_BYTES = 64 * 1024
+
+
+class RegistryError(LabclusterError, PermissionError):
+    """The registry directory is not safe to use (another user's, or writable by others); the text says the fix."""
 
 
 def registry_directory() -> str:
@@ -50,31 +56,31 @@ def registry_directory() -> str:
     os.makedirs(path, mode=0o700, exist_ok=True)
     status = os.stat(path)
     if hasattr(os, "getuid") and status.st_uid != os.getuid():
-        raise PermissionError(f"the labcluster registry directory {path} belongs to another user (uid "
+        raise RegistryError(f"the labcluster registry directory {path} belongs to another user (uid "
                               f"{status.st_uid}): set labcluster.registry.directory to a directory of your own")
-    if status.st_mode & 0o022:  # anyone else could plant entries: a card, connect code, a cluster to stop
-        raise PermissionError(f"the labcluster registry directory {path} is writable by others (mode "
+    if os.name == "posix" and status.st_mode & 0o022:  # anyone else could plant entries (Windows: no such bits)
+        raise RegistryError(f"the labcluster registry directory {path} is writable by others (mode "
                               f"{status.st_mode & 0o777:o}): chmod 700 {path}, or set labcluster.registry.directory "
                               "to a directory of your own")
     return path
 
 
-def _started(pid: int) -> str | float | None:
-    """When process ``pid`` started, or None if no such process runs: on Linux ``"<boot id>/<clock ticks since
-    boot>"`` (a step of the wall clock, NTP's or a user's, changes nothing), elsewhere seconds since the epoch."""
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None if no such process runs."""
     import psutil
 
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped by its parent
             return None
-        mark = _boot_ticks(pid)
-        return mark if mark is not None else float(process.create_time())
+        return float(process.create_time())
     except (psutil.NoSuchProcess, ValueError):
         return None
 
 
 def _boot_ticks(pid: int) -> str | None:
+    """When process ``pid`` started, as ``"<boot id>/<clock ticks since boot>"``: a step of the wall clock (NTP's,
+    a user's) changes nothing, unlike :func:`_started`. None where there is no Linux ``/proc``, or no process."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
@@ -86,22 +92,19 @@ def _boot_ticks(pid: int) -> str | None:
     return f"{boot}/{stat.rpartition(')')[2].split()[19]}"
 
 
-def _same_start(recorded: Any, now: str | float) -> bool:
-    if isinstance(recorded, str) or isinstance(now, str):
-        return bool(recorded == now)
-    return abs(float(recorded) - now) < 1.0
 
 
 def publish(fields: dict[str, Any], directory: str | None = None) -> dict[str, Any]:
     """Write (or rewrite, when ``fields`` has the ``id`` of an entry) this process's entry; returns it whole.
 
-    Adds ``id``, ``version``, ``pid``, ``pid_started`` and ``started`` (kept from ``fields`` when there) to them,
-    and ``head_started`` when they have a ``head_pid``."""
+    Adds ``id``, ``version``, ``pid``, ``pid_started``, ``pid_ticks`` and ``started`` (kept from ``fields`` when
+    there) to them, and ``head_started`` and ``head_ticks`` when they have a ``head_pid``."""
     folder = directory or registry_directory()
     entry = {**fields, "version": VERSION, "host": socket.gethostname(), "pid": os.getpid(),
-             "pid_started": _started(os.getpid())}
+             "pid_started": _started(os.getpid()), "pid_ticks": _boot_ticks(os.getpid())}
     if entry.get("head_pid"):
         entry["head_started"] = _started(int(entry["head_pid"]))
+        entry["head_ticks"] = _boot_ticks(int(entry["head_pid"]))
     entry.setdefault("id", uuid.uuid4().hex[:12])
     entry.setdefault("started", time.time())
     if not str(entry["id"]).isalnum():
@@ -125,23 +128,29 @@ def withdraw(entry_id: str, directory: str | None = None) -> None:
         os.unlink(os.path.join(folder, f"{entry_id}.json"))
 
 
-def _runs(pid: Any, recorded: Any) -> bool:
-    """Whether process ``pid`` runs and is the one that started at ``recorded`` (None: not recorded). A process
-    we may not look at (another user's) counts as running: its file is not ours to remove."""
+def _runs(pid: Any, recorded: Any, ticks: Any = None) -> bool:
+    """Whether process ``pid`` runs and is the one that started at ``recorded`` (None: not recorded), or, where
+    both sides have them, at ``ticks`` (:func:`_boot_ticks`). A process we may not look at (another user's)
+    counts as running: its file is not ours to remove."""
     import psutil
 
     try:
         started = _started(int(pid or 0))
     except psutil.AccessDenied:
         return True
-    return started is not None and (recorded is None or _same_start(recorded, started))
+    if started is None:
+        return False
+    now = _boot_ticks(int(pid)) if ticks is not None else None
+    if now is not None:
+        return bool(now == ticks)
+    return recorded is None or abs(float(recorded) - started) < 1.0
 
 
 def _alive(entry: dict[str, Any]) -> bool:
     """Whether the entry's process, and its cluster's head process if it names one, still run."""
     head = entry.get("head_pid")
-    return _runs(entry.get("pid"), entry.get("pid_started")) and (
-        head is None or _runs(head, entry.get("head_started")))
+    return _runs(entry.get("pid"), entry.get("pid_started"), entry.get("pid_ticks")) and (
+        head is None or _runs(head, entry.get("head_started"), entry.get("head_ticks")))
 
 
 def entries(directory: str | None = None) -> list[dict[str, Any]]:

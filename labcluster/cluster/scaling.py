@@ -7,7 +7,7 @@ Dask retires a removed worker gracefully: its results move to the workers left.
 
 :meth:`Scaler.install` registers two scheduler handlers: ``labcluster_scale`` (the head process's clusters are
 scaled through it; an in-process cluster's :meth:`Scaler.scale_group` is also called on its loop) and
-``labcluster_groups`` (every group with its size, those scaled to 0 included: the sidebar's scale dialog).
+``labcluster_groups`` (every group's name, those scaled to 0 included: the sidebar's scale dialog lists them).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Scaler:
 
     def groups_handler(self) -> Callable[..., Any]:
         def labcluster_groups() -> list[dict[str, Any]]:
-            return [{"name": g.name, "workers": g.n, "threads": g.nthreads} for g in self.groups.values()]
+            return [{"name": name} for name in self.groups]
 
         return labcluster_groups
 

@@ -31,6 +31,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 
 from .. import __version__
+from ..exceptions import LabclusterError
 from .manager import ClusterConflict, ClusterManager, ClusterNotFound, InvalidRequest
 
 logger = logging.getLogger("labcluster.server")
@@ -38,6 +39,8 @@ logger = logging.getLogger("labcluster.server")
 #: a request body larger than this is refused before it is parsed
 MAX_BODY = 64 * 1024
 STATUS = {ClusterNotFound: 404, InvalidRequest: 400, ClusterConflict: 409}
+#: the 500s that were logged already (a misconfiguration would otherwise be logged with every poll)
+_SAID: set[str] = set()
 
 
 class _Handler(APIHandler):
@@ -75,7 +78,11 @@ class _Handler(APIHandler):
 
     def fail(self, error: Exception) -> None:
         status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 500)
-        if status == 500:  # not the request's fault: the server's log keeps the traceback
+        if status == 500 and isinstance(error, LabclusterError):  # one that says its fix (a registry directory
+            if str(error) not in _SAID:                            # others may write): once, not every poll
+                _SAID.add(str(error))
+                logger.error("labcluster: %s", error)
+        elif status == 500:  # not the request's fault: the server's log keeps the traceback
             logger.error("labcluster: %s %s failed", self.request.method, self.request.path, exc_info=error)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
@@ -85,8 +92,9 @@ class _Handler(APIHandler):
 class InfoHandler(_Handler):
     @tornado.web.authenticated
     @authorized
-    async def get(self) -> None:
-        await self.respond(_constant({"version": __version__}))
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"version": __version__}))
 
 
 class ClustersHandler(_Handler):
@@ -117,13 +125,6 @@ class ClusterHandler(_Handler):
     async def delete(self, cluster_id: str) -> None:
         confirm = self.get_query_argument("confirm", "0") in ("1", "true", "yes")
         await self.respond(lambda: self.manager.delete_cluster(cluster_id, confirm=confirm), 204)
-
-
-def _constant(value: Any) -> Callable[[], Awaitable[Any]]:
-    async def call() -> Any:
-        return value
-
-    return call
 
 
 def routes(base_url: str) -> list[tuple[str, type[_Handler]]]:

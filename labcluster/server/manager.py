@@ -193,6 +193,19 @@ def _unreachable() -> dict[str, Any]:
             "use": {"cpu_percent": 0.0, "memory": 0}, "dashboard_port": None}
 
 
+def _refused(host: str, port: int) -> bool:
+    """Whether a TCP connection to ``host:port`` is refused at once: nothing listens there any more."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:  # unreachable, or slow to accept: not known to be closed
+        return False
+
+
 class ClusterManager:
     """The clusters of the registry, and the ones this server starts (see the module docstring)."""
 
@@ -216,17 +229,31 @@ class ClusterManager:
         raise ClusterNotFound(cluster_id)
 
     async def _identity(self, address: str) -> dict[str, Any] | None:
-        """The scheduler's ``identity``, with ``"labcluster_groups"`` added: its worker groups and their sizes
-        (empty where the scheduler has no such handler, e.g. a ``labcluster scheduler`` joined by hand)."""
+        """The scheduler's ``identity``, with ``"labcluster_groups"`` added: its worker groups' names, those with
+        no worker up included (empty where the scheduler has no such handler: a cluster of an older labcluster)."""
+        from distributed.core import rpc
+
         try:
-            info = dict(await self._ask(address, "identity", n_workers=-1))
-        except Exception:  # gone, slow, or not a Dask scheduler any more (its port reused): one card says so
+            async with rpc(address, timeout=self.rpc_timeout) as scheduler:  # both questions at once
+                info, groups = await asyncio.wait_for(asyncio.gather(
+                    scheduler.identity(n_workers=-1), scheduler.labcluster_groups(), return_exceptions=True),
+                    self.rpc_timeout)
+        except Exception:  # gone or slow: one card says so
             return None
-        try:
-            info["labcluster_groups"] = list(await self._ask(address, "labcluster_groups"))
-        except Exception:
-            info["labcluster_groups"] = []
-        return info
+        if isinstance(info, BaseException):  # not a Dask scheduler any more (its port reused), or failing
+            return None
+        return {**info, "labcluster_groups": [] if isinstance(groups, BaseException) else list(groups)}
+
+    async def _closed(self, address: str) -> bool:
+        """Whether the scheduler at ``address`` no longer listens. Over TCP, whether a connection is refused:
+        Dask's own connect cannot tell that from a slow scheduler (it retries until its timeout). Other
+        transports (in-process ones): whether it no longer answers."""
+        from distributed.comm.addressing import parse_address, parse_host_port
+
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            return await asyncio.to_thread(_refused, *parse_host_port(location))
+        return await self._identity(address) is None
 
     async def _ask(self, address: str, op: str, reply: float | None = None, **kwargs: Any) -> Any:
         """One Dask RPC to a scheduler: connect within ``rpc_timeout``, the answer within ``reply`` seconds (default
@@ -322,15 +349,16 @@ class ClusterManager:
                                   + (f" ({entry['owner']['notebook']})" if entry["owner"].get("notebook") else "")
                                   + ", whose work stops with it: confirm to stop it anyway")
         address = str(entry["address"])
-        with contextlib.suppress(OSError):  # gone already, or it closed before it answered
+        with contextlib.suppress(OSError):  # gone already, closed before it answered, or slow (TimeoutError)
             await self._ask(address, "terminate", reply=30.0)
-        # once its scheduler is gone, so is its entry, though the process that started it may live on (a kernel
-        # whose cluster ran in the kernel's own process)
+        # once its scheduler no longer listens, its entry goes, though the process that started it may live on (a
+        # kernel whose cluster ran in the kernel's own process); a scheduler that is only slow keeps it
         deadline = time.monotonic() + 10.0
-        while await self._identity(address) is not None:
+        while not await self._closed(address):
             if time.monotonic() > deadline:
-                raise ClusterConflict(f"the cluster's scheduler at {address} was asked to stop and still answers "
-                                      "10 s later; stop it where it was started (lc.shutdown())")
+                raise ClusterConflict(f"the cluster's scheduler at {address} was asked to stop and still listens "
+                                      "10 s later (it may be busy); try again, or stop it where it was started "
+                                      "(lc.shutdown())")
             await asyncio.sleep(0.2)
         registry.withdraw(cluster_id)
 
