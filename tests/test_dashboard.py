@@ -359,3 +359,27 @@ def test_screenshots_are_saved(shots: Path) -> None:
     print("dashboard screenshots:", shots, saved)
     assert saved == ["actors.png", "lineage.png", "resources.png", "timeline.png"]
     assert all(os.path.getsize(shots / name) > 10_000 for name in saved)
+
+
+def test_the_timeline_draws_a_flood_of_tiny_tasks_as_the_busy_stretches_they_are() -> None:
+    from labcluster.dashboards.timeline import TaskTimeline
+
+    timeline = TaskTimeline(scheduler=None, window=20.0)
+    t0 = timeline._origin
+
+    def row(i: int, start: float, took: float, **extra: Any) -> dict[str, Any]:
+        return {"key": f"noop-{i}", "function": "noop", "worker": "tcp://w", "thread": 1, "started": t0 + start,
+                "finished": t0 + start + took, "state": "memory", **extra}
+
+    rows = [row(i, i * 0.002, 0.001) for i in range(100)]  # 100 tasks of 1 ms, 1 ms apart: one busy stretch
+    rows += [row(100, 0.2, 0.001, state="erred")]  # a failure is never hidden in a stretch
+    rows += [row(101 + i, 0.2 + 0.002 * (i + 1), 0.001) for i in range(10)]  # a new stretch after it
+    rows += [row(111, 0.3, 0.5)]  # a task long enough to see: a bar of its own
+    rows += [row(112, 5.0, 0.001)]  # alone, far from the rest
+    rows += [row(113, 5.002, 0.001, function="other")]  # another function: another bar
+    data = timeline._bars(rows, {"tcp://w": "cpu-0"})
+    assert data["key"] == ["100 tasks, from noop-0", "noop-100", "10 tasks, from noop-101", "noop-111", "noop-112",
+                           "noop-113"]
+    assert data["state"][1] == "erred" and data["ms"][0].endswith(" busy in all")
+    assert float(data["ms"][0].split()[0]) == pytest.approx(100.0, abs=0.1)  # ms of work in the stretch
+    assert abs(data["left"][0] - 0.0) < 1e-6 and abs(data["right"][0] - (0.198 + 0.04)) < 1e-6

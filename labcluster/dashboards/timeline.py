@@ -6,7 +6,8 @@ update reads only the rows recorded since the last one (the store's monotonic in
 that were still running. A bar is coloured by its stage (``with lc.stage(...)``) where it has one, else by its
 function; a failed attempt is outlined red and cross-hatched (a glyph of its own: hatching every bar, even with a
 blank pattern, made the browser redraw 2,000 bars at ~1.5 cores) and a reconstruction outlined black, with the
-same colours as ``lc.timeline_figure`` (``diagnostics/timeline.py``). The axis reads seconds before now: bars drift
+same colours as ``lc.timeline_figure`` (``diagnostics/timeline.py``). Tasks too short to see, back to back in a
+lane, are drawn as one bar that says how many they are. The axis reads seconds before now: bars drift
 left and leave after ``labcluster.dashboard.timeline-window``; the newest ``timeline-max-bars`` are kept. Each
 update sends the browser only the bars that finished since the last one (``ColumnDataSource.stream`` with a
 rollover) and moves the visible range: bars sit at fixed times, so neither side redoes the bars it has.
@@ -120,19 +121,37 @@ class TaskTimeline:
         self.root = column(self.summary, self.figure, sizing_mode="stretch_width")
 
     def _bars(self, rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, list[Any]]:
-        """The bars of ``rows``, at seconds since the page's origin."""
+        """The bars of ``rows``, at seconds since the page's origin. Tasks too short to see (under ~2 pixels) that
+        follow each other in one lane, of one stage or function, with gaps under ~2 pixels, are one bar ("37
+        tasks ..."): a flood of tiny tasks draws as the busy stretch it is, and the browser draws tens of bars a
+        second instead of hundreds (a flood of no-op tasks made the timeline the costliest page to watch)."""
         data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
         thinnest = self.window * 2 / 1000  # about two pixels
-        for r in rows:
+        runs: dict[str, list[Any] | None] = {}  # lane -> [bar index, tasks in it, their busy s] of a mergeable bar
+        for r in sorted(rows, key=lambda r: float(r["started"])):
             worker = str(r.get("worker") or "?")
             name = names.get(worker) or worker.removeprefix("tcp://")
             group = str(r.get("stage") or r.get("function") or "?")
             failed = r.get("state") == "erred"
-            color = self._color(group)
+            lane = self.lanes.lane(name, r.get("thread"))
             left = float(r["started"]) - self._origin
+            took = float(r["finished"]) - float(r["started"])
+            right = max(float(r["finished"]) - self._origin, left + thinnest)
+            tiny = took < thinnest and not failed and not r.get("reconstruction")
+            run = runs.get(lane) if tiny else None
+            if run is not None and data["group"][run[0]] == group and left - data["right"][run[0]] < thinnest:
+                i = run[0]
+                run[1] += 1
+                run[2] += took
+                data["right"][i] = max(data["right"][i], right)
+                data["key"][i] = f"{run[1]} tasks, from {data['key'][i].split(', from ')[-1]}"
+                data["ms"][i] = f"{run[2] * 1e3:.2f} busy in all"
+                continue
+            color = self._color(group)
+            runs[lane] = [len(data["left"]), 1, took] if tiny else None
             data["left"].append(left)
-            data["right"].append(max(float(r["finished"]) - self._origin, left + thinnest))
-            data["lane"].append(self.lanes.lane(name, r.get("thread")))
+            data["right"].append(right)
+            data["lane"].append(lane)
             data["group"].append(group)
             data["color"].append(color)
             data["outline"].append(FAILED if failed else RECONSTRUCTED if r.get("reconstruction") else color)
@@ -141,7 +160,7 @@ class TaskTimeline:
             data["function"].append(str(r.get("function") or ""))
             data["stage"].append(str(r.get("stage") or "-"))
             data["worker"].append(name)
-            data["ms"].append(f"{(float(r['finished']) - float(r['started'])) * 1e3:.2f}")
+            data["ms"].append(f"{took * 1e3:.2f}")
             data["attempt"].append(int(r.get("attempt") or 1))
             data["state"].append(str(r.get("state")))
             data["kind"].append(str(r.get("kind") or "task"))
