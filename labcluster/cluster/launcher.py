@@ -62,8 +62,10 @@ class Head:
         self._said: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stderr: deque[str] = deque(maxlen=30)
         self._closing = False
-        #: why the head is stopping, once it says so (a client closed its scheduler, a signal, its parent left)
+        #: why the head is stopping, once it says so (a client closed its scheduler)
         self.stopping: str | None = None
+        #: set once it said why it stops, or its pipe closed (it exited)
+        self.ending = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def __repr__(self) -> str:
@@ -121,7 +123,9 @@ class Head:
                     message = json.loads(line)
                     if "stopping" in message:
                         self.stopping = str(message["stopping"])
+                        self.ending.set()
                     self._said.put(message)
+        self.ending.set()
         self._said.put({"exited": True})
 
     def _forward(self, stream: IO[bytes]) -> None:
