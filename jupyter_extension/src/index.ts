@@ -34,30 +34,30 @@ const plugin: JupyterFrontEndPlugin<void> = {
   ) => {
     const { commands, shell } = app;
 
-    /** Where a dashboard page is served: through the Jupyter server's authenticated proxy (jupyter-server-proxy),
-     * so no dashboard port is opened to the browser. */
-    const dashboardUrl = (cluster: IClusterModel, page: string): string | null => {
+    /** The cluster's dashboard page, with the URL it is served at: through the Jupyter server's authenticated
+     * proxy (jupyter-server-proxy), so no dashboard port is opened to the browser. None is said in a dialog. */
+    const dashboardFor = (cluster: IClusterModel, page: string): { title: string; url: string } | null => {
       const dashboard = cluster.dashboards.find(d => d.page === page);
       if (!dashboard) {
         void showErrorMessage('labcluster', `${cluster.name} has no ${page} dashboard (it runs none)`);
         return null;
       }
-      return URLExt.join(PageConfig.getBaseUrl(), dashboard.path);
+      return { title: dashboard.title, url: URLExt.join(PageConfig.getBaseUrl(), dashboard.path) };
     };
 
     /** The dashboard page's Lab tab: the one open already, or a new one (an iframe) added to the main area. */
     const dashboardWidget = (cluster: IClusterModel, page: string): Widget | null => {
       const id = `labcluster-dashboard-${cluster.id}-${page}`;
       const open = Array.from(shell.widgets('main')).find(w => w.id === id);
-      const url = open ? null : dashboardUrl(cluster, page);
-      if (open || !url) {
+      const dashboard = open ? null : dashboardFor(cluster, page);
+      if (!dashboard) {
         return open ?? null;
       }
       const frame = new IFrame({ sandbox: ['allow-scripts', 'allow-same-origin'] });
-      frame.url = url;
+      frame.url = dashboard.url;
       const widget = new MainAreaWidget({ content: frame });
       widget.id = id;
-      widget.title.label = `${cluster.dashboards.find(d => d.page === page)?.title} (${cluster.name})`;
+      widget.title.label = `${dashboard.title} (${cluster.name})`;
       widget.title.icon = labclusterIcon;
       widget.title.closable = true;
       // through the shell, so Lab tracks it as its own tabs (context menu, restore); a drop then moves it
@@ -67,9 +67,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const openDashboard = (cluster: IClusterModel, page: string) => {
       if (!labShell) {
-        const url = dashboardUrl(cluster, page);
-        if (url) {
-          window.open(url, '_blank', 'noopener');
+        const dashboard = dashboardFor(cluster, page);
+        if (dashboard) {
+          window.open(dashboard.url, '_blank', 'noopener');
         }
         return;
       }

@@ -15,6 +15,13 @@ const DRAG_THRESHOLD = 5;
 /** What Lumino's dock panels accept on a drop: a function that makes the widget to dock. */
 const FACTORY_MIME = 'application/vnd.lumino.widget-factory';
 
+/** A cluster's card, what it was built from (the model without its live use), and how to update that use. */
+interface ICard {
+  key: string;
+  card: HTMLElement;
+  update: (c: IClusterModel) => void;
+}
+
 export interface IPanelActions {
   openDashboard(cluster: IClusterModel, page: string): void;
   /** The dashboard page's widget (made, or the one open already), for Lab's dock to put where it is dropped; null
@@ -301,12 +308,12 @@ export class ClusterPanel extends Widget {
   }
 
   /** One cluster's card, and how to update its live use. */
-  private card(c: IClusterModel): { card: HTMLElement; update: (c: IClusterModel) => void } {
+  private card(c: IClusterModel): Omit<ICard, 'key'> {
     const card = el('div', `lc-cluster lc-${c.status}`);
     card.dataset.clusterId = c.id;
     card.appendChild(el('div', 'lc-name', c.name));
     card.appendChild(el('div', 'lc-owner', `${ownerLine(c)} · ${c.address}`));
-    let update = (_: IClusterModel) => undefined as void;
+    let update: ICard['update'] = () => undefined;
     if (c.status === 'unreachable') {
       card.appendChild(el('div', 'lc-error', 'its scheduler does not answer'));
     } else {
@@ -360,7 +367,7 @@ export class ClusterPanel extends Widget {
   }
 
   clusters: IClusterModel[] | null = null;
-  private readonly cards = new Map<string, { key: string; card: HTMLElement; update: (c: IClusterModel) => void }>();
+  private readonly cards = new Map<string, ICard>();
   private readonly empty = el('p', 'lc-empty', 'No cluster yet. Start one here, or run lc.init() in a notebook.');
   private timer = 0;
   private inFlight: Promise<void> | null = null;

@@ -14,7 +14,6 @@ import atexit
 import contextlib
 import importlib
 import logging
-import subprocess
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -265,16 +264,9 @@ class _LocalHead:
         self.client, self.head, self.settings = client, head, settings
 
     def check(self) -> None:
-        gone = self.head.died()
-        if gone is None and self.client.status == "connecting" and not self.head.ending.is_set():
-            # the client lost the scheduler: a local head's goes only when the head stops, which it is about to
-            # say (a client closed the scheduler) or show (it exits); a moment for that, not Dask's 60 s retries
-            self.head.ending.wait(timeout=5.0)
-            gone = self.head.died()
-            if gone is None and self.head.ending.is_set() and self.head.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.head.process.wait(timeout=5.0)  # its pipe closed: it is exiting
-                gone = self.head.died()
+        # a client that lost the scheduler: a local head's goes only when the head stops, which it is about to say
+        # (a client closed the scheduler) or show (it exits); a moment for that, not Dask's 60 s of retries
+        gone = self.head.died(wait=5.0 if self.client.status == "connecting" else 0.0)
         if gone is not None:
             raise ClusterError(f"{gone}: every task and object of this session went with it; call lc.shutdown() "
                                "and lc.init() to start a new cluster")

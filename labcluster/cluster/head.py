@@ -97,12 +97,12 @@ async def run(spec: dict[str, Any], say: Callable[[dict[str, Any]], None]) -> No
     scaler.install(scheduler_object)
     keeping = asyncio.ensure_future(_keep_kept(cluster, extension))
     say({"workers": sorted(cluster.workers)})
-    waits = [asyncio.ensure_future(w) for w in (stop.wait(), scheduler_object.finished(),
-                                                _parent_gone(int(spec["parent_pid"])))]
+    signalled, finished, orphaned = waits = [asyncio.ensure_future(w) for w in (
+        stop.wait(), scheduler_object.finished(), _parent_gone(int(spec["parent_pid"])))]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         # why, for the driver's session: its next call says so instead of waiting on a scheduler that is gone
-        if waits[1].done() and not waits[0].done():  # (a signal is the driver's own close; a gone parent hears nothing)
+        if finished.done() and not (signalled.done() or orphaned.done()):  # (a signal: the driver's own close)
             with contextlib.suppress(OSError):
                 say({"stopping": "its scheduler closed (a client asked it to, such as the JupyterLab sidebar's stop "
                                  "button, or it failed: see the cluster's log)"})

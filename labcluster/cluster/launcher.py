@@ -175,11 +175,15 @@ class Head:
         return f"the local cluster's head process exited while starting ({_how(code)}): {last}"
 
     # -- while it runs ---------------------------------------------------------------------------------------------
-    def died(self) -> str | None:
-        """Why the head is gone (or going: it said why it stops), if that was not :meth:`close`; else None."""
+    def died(self, wait: float = 0.0) -> str | None:
+        """Why the head is gone (or going: it said why it stops), if that was not :meth:`close`; else None.
+        ``wait``: seconds to give a head that may be ending (its client lost the scheduler) to say why or exit."""
         process = self.process
         if process is None or self._closing:
             return None
+        if wait and self.ending.wait(timeout=wait) and self.stopping is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=wait)  # its pipe closed: it is exiting
         if process.poll() is None:  # running; or closing its Nannies because its scheduler was closed
             return f"the local cluster stopped: {self.stopping}" if self.stopping is not None else None
         return f"the local cluster's head process (pid {process.pid}) exited ({_how(process.returncode)})"

@@ -92,6 +92,9 @@ def _boot_ticks(pid: int) -> str | None:
     return f"{boot}/{stat.rpartition(')')[2].split()[19]}"
 
 
+def _marks(prefix: str, pid: int) -> dict[str, Any]:
+    """``<prefix>_started`` and ``<prefix>_ticks``: when process ``pid`` started, as :func:`_runs` checks it."""
+    return {f"{prefix}_started": _started(pid), f"{prefix}_ticks": _boot_ticks(pid)}
 
 
 def publish(fields: dict[str, Any], directory: str | None = None) -> dict[str, Any]:
@@ -101,10 +104,9 @@ def publish(fields: dict[str, Any], directory: str | None = None) -> dict[str, A
     there) to them, and ``head_started`` and ``head_ticks`` when they have a ``head_pid``."""
     folder = directory or registry_directory()
     entry = {**fields, "version": VERSION, "host": socket.gethostname(), "pid": os.getpid(),
-             "pid_started": _started(os.getpid()), "pid_ticks": _boot_ticks(os.getpid())}
+             **_marks("pid", os.getpid())}
     if entry.get("head_pid"):
-        entry["head_started"] = _started(int(entry["head_pid"]))
-        entry["head_ticks"] = _boot_ticks(int(entry["head_pid"]))
+        entry.update(_marks("head", int(entry["head_pid"])))
     entry.setdefault("id", uuid.uuid4().hex[:12])
     entry.setdefault("started", time.time())
     if not str(entry["id"]).isalnum():

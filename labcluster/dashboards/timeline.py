@@ -127,7 +127,7 @@ class TaskTimeline:
         second instead of hundreds (a flood of no-op tasks made the timeline the costliest page to watch)."""
         data: dict[str, list[Any]] = {c: [] for c in COLUMNS}
         thinnest = self.window * 2 / 1000  # about two pixels
-        runs: dict[str, list[Any] | None] = {}  # lane -> [bar index, tasks in it, their busy s] of a mergeable bar
+        runs: dict[str, list[Any] | None] = {}  # lane -> [bar, tasks, busy s, first key] of a mergeable bar
         for r in sorted(rows, key=lambda r: float(r["started"])):
             worker = str(r.get("worker") or "?")
             name = names.get(worker) or worker.removeprefix("tcp://")
@@ -144,11 +144,11 @@ class TaskTimeline:
                 run[1] += 1
                 run[2] += took
                 data["right"][i] = max(data["right"][i], right)
-                data["key"][i] = f"{run[1]} tasks, from {data['key'][i].split(', from ')[-1]}"
+                data["key"][i] = f"{run[1]} tasks, from {run[3]}"
                 data["ms"][i] = f"{run[2] * 1e3:.2f} busy in all"
                 continue
             color = self._color(group)
-            runs[lane] = [len(data["left"]), 1, took] if tiny else None
+            runs[lane] = [len(data["left"]), 1, took, str(r["key"])] if tiny else None
             data["left"].append(left)
             data["right"].append(right)
             data["lane"].append(lane)

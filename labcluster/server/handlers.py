@@ -78,12 +78,11 @@ class _Handler(APIHandler):
 
     def fail(self, error: Exception) -> None:
         status = next((code for cls, code in STATUS.items() if isinstance(error, cls)), 500)
-        if status == 500 and isinstance(error, LabclusterError):  # one that says its fix (a registry directory
-            if str(error) not in _SAID:                            # others may write): once, not every poll
-                _SAID.add(str(error))
-                logger.error("labcluster: %s", error)
-        elif status == 500:  # not the request's fault: the server's log keeps the traceback
+        if status == 500 and not isinstance(error, LabclusterError):  # a bug: the server's log keeps the traceback
             logger.error("labcluster: %s %s failed", self.request.method, self.request.path, exc_info=error)
+        elif status == 500 and str(error) not in _SAID:  # ours says its fix (a registry directory others may
+            _SAID.add(str(error))                         # write): once, not with every poll
+            logger.error("labcluster: %s", error)
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": str(error) or type(error).__name__, "field": getattr(error, "field", None)}))

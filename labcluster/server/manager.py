@@ -231,10 +231,8 @@ class ClusterManager:
     async def _identity(self, address: str) -> dict[str, Any] | None:
         """The scheduler's ``identity``, with ``"labcluster_groups"`` added: its worker groups' names, those with
         no worker up included (empty where the scheduler has no such handler: a cluster of an older labcluster)."""
-        from distributed.core import rpc
-
         try:
-            async with rpc(address, timeout=self.rpc_timeout) as scheduler:  # both questions at once
+            async with self._scheduler(address) as scheduler:  # both questions at once, on one connection
                 info, groups = await asyncio.wait_for(asyncio.gather(
                     scheduler.identity(n_workers=-1), scheduler.labcluster_groups(), return_exceptions=True),
                     self.rpc_timeout)
@@ -255,12 +253,15 @@ class ClusterManager:
             return await asyncio.to_thread(_refused, *parse_host_port(location))
         return await self._identity(address) is None
 
-    async def _ask(self, address: str, op: str, reply: float | None = None, **kwargs: Any) -> Any:
-        """One Dask RPC to a scheduler: connect within ``rpc_timeout``, the answer within ``reply`` seconds (default
-        ``rpc_timeout``)."""
+    def _scheduler(self, address: str) -> Any:
+        """Dask's RPC to a scheduler (an async context manager), connecting within ``rpc_timeout``."""
         from distributed.core import rpc
 
-        async with rpc(address, timeout=self.rpc_timeout) as scheduler:
+        return rpc(address, timeout=self.rpc_timeout)
+
+    async def _ask(self, address: str, op: str, reply: float | None = None, **kwargs: Any) -> Any:
+        """One Dask RPC to a scheduler: the answer within ``reply`` seconds (default ``rpc_timeout``)."""
+        async with self._scheduler(address) as scheduler:
             return await asyncio.wait_for(getattr(scheduler, op)(**kwargs), reply or self.rpc_timeout)
 
     async def _model(self, entry: dict[str, Any]) -> dict[str, Any]:
