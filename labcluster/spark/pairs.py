@@ -1,0 +1,232 @@
+"""The key-value operations of an RDD of ``(key, value)`` pairs (Spark's ``PairRDDFunctions``), mixed into
+:class:`~labcluster.spark.rdd.RDD`.
+
+The aggregating ones (``reduceByKey``, ``aggregateByKey``, ``foldByKey``, ``groupByKey``) are ``combineByKey``
+with Spark's map-side combine; the joins are ``cogroup`` of the two sides, tagged, as PySpark builds them.
+An RDD partitioned already by the partitioner asked for is combined where it is, without a shuffle.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+from . import plan as p
+from .tasks import _pair, identity, portable_hash
+
+if TYPE_CHECKING:
+    from .context import SparkContext
+    from .rdd import RDD
+
+
+class PairFunctions:
+    """Mixed into RDD; what it uses of RDD is declared here for the type checker."""
+
+    if TYPE_CHECKING:
+        ctx: SparkContext
+        _n: int
+        partitioner: Any
+
+        def _narrow(self, op: str, fn: p.PartitionFn, kind: str = ..., keep_partitioner: bool = ...) -> RDD: ...
+        def union(self, other: RDD) -> RDD: ...
+        def filter(self, f: Callable[[Any], Any]) -> RDD: ...
+        def count(self) -> int: ...
+        def collect(self) -> list[Any]: ...
+        def sample(self, withReplacement: bool, fraction: float, seed: int | None = None) -> RDD: ...
+
+    def _rdd(self) -> RDD:
+        return cast("RDD", self)
+
+    def mapValues(self, f: Callable[[Any], Any]) -> RDD:
+        from .rdd import checked
+
+        return self._narrow("mapValues", p.Map(_Values(checked(f, "mapValues"), "mapValues", flat=False)),
+                            "PythonRDD", keep_partitioner=True)
+
+    def flatMapValues(self, f: Callable[[Any], Iterable[Any]]) -> RDD:
+        from .rdd import checked
+
+        return self._narrow("flatMapValues",
+                            p.FlatMap(_Values(checked(f, "flatMapValues"), "flatMapValues", flat=True)),
+                            "PythonRDD", keep_partitioner=True)
+
+    def keys(self) -> RDD:
+        return self._narrow("keys", p.Map(_Part(0, "keys")), "PythonRDD")
+
+    def values(self) -> RDD:
+        return self._narrow("values", p.Map(_Part(1, "values")), "PythonRDD")
+
+    def partitionBy(self, numPartitions: int | None,
+                    partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
+        from .rdd import _count
+        from .shuffle import Partitioner, ShuffledRDD
+
+        n = _count(numPartitions or self._n, "partitionBy")
+        if self.partitioner == Partitioner(n, partitionFunc):
+            return self._rdd()
+        return ShuffledRDD(self._rdd(), n, partitionFunc, None, "partitionBy")
+
+    def combineByKey(self, createCombiner: Callable[[Any], Any],
+                     mergeValue: Callable[[Any, Any], Any],
+                     mergeCombiners: Callable[[Any, Any], Any],
+                     numPartitions: int | None = None,
+                     partitionFunc: Callable[[Any], int] = portable_hash, *,
+                     _op: str = "combineByKey") -> RDD:
+        from .rdd import _count, checked
+        from .shuffle import LocalCombine, Partitioner, ShuffledRDD
+
+        agg = p.Aggregator(checked(createCombiner, _op), checked(mergeValue, _op), checked(mergeCombiners, _op))
+        n = _count(numPartitions or self._n, _op)
+        if self.partitioner == Partitioner(n, partitionFunc):
+            return self._narrow(_op, LocalCombine(agg), "PythonRDD", keep_partitioner=True)
+        return ShuffledRDD(self._rdd(), n, partitionFunc, agg, _op)
+
+    def reduceByKey(self, func: Callable[[Any, Any], Any], numPartitions: int | None = None,
+                    partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
+        return self.combineByKey(identity, func, func, numPartitions, partitionFunc, _op="reduceByKey")
+
+    def foldByKey(self, zeroValue: Any, func: Callable[[Any, Any], Any],
+                  numPartitions: int | None = None,
+                  partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
+        from .shuffle import ZeroThen
+
+        return self.combineByKey(ZeroThen(zeroValue, func), func, func, numPartitions, partitionFunc,
+                                 _op="foldByKey")
+
+    def aggregateByKey(self, zeroValue: Any, seqFunc: Callable[[Any, Any], Any],
+                       combFunc: Callable[[Any, Any], Any], numPartitions: int | None = None,
+                       partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
+        from .shuffle import ZeroThen
+
+        return self.combineByKey(ZeroThen(zeroValue, seqFunc), seqFunc, combFunc, numPartitions, partitionFunc,
+                                 _op="aggregateByKey")
+
+    def groupByKey(self, numPartitions: int | None = None,
+                   partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
+        """Every value of a key, as a :class:`ResultIterable` (``mapValues(list)`` for lists)."""
+        from .shuffle import GROUP
+
+        grouped = self.combineByKey(GROUP.create, GROUP.merge_value, GROUP.merge_combiners, numPartitions,
+                                    partitionFunc, _op="groupByKey")
+        return grouped._narrow("groupByKey", p.Map(_Grouped()), "PythonRDD", keep_partitioner=True)
+
+    def sortByKey(self, ascending: bool = True, numPartitions: int | None = None,
+                  keyfunc: Callable[[Any], Any] = identity) -> RDD:
+        """Sorted by key: range partitions from a sample of the keys (a job of its own, as in Spark), each
+        partition sorted."""
+        from .rdd import _count, checked
+        from .shuffle import RangePartition, ShuffledRDD, SortPartition
+
+        n = _count(numPartitions or self._n, "sortByKey")
+        bounds: list[Any] = []
+        if n > 1:
+            size = self.count()
+            fraction = min(n * 20.0 / max(size, 1), 1.0)
+            keys = self.sample(False, fraction, 1).map(_Part(0, "sortByKey")).collect()
+            samples = sorted(map(checked(keyfunc, "sortByKey"), keys))
+            bounds = [samples[int(len(samples) * (i + 1) / n)] for i in range(n - 1)] if samples else []
+        shuffled = ShuffledRDD(self._rdd(), n, RangePartition(bounds, keyfunc, ascending), None, "sortByKey")
+        return shuffled._narrow("sortByKey", SortPartition(keyfunc, ascending), "PythonRDD")
+
+    def cogroup(self, other: RDD, numPartitions: int | None = None) -> RDD:
+        """Per key, the values of each side: ``(key, (ResultIterable, ResultIterable))``."""
+        self.ctx._check_same(other, "cogroup")
+        tagged = self._narrow("cogroup", p.Map(_Tag(0)), "PythonRDD").union(
+            other._narrow("cogroup", p.Map(_Tag(1)), "PythonRDD"))
+        from .shuffle import GROUP
+
+        grouped = tagged.combineByKey(GROUP.create, GROUP.merge_value, GROUP.merge_combiners,
+                                      numPartitions or max(self._n, other._n), _op="cogroup")
+        return grouped._narrow("cogroup", p.Map(_Split()), "PythonRDD", keep_partitioner=True)
+
+    def groupWith(self, other: RDD) -> RDD:
+        return self.cogroup(other)
+
+    def join(self, other: RDD, numPartitions: int | None = None) -> RDD:
+        return self._joined(other, numPartitions, "join", False, False)
+
+    def leftOuterJoin(self, other: RDD, numPartitions: int | None = None) -> RDD:
+        return self._joined(other, numPartitions, "leftOuterJoin", False, True)
+
+    def rightOuterJoin(self, other: RDD, numPartitions: int | None = None) -> RDD:
+        return self._joined(other, numPartitions, "rightOuterJoin", True, False)
+
+    def fullOuterJoin(self, other: RDD, numPartitions: int | None = None) -> RDD:
+        return self._joined(other, numPartitions, "fullOuterJoin", True, True)
+
+    def _joined(self, other: RDD, n: int | None, op: str, keep_right: bool, keep_left: bool) -> RDD:
+        grouped = self.cogroup(other, n)
+        return grouped._narrow(op, p.FlatMap(_Join(keep_left, keep_right)), "PythonRDD", keep_partitioner=True)
+
+    # -- actions -----------------------------------------------------------------------------------------------
+    def countByKey(self) -> dict[Any, int]:
+        return self.keys().countByValue()
+
+    def collectAsMap(self) -> dict[Any, Any]:
+        return dict(_pair(x, "collectAsMap") for x in self.collect())
+
+    def lookup(self, key: Any) -> list[Any]:
+        return self.filter(_KeyIs(key)).values().collect()
+
+
+class _Part:
+    def __init__(self, i: int, op: str) -> None:
+        self.i, self.op = i, op
+
+    def __call__(self, kv: Any) -> Any:
+        return _pair(kv, self.op)[self.i]
+
+
+class _Values:
+    def __init__(self, f: Callable[[Any], Any], op: str, flat: bool) -> None:
+        self.f, self.op, self.flat = f, op, flat
+
+    def __call__(self, kv: Any) -> Any:
+        k, v = _pair(kv, self.op)
+        return ((k, w) for w in self.f(v)) if self.flat else (k, self.f(v))
+
+
+class _KeyIs:
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __call__(self, kv: Any) -> bool:
+        return bool(_pair(kv, "lookup")[0] == self.key)
+
+
+class _Grouped:
+    def __call__(self, kv: tuple[Any, list[Any]]) -> tuple[Any, Any]:
+        from .shuffle import ResultIterable
+
+        return kv[0], ResultIterable(kv[1])
+
+
+class _Tag:
+    def __init__(self, side: int) -> None:
+        self.side = side
+
+    def __call__(self, kv: Any) -> tuple[Any, tuple[int, Any]]:
+        k, v = _pair(kv, "cogroup")
+        return k, (self.side, v)
+
+
+class _Split:
+    def __call__(self, kv: tuple[Any, list[tuple[int, Any]]]) -> tuple[Any, tuple[Any, Any]]:
+        from .shuffle import ResultIterable
+
+        sides: defaultdict[int, list[Any]] = defaultdict(list)
+        for side, v in kv[1]:
+            sides[side].append(v)
+        return kv[0], (ResultIterable(sides[0]), ResultIterable(sides[1]))
+
+
+class _Join:
+    def __init__(self, keep_left: bool, keep_right: bool) -> None:
+        self.keep_left, self.keep_right = keep_left, keep_right
+
+    def __call__(self, kv: tuple[Any, tuple[Any, Any]]) -> Iterator[tuple[Any, tuple[Any, Any]]]:
+        k, (left, right) = kv
+        lefts = list(left) or ([None] if self.keep_right else [])
+        rights = list(right) or ([None] if self.keep_left else [])
+        return ((k, (a, b)) for a in lefts for b in rights)
