@@ -93,8 +93,9 @@ class RemoteFunction(Generic[P, R]):
         if opts.num_returns == 1 or generator:
             return ref
         # one tiny task per return value, on one CPU slot, so slot accounting stays exact
-        item = TaskOptions(num_cpus=1.0 if opts.num_cpus and opts.in_group() is None else 0.0)
-        refs = [ObjectRef(submit(session, serialization.item, (future, i), options=item, what=what,
+        slot = 1.0 if opts.num_cpus and opts.in_group() is None else 0.0
+        refs = [ObjectRef(submit(session, serialization.item, (future, i),
+                                 options=TaskOptions(num_cpus=slot, name=f"{self._name}[{i}]"), what=what,
                                  key=f"{self._name}-{i}-{uuid.uuid4().hex}", retries=opts.max_retries), self._name)
                 for i in range(int(opts.num_returns))]
         for part in refs:

@@ -54,7 +54,7 @@ class Stages:
         out = []
         with in_stage(self._named(plans, f"{op} (map side)", len(plans))):
             remote = _SHUFFLE_MAP.options(name=f"{op} (map side)", num_returns=bucketer.n)
-            for p in plans:
-                got = remote.remote(p.node, bucketer, *p.inputs)
+            for i, p in enumerate(plans):
+                got = remote.remote(p.node, bucketer, i, *p.inputs)
                 out.append(list(got) if isinstance(got, list) else [got])
         return out

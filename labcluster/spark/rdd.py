@@ -88,6 +88,7 @@ class RDD(PairFunctions):
         self._name: str | None = None
         self._level: StorageLevel | None = None
         self._cached: list[Any] | None = None  # a persisted RDD's partitions, once computed
+        self._last_job: list[Any] = []  # the last action's result refs, for lineage()
 
     # -- the plan ----------------------------------------------------------------------------------------------
     def _plan(self, i: int) -> p.Plan:
@@ -117,6 +118,7 @@ class RDD(PairFunctions):
         """Run a job: ``action`` over each partition (all, or those named), results in partition order."""
         wanted = range(self._n) if partitions is None else partitions
         refs = self.ctx._stages.act([self._partition(i) for i in wanted], action, op)
+        self._last_job = refs
         return lc.get(refs) if refs else []
 
     # -- about the RDD -----------------------------------------------------------------------------------------
@@ -140,6 +142,14 @@ class RDD(PairFunctions):
 
     def getStorageLevel(self) -> StorageLevel:
         return self._level or StorageLevel(False, False)
+
+    def lineage(self) -> lc.LineageGraph:
+        """The lineage of the last action run on this RDD, from the task records (labcluster's, not Spark's):
+        ``.stages`` shows the job's stages as ``toDebugString`` draws them (Spark's coarse lineage), ``.tasks``
+        every partition's task (Ray's fine-grained lineage); in a notebook, both as pictures."""
+        if not self._last_job:
+            raise ValueError(f"{self!r} has not run a job yet; run an action on it first (collect, count...)")
+        return lc.lineage(self._last_job)
 
     def toDebugString(self) -> bytes:
         """The lineage as Spark prints it (bytes, as PySpark returns): one line per RDD, ``+-(n)`` where a

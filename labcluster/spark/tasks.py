@@ -31,9 +31,9 @@ def act(node: Node, action: Callable[[Iterator[Any]], Any], *inputs: Any) -> Any
         return action(node.run(inputs))
 
 
-def shuffle_map(node: Node, bucketer: Bucketer, *inputs: Any) -> Any:
+def shuffle_map(node: Node, bucketer: Bucketer, index: int, *inputs: Any) -> Any:
     with shared.task_scope():
-        return bucketer.split(node.run(inputs))
+        return bucketer.split(node.run(inputs), index)
 
 
 def identity(x: Any) -> Any:
@@ -85,11 +85,11 @@ class Bucketer:
     def bucket(self, key: Any) -> int:
         return int(self.partition_func(key)) % self.n
 
-    def split(self, elements: Iterator[Any]) -> Any:
+    def split(self, elements: Iterator[Any], index: int) -> Any:
         try:
             buckets = self._combined(elements) if self.combine and self.aggregator else self._plain(elements)
         except Exception as e:
-            note(e, self.where)
+            note(e, f"{self.where}, partition {index}")
             raise
         return tuple(buckets) if self.n > 1 else buckets[0]  # one bucket: the task's one object
 
