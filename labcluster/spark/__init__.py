@@ -12,9 +12,9 @@ lineage as everything else, one ``lc.stage`` per Spark stage.
 """
 
 from .context import SparkConf, SparkContext
+from .keyed import Partitioner, ResultIterable
 from .rdd import RDD, StorageLevel
 from .shared import Accumulator, AccumulatorParam, Broadcast
-from .shuffle import Partitioner, ResultIterable
 from .tasks import portable_hash
 
 __all__ = [

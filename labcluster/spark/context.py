@@ -15,16 +15,17 @@ import itertools
 import math
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import labcluster as lc
+import labcluster.spark.plan as p
 
 from ..api.start import current_session
-from . import plan as p
 from .jobs import Stages
 from .rdd import RDD, SourceRDD, UnionRDD
 from .shared import Accumulator, AccumulatorParam, Broadcast
+from .shuffle import ShuffledRDD
 
 _LOCAL = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
 
@@ -165,6 +166,11 @@ class SparkContext:
         if self._stopped:
             raise ValueError("this SparkContext was stopped; make a new one (SparkContext.getOrCreate())")
         return next(self._rdd_ids)
+
+    def _shuffled(self, parent: RDD, n: int, partition_func: Callable[[Any], int], aggregator: p.Aggregator | None,
+                  op: str) -> RDD:
+        """A shuffle of ``parent`` into ``n`` partitions (the RDD layer asks here: shuffle.py builds on rdd.py)."""
+        return ShuffledRDD(parent, n, partition_func, aggregator, op)
 
     def _check_same(self, other: Any, op: str) -> None:
         if not isinstance(other, RDD):

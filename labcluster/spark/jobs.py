@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import labcluster as lc
+import labcluster.spark.tasks as tasks
 
 from ..api.refs import ObjectRef
 from ..api.submit import stage as in_stage
-from . import tasks
 from .plan import Plan
 
 _COMPUTE = lc.remote(tasks.compute)

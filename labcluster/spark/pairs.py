@@ -12,7 +12,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from . import plan as p
+import labcluster.spark.keyed as keyed
+import labcluster.spark.plan as p
+
+from .checks import checked
+from .checks import partitions as _count
 from .tasks import _pair, identity, portable_hash
 
 if TYPE_CHECKING:
@@ -39,13 +43,11 @@ class PairFunctions:
         return cast("RDD", self)
 
     def mapValues(self, f: Callable[[Any], Any]) -> RDD:
-        from .rdd import checked
 
         return self._narrow("mapValues", p.Map(_Values(checked(f, "mapValues"), "mapValues", flat=False)),
                             "PythonRDD", keep_partitioner=True)
 
     def flatMapValues(self, f: Callable[[Any], Iterable[Any]]) -> RDD:
-        from .rdd import checked
 
         return self._narrow("flatMapValues",
                             p.FlatMap(_Values(checked(f, "flatMapValues"), "flatMapValues", flat=True)),
@@ -59,13 +61,11 @@ class PairFunctions:
 
     def partitionBy(self, numPartitions: int | None,
                     partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
-        from .rdd import _count
-        from .shuffle import Partitioner, ShuffledRDD
 
         n = _count(numPartitions or self._n, "partitionBy")
-        if self.partitioner == Partitioner(n, partitionFunc):
+        if self.partitioner == keyed.Partitioner(n, partitionFunc):
             return self._rdd()
-        return ShuffledRDD(self._rdd(), n, partitionFunc, None, "partitionBy")
+        return self.ctx._shuffled(self._rdd(), n, partitionFunc, None, "partitionBy")
 
     def combineByKey(self, createCombiner: Callable[[Any], Any],
                      mergeValue: Callable[[Any, Any], Any],
@@ -73,14 +73,12 @@ class PairFunctions:
                      numPartitions: int | None = None,
                      partitionFunc: Callable[[Any], int] = portable_hash, *,
                      _op: str = "combineByKey") -> RDD:
-        from .rdd import _count, checked
-        from .shuffle import LocalCombine, Partitioner, ShuffledRDD
 
         agg = p.Aggregator(checked(createCombiner, _op), checked(mergeValue, _op), checked(mergeCombiners, _op))
         n = _count(numPartitions or self._n, _op)
-        if self.partitioner == Partitioner(n, partitionFunc):
-            return self._narrow(_op, LocalCombine(agg), "PythonRDD", keep_partitioner=True)
-        return ShuffledRDD(self._rdd(), n, partitionFunc, agg, _op)
+        if self.partitioner == keyed.Partitioner(n, partitionFunc):
+            return self._narrow(_op, keyed.LocalCombine(agg), "PythonRDD", keep_partitioner=True)
+        return self.ctx._shuffled(self._rdd(), n, partitionFunc, agg, _op)
 
     def reduceByKey(self, func: Callable[[Any, Any], Any], numPartitions: int | None = None,
                     partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
@@ -89,25 +87,23 @@ class PairFunctions:
     def foldByKey(self, zeroValue: Any, func: Callable[[Any, Any], Any],
                   numPartitions: int | None = None,
                   partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
-        from .shuffle import ZeroThen
 
-        return self.combineByKey(ZeroThen(zeroValue, func), func, func, numPartitions, partitionFunc,
+        return self.combineByKey(keyed.ZeroThen(zeroValue, func), func, func, numPartitions, partitionFunc,
                                  _op="foldByKey")
 
     def aggregateByKey(self, zeroValue: Any, seqFunc: Callable[[Any, Any], Any],
                        combFunc: Callable[[Any, Any], Any], numPartitions: int | None = None,
                        partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
-        from .shuffle import ZeroThen
 
-        return self.combineByKey(ZeroThen(zeroValue, seqFunc), seqFunc, combFunc, numPartitions, partitionFunc,
+        return self.combineByKey(keyed.ZeroThen(zeroValue, seqFunc), seqFunc, combFunc, numPartitions, partitionFunc,
                                  _op="aggregateByKey")
 
     def groupByKey(self, numPartitions: int | None = None,
                    partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
         """Every value of a key, as a :class:`ResultIterable` (``mapValues(list)`` for lists)."""
-        from .shuffle import GROUP
 
-        grouped = self.combineByKey(GROUP.create, GROUP.merge_value, GROUP.merge_combiners, numPartitions,
+        group = keyed.GROUP
+        grouped = self.combineByKey(group.create, group.merge_value, group.merge_combiners, numPartitions,
                                     partitionFunc, _op="groupByKey")
         return grouped._narrow("groupByKey", p.Map(_Grouped()), "PythonRDD", keep_partitioner=True)
 
@@ -115,8 +111,6 @@ class PairFunctions:
                   keyfunc: Callable[[Any], Any] = identity) -> RDD:
         """Sorted by key: range partitions from a sample of the keys (a job of its own, as in Spark), each
         partition sorted."""
-        from .rdd import _count, checked
-        from .shuffle import RangePartition, ShuffledRDD, SortPartition
 
         n = _count(numPartitions or self._n, "sortByKey")
         bounds: list[Any] = []
@@ -126,17 +120,17 @@ class PairFunctions:
             keys = self.sample(False, fraction, 1).map(_Part(0, "sortByKey")).collect()
             samples = sorted(map(checked(keyfunc, "sortByKey"), keys))
             bounds = [samples[int(len(samples) * (i + 1) / n)] for i in range(n - 1)] if samples else []
-        shuffled = ShuffledRDD(self._rdd(), n, RangePartition(bounds, keyfunc, ascending), None, "sortByKey")
-        return shuffled._narrow("sortByKey", SortPartition(keyfunc, ascending), "PythonRDD")
+        shuffled = self.ctx._shuffled(self._rdd(), n, keyed.RangePartition(bounds, keyfunc, ascending), None,
+                                      "sortByKey")
+        return shuffled._narrow("sortByKey", keyed.SortPartition(keyfunc, ascending), "PythonRDD")
 
     def cogroup(self, other: RDD, numPartitions: int | None = None) -> RDD:
         """Per key, the values of each side: ``(key, (ResultIterable, ResultIterable))``."""
         self.ctx._check_same(other, "cogroup")
         tagged = self._narrow("cogroup", p.Map(_Tag(0)), "PythonRDD").union(
             other._narrow("cogroup", p.Map(_Tag(1)), "PythonRDD"))
-        from .shuffle import GROUP
 
-        grouped = tagged.combineByKey(GROUP.create, GROUP.merge_value, GROUP.merge_combiners,
+        grouped = tagged.combineByKey(keyed.GROUP.create, keyed.GROUP.merge_value, keyed.GROUP.merge_combiners,
                                       numPartitions or max(self._n, other._n), _op="cogroup")
         return grouped._narrow("cogroup", p.Map(_Split()), "PythonRDD", keep_partitioner=True)
 
@@ -197,9 +191,8 @@ class _KeyIs:
 
 class _Grouped:
     def __call__(self, kv: tuple[Any, list[Any]]) -> tuple[Any, Any]:
-        from .shuffle import ResultIterable
 
-        return kv[0], ResultIterable(kv[1])
+        return kv[0], keyed.ResultIterable(kv[1])
 
 
 class _Tag:
@@ -213,12 +206,11 @@ class _Tag:
 
 class _Split:
     def __call__(self, kv: tuple[Any, list[tuple[int, Any]]]) -> tuple[Any, tuple[Any, Any]]:
-        from .shuffle import ResultIterable
 
         sides: defaultdict[int, list[Any]] = defaultdict(list)
         for side, v in kv[1]:
             sides[side].append(v)
-        return kv[0], (ResultIterable(sides[0]), ResultIterable(sides[1]))
+        return kv[0], (keyed.ResultIterable(sides[0]), keyed.ResultIterable(sides[1]))
 
 
 class _Join:

@@ -24,9 +24,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import labcluster as lc
+import labcluster.spark.functions as fn
+import labcluster.spark.plan as p
 
-from ..api import serialization
-from . import plan as p
+from .checks import checked
+from .checks import partitions as _count
 from .pairs import PairFunctions
 
 if TYPE_CHECKING:
@@ -62,14 +64,6 @@ StorageLevel.MEMORY_AND_DISK = StorageLevel(True, True)
 StorageLevel.DISK_ONLY = StorageLevel(True, False)
 StorageLevel.MEMORY_ONLY_2 = StorageLevel(False, True, replication=2)
 StorageLevel.MEMORY_AND_DISK_2 = StorageLevel(True, True, replication=2)
-
-
-def checked(fn: Any, op: str) -> Any:
-    """``fn`` if it can travel to the workers; else ``SerializationError`` now, naming what it captured."""
-    if not callable(fn):
-        raise TypeError(f"{op} needs a function, got {type(fn).__name__} {fn!r}")
-    serialization.check_function(fn, f"RDD operation {op!r}")
-    return fn
 
 
 class RDD(PairFunctions):
@@ -217,7 +211,7 @@ class RDD(PairFunctions):
 
     def glom(self) -> RDD:
         """Each partition as one list."""
-        return self._narrow("glom", _glom, "PythonRDD")
+        return self._narrow("glom", fn.glom, "PythonRDD")
 
     def sample(self, withReplacement: bool, fraction: float, seed: int | None = None) -> RDD:
         """A random sample: each element kept with probability ``fraction`` (without replacement), or taken a
@@ -225,10 +219,10 @@ class RDD(PairFunctions):
         if fraction < 0 or (not withReplacement and fraction > 1):
             raise ValueError(f"sample: fraction must be in [0, 1] without replacement, >= 0 with; got {fraction}")
         seed = random.randrange(2**31) if seed is None else seed
-        return self._narrow("sample", _Sampler(withReplacement, fraction, seed), "PythonRDD", True)
+        return self._narrow("sample", fn.Sampler(withReplacement, fraction, seed), "PythonRDD", True)
 
     def distinct(self, numPartitions: int | None = None) -> RDD:
-        return (self.map(_with_none).reduceByKey(_first, numPartitions)).map(_key)
+        return (self.map(fn.with_none).reduceByKey(fn.first, numPartitions)).map(fn.key)
 
     def union(self, other: RDD) -> RDD:
         self.ctx._check_same(other, "union")
@@ -256,14 +250,12 @@ class RDD(PairFunctions):
 
     def repartition(self, numPartitions: int) -> RDD:
         """``numPartitions`` partitions of about equal size, by a shuffle."""
-        from .shuffle import ShuffledRDD
-
         n = _count(numPartitions, "repartition")
-        keyed = self._narrow("repartition", _RoundRobin(n), "PythonRDD")
-        return ShuffledRDD(keyed, n, _identity_partition, None, "repartition").values()
+        keyed = self._narrow("repartition", fn.RoundRobin(n), "PythonRDD")
+        return self.ctx._shuffled(keyed, n, fn.identity_partition, None, "repartition").values()
 
     def keyBy(self, f: Callable[[Any], Any]) -> RDD:
-        return self._narrow("keyBy", p.Map(_KeyBy(checked(f, "keyBy"))), "PythonRDD")
+        return self._narrow("keyBy", p.Map(fn.KeyBy(checked(f, "keyBy"))), "PythonRDD")
 
     def sortBy(self, keyfunc: Callable[[Any], Any], ascending: bool = True,
                numPartitions: int | None = None) -> RDD:
@@ -274,7 +266,7 @@ class RDD(PairFunctions):
         return list(itertools.chain.from_iterable(self._run(list, "collect")))
 
     def count(self) -> int:
-        return sum(self._run(_length, "count"))
+        return sum(self._run(fn.length, "count"))
 
     def isEmpty(self) -> bool:
         return self._n == 0 or not self.take(1)
@@ -292,38 +284,38 @@ class RDD(PairFunctions):
         done, batch = 0, 1
         while len(out) < num and done < self._n:
             parts = list(range(done, min(self._n, done + batch)))
-            for got in self._run(_Head(num - len(out)), "take", parts):
+            for got in self._run(fn.Head(num - len(out)), "take", parts):
                 out.extend(got[:num - len(out)])
             done += len(parts)
             batch *= 4
         return out
 
     def top(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
-        return heapq.nlargest(num, itertools.chain.from_iterable(self._run(_Top(num, key, True), "top")), key=key)
+        return heapq.nlargest(num, itertools.chain.from_iterable(self._run(fn.Top(num, key, True), "top")), key=key)
 
     def takeOrdered(self, num: int, key: Callable[[Any], Any] | None = None) -> list[Any]:
-        return heapq.nsmallest(num, itertools.chain.from_iterable(self._run(_Top(num, key, False), "takeOrdered")),
+        return heapq.nsmallest(num, itertools.chain.from_iterable(self._run(fn.Top(num, key, False), "takeOrdered")),
                                key=key)
 
     def reduce(self, f: Callable[[Any, Any], Any]) -> Any:
-        got = [v for v in self._run(_Reduce(checked(f, "reduce")), "reduce") if v is not _EMPTY_MARK]
+        got = [v for v in self._run(fn.Reduce(checked(f, "reduce")), "reduce") if v is not fn.EMPTY]
         if not got:
             raise ValueError("Can not reduce() empty RDD")
         return functools.reduce(f, got)
 
     def fold(self, zeroValue: Any, op: Callable[[Any, Any], Any]) -> Any:
-        return functools.reduce(op, self._run(_Fold(zeroValue, checked(op, "fold")), "fold"), zeroValue)
+        return functools.reduce(op, self._run(fn.Fold(zeroValue, checked(op, "fold")), "fold"), zeroValue)
 
     def aggregate(self, zeroValue: Any, seqOp: Callable[[Any, Any], Any],
                   combOp: Callable[[Any, Any], Any]) -> Any:
-        parts = self._run(_Fold(zeroValue, checked(seqOp, "aggregate")), "aggregate")
+        parts = self._run(fn.Fold(zeroValue, checked(seqOp, "aggregate")), "aggregate")
         return functools.reduce(checked(combOp, "aggregate"), parts, zeroValue)
 
     def sum(self) -> Any:
         return sum(self._run(sum, "sum"))
 
     def mean(self) -> float:
-        parts = self._run(_sum_count, "mean")
+        parts = self._run(fn.sum_count, "mean")
         total, n = sum(s for s, _ in parts), sum(c for _, c in parts)
         return float("nan") if n == 0 else total / n
 
@@ -334,23 +326,23 @@ class RDD(PairFunctions):
         return self._extreme(min, key, "min")
 
     def _extreme(self, pick: Callable[..., Any], key: Callable[[Any], Any] | None, op: str) -> Any:
-        got = [v for v in self._run(_Extreme(pick, key), op) if v is not _EMPTY_MARK]
+        got = [v for v in self._run(fn.Extreme(pick, key), op) if v is not fn.EMPTY]
         if not got:
             raise ValueError(f"{op}() of an empty RDD")
         return pick(got, key=key) if key is not None else pick(got)
 
     def countByValue(self) -> dict[Any, int]:
         out: defaultdict[Any, int] = defaultdict(int)
-        for counts in self._run(_counts, "countByValue"):
+        for counts in self._run(fn.counts, "countByValue"):
             for k, v in counts.items():
                 out[k] += v
         return out
 
     def foreach(self, f: Callable[[Any], Any]) -> None:
-        self._run(_ForEach(checked(f, "foreach")), "foreach")
+        self._run(fn.ForEach(checked(f, "foreach")), "foreach")
 
     def foreachPartition(self, f: Callable[[Iterator[Any]], Any]) -> None:
-        self._run(_ForEachPartition(checked(f, "foreachPartition")), "foreachPartition")
+        self._run(fn.ForEachPartition(checked(f, "foreachPartition")), "foreachPartition")
 
     def saveAsTextFile(self, path: str) -> None:
         """One ``part-NNNNN`` file per partition under the directory ``path`` (which must not exist), then
@@ -362,7 +354,7 @@ class RDD(PairFunctions):
             raise FileExistsError(f"saveAsTextFile: output directory {path!r} already exists; remove it or "
                                   f"choose another path")
         fs.makedirs(root, exist_ok=True)
-        written = self.mapPartitionsWithIndex(_Writer(path))._run(list, "saveAsTextFile")
+        written = self.mapPartitionsWithIndex(fn.Writer(path))._run(list, "saveAsTextFile")
         with fsspec.open(f"{path.rstrip('/')}/_SUCCESS", "wb"):
             pass
         del written
@@ -444,171 +436,3 @@ class CartesianRDD(RDD):
         a, b = self.parents
         inputs, (x, y), ops = p.side_by_side([a._partition(i // b._n), b._partition(i % b._n)])
         return p.Plan(inputs, p.Product(x, y), (*ops, "cartesian"))
-
-
-# -- small picklable pieces the tasks run ------------------------------------------------------------------------
-
-class _Marker:
-    def __repr__(self) -> str:
-        return "<empty partition>"
-
-    def __reduce__(self) -> str:
-        return "_EMPTY_MARK"  # one marker in every process
-
-
-_EMPTY_MARK = _Marker()
-
-
-def _count(n: Any, op: str) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{op}: numPartitions must be an int >= 1, got {n!r}")
-    return n
-
-
-def _glom(index: int, it: Iterator[Any]) -> Iterator[list[Any]]:
-    yield list(it)
-
-
-def _length(it: Iterator[Any]) -> int:
-    return sum(1 for _ in it)
-
-
-def _sum_count(it: Iterator[Any]) -> tuple[Any, int]:
-    total, n = 0, 0
-    for x in it:
-        total += x
-        n += 1
-    return total, n
-
-
-def _counts(it: Iterator[Any]) -> dict[Any, int]:
-    out: defaultdict[Any, int] = defaultdict(int)
-    for x in it:
-        out[x] += 1
-    return dict(out)
-
-
-def _with_none(x: Any) -> tuple[Any, None]:
-    return x, None
-
-
-def _first(a: Any, b: Any) -> Any:
-    return a
-
-
-def _key(kv: tuple[Any, Any]) -> Any:
-    return kv[0]
-
-
-def _identity_partition(k: Any) -> int:
-    return int(k)
-
-
-class _KeyBy:
-    def __init__(self, f: Callable[[Any], Any]) -> None:
-        self.f = f
-
-    def __call__(self, x: Any) -> tuple[Any, Any]:
-        return self.f(x), x
-
-
-class _RoundRobin:
-    """``repartition``'s keys: a partition's elements go to the output partitions in turn, each partition
-    starting at another one, so the outputs come out even."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __call__(self, index: int, it: Iterator[Any]) -> Iterator[tuple[int, Any]]:
-        start = random.Random(index).randrange(self.n)
-        return (((start + i) % self.n, x) for i, x in enumerate(it))
-
-
-class _Sampler:
-    def __init__(self, with_replacement: bool, fraction: float, seed: int) -> None:
-        self.with_replacement, self.fraction, self.seed = with_replacement, fraction, seed
-
-    def __call__(self, index: int, it: Iterator[Any]) -> Iterator[Any]:
-        rng = random.Random(self.seed ^ (index * 0x9E3779B1))
-        if not self.with_replacement:
-            return (x for x in it if rng.random() < self.fraction)
-        import numpy as np
-
-        poisson = np.random.default_rng(rng.randrange(2**32))
-        return (x for x in it for _ in range(int(poisson.poisson(self.fraction))))
-
-
-class _Head:
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __call__(self, it: Iterator[Any]) -> list[Any]:
-        return list(itertools.islice(it, self.n))
-
-
-class _Top:
-    def __init__(self, n: int, key: Callable[[Any], Any] | None, largest: bool) -> None:
-        self.n, self.key, self.largest = n, key, largest
-
-    def __call__(self, it: Iterator[Any]) -> list[Any]:
-        pick = heapq.nlargest if self.largest else heapq.nsmallest
-        return pick(self.n, it, key=self.key)
-
-
-class _Reduce:
-    def __init__(self, f: Callable[[Any, Any], Any]) -> None:
-        self.f = f
-
-    def __call__(self, it: Iterator[Any]) -> Any:
-        first = next(it, _EMPTY_MARK)
-        return first if first is _EMPTY_MARK else functools.reduce(self.f, it, first)
-
-
-class _Fold:
-    def __init__(self, zero: Any, op: Callable[[Any, Any], Any]) -> None:
-        self.zero, self.op = zero, op
-
-    def __call__(self, it: Iterator[Any]) -> Any:
-        import copy
-
-        return functools.reduce(self.op, it, copy.deepcopy(self.zero))
-
-
-class _Extreme:
-    def __init__(self, pick: Callable[..., Any], key: Callable[[Any], Any] | None) -> None:
-        self.pick, self.key = pick, key
-
-    def __call__(self, it: Iterator[Any]) -> Any:
-        return self.pick(it, key=self.key, default=_EMPTY_MARK) if self.key else self.pick(it, default=_EMPTY_MARK)
-
-
-class _ForEach:
-    def __init__(self, f: Callable[[Any], Any]) -> None:
-        self.f = f
-
-    def __call__(self, it: Iterator[Any]) -> None:
-        for x in it:
-            self.f(x)
-
-
-class _ForEachPartition:
-    def __init__(self, f: Callable[[Iterator[Any]], Any]) -> None:
-        self.f = f
-
-    def __call__(self, it: Iterator[Any]) -> None:
-        self.f(it)
-
-
-class _Writer:
-    def __init__(self, path: str) -> None:
-        self.path = path.rstrip("/")
-
-    def __call__(self, index: int, it: Iterator[Any]) -> Iterator[str]:
-        import fsspec
-
-        name = f"{self.path}/part-{index:05d}"
-        with fsspec.open(name, "w", encoding="utf-8") as f:
-            for x in it:
-                f.write(f"{x}\n")
-        yield name
-

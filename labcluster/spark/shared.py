@@ -171,7 +171,7 @@ class Accumulator:
     def value(self, value: Any) -> None:
         if self._on_worker:
             raise RuntimeError("Accumulator.value cannot be set inside a task")
-        self.value  # noqa: B018 (drain what tasks sent, so that it does not land on top of the new value)
+        _ = self.value  # drain what tasks sent, so that it does not land on top of the new value
         self._value = value
 
     def __reduce__(self) -> tuple[Any, ...]:

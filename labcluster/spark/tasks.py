@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import shared
+import labcluster.spark.shared as shared
+
 from .plan import Aggregator, Node, note
 
 
