@@ -30,13 +30,14 @@ _HOME = {
     "list_tasks": "api.history", "summary": "api.history", "timeline": "api.history",
     "timeline_figure": "api.history",
     "ObjectRef": "api.refs", "compare": "data.compare", "dashboard": "jupyter.dashboards",
+    "resources": "api.collections",
     "RemoteFunction": "api.remote", "remote": "api.remote", "stage": "api.submit",
     "Session": "api.session", "is_initialized": "api.session", "shutdown": "api.session",
     "current_session": "api.start", "init": "api.start",
     "RuntimeContext": "api.state", "available_resources": "api.state", "cluster_resources": "api.state",
     "get_gpu_ids": "api.state", "get_runtime_context": "api.state", "nodes": "api.state",
     "WorkerGroup": "cluster.groups",
-    "data": "", "exceptions": "", "util": "",
+    "data": "", "dataframe": "", "exceptions": "", "spark": "", "util": "",
 }
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "current_session",
     "dashboard",
     "data",
+    "dataframe",
     "exceptions",
     "get",
     "get_actor",
@@ -74,7 +76,9 @@ __all__ = [
     "put",
     "remote",
     "remove_placement_group",
+    "resources",
     "shutdown",
+    "spark",
     "stage",
     "summary",
     "timeline",
@@ -126,8 +130,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
-    from . import data, exceptions, util
+    from . import data, dataframe, exceptions, spark, util
     from .api.actors import ActorClass, ActorHandle, get_actor, kill, list_actors, method
+    from .api.collections import resources
     from .api.history import list_tasks, summary, timeline, timeline_figure
     from .api.lineage import LineageGraph, lineage
     from .api.objects import cancel, get, put, wait

@@ -21,6 +21,10 @@ from .spec_cluster import KeepingSpecCluster
 from .tuning import local_interval
 
 logger = logging.getLogger(__name__)
+# With the scheduler in this process its loggers write to the notebook's cells: Dask's shuffle logs two WARNING
+# lines for every peer-to-peer shuffle that went well ("Shuffle ... initialized by task ...", "... deactivated
+# due to stimulus ..."), which a dataframe's groupby or merge would print into the cell. Its real errors are kept.
+logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
 
 
 def start_in_process(groups: Sequence[WorkerGroup], dashboard_address: str | None = None) -> SpecCluster:

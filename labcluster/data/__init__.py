@@ -23,7 +23,7 @@ import pyarrow as pa
 from ..text import plural
 from . import blocks, sources
 from .context import DataContext, execution
-from .dataset import Dataset, DatasetStats, GroupedData
+from .dataset import Dataset, DatasetStats, GroupedData, Materialized
 from .executor import MODES
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "GroupedData",
     "execution",
     "from_arrow",
+    "from_dask",
     "from_items",
     "from_numpy",
     "from_pandas",
@@ -47,6 +48,14 @@ __all__ = [
 ]
 
 Paths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def from_dask(df: Any) -> Dataset:
+    """A dask dataframe as a Dataset, a block per partition: the partitions are computed on the cluster and become
+    blocks there (nothing is collected in the driver)."""
+    from .convert import from_dask as convert
+
+    return Dataset(Materialized(tuple(convert(df)), name="FromDask"))
 
 
 def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:

@@ -287,6 +287,14 @@ class Dataset:
         return blocks.to_batch(self.to_arrow(mode=mode), "pandas")
 
     @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    def to_dask(self, *, mode: str | None = None) -> Any:
+        """A dask dataframe of it, a partition per block: the dataset runs and its blocks stay on the workers,
+        each becoming a pandas partition there (nothing is collected in the driver)."""
+        from .convert import to_dask
+
+        return to_dask(self._items(mode))
+
+    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
     def materialize(self, *, mode: str | None = None) -> Dataset:
         """Run it and keep its blocks in the object store: a Dataset that reads them (computed once)."""
         items = self._items(mode)

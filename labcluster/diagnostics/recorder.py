@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from dask.utils import key_split
 from distributed import SchedulerPlugin
 from distributed.metrics import time
 
@@ -50,13 +51,21 @@ def _compute_times(kwargs: Mapping[str, Any]) -> tuple[float | None, float]:
 
 
 def _what(ts: Any) -> tuple[tuple[str, ...], str | None, str | None, Mapping[str, float] | None]:
-    """What a task is, from its scheduler state: (dependencies, name, stage, resources asked for)."""
+    """What a task is, from its scheduler state: (dependencies, name, stage, resources asked for).
+
+    A task of a Dask collection (a dataframe's, bag's or array's: its key is a tuple ``(name, partition)``, or it
+    gathers such tasks, as a shuffle's barrier does) is in the stage of its operation, its key's prefix
+    (``"read-csv"``, ``"shuffle-transfer"``...), so the lineage's stage view and the timeline group a dataframe's
+    tasks by operation."""
     if ts is None:
         return (), None, None, None
     annotations, deps = ts.annotations, ts.dependencies
+    stage = annotations.get(STAGE) if annotations else None
+    if stage is None and (isinstance(ts.key, tuple) or (
+            deps and not (annotations and NAME in annotations) and any(isinstance(d.key, tuple) for d in deps))):
+        stage = key_split(ts.key)
     return (tuple([str(d.key) for d in deps]) if deps else (),
-            annotations.get(NAME) if annotations else None,
-            annotations.get(STAGE) if annotations else None, ts.resource_restrictions)
+            annotations.get(NAME) if annotations else None, stage, ts.resource_restrictions)
 
 
 def _error_text(kwargs: Mapping[str, Any]) -> str | None:
@@ -89,6 +98,8 @@ class RecordsPlugin(SchedulerPlugin):
         #: per key: the worker being removed that held its last copy (Dask names them when it removes a worker;
         #: not always where the task ran: the active memory manager may have kept a copy elsewhere)
         self._lost_with: dict[str, str] = {}
+        #: the scheduler's own key of a Dask collection's task (a tuple), by the text rows use, until forgotten
+        self._raw: dict[str, Any] = {}
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
@@ -101,7 +112,11 @@ class RecordsPlugin(SchedulerPlugin):
         if finish == "processing":
             return
         if key.__class__ is not str:
-            key = str(key)
+            raw, key = key, str(key)
+            if finish == "forgotten":
+                self._raw.pop(key, None)
+            else:
+                self._raw[key] = raw
         store = self.store
         index = store.latest.get(key)
         if finish == "memory" and start == "processing":
@@ -213,7 +228,7 @@ class RecordsPlugin(SchedulerPlugin):
     def _close(self, key: str, index: int, state: int, kwargs: Mapping[str, Any], error: str | None = None,
                worker: str | None = None) -> None:
         """End the row of an attempt, with what the task is (from the scheduler) and how it ran (``kwargs``)."""
-        ts = self.scheduler.tasks.get(key)
+        ts = self._task(key)
         started, finished = _compute_times(kwargs)
         worker = kwargs.get("worker") or worker or (_holder(ts) if state == MEMORY else None)
         nbytes = ts.nbytes if ts is not None and state == MEMORY and ts.nbytes >= 0 else None
@@ -221,13 +236,18 @@ class RecordsPlugin(SchedulerPlugin):
         if error is not None:
             self.store.update(index, error=error)
 
+    def _task(self, key: str) -> Any:
+        """The scheduler's state of the task whose row says ``key`` (a collection's task is known by a tuple)."""
+        tasks = self.scheduler.tasks if self.scheduler is not None else {}
+        ts = tasks.get(key)
+        return ts if ts is not None or not self._raw else tasks.get(self._raw.get(key))
+
     def live(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Fill in the open rows of ``rows`` from the scheduler: state, worker, and what the task is."""
-        tasks = self.scheduler.tasks if self.scheduler is not None else {}
         for row in rows:
             if row["state"] not in OPEN_SET or row["kind"] != "task":
                 continue
-            ts = tasks.get(row["key"])
+            ts = self._task(row["key"])
             if ts is None:
                 continue
             if ts.state in OPEN_SET:
@@ -272,7 +292,7 @@ class RecordsPlugin(SchedulerPlugin):
 
     def lineage(self, keys: list[str], limit: int = 100_000) -> dict[str, Any]:
         """Every attempt of ``keys`` and of everything they depend on (breadth first), with each key's state now."""
-        store, tasks = self.store, self.scheduler.tasks
+        store = self.store
         seen: set[str] = set()
         queue = list(keys)
         rows: list[dict[str, Any]] = []
@@ -285,10 +305,10 @@ class RecordsPlugin(SchedulerPlugin):
             attempts = self.live(store.rows_of(key))
             if not attempts:
                 missing.append(key)
-                ts = tasks.get(key)
+                ts = self._task(key)
                 queue.extend(str(d.key) for d in (ts.dependencies if ts is not None else ()))
                 continue
             rows.extend(attempts)
             queue.extend(attempts[-1]["deps"])
-        current = {k: (tasks[k].state if k in tasks else "forgotten") for k in seen}
+        current = {k: (ts.state if (ts := self._task(k)) is not None else "forgotten") for k in seen}
         return {"enabled": True, "rows": rows, "missing": missing, "truncated": bool(queue), "current": current}
