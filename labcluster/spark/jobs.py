@@ -53,7 +53,9 @@ class Stages:
         """The map side of a shuffle: per plan, one object per reduce partition."""
         out = []
         with in_stage(self._named(plans, f"{op} (map side)", len(plans))):
-            remote = _SHUFFLE_MAP.options(name=f"{op} (map side)", num_returns=bucketer.n)
+            # "shuffle map" (items: "shuffle_map[i]"): the stage names the operation; short names stay readable
+            # in the lineage picture, which cuts labels
+            remote = _SHUFFLE_MAP.options(name="shuffle map", num_returns=bucketer.n)
             for i, p in enumerate(plans):
                 got = remote.remote(p.node, bucketer, i, *p.inputs)
                 out.append(list(got) if isinstance(got, list) else [got])
