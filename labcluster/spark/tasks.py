@@ -64,11 +64,15 @@ def portable_hash(x: Any) -> int:
     return hash(x)
 
 
+def _not_a_pair(x: Any, op: str) -> TypeError:
+    return TypeError(f"{op} needs an RDD of (key, value) pairs, got an element {x!r} ({type(x).__name__}); make "
+                     f"pairs first, e.g. rdd.map(lambda x: (x, 1))")
+
+
 def _pair(x: Any, op: str) -> tuple[Any, Any]:
     if isinstance(x, (tuple, list)) and len(x) == 2:
         return x[0], x[1]
-    raise TypeError(f"{op} needs an RDD of (key, value) pairs, got an element {x!r} ({type(x).__name__}); make "
-                    f"pairs first, e.g. rdd.map(lambda x: (x, 1))")
+    raise _not_a_pair(x, op)
 
 
 @dataclass(frozen=True)
@@ -96,17 +100,30 @@ class Bucketer:
 
     def _plain(self, elements: Iterator[Any]) -> list[list[Any]]:
         buckets: list[list[Any]] = [[] for _ in range(self.n)]
+        bucket, op = self.bucket, self.op
         for x in elements:
-            k, v = _pair(x, self.op)
-            buckets[self.bucket(k)].append((k, v))
+            try:
+                k, v = x
+            except (TypeError, ValueError):
+                raise _not_a_pair(x, op) from None
+            buckets[bucket(k)].append((k, v))
         return buckets
 
     def _combined(self, elements: Iterator[Any]) -> list[list[Any]]:
+        """Spark's map-side combine: every value of a key merged into one combiner first, then each key (not
+        each element) hashed to its bucket."""
         agg = self.aggregator
         assert agg is not None
-        maps: list[dict[Any, Any]] = [{} for _ in range(self.n)]
+        create, merge, op = agg.create, agg.merge_value, self.op
+        merged: dict[Any, Any] = {}
         for x in elements:
-            k, v = _pair(x, self.op)
-            d = maps[self.bucket(k)]
-            d[k] = agg.merge_value(d[k], v) if k in d else agg.create(v)
-        return [list(d.items()) for d in maps]
+            try:
+                k, v = x
+            except (TypeError, ValueError):
+                raise _not_a_pair(x, op) from None
+            merged[k] = merge(merged[k], v) if k in merged else create(v)
+        buckets: list[list[Any]] = [[] for _ in range(self.n)]
+        bucket = self.bucket
+        for kc in merged.items():
+            buckets[bucket(kc[0])].append(kc)
+        return buckets
