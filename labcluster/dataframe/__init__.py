@@ -11,8 +11,8 @@ view of a groupby shows its shuffle as a boundary, and the timeline colours by o
 resources (a GPU step of a dataframe pipeline: persist what comes before it, then compute the step in the block).
 
 >>> import labcluster as lc                                                       # doctest: +SKIP
->>> df = lc.dataframe.from_pandas(pandas.DataFrame({"k": [1, 2, 1], "v": [1, 2, 3]}), npartitions=2)
->>> df.groupby("k").v.sum().compute().to_dict()
+>>> df = lc.dataframe.from_pandas(pandas.DataFrame({"k": [1, 2, 1], "v": [1, 2, 3]}), npartitions=2)  # doctest: +SKIP
+>>> df.groupby("k").v.sum().compute().to_dict()                               # doctest: +SKIP
 {1: 4, 2: 2}
 """
 

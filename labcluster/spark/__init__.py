@@ -6,8 +6,8 @@ program on the labcluster session's cluster: its jobs are labcluster tasks, in t
 lineage as everything else, one ``lc.stage`` per Spark stage.
 
 >>> from labcluster.spark import SparkContext                                      # doctest: +SKIP
->>> sc = SparkContext("local[2]")
->>> sc.parallelize(range(10)).map(lambda x: x * x).filter(lambda x: x % 2).sum()
+>>> sc = SparkContext("local[2]")                                                 # doctest: +SKIP
+>>> sc.parallelize(range(10)).map(lambda x: x * x).filter(lambda x: x % 2).sum()  # doctest: +SKIP
 165
 """
 
