@@ -330,7 +330,7 @@ def test_a_failing_function_names_its_operation_and_partition(sc: SparkContext) 
 
 
 def test_reduce_by_key_of_an_rdd_that_is_not_pairs_says_so(sc: SparkContext) -> None:
-    with pytest.raises(TypeError, match=r"reduceByKey needs an RDD of \(key, value\) pairs, got an element 1 "
+    with pytest.raises(TypeError, match=r"reduceByKey needs an RDD of \(key, value\) pairs, got an element \d "
                                         r"\(int\); make pairs first"):
         sc.parallelize([1, 2, 3]).reduceByKey(operator.add).collect()
 

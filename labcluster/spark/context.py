@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -22,6 +23,7 @@ import labcluster as lc
 import labcluster.spark.plan as p
 
 from ..api.start import current_session
+from ..cluster.groups import WorkerGroup
 from .jobs import Stages
 from .rdd import RDD, SourceRDD, UnionRDD
 from .shared import Accumulator, AccumulatorParam, Broadcast
@@ -106,7 +108,10 @@ class SparkContext:
                                  f"stop() first, or use SparkContext.getOrCreate()")
             self._owns = not lc.is_initialized()
             if self._owns:
-                lc.init(num_cpus=cpus)
+                # a worker process per slot, as PySpark runs a Python worker per core: RDD functions are plain
+                # Python, which two threads of one process would run one at a time (the GIL)
+                slots = cpus if cpus is not None else (os.cpu_count() or 1)
+                lc.init(workers=[WorkerGroup("cpu", n=slots, nthreads=1)])
             SparkContext._active = self
         self.session = current_session()
         self.master = master or "labcluster"

@@ -9,7 +9,7 @@ An RDD partitioned already by the partitioner asked for is combined where it is,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import labcluster.spark.keyed as keyed
@@ -17,7 +17,7 @@ import labcluster.spark.plan as p
 
 from .checks import checked
 from .checks import partitions as _count
-from .tasks import _pair, identity, portable_hash
+from .tasks import _not_a_pair, _pair, identity, portable_hash
 
 if TYPE_CHECKING:
     from .context import SparkContext
@@ -126,13 +126,17 @@ class PairFunctions:
 
     def cogroup(self, other: RDD, numPartitions: int | None = None) -> RDD:
         """Per key, the values of each side: ``(key, (ResultIterable, ResultIterable))``."""
-        self.ctx._check_same(other, "cogroup")
-        tagged = self._narrow("cogroup", p.Map(_Tag(0)), "PythonRDD").union(
-            other._narrow("cogroup", p.Map(_Tag(1)), "PythonRDD"))
-
-        grouped = tagged.combineByKey(keyed.GROUP.create, keyed.GROUP.merge_value, keyed.GROUP.merge_combiners,
-                                      numPartitions or max(self._n, other._n), _op="cogroup")
+        grouped = self._tagged_groups(other, numPartitions, "cogroup")
         return grouped._narrow("cogroup", p.Map(_Split()), "PythonRDD", keep_partitioner=True)
+
+    def _tagged_groups(self, other: RDD, n: int | None, op: str) -> RDD:
+        """``(key, [(side, value), ...])``: both sides' values tagged 0 or 1, shuffled into one partitioning."""
+        self.ctx._check_same(other, op)
+        tagged = self._narrow(op, p.Map(_Tag(0, op)), "PythonRDD").union(
+            other._narrow(op, p.Map(_Tag(1, op)), "PythonRDD"))
+        group = keyed.GROUP
+        return tagged.combineByKey(group.create, group.merge_value, group.merge_combiners,
+                                   n or max(self._n, other._n), _op=op)
 
     def groupWith(self, other: RDD) -> RDD:
         return self.cogroup(other)
@@ -150,7 +154,7 @@ class PairFunctions:
         return self._joined(other, numPartitions, "fullOuterJoin", True, True)
 
     def _joined(self, other: RDD, n: int | None, op: str, keep_right: bool, keep_left: bool) -> RDD:
-        grouped = self.cogroup(other, n)
+        grouped = self._tagged_groups(other, n, op)
         return grouped._narrow(op, p.FlatMap(_Join(keep_left, keep_right)), "PythonRDD", keep_partitioner=True)
 
     # -- actions -----------------------------------------------------------------------------------------------
@@ -196,11 +200,14 @@ class _Grouped:
 
 
 class _Tag:
-    def __init__(self, side: int) -> None:
-        self.side = side
+    def __init__(self, side: int, op: str) -> None:
+        self.side, self.op = side, op
 
     def __call__(self, kv: Any) -> tuple[Any, tuple[int, Any]]:
-        k, v = _pair(kv, "cogroup")
+        try:
+            k, v = kv
+        except (TypeError, ValueError):
+            raise _not_a_pair(kv, self.op) from None
         return k, (self.side, v)
 
 
@@ -214,11 +221,13 @@ class _Split:
 
 
 class _Join:
+    """The pairs of a key's tagged values, one of each side (``None`` for a missing side of an outer join)."""
+
     def __init__(self, keep_left: bool, keep_right: bool) -> None:
         self.keep_left, self.keep_right = keep_left, keep_right
 
-    def __call__(self, kv: tuple[Any, tuple[Any, Any]]) -> Iterator[tuple[Any, tuple[Any, Any]]]:
-        k, (left, right) = kv
-        lefts = list(left) or ([None] if self.keep_right else [])
-        rights = list(right) or ([None] if self.keep_left else [])
-        return ((k, (a, b)) for a in lefts for b in rights)
+    def __call__(self, kv: tuple[Any, list[tuple[int, Any]]]) -> list[tuple[Any, tuple[Any, Any]]]:
+        k, tagged = kv
+        lefts = [v for side, v in tagged if side == 0] or ([None] if self.keep_right else [])
+        rights = [v for side, v in tagged if side == 1] or ([None] if self.keep_left else [])
+        return [(k, (a, b)) for a in lefts for b in rights]
