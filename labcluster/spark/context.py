@@ -173,9 +173,10 @@ class SparkContext:
         return next(self._rdd_ids)
 
     def _shuffled(self, parent: RDD, n: int, partition_func: Callable[[Any], int], aggregator: p.Aggregator | None,
-                  op: str) -> RDD:
-        """A shuffle of ``parent`` into ``n`` partitions (the RDD layer asks here: shuffle.py builds on rdd.py)."""
-        return ShuffledRDD(parent, n, partition_func, aggregator, op)
+                  op: str, group: bool = False) -> RDD:
+        """A shuffle of ``parent`` into ``n`` partitions (the RDD layer asks here: shuffle.py builds on rdd.py);
+        ``group``: every value of a key in one list, with no map-side combine (as Spark's groupByKey)."""
+        return ShuffledRDD(parent, n, partition_func, aggregator, op, group=group)
 
     def _check_same(self, other: Any, op: str) -> None:
         if not isinstance(other, RDD):

@@ -101,11 +101,16 @@ class PairFunctions:
     def groupByKey(self, numPartitions: int | None = None,
                    partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
         """Every value of a key, as a :class:`ResultIterable` (``mapValues(list)`` for lists)."""
-
-        group = keyed.GROUP
-        grouped = self.combineByKey(group.create, group.merge_value, group.merge_combiners, numPartitions,
-                                    partitionFunc, _op="groupByKey")
+        grouped = self._grouped(numPartitions, partitionFunc, "groupByKey")
         return grouped._narrow("groupByKey", p.Map(_Grouped()), "PythonRDD", keep_partitioner=True)
+
+    def _grouped(self, n: int | None, partition_func: Callable[[Any], int], op: str) -> RDD:
+        """``(key, [values])``. No map-side combine, as Spark's groupByKey: a list per key in every map task would
+        only add objects to the shuffle (a join's keys are mostly distinct)."""
+        count = _count(n or self._n, op)
+        if self.partitioner == keyed.Partitioner(count, partition_func):
+            return self._narrow(op, keyed.LocalCombine(keyed.GROUP), "PythonRDD", keep_partitioner=True)
+        return self.ctx._shuffled(self._rdd(), count, partition_func, None, op, group=True)
 
     def sortByKey(self, ascending: bool = True, numPartitions: int | None = None,
                   keyfunc: Callable[[Any], Any] = identity) -> RDD:
@@ -134,9 +139,7 @@ class PairFunctions:
         self.ctx._check_same(other, op)
         tagged = self._narrow(op, p.Map(_Tag(0, op)), "PythonRDD").union(
             other._narrow(op, p.Map(_Tag(1, op)), "PythonRDD"))
-        group = keyed.GROUP
-        return tagged.combineByKey(group.create, group.merge_value, group.merge_combiners,
-                                   n or max(self._n, other._n), _op=op)
+        return tagged._grouped(n or max(self._n, other._n), portable_hash, op)
 
     def groupWith(self, other: RDD) -> RDD:
         return self.cogroup(other)

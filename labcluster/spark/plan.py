@@ -165,10 +165,22 @@ class Merge(Node):
     #: the map side combined already: the buckets hold (key, combiner); else (key, value)
     combined: bool
     where: str
+    #: no aggregator: every value of a key in one list (``groupByKey``, the joins), else the elements as they came
+    group: bool = False
 
     def run(self, inputs: Sequence[Any]) -> Iterator[Any]:
         buckets = inputs[self.start:self.start + self.count]
         agg = self.aggregator
+        if agg is None and self.group:
+            groups: dict[Any, list[Any]] = {}
+            for bucket in buckets:
+                for k, v in bucket:
+                    values = groups.get(k)
+                    if values is None:
+                        groups[k] = [v]
+                    else:
+                        values.append(v)
+            return iter(groups.items())
         if agg is None:
             return itertools.chain.from_iterable(buckets)
         out: dict[Any, Any] = {}

@@ -27,8 +27,9 @@ class ShuffledRDD(RDD):
     kind = "ShuffledRDD"
 
     def __init__(self, parent: RDD, n: int, partition_func: Callable[[Any], int], aggregator: p.Aggregator | None,
-                 op: str, combine: bool = True) -> None:
+                 op: str, combine: bool = True, group: bool = False) -> None:
         super().__init__(parent.ctx, n, op, [parent])
+        self.group = group
         self.partitioner = Partitioner(n, partition_func)
         self.aggregator, self.combine = aggregator, combine and aggregator is not None
         self._buckets: list[list[Any]] | None = None  # [map task][reduce partition] -> its object
@@ -47,5 +48,5 @@ class ShuffledRDD(RDD):
 
     def _plan(self, i: int) -> p.Plan:
         buckets = self._map_outputs()
-        return p.Plan(tuple(b[i] for b in buckets), p.Merge(0, len(buckets), self.aggregator, self.combine,
-                                                            self._where(i)), (self.op,))
+        merge = p.Merge(0, len(buckets), self.aggregator, self.combine, self._where(i), self.group)
+        return p.Plan(tuple(b[i] for b in buckets), merge, (self.op,))
