@@ -249,7 +249,7 @@ def test_to_debug_string_shows_the_stages_as_spark_prints_them(sc: SparkContext)
     base = sc.parallelize(range(10), 2)
     rdd = base.map(lambda x: (x % 3, x)).reduceByKey(operator.add).mapValues(str)
     rdd.setName("totals")
-    ids = [base.id, base.id + 1, base.id + 2, base.id + 3]
+    ids = [base.id(), base.id() + 1, base.id() + 2, base.id() + 3]
     assert rdd.toDebugString().decode().splitlines() == [
         f"(2) PythonRDD[{ids[3]}] totals at mapValues []",
         f" |  ShuffledRDD[{ids[2]}] at reduceByKey []",
@@ -364,6 +364,46 @@ def test_the_context_is_bound_to_the_session(sc: SparkContext) -> None:
     assert sc.session is lc.current_session() and "SparkContext" in sc._repr_html_()
     conf = sc.getConf()
     assert conf.get("spark.app.name") == "tests" and isinstance(conf, SparkConf)
+
+
+def test_empty_rdds_shuffle_to_empty_results(sc: SparkContext) -> None:
+    empty = sc.emptyRDD()
+    assert empty.reduceByKey(operator.add).collect() == [] and empty.distinct().count() == 0
+    assert empty.groupByKey().collect() == [] and empty.sortByKey().collect() == []
+    assert empty.join(sc.parallelize([(1, 2)])).collect() == []
+    assert sorted(empty.fullOuterJoin(sc.parallelize([(1, 2)])).collect()) == [(1, (None, 2))]
+
+
+def test_zip_with_index_group_by_and_id(sc: SparkContext) -> None:
+    assert sc.parallelize("abcde", 3).zipWithIndex().collect() == [("a", 0), ("b", 1), ("c", 2), ("d", 3), ("e", 4)]
+    assert sorted((k, sorted(v)) for k, v in sc.parallelize(range(7), 2).groupBy(lambda x: x % 3).collect()) == [
+        (0, [0, 3, 6]), (1, [1, 4]), (2, [2, 5])]
+    a, b = sc.parallelize([1]), sc.parallelize([2])
+    assert isinstance(a.id(), int) and b.id() > a.id()
+
+
+def test_a_failed_shuffle_is_computed_again_by_the_next_action(sc: SparkContext, tmp_path: Path) -> None:
+    marker = tmp_path / "failed-once"
+
+    def flaky(x: int) -> tuple[int, int]:
+        if x == 3 and not marker.exists():
+            marker.write_text("")
+            raise ConnectionError("the source was not there yet")
+        return x % 2, x
+
+    totals = sc.parallelize(range(6), 3).map(flaky).reduceByKey(operator.add)
+    with pytest.raises(ConnectionError, match="not there yet"):
+        totals.collect()
+    assert sorted(totals.collect()) == [(0, 6), (1, 9)]  # the map side ran again, not its stored failure
+
+
+def test_a_destroyed_broadcast_lets_its_object_go(sc: SparkContext) -> None:
+    b = sc.broadcast(list(range(100)))
+    key = b._ref.key
+    b.destroy()
+    assert b._ref is None and "destroyed" in repr(b)
+    time.sleep(0.3)
+    assert key not in lc.current_session().client.who_has()
 
 
 def test_a_context_without_a_session_starts_one_and_stops_it(sc: SparkContext) -> None:

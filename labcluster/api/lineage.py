@@ -264,13 +264,18 @@ def lineage(refs: ObjectRef | Sequence[ObjectRef], *, limit: int = 100_000) -> L
     for ref in items:  # an actor call's small result becomes a key only when a task needs it; its record exists
         if ref._call is not None:
             ref._call.done.wait()
+    return lineage_of_keys([r.key for r in items], limit=limit)
+
+
+def lineage_of_keys(keys: Sequence[str], *, limit: int = 100_000) -> LineageGraph:
+    """The lineage of the objects with these keys, held or not (the records outlive them): for layers that keep
+    a job's keys, not its results (``RDD.lineage()``)."""
     session = current_session(auto_init=False)
     session.require_extension("lineage")
-    result = call(session.client, "lineage", keys=[r.key for r in items], limit=limit)
+    result = call(session.client, "lineage", keys=list(keys), limit=limit)
     if not result["enabled"]:
         raise RuntimeError("this scheduler keeps no task records: start it with `labcluster scheduler` or lc.init()")
     names = call(session.client, "worker_names")  # node titles name workers as lc.nodes() does, not by address
     for row in result["rows"]:
         row["worker"] = names.get(row.get("worker"), row.get("worker"))
-    return LineageGraph([r.key for r in items], result["rows"], result["missing"], result["current"],
-                        result["truncated"])
+    return LineageGraph(list(keys), result["rows"], result["missing"], result["current"], result["truncated"])

@@ -204,7 +204,7 @@ class RecordsPlugin(SchedulerPlugin):
             worker = str(msg.get("worker"))
             self._removing.add(worker)
             how = "left the cluster" if msg.get("expected") else "died"
-            self._died_running.update(dict.fromkeys(msg.get("processing-tasks") or (), (worker, how)))
+            self._died_running.update(dict.fromkeys(map(str, msg.get("processing-tasks") or ()), (worker, how)))
             for lost in ("lost-computed-tasks", "lost-scattered-tasks"):
                 self._lost_with.update(dict.fromkeys(map(str, msg.get(lost) or ()), worker))
 
@@ -264,7 +264,7 @@ class RecordsPlugin(SchedulerPlugin):
     def _limit_reconstructions(self, key: str) -> None:
         """Past its max_retries, a lost result's task is swapped for one raising ObjectReconstructionFailedError
         (before Dask sends it anywhere: the recomputation is scheduled after this transition)."""
-        ts = self.scheduler.tasks.get(key)
+        ts = self._task(key)
         if ts is None or ts.run_spec is None:
             return
         count = self.reconstructions[key] = self.reconstructions.get(key, 0) + 1

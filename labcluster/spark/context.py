@@ -29,6 +29,7 @@ from .rdd import RDD, SourceRDD, UnionRDD
 from .shared import Accumulator, AccumulatorParam, Broadcast
 from .shuffle import ShuffledRDD
 
+_MAX_SPLIT = 32 * 2**20
 _LOCAL = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
 
 
@@ -233,7 +234,8 @@ class SparkContext:
         for path in paths:
             fs, root = fsspec.core.url_to_fs(path)
             sizes.append(int(fs.size(root) or 0))
-        goal = max(1, sum(sizes) // wanted)
+        # at most 32 MiB a split, as Hadoop's local block size caps PySpark's: a big file gets many partitions
+        goal = max(1, min(sum(sizes) // wanted, _MAX_SPLIT))
         splits = []
         for path, size in zip(paths, sizes, strict=True):
             compressed = path.endswith((".gz", ".bz2", ".xz", ".zst", ".lz4"))

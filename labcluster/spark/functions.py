@@ -74,6 +74,16 @@ class KeyBy:
         return self.f(x), x
 
 
+class WithIndex:
+    """``zipWithIndex``: each partition's elements numbered from where the partitions before it end."""
+
+    def __init__(self, starts: list[int]) -> None:
+        self.starts = starts
+
+    def __call__(self, index: int, it: Iterator[Any]) -> Iterator[tuple[Any, int]]:
+        return ((x, i) for i, x in enumerate(it, self.starts[index]))
+
+
 class RoundRobin:
     """``repartition``'s keys: a partition's elements go to the output partitions in turn, each partition
     starting at another one, so the outputs come out even."""

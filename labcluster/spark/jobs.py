@@ -41,13 +41,15 @@ class Stages:
 
     def compute(self, plans: Sequence[Plan], op: str) -> list[ObjectRef]:
         """Each plan's partition as an object (a persisted RDD's partitions)."""
+        remote = _COMPUTE.options(name=op)
         with in_stage(self._named(plans, f"persist {op}", len(plans))):
-            return [_COMPUTE.options(name=op).remote(p.node, *p.inputs) for p in plans]
+            return [remote.remote(p.node, *p.inputs) for p in plans]
 
     def act(self, plans: Sequence[Plan], action: Callable[[Iterator[Any]], Any], op: str) -> list[ObjectRef]:
         """``action`` over each plan's partition: a small result a partition (the job's last stage)."""
+        remote = _ACT.options(name=op)
         with in_stage(self._named(plans, op, len(plans))):
-            return [_ACT.options(name=op).remote(p.node, action, *p.inputs) for p in plans]
+            return [remote.remote(p.node, action, *p.inputs) for p in plans]
 
     def shuffle_map(self, plans: Sequence[Plan], bucketer: tasks.Bucketer, op: str) -> list[list[ObjectRef]]:
         """The map side of a shuffle: per plan, one object per reduce partition."""

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+import labcluster.spark.functions as functions
 import labcluster.spark.keyed as keyed
 import labcluster.spark.plan as p
 
@@ -42,6 +43,10 @@ class PairFunctions:
     def _rdd(self) -> RDD:
         return cast("RDD", self)
 
+    def _default(self, n: int | None) -> int:
+        """A shuffle's partitions: as asked, else as many as this RDD has (one for an empty RDD)."""
+        return n if n is not None else max(self._n, 1)
+
     def mapValues(self, f: Callable[[Any], Any]) -> RDD:
 
         return self._narrow("mapValues", p.Map(_Values(checked(f, "mapValues"), "mapValues", flat=False)),
@@ -62,7 +67,7 @@ class PairFunctions:
     def partitionBy(self, numPartitions: int | None,
                     partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
 
-        n = _count(numPartitions or self._n, "partitionBy")
+        n = _count(self._default(numPartitions), "partitionBy")
         if self.partitioner == keyed.Partitioner(n, partitionFunc):
             return self._rdd()
         return self.ctx._shuffled(self._rdd(), n, partitionFunc, None, "partitionBy")
@@ -75,7 +80,7 @@ class PairFunctions:
                      _op: str = "combineByKey") -> RDD:
 
         agg = p.Aggregator(checked(createCombiner, _op), checked(mergeValue, _op), checked(mergeCombiners, _op))
-        n = _count(numPartitions or self._n, _op)
+        n = _count(self._default(numPartitions), _op)
         if self.partitioner == keyed.Partitioner(n, partitionFunc):
             return self._narrow(_op, keyed.LocalCombine(agg), "PythonRDD", keep_partitioner=True)
         return self.ctx._shuffled(self._rdd(), n, partitionFunc, agg, _op)
@@ -104,10 +109,16 @@ class PairFunctions:
         grouped = self._grouped(numPartitions, partitionFunc, "groupByKey")
         return grouped._narrow("groupByKey", p.Map(_Grouped()), "PythonRDD", keep_partitioner=True)
 
+    def groupBy(self, f: Callable[[Any], Any], numPartitions: int | None = None,
+                partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
+        """The elements grouped by ``f(x)``: ``(key, ResultIterable of elements)``."""
+        keyed_by = self._narrow("groupBy", p.Map(functions.KeyBy(checked(f, "groupBy"))), "PythonRDD")
+        return keyed_by.groupByKey(numPartitions, partitionFunc)
+
     def _grouped(self, n: int | None, partition_func: Callable[[Any], int], op: str) -> RDD:
         """``(key, [values])``. No map-side combine, as Spark's groupByKey: a list per key in every map task would
         only add objects to the shuffle (a join's keys are mostly distinct)."""
-        count = _count(n or self._n, op)
+        count = _count(self._default(n), op)
         if self.partitioner == keyed.Partitioner(count, partition_func):
             return self._narrow(op, keyed.LocalCombine(keyed.GROUP), "PythonRDD", keep_partitioner=True)
         return self.ctx._shuffled(self._rdd(), count, partition_func, None, op, group=True)
@@ -117,7 +128,7 @@ class PairFunctions:
         """Sorted by key: range partitions from a sample of the keys (a job of its own, as in Spark), each
         partition sorted."""
 
-        n = _count(numPartitions or self._n, "sortByKey")
+        n = _count(self._default(numPartitions), "sortByKey")
         bounds: list[Any] = []
         if n > 1:
             size = self.count()
@@ -139,7 +150,7 @@ class PairFunctions:
         self.ctx._check_same(other, op)
         tagged = self._narrow(op, p.Map(_Tag(0, op)), "PythonRDD").union(
             other._narrow(op, p.Map(_Tag(1, op)), "PythonRDD"))
-        return tagged._grouped(n or max(self._n, other._n), portable_hash, op)
+        return tagged._grouped(n if n is not None else max(self._n, other._n, 1), portable_hash, op)
 
     def groupWith(self, other: RDD) -> RDD:
         return self.cogroup(other)
@@ -148,17 +159,18 @@ class PairFunctions:
         return self._joined(other, numPartitions, "join", False, False)
 
     def leftOuterJoin(self, other: RDD, numPartitions: int | None = None) -> RDD:
-        return self._joined(other, numPartitions, "leftOuterJoin", False, True)
+        return self._joined(other, numPartitions, "leftOuterJoin", True, False)
 
     def rightOuterJoin(self, other: RDD, numPartitions: int | None = None) -> RDD:
-        return self._joined(other, numPartitions, "rightOuterJoin", True, False)
+        return self._joined(other, numPartitions, "rightOuterJoin", False, True)
 
     def fullOuterJoin(self, other: RDD, numPartitions: int | None = None) -> RDD:
         return self._joined(other, numPartitions, "fullOuterJoin", True, True)
 
-    def _joined(self, other: RDD, n: int | None, op: str, keep_right: bool, keep_left: bool) -> RDD:
+    def _joined(self, other: RDD, n: int | None, op: str, all_left: bool, all_right: bool) -> RDD:
+        """``all_left``: every key of this side is kept (None where the other has none); ``all_right`` alike."""
         grouped = self._tagged_groups(other, n, op)
-        return grouped._narrow(op, p.FlatMap(_Join(keep_left, keep_right)), "PythonRDD", keep_partitioner=True)
+        return grouped._narrow(op, p.FlatMap(_Join(all_left, all_right)), "PythonRDD", keep_partitioner=True)
 
     # -- actions -----------------------------------------------------------------------------------------------
     def countByKey(self) -> dict[Any, int]:
@@ -226,11 +238,11 @@ class _Split:
 class _Join:
     """The pairs of a key's tagged values, one of each side (``None`` for a missing side of an outer join)."""
 
-    def __init__(self, keep_left: bool, keep_right: bool) -> None:
-        self.keep_left, self.keep_right = keep_left, keep_right
+    def __init__(self, all_left: bool, all_right: bool) -> None:
+        self.all_left, self.all_right = all_left, all_right
 
     def __call__(self, kv: tuple[Any, list[tuple[int, Any]]]) -> list[tuple[Any, tuple[Any, Any]]]:
         k, tagged = kv
-        lefts = [v for side, v in tagged if side == 0] or ([None] if self.keep_right else [])
-        rights = [v for side, v in tagged if side == 1] or ([None] if self.keep_left else [])
+        lefts = [v for side, v in tagged if side == 0] or ([None] if self.all_right else [])
+        rights = [v for side, v in tagged if side == 1] or ([None] if self.all_left else [])
         return [(k, (a, b)) for a in lefts for b in rights]

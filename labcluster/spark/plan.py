@@ -123,7 +123,8 @@ class Zip(Node):
         for x, y in itertools.zip_longest(self.a.run(inputs), self.b.run(inputs), fillvalue=done):
             if x is done or y is done:
                 raise ValueError(f"zip: partitions of different lengths ({self.where}); zip needs RDDs with as "
-                                 f"many elements in each partition (zipWithIndex, then join, pairs any two RDDs)")
+                                 f"many elements in each partition (to pair any two RDDs: zipWithIndex on both, "
+                                 f"each mapped to (index, x), then join)")
             yield x, y
 
     def shift(self, k: int) -> Node:

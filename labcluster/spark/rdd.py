@@ -74,7 +74,7 @@ class RDD(PairFunctions):
 
     def __init__(self, ctx: SparkContext, num_partitions: int, op: str, parents: Sequence[RDD] = ()) -> None:
         self.ctx = ctx
-        self.id = ctx._new_rdd_id()
+        self._id = ctx._new_rdd_id()
         self._n = num_partitions
         self.op = op
         self.parents = tuple(parents)
@@ -82,7 +82,7 @@ class RDD(PairFunctions):
         self._name: str | None = None
         self._level: StorageLevel | None = None
         self._cached: list[Any] | None = None  # a persisted RDD's partitions, once computed
-        self._last_job: list[Any] = []  # the last action's result refs, for lineage()
+        self._last_job: list[str] = []  # the last action's result keys, for lineage()
 
     # -- the plan ----------------------------------------------------------------------------------------------
     def _plan(self, i: int) -> p.Plan:
@@ -98,7 +98,7 @@ class RDD(PairFunctions):
         return p.Plan((self._cached[i],), p.Input(0), (f"cached {self.op}",))
 
     def _where(self, i: int) -> str:
-        return f"{self.op!r} ({self.kind}[{self.id}]), partition {i}"
+        return f"{self.op!r} ({self.kind}[{self._id}]), partition {i}"
 
     def _narrow(self, op: str, fn: p.PartitionFn, kind: str = "MapPartitionsRDD",
                 keep_partitioner: bool = False) -> RDD:
@@ -111,11 +111,38 @@ class RDD(PairFunctions):
              partitions: Sequence[int] | None = None) -> list[Any]:
         """Run a job: ``action`` over each partition (all, or those named), results in partition order."""
         wanted = range(self._n) if partitions is None else partitions
+        if self.ctx._stopped:
+            raise ValueError("this SparkContext was stopped; make a new one (SparkContext.getOrCreate())")
         refs = self.ctx._stages.act([self._partition(i) for i in wanted], action, op)
-        self._last_job = refs
-        return lc.get(refs) if refs else []
+        self._last_job = [r.key for r in refs]  # keys, not refs: a collect's partitions need not stay alive
+        try:
+            return lc.get(refs) if refs else []
+        except BaseException:
+            self._drop_failed()  # an interrupt or an error: stored partitions it left cancelled are made again
+            raise
+
+    def _drop_failed(self) -> None:
+        """Forget this RDD's and its ancestors' stored partitions (persisted ones, a shuffle's map outputs) that
+        failed or were cancelled, so that the next action computes them again instead of raising their error."""
+        seen: set[int] = set()
+        todo: list[RDD] = [self]
+        while todo:
+            rdd = todo.pop()
+            if id(rdd) in seen:
+                continue
+            seen.add(id(rdd))
+            rdd._forget_failed()
+            todo.extend(rdd.parents)
+
+    def _forget_failed(self) -> None:
+        if self._cached is not None and any(_failed(ref) for ref in self._cached):
+            self._cached = None
 
     # -- about the RDD -----------------------------------------------------------------------------------------
+    def id(self) -> int:
+        """A unique id of this RDD within its SparkContext (as PySpark's ``rdd.id()``)."""
+        return self._id
+
     def getNumPartitions(self) -> int:
         return self._n
 
@@ -143,7 +170,9 @@ class RDD(PairFunctions):
         every partition's task (Ray's fine-grained lineage); in a notebook, both as pictures."""
         if not self._last_job:
             raise ValueError(f"{self!r} has not run a job yet; run an action on it first (collect, count...)")
-        return lc.lineage(self._last_job)
+        from ..api.lineage import lineage_of_keys
+
+        return lineage_of_keys(self._last_job)
 
     def toDebugString(self) -> bytes:
         """The lineage as Spark prints it (bytes, as PySpark returns): one line per RDD, ``+-(n)`` where a
@@ -154,7 +183,7 @@ class RDD(PairFunctions):
     def _debug_lines(self) -> list[str]:
         label = f" {self._name}" if self._name else ""
         stored = f"[{self._level}]" if self._level is not None else "[]"
-        out = [f"({self._n}) {self.kind}[{self.id}]{label} at {self.op} {stored}"]
+        out = [f"({self._n}) {self.kind}[{self._id}]{label} at {self.op} {stored}"]
         for parent in self.parents:
             sub = parent._debug_lines()
             if self._shuffles():
@@ -168,7 +197,7 @@ class RDD(PairFunctions):
 
     def __repr__(self) -> str:
         label = f" {self._name!r}" if self._name else ""
-        return f"{self.kind}[{self.id}]{label} at {self.op} ({self._n} partitions)"
+        return f"{self.kind}[{self._id}]{label} at {self.op} ({self._n} partitions)"
 
     def _repr_html_(self) -> str:
         text = html.escape(self.toDebugString().decode())
@@ -232,9 +261,17 @@ class RDD(PairFunctions):
         """Pairs of the i-th elements; both RDDs must have as many partitions, and as many elements in each."""
         self.ctx._check_same(other, "zip")
         if self._n != other._n:
-            raise ValueError(f"Can only zip RDDs with same number of partitions ({self._n} and {other._n}); "
-                             f"repartition one of them first")
+            raise ValueError(f"Can only zip RDDs with same number of partitions ({self._n} and {other._n}); zip "
+                             f"pairs elements partition by partition, so key both sides instead (zipWithIndex, "
+                             f"then a map to (index, x) and join)")
         return ZippedRDD(self, other)
+
+    def zipWithIndex(self) -> RDD:
+        """``(element, its index)``, counted across partitions in order; runs a job to count the partitions first
+        (when there is more than one), as Spark does."""
+        counts = self._run(fn.length, "zipWithIndex") if self._n > 1 else [0]
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        return self._narrow("zipWithIndex", fn.WithIndex(starts), "PythonRDD")
 
     def cartesian(self, other: RDD) -> RDD:
         self.ctx._check_same(other, "cartesian")
@@ -363,6 +400,10 @@ class RDD(PairFunctions):
         """Every element, one partition computed at a time."""
         for i in range(self._n):
             yield from self._run(list, "toLocalIterator", [i])[0]
+
+
+def _failed(ref: Any) -> bool:
+    return str(getattr(ref.future, "status", "")) in ("error", "cancelled", "lost")
 
 
 # -- the kinds of RDD ------------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class Broadcast:
         self.unpersist(blocking)
         self._destroyed = True
         self._value = None
+        self._ref = None  # type: ignore[assignment]  # the driver's ref was the object's last holder
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self._destroyed:
@@ -79,7 +80,7 @@ class Broadcast:
         return (_rebuild_broadcast, (self._bid, self._ref))
 
     def __repr__(self) -> str:
-        state = "destroyed" if self._destroyed else f"object {self._ref.key}"
+        state = "destroyed" if self._destroyed or self._ref is None else f"object {self._ref.key}"
         return f"<Broadcast {self._bid}: {state}>"
 
     def _repr_html_(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import labcluster.spark.plan as p
 
 from .keyed import Partitioner
-from .rdd import RDD
+from .rdd import RDD, _failed
 from .tasks import Bucketer
 
 
@@ -37,11 +37,16 @@ class ShuffledRDD(RDD):
     def _shuffles(self) -> bool:
         return True
 
+    def _forget_failed(self) -> None:
+        super()._forget_failed()
+        if self._buckets is not None and any(_failed(ref) for bucket in self._buckets for ref in bucket):
+            self._buckets = None
+
     def _map_outputs(self) -> list[list[Any]]:
         if self._buckets is None:
             parent = self.parents[0]
             bucketer = Bucketer(self._n, self.partitioner.partitionFunc, self.aggregator, self.combine, self.op,
-                                f"{self.op!r} ({self.kind}[{self.id}]), map side")
+                                f"{self.op!r} ({self.kind}[{self._id}]), map side")
             self._buckets = self.ctx._stages.shuffle_map([parent._partition(m) for m in range(parent._n)],
                                                          bucketer, self.op)
         return self._buckets
