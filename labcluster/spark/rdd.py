@@ -27,6 +27,8 @@ import labcluster as lc
 import labcluster.spark.functions as fn
 import labcluster.spark.plan as p
 
+from ..api import scopes
+from ..exceptions import LabclusterError
 from .checks import checked
 from .checks import partitions as _count
 from .pairs import PairFunctions
@@ -117,8 +119,16 @@ class RDD(PairFunctions):
         self._last_job = [r.key for r in refs]  # keys, not refs: a collect's partitions need not stay alive
         try:
             return lc.get(refs) if refs else []
+        except KeyboardInterrupt as e:
+            self._drop_failed()  # what the interrupt cancelled is made again by the next action
+            # lc.get says what it cancelled ("cancelled what cell [3] started: 20 tasks; ..."): keep its words
+            said = str(e).partition("was interrupted; ")[2] or scopes.interrupted() or "its tasks were cancelled"
+            raise KeyboardInterrupt(f"RDD.{op} was interrupted; {said}") from None
+        except LabclusterError as e:  # a task's error: the user's type and remote traceback, not our frames
+            self._drop_failed()
+            raise e.with_traceback(None)  # noqa: B904  (the same error; only the machinery's frames go)
         except BaseException:
-            self._drop_failed()  # an interrupt or an error: stored partitions it left cancelled are made again
+            self._drop_failed()
             raise
 
     def _drop_failed(self) -> None:
