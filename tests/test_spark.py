@@ -348,7 +348,7 @@ def test_bad_input_fails_fast_with_the_fix(sc: SparkContext, tmp_path: Path) -> 
         sc.parallelize([1, 2], 2).zip(sc.parallelize([1, 2], 1))
     with pytest.raises(ValueError, match="partitions of different lengths"):
         sc.parallelize([1, 2, 3], 2).zip(sc.parallelize([1, 2, 3, 4], 2)).collect()
-    with pytest.raises(ValueError, match="numPartitions must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"numPartitions\) must be an int >= 1"):
         sc.parallelize([1]).repartition(0)
     with pytest.raises(TypeError, match="map needs a function"):
         sc.parallelize([1]).map(3)  # type: ignore[arg-type]

@@ -18,5 +18,5 @@ def checked(fn: Any, op: str) -> Any:
 def partitions(n: Any, op: str) -> int:
     """``n`` if it is a valid number of partitions."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{op}: numPartitions must be an int >= 1, got {n!r}")
+        raise ValueError(f"{op}: the number of partitions (numPartitions) must be an int >= 1, got {n!r}")
     return n

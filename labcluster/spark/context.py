@@ -24,6 +24,7 @@ import labcluster.spark.plan as p
 
 from ..api.start import current_session
 from ..cluster.groups import WorkerGroup
+from .checks import partitions
 from .jobs import Stages
 from .rdd import RDD, SourceRDD, UnionRDD
 from .shared import Accumulator, AccumulatorParam, Broadcast
@@ -199,7 +200,7 @@ class SparkContext:
     def parallelize(self, c: Iterable[Any], numSlices: int | None = None) -> RDD:
         """An RDD of ``c``'s elements in ``numSlices`` partitions (default: the cluster's CPU slots). A ``range``
         is made in the tasks; other data travels with them."""
-        n = _slices(numSlices if numSlices is not None else self.defaultParallelism, "parallelize")
+        n = partitions(numSlices if numSlices is not None else self.defaultParallelism, "parallelize")
         rdd = SourceRDD(self, n, "parallelize", "ParallelCollectionRDD")
         if isinstance(c, range):
             rdd.parts = [p.Plan((), p.Generate(range, (r.start, r.stop, r.step), rdd._where(i)), ("parallelize",))
@@ -229,7 +230,7 @@ class SparkContext:
         from ..data.sources import expand_paths
 
         paths = expand_paths([s for s in name.split(",") if s], "textFile")
-        wanted = _slices(minPartitions if minPartitions is not None else self.defaultMinPartitions, "textFile")
+        wanted = partitions(minPartitions if minPartitions is not None else self.defaultMinPartitions, "textFile")
         sizes = []
         for path in paths:
             fs, root = fsspec.core.url_to_fs(path)
@@ -264,12 +265,6 @@ class SparkContext:
         return Accumulator(value, accum_param)
 
 
-def _slices(n: Any, what: str) -> int:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"{what}: the number of partitions must be an int >= 1, got {n!r}")
-    return n
-
-
 def _split_range(r: range, n: int) -> list[range]:
     return [r[i * len(r) // n:(i + 1) * len(r) // n] for i in range(n)]
 
@@ -288,5 +283,6 @@ def read_lines(path: str, start: int, stop: int, compressed: bool, use_unicode: 
             if not line:
                 return
             line = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
-            yield line.decode("utf-8") if use_unicode else line
+            # bytes that are not UTF-8 become U+FFFD, as PySpark's lines (decoded by the JVM) show them
+            yield line.decode("utf-8", "replace") if use_unicode else line
 

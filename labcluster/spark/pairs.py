@@ -150,7 +150,8 @@ class PairFunctions:
         self.ctx._check_same(other, op)
         tagged = self._narrow(op, p.Map(_Tag(0, op)), "PythonRDD").union(
             other._narrow(op, p.Map(_Tag(1, op)), "PythonRDD"))
-        return tagged._grouped(n if n is not None else max(self._n, other._n, 1), portable_hash, op)
+        # by default as many partitions as both sides have together, as PySpark's join and cogroup
+        return tagged._grouped(n if n is not None else max(self._n + other._n, 1), portable_hash, op)
 
     def groupWith(self, other: RDD) -> RDD:
         return self.cogroup(other)

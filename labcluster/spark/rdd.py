@@ -41,9 +41,9 @@ class StorageLevel:
     """Where a persisted RDD's partitions live. Every level means Dask's object store here (memory, spilled to
     disk by Dask under memory pressure); the names exist so PySpark programs run unchanged."""
 
-    def __init__(self, use_disk: bool, use_memory: bool, use_off_heap: bool = False, deserialized: bool = False,
-                 replication: int = 1) -> None:
-        self.useDisk, self.useMemory, self.useOffHeap = use_disk, use_memory, use_off_heap
+    def __init__(self, useDisk: bool, useMemory: bool, useOffHeap: bool = False,
+                 deserialized: bool = False, replication: int = 1) -> None:
+        self.useDisk, self.useMemory, self.useOffHeap = useDisk, useMemory, useOffHeap
         self.deserialized, self.replication = deserialized, replication
 
     def __repr__(self) -> str:

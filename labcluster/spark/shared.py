@@ -120,7 +120,10 @@ class AddingParam(AccumulatorParam):
         return value1 + value2
 
 
-_task = threading.local()  # the accumulators a running task added to (each task thread its own)
+_task = threading.local()
+#: the Dask Queues this process sends accumulator updates to (or, in the driver, reads them from), by name
+_queues: dict[str, Any] = {}
+_queues_lock = threading.Lock()  # the accumulators a running task added to (each task thread its own)
 
 
 class Accumulator:
@@ -136,12 +139,16 @@ class Accumulator:
         self._queue: Any = None
 
     def _channel(self) -> Any:
-        if self._queue is None:
-            from distributed import Queue
+        if self._queue is None:  # one Queue object per process and accumulator (making one asks the scheduler)
+            with _queues_lock:
+                queue = _queues.get(self._name)
+                if queue is None:
+                    from distributed import Queue
 
-            from ..api.start import current_session
+                    from ..api.start import current_session
 
-            self._queue = Queue(self._name, client=current_session().client)
+                    queue = _queues[self._name] = Queue(self._name, client=current_session().client)
+            self._queue = queue
         return self._queue
 
     def add(self, term: Any) -> None:
