@@ -76,20 +76,26 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
+def rdd_jobs(sc: Any, text: str, pairs: tuple[str, str]) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """The two jobs as one PySpark program, for any SparkContext (labcluster's or PySpark's)."""
+
+    def word_count() -> Any:
+        counts = sc.textFile(text, 8).flatMap(str.split).map(lambda w: (w, 1)).reduceByKey(operator.add, 8)
+        return dict(counts.collect())
+
+    def join() -> Any:
+        left = sc.textFile(pairs[0], 4).map(_pair)
+        right = sc.textFile(pairs[1], 4).map(_pair)
+        return left.join(right, 8).count()
+
+    return word_count, join
+
+
 def labcluster_jobs(text: str, pairs: tuple[str, str]) -> dict[str, Callable[[], Any]]:
     import labcluster as lc
     from labcluster.spark import SparkContext
 
-    sc = SparkContext.getOrCreate()
-
-    def spark_wc() -> Any:
-        counts = sc.textFile(text, 8).flatMap(str.split).map(lambda w: (w, 1)).reduceByKey(operator.add, 8)
-        return dict(counts.collect())
-
-    def spark_join() -> Any:
-        left = sc.textFile(pairs[0], 4).map(_pair)
-        right = sc.textFile(pairs[1], 4).map(_pair)
-        return left.join(right, 8).count()
+    spark_wc, spark_join = rdd_jobs(SparkContext.getOrCreate(), text, pairs)
 
     def dataset_wc() -> Any:
         ds = lc.data.read_text(text, override_num_blocks=8).flat_map(
@@ -126,16 +132,7 @@ def pyspark_jobs(text: str, pairs: tuple[str, str]) -> tuple[float, dict[str, Ca
     sc.setLogLevel("ERROR")
     sc.parallelize([1]).count()  # the JVM and its Python workers are up
     start = time.perf_counter() - t
-
-    def wc() -> Any:
-        counts = sc.textFile(text, 8).flatMap(str.split).map(lambda w: (w, 1)).reduceByKey(operator.add, 8)
-        return dict(counts.collect())
-
-    def join() -> Any:
-        left = sc.textFile(pairs[0], 4).map(_pair)
-        right = sc.textFile(pairs[1], 4).map(_pair)
-        return left.join(right, 8).count()
-
+    wc, join = rdd_jobs(sc, text, pairs)
     return start, {"PySpark local[2] word count": wc, "PySpark local[2] join": join}, sc
 
 
