@@ -406,6 +406,17 @@ def test_a_destroyed_broadcast_lets_its_object_go(sc: SparkContext) -> None:
     assert key not in lc.current_session().client.who_has()
 
 
+def test_capturing_an_rdd_or_the_context_in_a_task_says_why_it_cannot(sc: SparkContext) -> None:
+    other = sc.parallelize([3])
+    with pytest.raises(SerializationError, match="SPARK-5063.*join the two RDDs"):
+        sc.parallelize([1, 2]).map(lambda x: other.count())
+    with pytest.raises(SerializationError, match="the SparkContext .* lives in the driver"):
+        sc.parallelize([1]).map(lambda x: sc.defaultParallelism)
+    with pytest.raises(AttributeError, match="'RDD' object has no attribute 'reduceBykey'; did you mean 'reduceByKey'"):
+        sc.parallelize([1]).reduceBykey(operator.add)  # type: ignore[attr-defined]
+    assert sc.version == "3.5.0"
+
+
 def test_a_context_without_a_session_starts_one_and_stops_it(sc: SparkContext) -> None:
     sc.stop()  # the module's context; it did not start the session, so that stays
     assert lc.is_initialized()

@@ -31,6 +31,8 @@ from .shared import Accumulator, AccumulatorParam, Broadcast
 from .shuffle import ShuffledRDD
 
 _MAX_SPLIT = 32 * 2**20
+#: the PySpark API level labcluster.spark follows (``sc.version``)
+PYSPARK_API = "3.5.0"
 _LOCAL = re.compile(r"^local(?:\[(\*|\d+)(?:,\s*\d+)?\])?$")
 
 
@@ -148,7 +150,13 @@ class SparkContext:
     # -- about it ----------------------------------------------------------------------------------------------
     @property
     def version(self) -> str:
-        return f"labcluster {lc.__version__}"
+        """The PySpark API level this follows (code compares it), not a Spark that runs: there is none."""
+        return PYSPARK_API
+
+    def __reduce__(self) -> Any:
+        raise TypeError("the SparkContext was captured by a function sent to the workers: it lives in the driver "
+                        "and can be used only there (SPARK-5063); make RDDs in the driver, and pass tasks plain "
+                        "values or sc.broadcast() ones")
 
     @property
     def defaultParallelism(self) -> int:

@@ -14,6 +14,7 @@ is rebuilt from its lineage by Dask, as a lost Spark partition is recomputed.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import heapq
 import html
@@ -204,6 +205,21 @@ class RDD(PairFunctions):
 
     def _shuffles(self) -> bool:
         return False
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"{self!r} was captured by a function sent to the workers: an RDD lives in the driver, and cannot be "
+            f"used inside another RDD's tasks (SPARK-5063); join the two RDDs, or collect() the small one and "
+            f"sc.broadcast() it")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        public = [n for n in dir(type(self)) if not n.startswith("_")]
+        close = difflib.get_close_matches(name, public, n=1)
+        hint = (f"; did you mean {close[0]!r}?" if close else
+                "; labcluster.spark has most of PySpark's RDD API, not all of it (README: Spark on labcluster)")
+        raise AttributeError(f"'RDD' object has no attribute {name!r}{hint}")
 
     def __repr__(self) -> str:
         label = f" {self._name!r}" if self._name else ""
