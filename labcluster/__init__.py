@@ -30,7 +30,7 @@ _HOME = {
     "list_tasks": "api.history", "summary": "api.history", "timeline": "api.history",
     "timeline_figure": "api.history",
     "ObjectRef": "api.refs", "compare": "data.compare", "dashboard": "jupyter.dashboards",
-    "resources": "api.collections",
+    "resources": "api.collection_resources",
     "RemoteFunction": "api.remote", "remote": "api.remote", "stage": "api.submit",
     "Session": "api.session", "is_initialized": "api.session", "shutdown": "api.session",
     "current_session": "api.start", "init": "api.start",
@@ -132,7 +132,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
     from . import data, dataframe, exceptions, spark, util
     from .api.actors import ActorClass, ActorHandle, get_actor, kill, list_actors, method
-    from .api.collections import resources
+    from .api.collection_resources import resources
     from .api.history import list_tasks, summary, timeline, timeline_figure
     from .api.lineage import LineageGraph, lineage
     from .api.objects import cancel, get, put, wait

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import labcluster as lc
+import labcluster.spark.functions as fn
 import labcluster.spark.plan as p
 
 from ..api.start import current_session
-from ..cluster.groups import WorkerGroup
+from ..cluster.groups import WorkerGroup, cpu_count
 from .checks import partitions
 from .jobs import Stages
 from .rdd import RDD, SourceRDD, UnionRDD
@@ -114,7 +114,7 @@ class SparkContext:
             if self._owns:
                 # a worker process per slot, as PySpark runs a Python worker per core: RDD functions are plain
                 # Python, which two threads of one process would run one at a time (the GIL)
-                slots = cpus if cpus is not None else (os.cpu_count() or 1)
+                slots = cpus if cpus is not None else cpu_count()
                 lc.init(workers=[WorkerGroup("cpu", n=slots, nthreads=1)])
             SparkContext._active = self
         self.session = current_session()
@@ -251,7 +251,7 @@ class SparkContext:
             pieces = 1 if compressed or size == 0 else math.ceil(size / goal)
             splits += [(path, k * size // pieces, (k + 1) * size // pieces, compressed) for k in range(pieces)]
         rdd = SourceRDD(self, len(splits), "textFile", "MapPartitionsRDD")
-        rdd.parts = [p.Plan((), p.Generate(read_lines, (*split, use_unicode), f"{rdd._where(i)}, reading "
+        rdd.parts = [p.Plan((), p.Generate(fn.read_lines, (*split, use_unicode), f"{rdd._where(i)}, reading "
                                                                               f"{split[0]!r}"), ("textFile",))
                      for i, split in enumerate(splits)]
         return rdd
@@ -275,22 +275,3 @@ class SparkContext:
 
 def _split_range(r: range, n: int) -> list[range]:
     return [r[i * len(r) // n:(i + 1) * len(r) // n] for i in range(n)]
-
-
-def read_lines(path: str, start: int, stop: int, compressed: bool, use_unicode: bool) -> Iterator[Any]:
-    """The lines that start in bytes [start, stop) of ``path`` (a whole compressed file): a split that starts
-    inside a line leaves that line to the split before, which reads past its end to finish it."""
-    import fsspec
-
-    with fsspec.open(path, "rb", compression="infer" if compressed else None) as f:
-        if not compressed and start > 0:
-            f.seek(start - 1)
-            f.readline()  # the rest of the line the split before owns (just b"\n" if one ends at start - 1)
-        while compressed or f.tell() < stop:
-            line = f.readline()
-            if not line:
-                return
-            line = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
-            # bytes that are not UTF-8 become U+FFFD, as PySpark's lines (decoded by the JVM) show them
-            yield line.decode("utf-8", "replace") if use_unicode else line
-

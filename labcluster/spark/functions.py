@@ -184,3 +184,21 @@ class Writer:
                 f.write(f"{x}\n")
         yield name
 
+
+def read_lines(path: str, start: int, stop: int, compressed: bool, use_unicode: bool) -> Iterator[Any]:
+    """The lines that start in bytes [start, stop) of ``path`` (a whole compressed file): a split that starts
+    inside a line leaves that line to the split before, which reads past its end to finish it."""
+    import fsspec
+
+    with fsspec.open(path, "rb", compression="infer" if compressed else None) as f:
+        if not compressed and start > 0:
+            f.seek(start - 1)
+            f.readline()  # the rest of the line the split before owns (just b"\n" if one ends at start - 1)
+        while compressed or f.tell() < stop:
+            line = f.readline()
+            if not line:
+                return
+            line = line[:-2] if line.endswith(b"\r\n") else line[:-1] if line.endswith(b"\n") else line
+            # bytes that are not UTF-8 become U+FFFD, as PySpark's lines (decoded by the JVM) show them
+            yield line.decode("utf-8", "replace") if use_unicode else line
+

@@ -8,7 +8,6 @@ An RDD partitioned already by the partitioner asked for is combined where it is,
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -16,9 +15,8 @@ import labcluster.spark.functions as functions
 import labcluster.spark.keyed as keyed
 import labcluster.spark.plan as p
 
-from .checks import checked
-from .checks import partitions as _count
-from .tasks import _not_a_pair, _pair, identity, portable_hash
+from .checks import checked, partitions
+from .tasks import _pair, identity, portable_hash
 
 if TYPE_CHECKING:
     from .context import SparkContext
@@ -49,25 +47,25 @@ class PairFunctions:
 
     def mapValues(self, f: Callable[[Any], Any]) -> RDD:
 
-        return self._narrow("mapValues", p.Map(_Values(checked(f, "mapValues"), "mapValues", flat=False)),
+        return self._narrow("mapValues", p.Map(keyed.Values(checked(f, "mapValues"), "mapValues", flat=False)),
                             "PythonRDD", keep_partitioner=True)
 
     def flatMapValues(self, f: Callable[[Any], Iterable[Any]]) -> RDD:
 
         return self._narrow("flatMapValues",
-                            p.FlatMap(_Values(checked(f, "flatMapValues"), "flatMapValues", flat=True)),
+                            p.FlatMap(keyed.Values(checked(f, "flatMapValues"), "flatMapValues", flat=True)),
                             "PythonRDD", keep_partitioner=True)
 
     def keys(self) -> RDD:
-        return self._narrow("keys", p.Map(_Part(0, "keys")), "PythonRDD")
+        return self._narrow("keys", p.Map(keyed.Part(0, "keys")), "PythonRDD")
 
     def values(self) -> RDD:
-        return self._narrow("values", p.Map(_Part(1, "values")), "PythonRDD")
+        return self._narrow("values", p.Map(keyed.Part(1, "values")), "PythonRDD")
 
     def partitionBy(self, numPartitions: int | None,
                     partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
 
-        n = _count(self._default(numPartitions), "partitionBy")
+        n = partitions(self._default(numPartitions), "partitionBy")
         if self.partitioner == keyed.Partitioner(n, partitionFunc):
             return self._rdd()
         return self.ctx._shuffled(self._rdd(), n, partitionFunc, None, "partitionBy")
@@ -80,7 +78,7 @@ class PairFunctions:
                      _op: str = "combineByKey") -> RDD:
 
         agg = p.Aggregator(checked(createCombiner, _op), checked(mergeValue, _op), checked(mergeCombiners, _op))
-        n = _count(self._default(numPartitions), _op)
+        n = partitions(self._default(numPartitions), _op)
         if self.partitioner == keyed.Partitioner(n, partitionFunc):
             return self._narrow(_op, keyed.LocalCombine(agg), "PythonRDD", keep_partitioner=True)
         return self.ctx._shuffled(self._rdd(), n, partitionFunc, agg, _op)
@@ -107,7 +105,7 @@ class PairFunctions:
                    partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
         """Every value of a key, as a :class:`ResultIterable` (``mapValues(list)`` for lists)."""
         grouped = self._grouped(numPartitions, partitionFunc, "groupByKey")
-        return grouped._narrow("groupByKey", p.Map(_Grouped()), "PythonRDD", keep_partitioner=True)
+        return grouped._narrow("groupByKey", p.Map(keyed.Grouped()), "PythonRDD", keep_partitioner=True)
 
     def groupBy(self, f: Callable[[Any], Any], numPartitions: int | None = None,
                 partitionFunc: Callable[[Any], int] = portable_hash) -> RDD:
@@ -118,9 +116,9 @@ class PairFunctions:
     def _grouped(self, n: int | None, partition_func: Callable[[Any], int], op: str) -> RDD:
         """``(key, [values])``. No map-side combine, as Spark's groupByKey: a list per key in every map task would
         only add objects to the shuffle (a join's keys are mostly distinct)."""
-        count = _count(self._default(n), op)
+        count = partitions(self._default(n), op)
         if self.partitioner == keyed.Partitioner(count, partition_func):
-            return self._narrow(op, keyed.LocalCombine(keyed.GROUP), "PythonRDD", keep_partitioner=True)
+            return self._narrow(op, keyed.local_group, "PythonRDD", keep_partitioner=True)
         return self.ctx._shuffled(self._rdd(), count, partition_func, None, op, group=True)
 
     def sortByKey(self, ascending: bool = True, numPartitions: int | None = None,
@@ -128,12 +126,12 @@ class PairFunctions:
         """Sorted by key: range partitions from a sample of the keys (a job of its own, as in Spark), each
         partition sorted."""
 
-        n = _count(self._default(numPartitions), "sortByKey")
+        n = partitions(self._default(numPartitions), "sortByKey")
         bounds: list[Any] = []
         if n > 1:
             size = self.count()
             fraction = min(n * 20.0 / max(size, 1), 1.0)
-            keys = self.sample(False, fraction, 1).map(_Part(0, "sortByKey")).collect()
+            keys = self.sample(False, fraction, 1).map(keyed.Part(0, "sortByKey")).collect()
             samples = sorted(map(checked(keyfunc, "sortByKey"), keys))
             bounds = [samples[int(len(samples) * (i + 1) / n)] for i in range(n - 1)] if samples else []
         shuffled = self.ctx._shuffled(self._rdd(), n, keyed.RangePartition(bounds, keyfunc, ascending), None,
@@ -143,13 +141,13 @@ class PairFunctions:
     def cogroup(self, other: RDD, numPartitions: int | None = None) -> RDD:
         """Per key, the values of each side: ``(key, (ResultIterable, ResultIterable))``."""
         grouped = self._tagged_groups(other, numPartitions, "cogroup")
-        return grouped._narrow("cogroup", p.Map(_Split()), "PythonRDD", keep_partitioner=True)
+        return grouped._narrow("cogroup", p.Map(keyed.Split()), "PythonRDD", keep_partitioner=True)
 
     def _tagged_groups(self, other: RDD, n: int | None, op: str) -> RDD:
         """``(key, [(side, value), ...])``: both sides' values tagged 0 or 1, shuffled into one partitioning."""
         self.ctx._check_same(other, op)
-        tagged = self._narrow(op, p.Map(_Tag(0, op)), "PythonRDD").union(
-            other._narrow(op, p.Map(_Tag(1, op)), "PythonRDD"))
+        tagged = self._narrow(op, p.Map(keyed.Tag(0, op)), "PythonRDD").union(
+            other._narrow(op, p.Map(keyed.Tag(1, op)), "PythonRDD"))
         # by default as many partitions as both sides have together, as PySpark's join and cogroup
         return tagged._grouped(n if n is not None else max(self._n + other._n, 1), portable_hash, op)
 
@@ -171,7 +169,7 @@ class PairFunctions:
     def _joined(self, other: RDD, n: int | None, op: str, all_left: bool, all_right: bool) -> RDD:
         """``all_left``: every key of this side is kept (None where the other has none); ``all_right`` alike."""
         grouped = self._tagged_groups(other, n, op)
-        return grouped._narrow(op, p.FlatMap(_Join(all_left, all_right)), "PythonRDD", keep_partitioner=True)
+        return grouped._narrow(op, p.FlatMap(keyed.Join(all_left, all_right)), "PythonRDD", keep_partitioner=True)
 
     # -- actions -----------------------------------------------------------------------------------------------
     def countByKey(self) -> dict[Any, int]:
@@ -181,69 +179,4 @@ class PairFunctions:
         return dict(_pair(x, "collectAsMap") for x in self.collect())
 
     def lookup(self, key: Any) -> list[Any]:
-        return self.filter(_KeyIs(key)).values().collect()
-
-
-class _Part:
-    def __init__(self, i: int, op: str) -> None:
-        self.i, self.op = i, op
-
-    def __call__(self, kv: Any) -> Any:
-        return _pair(kv, self.op)[self.i]
-
-
-class _Values:
-    def __init__(self, f: Callable[[Any], Any], op: str, flat: bool) -> None:
-        self.f, self.op, self.flat = f, op, flat
-
-    def __call__(self, kv: Any) -> Any:
-        k, v = _pair(kv, self.op)
-        return ((k, w) for w in self.f(v)) if self.flat else (k, self.f(v))
-
-
-class _KeyIs:
-    def __init__(self, key: Any) -> None:
-        self.key = key
-
-    def __call__(self, kv: Any) -> bool:
-        return bool(_pair(kv, "lookup")[0] == self.key)
-
-
-class _Grouped:
-    def __call__(self, kv: tuple[Any, list[Any]]) -> tuple[Any, Any]:
-
-        return kv[0], keyed.ResultIterable(kv[1])
-
-
-class _Tag:
-    def __init__(self, side: int, op: str) -> None:
-        self.side, self.op = side, op
-
-    def __call__(self, kv: Any) -> tuple[Any, tuple[int, Any]]:
-        try:
-            k, v = kv
-        except (TypeError, ValueError):
-            raise _not_a_pair(kv, self.op) from None
-        return k, (self.side, v)
-
-
-class _Split:
-    def __call__(self, kv: tuple[Any, list[tuple[int, Any]]]) -> tuple[Any, tuple[Any, Any]]:
-
-        sides: defaultdict[int, list[Any]] = defaultdict(list)
-        for side, v in kv[1]:
-            sides[side].append(v)
-        return kv[0], (keyed.ResultIterable(sides[0]), keyed.ResultIterable(sides[1]))
-
-
-class _Join:
-    """The pairs of a key's tagged values, one of each side (``None`` for a missing side of an outer join)."""
-
-    def __init__(self, all_left: bool, all_right: bool) -> None:
-        self.all_left, self.all_right = all_left, all_right
-
-    def __call__(self, kv: tuple[Any, list[tuple[int, Any]]]) -> list[tuple[Any, tuple[Any, Any]]]:
-        k, tagged = kv
-        lefts = [v for side, v in tagged if side == 0] or ([None] if self.all_right else [])
-        rights = [v for side, v in tagged if side == 1] or ([None] if self.all_left else [])
-        return [(k, (a, b)) for a in lefts for b in rights]
+        return self.filter(keyed.KeyIs(key)).values().collect()

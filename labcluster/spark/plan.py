@@ -155,43 +155,40 @@ class Aggregator:
     merge_combiners: Callable[[Any, Any], Any]
 
 
+def group_values(pairs: Iterable[tuple[Any, Any]]) -> dict[Any, list[Any]]:
+    """Every value of a key in one list, in the order they came (``groupByKey``, the joins)."""
+    groups: dict[Any, list[Any]] = {}
+    for k, v in pairs:
+        values = groups.get(k)
+        if values is None:
+            groups[k] = [v]
+        else:
+            values.append(v)
+    return groups
+
+
 @dataclass(frozen=True)
 class Merge(Node):
-    """The reduce side of a shuffle: one bucket from every map task (inputs ``start`` to ``start + count``), merged
-    by key where the shuffle aggregates."""
+    """The reduce side of a shuffle: one bucket from every map task (inputs ``start`` to ``start + count``). With an
+    aggregator the buckets hold (key, combiner), combined on the map side, and the combiners of a key merge; with
+    ``group`` every value of a key goes in one list; else the elements pass as they came."""
 
     start: int
     count: int
     aggregator: Aggregator | None
-    #: the map side combined already: the buckets hold (key, combiner); else (key, value)
-    combined: bool
+    group: bool
     where: str
-    #: no aggregator: every value of a key in one list (``groupByKey``, the joins), else the elements as they came
-    group: bool = False
 
     def run(self, inputs: Sequence[Any]) -> Iterator[Any]:
-        buckets = inputs[self.start:self.start + self.count]
+        pairs = itertools.chain.from_iterable(inputs[self.start:self.start + self.count])
         agg = self.aggregator
-        if agg is None and self.group:
-            groups: dict[Any, list[Any]] = {}
-            for bucket in buckets:
-                for k, v in bucket:
-                    values = groups.get(k)
-                    if values is None:
-                        groups[k] = [v]
-                    else:
-                        values.append(v)
-            return iter(groups.items())
         if agg is None:
-            return itertools.chain.from_iterable(buckets)
+            return iter(group_values(pairs).items()) if self.group else pairs
         out: dict[Any, Any] = {}
+        merge = agg.merge_combiners
         try:
-            for bucket in buckets:
-                for k, v in bucket:
-                    if k in out:
-                        out[k] = agg.merge_combiners(out[k], v) if self.combined else agg.merge_value(out[k], v)
-                    else:
-                        out[k] = v if self.combined else agg.create(v)
+            for k, c in pairs:
+                out[k] = merge(out[k], c) if k in out else c
         except Exception as e:
             note(e, self.where)
             raise

@@ -30,8 +30,7 @@ import labcluster.spark.plan as p
 
 from ..api import scopes
 from ..exceptions import LabclusterError
-from .checks import checked
-from .checks import partitions as _count
+from .checks import checked, partitions
 from .pairs import PairFunctions
 
 if TYPE_CHECKING:
@@ -120,16 +119,14 @@ class RDD(PairFunctions):
         self._last_job = [r.key for r in refs]  # keys, not refs: a collect's partitions need not stay alive
         try:
             return lc.get(refs) if refs else []
-        except KeyboardInterrupt as e:
-            self._drop_failed()  # what the interrupt cancelled is made again by the next action
-            # lc.get says what it cancelled ("cancelled what cell [3] started: 20 tasks; ..."): keep its words
-            said = str(e).partition("was interrupted; ")[2] or scopes.interrupted() or "its tasks were cancelled"
-            raise KeyboardInterrupt(f"RDD.{op} was interrupted; {said}") from None
-        except LabclusterError as e:  # a task's error: the user's type and remote traceback, not our frames
-            self._drop_failed()
-            raise e.with_traceback(None)  # noqa: B904  (the same error; only the machinery's frames go)
-        except BaseException:
-            self._drop_failed()
+        except BaseException as e:
+            self._drop_failed()  # what failed or was cancelled is made again by the next action
+            if isinstance(e, KeyboardInterrupt):
+                # lc.get says what it cancelled ("cancelled what cell [3] started: 20 tasks; ..."): keep its words
+                said = str(e).partition("was interrupted; ")[2] or scopes.interrupted() or "its tasks were cancelled"
+                raise KeyboardInterrupt(f"RDD.{op} was interrupted; {said}") from None
+            if isinstance(e, LabclusterError):  # a task's error: the user's type and traceback, not our frames
+                raise e.with_traceback(None)  # noqa: B904  (the same error; only the machinery's frames go)
             raise
 
     def _drop_failed(self) -> None:
@@ -306,14 +303,14 @@ class RDD(PairFunctions):
     def coalesce(self, numPartitions: int, shuffle: bool = False) -> RDD:
         """Fewer partitions, by putting neighbouring ones together (no shuffle), or ``numPartitions`` by a
         shuffle (``shuffle=True``, as ``repartition``)."""
-        n = _count(numPartitions, "coalesce")
+        n = partitions(numPartitions, "coalesce")
         if shuffle:
             return self.repartition(n)
         return CoalescedRDD(self, n) if n < self._n else self
 
     def repartition(self, numPartitions: int) -> RDD:
         """``numPartitions`` partitions of about equal size, by a shuffle."""
-        n = _count(numPartitions, "repartition")
+        n = partitions(numPartitions, "repartition")
         keyed = self._narrow("repartition", fn.RoundRobin(n), "PythonRDD")
         return self.ctx._shuffled(keyed, n, fn.identity_partition, None, "repartition").values()
 

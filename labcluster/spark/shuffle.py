@@ -27,11 +27,10 @@ class ShuffledRDD(RDD):
     kind = "ShuffledRDD"
 
     def __init__(self, parent: RDD, n: int, partition_func: Callable[[Any], int], aggregator: p.Aggregator | None,
-                 op: str, combine: bool = True, group: bool = False) -> None:
+                 op: str, group: bool = False) -> None:
         super().__init__(parent.ctx, n, op, [parent])
-        self.group = group
         self.partitioner = Partitioner(n, partition_func)
-        self.aggregator, self.combine = aggregator, combine and aggregator is not None
+        self.aggregator, self.group = aggregator, group
         self._buckets: list[list[Any]] | None = None  # [map task][reduce partition] -> its object
 
     def _shuffles(self) -> bool:
@@ -45,7 +44,7 @@ class ShuffledRDD(RDD):
     def _map_outputs(self) -> list[list[Any]]:
         if self._buckets is None:
             parent = self.parents[0]
-            bucketer = Bucketer(self._n, self.partitioner.partitionFunc, self.aggregator, self.combine, self.op,
+            bucketer = Bucketer(self._n, self.partitioner.partitionFunc, self.aggregator, self.op,
                                 f"{self.op!r} ({self.kind}[{self._id}]), map side")
             self._buckets = self.ctx._stages.shuffle_map([parent._partition(m) for m in range(parent._n)],
                                                          bucketer, self.op)
@@ -53,5 +52,5 @@ class ShuffledRDD(RDD):
 
     def _plan(self, i: int) -> p.Plan:
         buckets = self._map_outputs()
-        merge = p.Merge(0, len(buckets), self.aggregator, self.combine, self._where(i), self.group)
+        merge = p.Merge(0, len(buckets), self.aggregator, self.group, self._where(i))
         return p.Plan(tuple(b[i] for b in buckets), merge, (self.op,))

@@ -81,9 +81,8 @@ class Bucketer:
 
     n: int
     partition_func: Callable[[Any], int]
+    #: with one, the values of a key are combined in the task first (reduceByKey); without, every value travels
     aggregator: Aggregator | None
-    #: combine the values of a key in the bucket (reduceByKey); groupByKey-like shuffles keep every value
-    combine: bool
     op: str
     where: str
 
@@ -92,7 +91,7 @@ class Bucketer:
 
     def split(self, elements: Iterator[Any], index: int) -> Any:
         try:
-            buckets = self._combined(elements) if self.combine and self.aggregator else self._plain(elements)
+            buckets = self._plain(elements) if self.aggregator is None else self._combined(elements, self.aggregator)
         except Exception as e:
             note(e, f"{self.where}, partition {index}")
             raise
@@ -109,11 +108,9 @@ class Bucketer:
             buckets[bucket(k)].append((k, v))
         return buckets
 
-    def _combined(self, elements: Iterator[Any]) -> list[list[Any]]:
+    def _combined(self, elements: Iterator[Any], agg: Aggregator) -> list[list[Any]]:
         """Spark's map-side combine: every value of a key merged into one combiner first, then each key (not
         each element) hashed to its bucket."""
-        agg = self.aggregator
-        assert agg is not None
         create, merge, op = agg.create, agg.merge_value, self.op
         merged: dict[Any, Any] = {}
         for x in elements:
