@@ -132,14 +132,19 @@ def test_bulk_holds_every_block_of_a_stage_before_the_next_starts() -> None:
     assert big.count(mode="bulk") == 20
     stats = big.stats()
     assert stats.peak_bytes >= 20 * 64 * 1024  # the executor's count, from the blocks' own sizes
-    # the scheduler's, sampled every 50 ms (the second stage is slow enough to be seen holding them all), from
-    # Dask's sizeof of each block: a few percent under pyarrow's nbytes
+    # the scheduler's, taken at every result stored, from Dask's sizeof of each block: a few percent under
+    # pyarrow's nbytes
     assert stats.peak_worker_bytes >= 0.9 * 20 * 64 * 1024, stats.peak_worker_bytes
+    assert _memory_watches() == 0
+
+
+def _memory_watches() -> int:
+    """Watches of the workers' held bytes still open on the scheduler (each execution opens one and ends it)."""
+    return int(lc.current_session().client.run_on_scheduler(
+        lambda dask_scheduler: len(dask_scheduler.extensions["labcluster"].memory_peaks)))
 
 
 def test_breaking_off_stops_the_execution_and_kills_its_actors() -> None:
-    ds = lc.data.range(200, override_num_blocks=200).map_batches(
-        Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=1)
     ds = lc.data.range(200, override_num_blocks=200).map(lambda r: {"id": r["id"], "x": r["id"]}).map_batches(
         Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=1)
     for i, _ in enumerate(ds.iter_batches(batch_size=None)):
@@ -152,6 +157,7 @@ def test_breaking_off_stops_the_execution_and_kills_its_actors() -> None:
     # nothing of it keeps running: a new task gets the slots at once
     assert lc.get(lc.remote(lambda: 1).remote(), timeout=20) == 1
     assert ds.stats().stages[-1].blocks < 200
+    assert wait_until(lambda: _memory_watches() == 0, timeout=20)  # its memory watch ended with it
 
 
 # -- sources, operators, consumers ---------------------------------------------------------------------------

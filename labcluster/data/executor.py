@@ -87,9 +87,8 @@ class Execution:
         self.outcome: str | None = None
         self.peak_bytes = 0
         self.live_bytes = 0
-        #: the workers' held result bytes (scheduler's count), sampled by the loop: at start, and the peak
+        #: the workers' held result bytes (scheduler's count): at start, and the peak while it ran
         self.managed_start = self.managed_peak = 0
-        self._sampled = 0.0
         self.first_output: float | None = None
         self._resources = lc.cluster_resources()
         self._check_feasible()
@@ -176,19 +175,19 @@ class Execution:
         self._thread.start()
         return self
 
-    def _sample_memory(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if force or now - self._sampled >= _TICK:
-            self._sampled = now
-            managed = int(call(self.session.client, "memory")["managed"])
-            self.managed_peak = max(self.managed_peak, managed)
+    def _watch_memory(self, stop: bool = False) -> None:
+        """The workers' held bytes: the scheduler keeps the peak since the first call (no polling from here)."""
+        reply = call(self.session.client, "memory_watch", id=self.id, stop=stop)
+        self.managed_peak = max(self.managed_peak, int(reply["peak"]))
+        if not stop:
+            self.managed_start = int(reply["now"])
 
     def _loop(self) -> None:
+        watching = False
         try:
-            self._sample_memory(force=True)
-            self.managed_start = self.managed_peak
+            self._watch_memory()
+            watching = True
             while not self._stop.is_set():
-                self._sample_memory()
                 self._watch()
                 self._launch()
                 if all(run.finished for run in self.runs):
@@ -211,6 +210,9 @@ class Execution:
             self._out.put(e)
         finally:
             self.ended = time.perf_counter()
+            if watching:
+                with contextlib.suppress(Exception):  # a lost scheduler: the run's own error says so
+                    self._watch_memory(stop=True)
             self._shutdown_work()
             self._watch(force=True)
 

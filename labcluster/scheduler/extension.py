@@ -12,6 +12,7 @@ handler (``labcluster_*``)      what it does
 info                            version and which parts run here (records, retries)
 key_states                      each key's state: Dask's, ``forgotten``, or ``lost`` (no task, no copy)
 removals                        how many workers left so far, and how long ago the last did
+memory, memory_watch            bytes of results the workers hold; the peak since a watch began (a Dataset run)
 records, lineage                pages of task records; every attempt an object depends on
 worker_names                    address -> name of every worker seen, for pictures of the records
 fits                            whether a worker fits a request: live, kept by a local cluster, or away
@@ -57,6 +58,9 @@ from .streams import StreamsSchedulerPlugin
 
 logger = logging.getLogger(__name__)
 
+#: open ``memory_watch``es kept at most (the oldest goes first: a driver that died never ends its own)
+MAX_MEMORY_WATCHES = 64
+
 
 class LabclusterExtension:
     """The state labcluster keeps on the scheduler, and its ``labcluster_*`` handlers (see the module docstring)."""
@@ -90,11 +94,14 @@ class LabclusterExtension:
         self._changed = asyncio.Event()
         #: workers removed so far, and when the last was (monotonic)
         self._removals: tuple[int, float | None] = (0, None)
+        #: per watch (a Dataset execution): the most bytes of results the workers held at once since it began
+        self.memory_peaks: dict[str, int] = {}
         scheduler.handlers.update({f"labcluster_{name}": handler for name, handler in self._handlers().items()})
 
     def _handlers(self) -> dict[str, Callable[..., Any]]:
         return {
             "info": self.info, "key_states": self.key_states, "removals": self.removals, "memory": self.memory,
+            "memory_watch": self.memory_watch,
             "records": self.records_page,
             "lineage": self.lineage,
             "fits": self.fits, "keep_workers": self.keep_workers, "workers_gone": self.workers_gone,
@@ -216,6 +223,27 @@ class LabclusterExtension:
         """Bytes of results the workers hold now (Dask's per-worker ``nbytes``), in all and per worker name."""
         per = {str(ws.name): int(ws.nbytes) for ws in self.scheduler.workers.values()}
         return {"managed": sum(per.values()), "workers": per}
+
+    def memory_watch(self, id: str, stop: bool = False) -> dict[str, int]:
+        """The bytes of results the workers hold now, and the most they held at once since watch ``id`` began
+        (its first call begins it; ``stop`` ends it). The peak is taken at every result a task stores
+        (:meth:`held_bytes_grew`): exact without the driver polling, and nothing to do while no watch is open."""
+        now = int(sum(ws.nbytes for ws in self.scheduler.workers.values()))
+        if id not in self.memory_peaks:
+            while len(self.memory_peaks) >= MAX_MEMORY_WATCHES:  # watches whose driver never ended them
+                del self.memory_peaks[next(iter(self.memory_peaks))]
+            self.memory_peaks[id] = now
+        peak = max(self.memory_peaks.pop(id) if stop else self.memory_peaks[id], now)
+        if not stop:
+            self.memory_peaks[id] = peak
+        return {"now": now, "peak": peak}
+
+    def held_bytes_grew(self) -> None:
+        now = sum(ws.nbytes for ws in self.scheduler.workers.values())
+        peaks = self.memory_peaks
+        for id, peak in peaks.items():
+            if now > peak:
+                peaks[id] = now
 
     def key_states(self, keys: list[str]) -> dict[str, str]:
         tasks = self.scheduler.tasks
@@ -476,8 +504,11 @@ class LabclusterSchedulerPlugin(SchedulerPlugin):
         # every transition of every task passes here: one comparison for the common ones
         if finish == "memory" or finish == "erred" or finish == "forgotten":
             ext = self.extension
-            if ext is not None and key in ext.holders.roles:
-                ext.holder_ended(str(key), finish, kwargs)
+            if ext is not None:
+                if key in ext.holders.roles:
+                    ext.holder_ended(str(key), finish, kwargs)
+                if ext.memory_peaks and finish == "memory":
+                    ext.held_bytes_grew()
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
         if self.extension is not None:
