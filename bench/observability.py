@@ -10,11 +10,15 @@ alternating which goes first. Each batch starts ``SETTLE`` seconds after its pag
 them is paid once, watching them all along. The loss is the median over
 rounds of 1 - watched / unwatched, with its spread and the noise floor (the same setting twice in a row). A batch
 is timed until the scheduler forgot its tasks. The browser's own CPU is part of the cost: on 2 cores it competes
-with the cluster, as it would on a laptop. Writes ``bench/results/observability.{json,md}``.
+with the cluster, as it would on a laptop. Beside throughput it counts the CPU seconds per task of every process
+involved (this one, the cluster's, Playwright's and Chromium's): the *CPU tax* is what watching adds to what the
+work costs, the throughput it takes on a machine whose cores are all busy, and unlike throughput it does not move
+with other tenants' load. Writes ``bench/results/observability.{json,md}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -34,15 +38,88 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--dis
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 
-def _batch(session: Any, fn: Any, progress: bool) -> float:
+#: processes of the browser (Playwright's driver and Chromium's), told apart from the cluster's Python ones
+BROWSER_NAMES = ("chrom", "headless_shell", "node")
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of this process and every process below it: the cluster's head and
+    workers, Playwright's driver and Chromium's processes. pid -> (kind, seconds)."""
+    import psutil
+
+    me = psutil.Process()
+    out: dict[int, tuple[str, float]] = {}
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            kind = "browser" if any(n in p.name().lower() for n in BROWSER_NAMES) else "cluster"
+            out[p.pid] = (kind, t.user + t.system)
+        except psutil.Error:  # it ended meanwhile
+            pass
+    return out
+
+
+def cpu_spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per kind between two :func:`cpu_seconds` readings (a process that started between them counts
+    whole; one that ended between them is not seen: the pages are open before a batch starts, so their
+    renderers live through it)."""
+    spent = {"cluster": 0.0, "browser": 0.0}
+    for pid, (kind, seconds) in after.items():
+        spent[kind] += seconds - before.get(pid, (kind, 0.0))[1]
+    return spent
+
+
+def _pages_spent(dask_scheduler: Any = None) -> float:
+    """Run on the scheduler: CPU seconds its labcluster pages' updates took so far."""
+    from labcluster.dashboards.pages import SPENT
+
+    return float(SPENT["cpu"])
+
+
+class ThreadClock:
+    """CPU seconds of the driver's progress-bar threads (``labcluster-progress``), read from each thread's own CPU
+    clock while it lives (looked at every 20 ms; a bar's thread ends with its wait)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import threading
+
+        while not self._stop.wait(0.02):
+            for t in threading.enumerate():
+                if t.name == "labcluster-progress" and t.ident is not None:
+                    with contextlib.suppress(OSError, ProcessLookupError):  # it ended: its last reading stays
+                        self.seen[t.ident] = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return sum(self.seen.values())
+
+
+def _batch(session: Any, fn: Any, progress: bool) -> tuple[float, dict[str, float]]:
+    """Tasks/s of one batch, and the CPU seconds per task it cost: per kind of process (cluster, browser), and
+    what of it the watching itself spent -- the pages' updates on the scheduler, the progress bar's thread."""
     import labcluster as lc
 
-    t = time.perf_counter()
+    pages0 = session.client.run_on_scheduler(_pages_spent)
+    bar = ThreadClock()
+    cpu0, t = cpu_seconds(), time.perf_counter()
     lc.get([fn.remote() for _ in range(BATCH)], progress=progress)
     left = session.client.run_on_scheduler(_forgotten)
     if left:
         raise RuntimeError(f"the scheduler still holds {left} tasks 60 s after the batch")
-    return BATCH / (time.perf_counter() - t)
+    rate = BATCH / (time.perf_counter() - t)
+    spent = cpu_spent(cpu0, cpu_seconds())
+    spent["pages"] = session.client.run_on_scheduler(_pages_spent) - pages0
+    spent["bar"] = bar.stop()
+    return rate, {kind: seconds / BATCH for kind, seconds in spent.items()}
 
 
 class Browser:
@@ -90,20 +167,44 @@ def paired(rounds: int) -> dict[str, Any]:
         fn = lc.remote(noop)
         _batch(session, fn, False)  # warm-up: connections, function cache
         runs: dict[str, list[float]] = {"watched": [], "unwatched": []}
-        order: list[tuple[str, float]] = []
+        cpus: dict[str, list[dict[str, float]]] = {"watched": [], "unwatched": []}
+        order: list[tuple[str, float, float]] = []
         for i in range(rounds):
             for mode in ("watched", "unwatched") if i % 2 == 0 else ("unwatched", "watched"):
                 opened = browser.watch(mode == "watched")
-                rate = _batch(session, fn, progress=mode == "watched")
+                rate, cpu = _batch(session, fn, progress=mode == "watched")
                 runs[mode].append(rate)
-                order.append((mode, rate))
+                cpus[mode].append(cpu)
+                total = cpu["cluster"] + cpu["browser"]
+                order.append((mode, rate, total))
                 did = "opened" if mode == "watched" else "blanked"
-                print(f"  round {i + 1}: {mode:9} {rate:,.0f} tasks/s (pages {did} in {opened:.1f} s)", file=sys.stderr)
+                print(f"  round {i + 1}: {mode:9} {rate:,.0f} tasks/s, {total * 1e3:.2f} ms CPU a task (browser "
+                      f"{cpu['browser'] * 1e3:.3f}, pages {cpu['pages'] * 1e3:.3f}, bar {cpu['bar'] * 1e3:.3f}) "
+                      f"(pages {did} in {opened:.1f} s)", file=sys.stderr)
         ratios = [a / b for a, b in zip(runs["watched"], runs["unwatched"], strict=True)]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
-        same = [1 - b / a for (m1, a), (m2, b) in itertools.pairwise(order) if m1 == m2]
+        same = [1 - b / a for (m1, a, _), (m2, b, _) in itertools.pairwise(order) if m1 == m2]
         n1, _, n3 = statistics.quantiles(same, n=4) if len(same) > 1 else (0.0, 0.0, 0.0)
-        return {"tasks_per_s_watched": statistics.median(runs["watched"]),
+        # the CPU the watching costs, over the CPU the work costs: what it takes from the work on a machine whose
+        # cores are all busy (an upper bound of the throughput loss there); steadier than throughput on a shared
+        # machine, as other tenants' load does not enter it
+        taxes = [(w["cluster"] + w["browser"]) / (u["cluster"] + u["browser"]) - 1
+                 for w, u in zip(cpus["watched"], cpus["unwatched"], strict=True)]
+        t1, _, t3 = statistics.quantiles(taxes, n=4)
+        same_cpu = [b / a - 1 for (m1, _, a), (m2, _, b) in itertools.pairwise(order) if m1 == m2]
+        c1, _, c3 = statistics.quantiles(same_cpu, n=4) if len(same_cpu) > 1 else (0.0, 0.0, 0.0)
+        per_task = {f"cpu_ms_per_task_{mode}_{kind}": statistics.median(c[kind] for c in cpus[mode]) * 1e3
+                    for mode in cpus for kind in ("cluster", "browser", "pages", "bar")}
+        # what watching itself spent (the browser over its idle self, the pages' updates, the bar), over what the
+        # unwatched work costs: measured where it is spent, so the machine's noise hardly moves it
+        direct = [(w["browser"] - u["browser"] + w["pages"] + w["bar"]) / (u["cluster"] + u["browser"])
+                  for w, u in zip(cpus["watched"], cpus["unwatched"], strict=True)]
+        d1, _, d3 = statistics.quantiles(direct, n=4)
+        return {**per_task, "direct_percent": statistics.median(direct) * 100, "direct_iqr_low": d1 * 100,
+                "direct_iqr_high": d3 * 100,
+                "cpu_tax_percent": statistics.median(taxes) * 100, "cpu_tax_iqr_low": t1 * 100,
+                "cpu_tax_iqr_high": t3 * 100, "cpu_noise_iqr_low": c1 * 100, "cpu_noise_iqr_high": c3 * 100,
+                "tasks_per_s_watched": statistics.median(runs["watched"]),
                 "tasks_per_s_unwatched": statistics.median(runs["unwatched"]),
                 "loss_percent": (1 - statistics.median(ratios)) * 100, "loss_iqr_low": (1 - q3) * 100,
                 "loss_iqr_high": (1 - q1) * 100, "noise_iqr_low": n1 * 100, "noise_iqr_high": n3 * 100,
@@ -122,6 +223,17 @@ def markdown(r: dict[str, Any]) -> str:
         f"| loss (median; IQR; IQR of the same setting twice in a row) | **{r['loss_percent']:.1f}%** "
         f"({r['loss_iqr_low']:.1f} to {r['loss_iqr_high']:.1f}%; noise {r['noise_iqr_low']:.1f} to "
         f"{r['noise_iqr_high']:.1f}%) |",
+        f"| CPU a task, cluster + browser: watched / unwatched (ms) | "
+        f"{r['cpu_ms_per_task_watched_cluster']:.2f} + {r['cpu_ms_per_task_watched_browser']:.2f} / "
+        f"{r['cpu_ms_per_task_unwatched_cluster']:.2f} + {r['cpu_ms_per_task_unwatched_browser']:.2f} |",
+        f"| watching's own CPU a task: browser (over blank tabs) + pages' updates + progress bar (ms) | "
+        f"{r['cpu_ms_per_task_watched_browser'] - r['cpu_ms_per_task_unwatched_browser']:.3f} + "
+        f"{r['cpu_ms_per_task_watched_pages']:.3f} + {r['cpu_ms_per_task_watched_bar']:.3f} |",
+        f"| direct cost: that over the unwatched work's CPU (median; IQR) | **{r['direct_percent']:.1f}%** "
+        f"({r['direct_iqr_low']:.1f} to {r['direct_iqr_high']:.1f}%) |",
+        f"| CPU tax: all CPU watched over unwatched (median of paired rounds; IQR; same setting twice in a row) | "
+        f"**{r['cpu_tax_percent']:.1f}%** ({r['cpu_tax_iqr_low']:.1f} to {r['cpu_tax_iqr_high']:.1f}%; noise "
+        f"{r['cpu_noise_iqr_low']:.1f} to {r['cpu_noise_iqr_high']:.1f}%) |",
         f"| load average (1 min) before the run | {r['load_before']:.2f} |",
     ])
 

@@ -164,6 +164,10 @@ def test_lineage_marks_lost_results_after_a_worker_left() -> None:
     for row in store.collect(0):
         agg.add(row)
     assert agg.groups["fit"].running == 1 and agg.groups["fit"].reconstructed == 1
+    # what the page reads (no whole rows) says what the rows say
+    assert store.lineage_rows(0) == [(r["index"], r["key"], r["stage"] or r["function"], tuple(r["deps"]), r["state"],
+                                      r["kind"] == "actor call", r["reconstruction"]) for r in store.collect(0)]
+    assert store.lineage_rows(1) == store.lineage_rows(0)[1:] and store.lineage_rows(0, limit=1)[0][0] == 0
     store.mark(a, "lost")
     store.close(b, MEMORY, ("load-1",), None, "fit", None, "tcp://w:2", 1, 8, 2.0, 3.0)
     agg.recheck(store, worker_left=False)

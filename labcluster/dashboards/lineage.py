@@ -74,15 +74,20 @@ class LineageAggregate:
         return str(row.get("stage") or row.get("function") or "?")
 
     def add(self, row: dict[str, Any]) -> None:
-        name = self.group_of(row)
+        """Take in one record row (a dict, as ``lc.list_tasks`` gives)."""
+        self.add_brief(int(row["index"]), str(row["key"]), self.group_of(row),
+                       tuple(str(d) for d in row.get("deps") or ()), str(row.get("state")),
+                       row.get("kind") == "actor call", bool(row.get("reconstruction")))
+
+    def add_brief(self, index: int, key: str, name: str, deps: tuple[str, ...], state: str, actor_call: bool,
+                  rebuilt: bool) -> None:
+        """Take in one row as ``RecordsPlugin.lineage_rows`` gives it (what :meth:`add` reads of a whole row)."""
         group = self.groups.get(name)
         if group is None:
             group = self.groups[name] = Group(order=len(self.groups))
-        index, key = int(row["index"]), str(row["key"])
         group.tasks += 1
-        group.actor_calls += row.get("kind") == "actor call"
-        group.reconstructed += bool(row.get("reconstruction"))
-        deps = tuple(str(d) for d in row.get("deps") or ())
+        group.actor_calls += actor_call
+        group.reconstructed += rebuilt
         for dep in deps:
             edge = (self.key_group.get(dep, "(older tasks)"), name)
             self.edges[edge] = self.edges.get(edge, 0) + 1
@@ -90,7 +95,7 @@ class LineageAggregate:
         while len(self.key_group) > KEYS_KEPT:
             self.key_group.pop(next(iter(self.key_group)))
         self.recent.append((index, key, name, deps))
-        self._count(index, name, str(row.get("state")))
+        self._count(index, name, state)
 
     def _count(self, index: int, name: str, state: str) -> None:
         group = self.groups[name]
@@ -252,10 +257,10 @@ class LineageGraph:
             self.summary.text = f"<b>lineage</b> &middot; {text}"
             return
         store = plugin.store
-        page = plugin.page(max(self._next, store.first_index), READ_LIMIT)
-        self._next = int(page["next"])
-        for row in page["rows"]:
-            self.aggregate.add(row)
+        rows = plugin.lineage_rows(max(self._next, store.first_index), READ_LIMIT)
+        self._next = rows[-1][0] + 1 if rows else max(self._next, store.first_index)
+        for row in rows:
+            self.aggregate.add_brief(*row)
         now_left = departures(self.scheduler)
         self.aggregate.recheck(store, worker_left=now_left != self._departures)
         self._departures = now_left

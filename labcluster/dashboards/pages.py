@@ -24,7 +24,8 @@ starts (``labcluster/scheduler/extension.py``), on any scheduler the plugin runs
 scheduler's own dashboard server, bound where it binds (127.0.0.1 unless the cluster was started otherwise), next
 to distributed's pages, and only read state. A page is a bokeh document with one or more components that follow
 distributed's dashboard contract (a ``source``, a ``root`` layout, an ``update()`` called from a periodic callback
-every ``labcluster.dashboard.update-interval``).
+every ``labcluster.dashboard.update-interval``). What the updates cost this process (CPU seconds, building the data
+and the patches bokeh sends) is counted in :data:`SPENT`: ``bench.observability`` reads it.
 
 >>> sorted(PAGES)[0], PAGES["/individual-labcluster-resources"].title
 ('/individual-labcluster-actors', 'labcluster: resources')
@@ -33,6 +34,7 @@ every ``labcluster.dashboard.update-interval``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +94,27 @@ PAGES: dict[str, Page] = {
 }
 
 
+#: what the pages' periodic updates cost in this process so far: CPU seconds (the update's own, and bokeh's, which
+#: serialises the changes it sends within it) and how many ran
+SPENT: dict[str, float] = {"cpu": 0.0, "updates": 0}
+
+
+class Metered:
+    """A component whose ``update()`` adds its CPU time to :data:`SPENT` (the rest of the contract passes through)."""
+
+    def __init__(self, component: Any) -> None:
+        self.component = component
+        self.root = component.root
+
+    def update(self) -> None:
+        started = time.thread_time()
+        try:
+            self.component.update()
+        finally:
+            SPENT["cpu"] += time.thread_time() - started
+            SPENT["updates"] += 1
+
+
 def build(scheduler: Any, page: Page, doc: Any) -> list[Any]:
     """Fill ``doc`` with ``page``'s components, each updated every ``labcluster.dashboard.update-interval``.
     Returns the components (a test may call their ``update()``)."""
@@ -104,7 +127,7 @@ def build(scheduler: Any, page: Page, doc: Any) -> list[Any]:
     for component in components:
         component.update()
         # distributed's helper: the callback holds the component weakly, so a closed tab frees it
-        add_periodic_callback(doc, component, int(config.seconds("dashboard.update-interval") * 1000))
+        add_periodic_callback(doc, Metered(component), int(config.seconds("dashboard.update-interval") * 1000))
     header = Div(text=f"<h3 style='margin:4px 0'>{page.title}</h3><span style='color:#555'>{page.what} &middot; "
                       f"read-only, refreshed every {config.seconds('dashboard.update-interval'):g} s</span>",
                  sizing_mode="stretch_width")

@@ -290,6 +290,17 @@ class RecordsPlugin(SchedulerPlugin):
                 "next": rows[-1]["index"] + 1 if rows else max(since, store.first_index), "dropped": store.dropped,
                 "end": store.next_index}
 
+    def lineage_rows(self, since: int = 0, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """``RecordStore.lineage_rows``, with a running task's group and inputs from the scheduler (a row learns
+        them when it closes), as :meth:`live` fills whole rows."""
+        rows = self.store.lineage_rows(since, limit)
+        for i, (index, key, group, deps, state, actor_call, rebuilt) in enumerate(rows):
+            if state in OPEN_SET and not actor_call and (ts := self._task(key)) is not None:
+                ts_deps, _, stage, _ = _what(ts)
+                rows[i] = (index, key, stage or group, deps or ts_deps,
+                           ts.state if ts.state in OPEN_SET else state, actor_call, rebuilt)
+        return rows
+
     def lineage(self, keys: list[str], limit: int = 100_000) -> dict[str, Any]:
         """Every attempt of ``keys`` and of everything they depend on (breadth first), with each key's state now."""
         store = self.store
