@@ -1,19 +1,24 @@
 """Does watching tax the work? Throughput with labcluster's dashboards open in a browser and a progress bar live,
 against both off (issue 12: loss <= 5%).
 
-``python -m bench.observability [rounds]`` runs batches of 2,000 no-op tasks on ``lc.init(num_cpus=2)``'s cluster
-(its dashboard on), in paired rounds as ``bench.records`` does: each round one batch *watched* -- headless
-Chromium showing the four labcluster pages (resources, timeline, lineage, actors, each updating every
-``labcluster.dashboard.update-interval`` through the scheduler's bokeh server) and ``lc.get(refs,
+``python -m bench.observability [rounds] [tasks]`` runs batches of 2,000 (or ``tasks``) no-op tasks on
+``lc.init(num_cpus=2)``'s cluster (its dashboard on), in paired rounds as ``bench.records`` does: each round one
+batch *watched* -- headless Chromium showing the four labcluster pages (resources, timeline, lineage, actors, each
+updating every ``labcluster.dashboard.update-interval`` through the scheduler's bokeh server) and ``lc.get(refs,
 progress=True)``'s bar polling the refs -- and one batch *unwatched* (the tabs on ``about:blank``, no bar),
 alternating which goes first. Each batch starts ``SETTLE`` seconds after its pages opened (or blanked): opening
-them is paid once, watching them all along. The loss is the median over
-rounds of 1 - watched / unwatched, with its spread and the noise floor (the same setting twice in a row). A batch
-is timed until the scheduler forgot its tasks. The browser's own CPU is part of the cost: on 2 cores it competes
-with the cluster, as it would on a laptop. Beside throughput it counts the CPU seconds per task of every process
-involved (this one, the cluster's, Playwright's and Chromium's): the *CPU tax* is what watching adds to what the
-work costs, the throughput it takes on a machine whose cores are all busy, and unlike throughput it does not move
-with other tenants' load. Writes ``bench/results/observability.{json,md}``.
+them is paid once, watching them all along. A batch is timed until the scheduler forgot its tasks. Three figures:
+
+- the throughput loss: the median over rounds of 1 - watched / unwatched, with its spread and the noise floor
+  (the same setting twice in a row);
+- the CPU tax: CPU seconds per task of every process involved (this one, the cluster's, Playwright's and
+  Chromium's), watched over unwatched: on a machine whose cores are all busy, the throughput watching takes;
+- the direct cost: what watching itself spends, measured where it is spent (Chromium's CPU over blank tabs, the
+  pages' updates on the scheduler, ``labcluster.dashboards.pages.SPENT``, and the progress bar's thread), over the
+  unwatched work's CPU. Other tenants' load hardly moves it, while it moves the other two by +-20% a batch here.
+
+The browser's own CPU is part of the cost: on 2 cores it competes with the cluster, as it would on a laptop.
+Writes ``bench/results/observability.{json,md}``.
 """
 
 from __future__ import annotations
@@ -74,6 +79,20 @@ def _pages_spent(dask_scheduler: Any = None) -> float:
     from labcluster.dashboards.pages import SPENT
 
     return float(SPENT["cpu"])
+
+
+def _until_pages_idle(session: Any, timeout: float = 60.0) -> None:
+    """Wait until no page updates on the scheduler: bokeh keeps a closed tab's document (and its periodic updates)
+    until it finds the session unused, some seconds later; an unwatched batch must not pay for them."""
+    deadline = time.monotonic() + timeout
+    spent = session.client.run_on_scheduler(_pages_spent)
+    while time.monotonic() < deadline:
+        time.sleep(2.5)  # past one update interval (2 s)
+        now = session.client.run_on_scheduler(_pages_spent)
+        if now == spent:
+            return
+        spent = now
+    raise RuntimeError(f"the scheduler's pages still updated {timeout:g} s after their tabs were blanked")
 
 
 class ThreadClock:
@@ -172,6 +191,8 @@ def paired(rounds: int) -> dict[str, Any]:
         for i in range(rounds):
             for mode in ("watched", "unwatched") if i % 2 == 0 else ("unwatched", "watched"):
                 opened = browser.watch(mode == "watched")
+                if mode == "unwatched":
+                    _until_pages_idle(session)
                 rate, cpu = _batch(session, fn, progress=mode == "watched")
                 runs[mode].append(rate)
                 cpus[mode].append(cpu)
@@ -240,6 +261,8 @@ def markdown(r: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 10
+    if len(sys.argv) > 2 and sys.argv[2].isdigit():  # tasks a batch: longer batches, less noise per pair
+        BATCH = int(sys.argv[2])
     print(f"bench.observability: {rounds} paired rounds, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     result = paired(rounds)
     md = markdown(result)

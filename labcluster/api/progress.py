@@ -76,14 +76,21 @@ class _Tracker:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="labcluster-progress", daemon=True)
         self.lock = threading.Lock()
+        self._pending, self._done, self._failed = list(refs), 0, 0
 
     def counts(self) -> tuple[int, int]:
-        done = failed = 0
-        for ref in self.refs:
-            if ref.done():
-                done += 1
-                failed += ref.state in ("error", "cancelled", "lost")
-        return done, failed
+        """Refs done, and failed, so far. Only the refs not done at the last look are looked at again: a bar over
+        2,000 refs refreshed 5 times a second cost its thread ~1% of a core looking at all of them."""
+        with self.lock:
+            pending = []
+            for ref in self._pending:
+                if ref.done():
+                    self._done += 1
+                    self._failed += ref.state in ("error", "cancelled", "lost")
+                else:
+                    pending.append(ref)
+            self._pending = pending
+            return self._done, self._failed
 
     def _run(self) -> None:
         if self.stop.wait(self.delay):

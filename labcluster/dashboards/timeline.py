@@ -29,7 +29,6 @@ from typing import Any
 from distributed.metrics import time
 
 from .. import config
-from ..diagnostics.record_store import OPEN_SET
 from ..diagnostics.timeline import FAILED, RECONSTRUCTED
 from .state import missing_extension_text, records, worker_names
 
@@ -177,18 +176,22 @@ class TaskTimeline:
         store = plugin.store
         if self._next < 0:  # first read: only what can still show
             self._next = max(store.first_index, store.next_index - self.max_bars)
-        self._next = max(self._next, store.first_index, store.next_index - READ_LIMIT)
-        page = plugin.page(self._next, READ_LIMIT)
-        self._next = int(page["next"])
-        ended = [i for i in self._open if not store.holds(i) or store.state_of(i) not in OPEN_SET]
-        rows = [*page["rows"], *(store.row(i) for i in ended if store.holds(i))]
+        start = max(self._next, store.first_index, store.next_index - READ_LIMIT)
+        self._next = min(store.next_index, start + READ_LIMIT)
+        # a whole row is built only for an attempt that ended: one still running is only its index until then (a
+        # flood of 10,000 queued tasks made each update build 10,000 rows it then threw away)
+        ended = [i for i in self._open if not store.is_open(i)]
         for i in ended:
             del self._open[i]
-        for row in rows:
-            if row["state"] in OPEN_SET:
-                self._open[int(row["index"])] = None
-            elif (row.get("started") is not None and row.get("finished") is not None
-                  and float(row["finished"]) >= now - self.window):
+        closed = []
+        for i in range(start, self._next):
+            if store.is_open(i):
+                self._open[i] = None
+            else:
+                closed.append(i)
+        for row in plugin.live([store.row(i) for i in (*closed, *ended) if store.holds(i)]):
+            if (row.get("started") is not None and row.get("finished") is not None
+                    and float(row["finished"]) >= now - self.window):
                 self._ran.append(row)
                 self._fresh.append(row)
 
