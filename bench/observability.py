@@ -81,6 +81,21 @@ def _pages_spent(dask_scheduler: Any = None) -> float:
     return float(SPENT["cpu"])
 
 
+def _catch_up(dask_scheduler: Any = None) -> float:
+    """Run on the scheduler: seconds a lineage page opened now takes to read the records held (it reads
+    ``READ_LIMIT`` rows an update, so that no update holds the event loop long): opening it is a cost paid once,
+    not watching's."""
+    import math
+
+    from labcluster import config
+    from labcluster.dashboards.lineage import READ_LIMIT
+    from labcluster.dashboards.state import records
+
+    plugin = records(dask_scheduler)
+    held = len(plugin.store) if plugin is not None else 0
+    return math.ceil(held / READ_LIMIT) * config.seconds("dashboard.update-interval")
+
+
 def _until_pages_idle(session: Any, timeout: float = 60.0) -> None:
     """Wait until no page updates on the scheduler: bokeh keeps a closed tab's document (and its periodic updates)
     until it finds the session unused, some seconds later; an unwatched batch must not pay for them."""
@@ -154,15 +169,20 @@ class Browser:
         self.browser = self.pw.chromium.launch(executable_path=executable, args=FLAGS)
         self.tabs = [self.browser.new_page(viewport={"width": 1200, "height": 900}) for _ in PAGES]
         self.base = base
+        self.on = False
 
-    def watch(self, on: bool) -> float:
-        """Open (or blank) the four pages; returns how long it took (the pages are live when it returns)."""
+    def watch(self, on: bool, catch_up: float = 0.0) -> float:
+        """Open (or blank) the four pages; returns how long it took (the pages are live when it returns). Pages
+        open already stay as they are (watching goes on). ``catch_up``: seconds more to wait after opening them."""
         t = time.perf_counter()
-        for tab, page in zip(self.tabs, PAGES, strict=True):
-            tab.goto(f"{self.base}/individual-labcluster-{page}" if on else "about:blank", timeout=120_000)
-        if on:  # the documents are live (their websockets open) before the batch starts
-            for tab in self.tabs:
-                tab.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=120_000)
+        if on != self.on:
+            for tab, page in zip(self.tabs, PAGES, strict=True):
+                tab.goto(f"{self.base}/individual-labcluster-{page}" if on else "about:blank", timeout=120_000)
+            if on:  # the documents are live (their websockets open) before the batch starts
+                for tab in self.tabs:
+                    tab.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=120_000)
+                time.sleep(catch_up)
+            self.on = on
         took = time.perf_counter() - t
         # what is measured is watching, not opening: loading BokehJS and the first render of four pages are a cost
         # paid once when a user opens them, and would land in the batch. Both settings wait alike.
@@ -190,7 +210,7 @@ def paired(rounds: int) -> dict[str, Any]:
         order: list[tuple[str, float, float]] = []
         for i in range(rounds):
             for mode in ("watched", "unwatched") if i % 2 == 0 else ("unwatched", "watched"):
-                opened = browser.watch(mode == "watched")
+                opened = browser.watch(mode == "watched", catch_up=session.client.run_on_scheduler(_catch_up))
                 if mode == "unwatched":
                     _until_pages_idle(session)
                 rate, cpu = _batch(session, fn, progress=mode == "watched")
