@@ -266,6 +266,9 @@ def test_a_failing_operator_names_itself_the_block_and_the_row() -> None:
     text = str(info.value)
     assert "in dataset operator 'Map(_raises_row)', block 1, row 3" in text
     assert 'raise ValueError("bad row")' in text  # the remote traceback, with its source line
+    from conftest import wait_until
+
+    assert wait_until(lambda: _memory_watches() == 0, timeout=20)  # a failed run ends its memory watch too
 
 
 def test_bad_input_fails_fast_with_the_fix() -> None:

@@ -110,7 +110,9 @@ class _Tracker:
             bar = self.bar
         self.thread.join(timeout=5)
         if bar is not None:
-            done, failed = self.counts()
+            # the last word counts every ref again: a result lost after it was counted is not done any more
+            done = sum(1 for ref in self.refs if ref.done())
+            failed = sum(1 for ref in self.refs if ref.done() and ref.state in ("error", "cancelled", "lost"))
             with contextlib.suppress(Exception):
                 bar.close("failed" if state == "done" and failed else state, done, failed)
 

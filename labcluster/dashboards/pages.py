@@ -95,7 +95,7 @@ PAGES: dict[str, Page] = {
 
 
 #: what the pages' periodic updates cost in this process so far: CPU seconds (the update's own, and bokeh's, which
-#: serialises the changes it sends within it) and how many ran
+#: serialises the changes it sends within it) and how many ran; a page's first fill, as it opens, is not counted
 SPENT: dict[str, float] = {"cpu": 0.0, "updates": 0}
 
 

@@ -183,10 +183,8 @@ class Execution:
             self.managed_start = int(reply["now"])
 
     def _loop(self) -> None:
-        watching = False
         try:
             self._watch_memory()
-            watching = True
             while not self._stop.is_set():
                 self._watch()
                 self._launch()
@@ -210,10 +208,11 @@ class Execution:
             self._out.put(e)
         finally:
             self.ended = time.perf_counter()
-            if watching:
-                with contextlib.suppress(Exception):  # a lost scheduler: the run's own error says so
-                    self._watch_memory(stop=True)
             self._shutdown_work()
+            # after the work is stopped (a scheduler slow to answer holds nothing up); ending a watch that never
+            # began is harmless
+            with contextlib.suppress(Exception):  # a lost scheduler: the run's own error says so
+                self._watch_memory(stop=True)
             self._watch(force=True)
 
     def _track(self, run: _StageRun, ref: ObjectRef, item: Item, block_id: str) -> None:

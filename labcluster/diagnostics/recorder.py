@@ -297,6 +297,7 @@ class RecordsPlugin(SchedulerPlugin):
         for i, (index, key, group, deps, state, actor_call, rebuilt) in enumerate(rows):
             if state in OPEN_SET and not actor_call and (ts := self._task(key)) is not None:
                 ts_deps, _, stage, _ = _what(ts)
+                # an open row holds no stage yet (it is written at close): group is its function here
                 rows[i] = (index, key, stage or group, deps or ts_deps,
                            ts.state if ts.state in OPEN_SET else state, actor_call, rebuilt)
         return rows

@@ -227,8 +227,12 @@ class LabclusterExtension:
     def memory_watch(self, id: str, stop: bool = False) -> dict[str, int]:
         """The bytes of results the workers hold now, and the most they held at once since watch ``id`` began
         (its first call begins it; ``stop`` ends it). The peak is taken at every result a task stores
-        (:meth:`held_bytes_grew`): exact without the driver polling, and nothing to do while no watch is open."""
+        (:meth:`held_bytes_grew`), with no polling: a copy a worker fetched counts from the next stored result on
+        (one freed before that is missed). Each stored result sums the workers' bytes while a watch is open: O(workers).
+        Watches a driver never ended (it died) stay until :data:`MAX_MEMORY_WATCHES` newer ones push them out."""
         now = int(sum(ws.nbytes for ws in self.scheduler.workers.values()))
+        if stop and id not in self.memory_peaks:  # evicted, or never begun (its first call failed)
+            return {"now": now, "peak": now}
         if id not in self.memory_peaks:
             while len(self.memory_peaks) >= MAX_MEMORY_WATCHES:  # watches whose driver never ended them
                 del self.memory_peaks[next(iter(self.memory_peaks))]
