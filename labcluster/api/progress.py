@@ -69,6 +69,10 @@ def install(factory: BarFactory, *, auto: bool) -> None:
     _factory, _auto = factory, auto
 
 
+#: the states of a ref a bar counts as failed
+FAILED_STATES = ("error", "cancelled", "lost")
+
+
 class _Tracker:
     def __init__(self, refs: Sequence[Any], label: str, delay: float) -> None:
         self.refs, self.label, self.delay = refs, label, delay
@@ -86,7 +90,7 @@ class _Tracker:
             for ref in self._pending:
                 if ref.done():
                     self._done += 1
-                    self._failed += ref.state in ("error", "cancelled", "lost")
+                    self._failed += ref.state in FAILED_STATES
                 else:
                     pending.append(ref)
             self._pending = pending
@@ -111,8 +115,8 @@ class _Tracker:
         self.thread.join(timeout=5)
         if bar is not None:
             # the last word counts every ref again: a result lost after it was counted is not done any more
-            done = sum(1 for ref in self.refs if ref.done())
-            failed = sum(1 for ref in self.refs if ref.done() and ref.state in ("error", "cancelled", "lost"))
+            finished = [ref for ref in self.refs if ref.done()]
+            done, failed = len(finished), sum(ref.state in FAILED_STATES for ref in finished)
             with contextlib.suppress(Exception):
                 bar.close("failed" if state == "done" and failed else state, done, failed)
 

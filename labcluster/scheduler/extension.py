@@ -224,27 +224,29 @@ class LabclusterExtension:
         per = {str(ws.name): int(ws.nbytes) for ws in self.scheduler.workers.values()}
         return {"managed": sum(per.values()), "workers": per}
 
+    def _held_bytes(self) -> int:
+        return int(sum(ws.nbytes for ws in self.scheduler.workers.values()))
+
     def memory_watch(self, id: str, stop: bool = False) -> dict[str, int]:
         """The bytes of results the workers hold now, and the most they held at once since watch ``id`` began
         (its first call begins it; ``stop`` ends it). The peak is taken at every result a task stores
         (:meth:`held_bytes_grew`), with no polling: a copy a worker fetched counts from the next stored result on
         (one freed before that is missed). Each stored result sums the workers' bytes while a watch is open: O(workers).
         Watches a driver never ended (it died) stay until :data:`MAX_MEMORY_WATCHES` newer ones push them out."""
-        now = int(sum(ws.nbytes for ws in self.scheduler.workers.values()))
-        if stop and id not in self.memory_peaks:  # evicted, or never begun (its first call failed)
-            return {"now": now, "peak": now}
-        if id not in self.memory_peaks:
-            while len(self.memory_peaks) >= MAX_MEMORY_WATCHES:  # watches whose driver never ended them
-                del self.memory_peaks[next(iter(self.memory_peaks))]
-            self.memory_peaks[id] = now
-        peak = max(self.memory_peaks.pop(id) if stop else self.memory_peaks[id], now)
+        now, peaks = self._held_bytes(), self.memory_peaks
+        if id not in peaks:
+            if stop:  # evicted, or never begun (its first call failed)
+                return {"now": now, "peak": now}
+            while len(peaks) >= MAX_MEMORY_WATCHES:  # watches whose driver never ended them
+                del peaks[next(iter(peaks))]
+            peaks[id] = now
+        peak = max(peaks.pop(id) if stop else peaks[id], now)
         if not stop:
-            self.memory_peaks[id] = peak
+            peaks[id] = peak
         return {"now": now, "peak": peak}
 
     def held_bytes_grew(self) -> None:
-        now = sum(ws.nbytes for ws in self.scheduler.workers.values())
-        peaks = self.memory_peaks
+        now, peaks = self._held_bytes(), self.memory_peaks
         for id, peak in peaks.items():
             if now > peak:
                 peaks[id] = now
