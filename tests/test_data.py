@@ -160,6 +160,28 @@ def test_breaking_off_stops_the_execution_and_kills_its_actors() -> None:
     assert wait_until(lambda: _memory_watches() == 0, timeout=20)  # its memory watch ended with it
 
 
+def _data_topics() -> list[str]:
+    """The scheduler's event topics for dataset block reports (it keeps every topic it has seen)."""
+    return sorted(lc.current_session().client.run_on_scheduler(
+        lambda dask_scheduler: [t for t in dask_scheduler._broker._topics if t.startswith("labcluster-data")]))
+
+
+def test_runs_report_their_blocks_on_one_topic_that_does_not_grow() -> None:
+    ds = lc.data.range(8, override_num_blocks=4).map(lambda r: {"id": r["id"] * 2})
+    for mode in ("bulk", "pipelined", "bulk"):
+        assert ds.count(mode=mode) == 8
+    for _ in zip(range(1), ds.iter_batches(batch_size=None), strict=False):  # one stopped early: its late reports
+        pass
+    assert ds.take_all()[-1] == {"id": 14}
+    session = lc.current_session()
+    assert _data_topics() == [f"labcluster-data-{session.client.id}"]  # one for this session, not one a run
+    from conftest import wait_until
+
+    from labcluster.data.reports import BlockReports
+
+    assert wait_until(lambda: not session.part(BlockReports)._reports, timeout=10)  # each run forgot its reports
+
+
 # -- sources, operators, consumers ---------------------------------------------------------------------------
 
 def test_sources_read_on_the_workers(tmp_path: Any) -> None:

@@ -26,7 +26,6 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import labcluster as lc
 import labcluster.data.tasks as tasks
@@ -44,6 +43,7 @@ from ..api.submit import stage as in_stage
 from ..exceptions import LabclusterError
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
+from .reports import BlockReports
 from .runs import Item, _Actor, _StageRun
 
 MODES = ("pipelined", "bulk")
@@ -66,13 +66,12 @@ class Execution:
             raise ValueError(f"execution mode must be 'pipelined' or 'bulk', got {mode!r}{hint}")
         self.session = current_session()
         self.id = uuid.uuid4().hex[:12]
-        self.topic = f"labcluster-data-{self.id}"
+        self.reports = self.session.part(BlockReports)
+        self.topic = self.reports.topic  # what the tasks report their blocks on
         self.mode, self.preserve_order = mode, preserve_order
         self.max_blocks, self.max_bytes = max_blocks, max_bytes
         self.runs = [_StageRun(s, i, self) for i, s in enumerate(stages)]
         self.source_items = list(source_items)
-        self._meta: dict[str, dict[str, Any]] = {}
-        self._meta_changed = threading.Condition()
         self._out: queue.Queue[Item | BaseException | None] = queue.Queue()
         self._out_blocks = 0  # in the queue or being consumed (the last stage's held blocks)
         self._stop = threading.Event()
@@ -154,7 +153,7 @@ class Execution:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def start(self) -> Execution:
-        self.session.client.subscribe_topic(self.topic, self._on_meta)
+        self.reports.open(self.id)
         self.started = time.perf_counter()
         first = self.runs[0] if self.runs else None
         if first is None:
@@ -281,7 +280,7 @@ class Execution:
         return min(free, key=lambda a: a.running)
 
     def _start_block(self, run: _StageRun, item: Item) -> None:
-        block_id = f"{run.position}-{item.index}-{uuid.uuid4().hex[:8]}"
+        block_id = self._block_id(run, item.index)
         args = (item.read, item.ref, item.index, block_id)
         with in_stage(run.stage.name):
             if run.stage.actors:
@@ -321,7 +320,7 @@ class Execution:
                 self._remake(run, item)
                 return
             raise LabclusterError(f"dataset operator {run.stage.name!r}: block {item.index} ended {ref.state}")
-        meta = self._wait_meta(block_id)
+        meta = self.reports.wait(self.id, block_id)
         self._release(item, run.position - 1)
         ahead = run.ahead.pop(ref, None)
         out = ahead or Item(item.index, ref, source=item if run.stage.actors else None,
@@ -388,15 +387,20 @@ class Execution:
             self._emit_next += 1
 
     def _close_finished(self) -> None:
+        closed = []
         for i, run in enumerate(self.runs):
             if run.finished or not run.upstream_done or run.inputs or run.running:
                 continue
             if run.stage.kind == "all_to_all" and not run.launched:
                 continue
             run.finished = True
-            self._stop_actors(run, "its dataset stage finished")
+            closed.append(run)
             if i + 1 < len(self.runs):
                 self.runs[i + 1].upstream_done = True
+        if closed and any(run.actors for run in closed):
+            self._launch()  # the next stage (bulk: behind this barrier) starts before a round trip per actor killed
+            for run in closed:
+                self._stop_actors(run, "its dataset stage finished")
 
     # -- all-to-all and limit --------------------------------------------------------------------------------------
     def _launch_all_to_all(self, run: _StageRun) -> None:
@@ -411,7 +415,7 @@ class Execution:
             whole = lc.remote(tasks.all_to_all).options(name=_class_name(run.stage.name)).remote(
                 op.fn, op.args, n, *[p.ref for p in parts])
             for i in range(n):
-                block_id = f"{run.position}-{i}-{uuid.uuid4().hex[:8]}"
+                block_id = self._block_id(run, i)
                 ref = lc.remote(tasks.pick).options(name=_class_name(run.stage.name)).remote(
                     whole, i, block_id, self.topic)
                 self._track(run, ref, Item(i), block_id)
@@ -444,7 +448,7 @@ class Execution:
                 run.stats.rows += rows
                 self._hand_on(run, Item(item.index, item.ref, rows=rows, nbytes=item.nbytes))
             else:
-                block_id = f"{run.position}-{item.index}-{uuid.uuid4().hex[:8]}"
+                block_id = self._block_id(run, item.index)
                 with in_stage(run.stage.name):
                     ref = lc.remote(tasks.slice_block).options(name="Limit").remote(
                         item.ref, left, block_id, self.topic)
@@ -470,19 +474,9 @@ class Execution:
             run.upstream_done = True
         self.runs[position].upstream_done = True
 
-    # -- metadata from the workers --------------------------------------------------------------------------------
-    def _on_meta(self, event: tuple[float, dict[str, Any]]) -> None:
-        _, msg = event
-        with self._meta_changed:
-            self._meta[str(msg["id"])] = msg
-            self._meta_changed.notify_all()
-
-    def _wait_meta(self, block_id: str, timeout: float = 10.0) -> dict[str, Any]:
-        with self._meta_changed:
-            if not self._meta_changed.wait_for(lambda: block_id in self._meta, timeout=timeout):
-                raise LabclusterError(f"dataset block {block_id} finished but its worker's report did not arrive "
-                                      f"within {timeout:g}s; is the scheduler overloaded?")
-            return self._meta.pop(block_id)
+    def _block_id(self, run: _StageRun, index: int) -> str:
+        """A new block's id: this execution's id first (how its report finds it), then its stage and index."""
+        return f"{self.id}-{run.position}-{index}-{uuid.uuid4().hex[:8]}"
 
     # -- the consumer's side -------------------------------------------------------------------------------------
     def outputs(self, timeout: float | None = None) -> Iterator[Item]:
@@ -512,12 +506,11 @@ class Execution:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
-        """Stop: cancel what runs, kill the stage actors, stop listening (idempotent)."""
+        """Stop: cancel what runs, kill the stage actors, drop its blocks' reports (idempotent)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        with contextlib.suppress(Exception):
-            self.session.client.unsubscribe_topic(self.topic)
+        self.reports.close(self.id)
 
     def _stop_actors(self, run: _StageRun, why: str) -> None:
         for actor in run.actors:

@@ -1,8 +1,8 @@
 """What runs on the workers for a Dataset: the stage task, the stage actor, and the all-to-all tasks.
 
-Each block a stage makes is reported to the driver as an event (``Worker.log_event`` on the execution's topic):
-its rows, bytes, wall and CPU time. That is how the driver counts rows (``limit``, ``count``), bounds the bytes in
-flight, and fills ``stats()`` without fetching a block.
+Each block a stage makes is reported to the driver as an event (``Worker.log_event`` on the driver session's topic,
+``labcluster/data/reports.py``): its rows, bytes, wall and CPU time. That is how the driver counts rows (``limit``,
+``count``), bounds the bytes in flight, and fills ``stats()`` without fetching a block.
 """
 
 from __future__ import annotations
