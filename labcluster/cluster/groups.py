@@ -196,8 +196,8 @@ def memory_limits(groups: Sequence[WorkerGroup], total: int | None = None) -> di
     {'cpu': 3000, 'gpu': 1000}
     """
     total = memory_total() if total is None else total
-    slots = sum(g.n * g.nthreads for g in groups) or 1
-    return {g.name: int(total * g.nthreads / slots) if g.memory_limit == "auto" else g.memory_limit for g in groups}
+    per_thread = total // (sum(g.n * g.nthreads for g in groups) or 1)  # whole bytes: exact multiples, never over
+    return {g.name: per_thread * g.nthreads if g.memory_limit == "auto" else g.memory_limit for g in groups}
 
 
 def cpu_count() -> int:
