@@ -43,7 +43,7 @@ from ..api.submit import stage as in_stage
 from ..exceptions import LabclusterError
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
-from .reports import BlockReports
+from .reports import BlockReports, block_id
 from .runs import Item, _Actor, _StageRun
 
 MODES = ("pipelined", "bulk")
@@ -187,6 +187,7 @@ class Execution:
             while not self._stop.is_set():
                 self._watch()
                 self._launch()
+                self._stop_finished_actors()  # after the launch: a barrier's next stage waits for no kill
                 if all(run.finished for run in self.runs):
                     break
                 if any(run.running for run in self.runs):
@@ -387,19 +388,19 @@ class Execution:
             self._emit_next += 1
 
     def _close_finished(self) -> None:
-        closed = []
         for i, run in enumerate(self.runs):
             if run.finished or not run.upstream_done or run.inputs or run.running:
                 continue
             if run.stage.kind == "all_to_all" and not run.launched:
                 continue
             run.finished = True
-            closed.append(run)
             if i + 1 < len(self.runs):
                 self.runs[i + 1].upstream_done = True
-        if closed and any(run.actors for run in closed):
-            self._launch()  # the next stage (bulk: behind this barrier) starts before a round trip per actor killed
-            for run in closed:
+
+    def _stop_finished_actors(self) -> None:
+        """Kill the actors of the stages that have finished (a scheduler round trip each)."""
+        for run in self.runs:
+            if run.finished and run.actors:
                 self._stop_actors(run, "its dataset stage finished")
 
     # -- all-to-all and limit --------------------------------------------------------------------------------------
@@ -475,8 +476,7 @@ class Execution:
         self.runs[position].upstream_done = True
 
     def _block_id(self, run: _StageRun, index: int) -> str:
-        """A new block's id: this execution's id first (how its report finds it), then its stage and index."""
-        return f"{self.id}-{run.position}-{index}-{uuid.uuid4().hex[:8]}"
+        return block_id(self.id, run.position, index)
 
     # -- the consumer's side -------------------------------------------------------------------------------------
     def outputs(self, timeout: float | None = None) -> Iterator[Item]:
@@ -510,7 +510,7 @@ class Execution:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
-        self.reports.close(self.id)
+        self.reports.forget(self.id)
 
     def _stop_actors(self, run: _StageRun, why: str) -> None:
         for actor in run.actors:

@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from typing import Any
 
 from ..exceptions import LabclusterError
+
+
+def block_id(execution: str, position: int, index: int) -> str:
+    """A new block's id: its execution's id first (how :meth:`BlockReports.wait` finds its report), then its stage's
+    position and its index."""
+    return f"{execution}-{position}-{index}-{uuid.uuid4().hex[:8]}"
 
 
 class BlockReports:
@@ -26,22 +33,23 @@ class BlockReports:
         self._changed = threading.Condition()
         self._subscribed = False
 
-    def open(self, execution: str) -> str:
-        """Start keeping the reports of ``execution``'s blocks; returns the topic its tasks report on."""
+    def open(self, execution: str) -> None:
+        """Start keeping the reports of ``execution``'s blocks (its tasks report on :attr:`topic`)."""
         with self._changed:
             self._reports[execution] = {}
             if not self._subscribed:
                 # sent before the execution's first task: the scheduler subscribes this client before it runs
                 self.session.client.subscribe_topic(self.topic, self._arrived)
                 self._subscribed = True
-        return self.topic
 
-    def close(self, execution: str | None = None) -> None:
-        """Forget ``execution``'s reports (those still to come are dropped); without one, stop listening."""
+    def forget(self, execution: str) -> None:
+        """Drop ``execution``'s reports, and those of its blocks still to come."""
         with self._changed:
-            if execution is not None:
-                self._reports.pop(execution, None)
-                return
+            self._reports.pop(execution, None)
+
+    def close(self) -> None:
+        """Stop listening (the session closes)."""
+        with self._changed:
             self._reports.clear()
             if self._subscribed:
                 self._subscribed = False
