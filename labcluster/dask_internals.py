@@ -14,7 +14,8 @@ client_stream                 ``Client.scheduler_comm`` (the client's BatchedSen
 worker_stream                 ``Worker.batched_stream``
 scheduler_streams             ``Scheduler.stream_comms`` and ``Scheduler.client_comms``
 future_finished               ``Future._state.wait()`` (an awaitable that does not fetch the result)
-desire_keys                   ``Client._send_to_scheduler({"op": "client-desires-keys"})``
+send_to_scheduler             ``Client._send_to_scheduler`` (a message on the client's batched stream)
+desire_keys                   the same, with Dask's own ``client-desires-keys``
 register_worker_data          the scheduler's ``update_data`` handler, with this client as holder
 store_on_worker               ``Worker.update_data`` (put a value into the worker's memory under a key)
 bind_worker                   ``distributed.worker._worker_cvar`` (what ``get_worker()`` reads)
@@ -90,11 +91,18 @@ def future_finished(future: Any) -> Awaitable[None]:
     return wait
 
 
+def send_to_scheduler(client: Any, msg: dict[str, Any]) -> None:
+    """Put ``msg`` (``{"op": ..., ...}``) on the client's batched stream to the scheduler, after what the client sent
+    before it (task submissions too) and with no reply. How Dask's own client sends its messages; undocumented.
+    Thread-safe: it goes through the client's event loop."""
+    client._send_to_scheduler(msg)
+
+
 def desire_keys(client: Any, keys: Iterable[str]) -> None:
     """Tell the scheduler that ``client`` holds ``keys`` it did not submit (a ref that arrived inside a result or
     an argument). This is how Dask itself subscribes a client to such keys (``fire_and_forget``, reconnects);
     there is no public call. Thread-safe only on the client's event loop or its own thread."""
-    client._send_to_scheduler({"op": "client-desires-keys", "keys": list(keys)})
+    send_to_scheduler(client, {"op": "client-desires-keys", "keys": list(keys)})
 
 
 async def register_worker_data(client: Any, key: str, address: str, nbytes: int) -> None:

@@ -86,6 +86,16 @@ def test_desire_keys(client: Client) -> None:
         assert borrowed.result(timeout=10) == 41
 
 
+def test_send_to_scheduler_is_handled_in_order_with_submissions(client: Client) -> None:
+    seen: list[str] = []
+    scheduler = client.cluster.scheduler  # in this process (processes=False)
+    scheduler.stream_handlers["labcluster_test_seen"] = lambda client=None, tag="": seen.append(tag)
+    di.send_to_scheduler(client, {"op": "labcluster_test_seen", "tag": "before"})
+    future = client.submit(lambda: 1, pure=False)
+    assert future.result(timeout=10) == 1
+    assert seen == ["before"]  # handled before the task that was sent after it
+
+
 def test_store_on_worker_and_register_worker_data(client: Client) -> None:
     address = next(iter(client.scheduler_info()["workers"]))
     key = "stored-by-hand-1"

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import labcluster as lc
+from labcluster.api.calls import call
 from labcluster.exceptions import InfeasibleResourceError
 
 
@@ -142,6 +143,22 @@ def _memory_watches() -> int:
     """Watches of the workers' held bytes still open on the scheduler (each execution opens one and ends it)."""
     return int(lc.current_session().client.run_on_scheduler(
         lambda dask_scheduler: len(dask_scheduler.extensions["labcluster"].memory_peaks)))
+
+
+def test_a_memory_watch_begins_on_the_client_stream_and_one_ended_first_never_opens() -> None:
+    session = lc.current_session()
+    assert "memory_watch" in session.extension["stream_ops"]
+    # sent on the batched stream, then a task: the scheduler has the watch before the task's result is stored
+    session.send("memory_watch", id="watch-in-order")
+    ref = lc.remote(lambda: np.ones(1 << 20, dtype=np.uint8)).remote()
+    lc.get(ref, timeout=20)
+    reply = call(session.client, "memory_watch", id="watch-in-order", stop=True)
+    assert reply["peak"] - reply["start"] >= 1 << 20, reply
+    # a run with nothing to watch can end its watch (an RPC) before the beginning (on the stream) arrives
+    assert call(session.client, "memory_watch", id="watch-overtaken", stop=True)["peak"] >= 0
+    session.send("memory_watch", id="watch-overtaken")
+    lc.get(lc.remote(lambda: 1).remote(), timeout=20)  # sent after it on the same stream: it was handled by now
+    assert _memory_watches() == 0
 
 
 def test_breaking_off_stops_the_execution_and_kills_its_actors() -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import config
 from ..exceptions import InfeasibleResourceError
@@ -34,18 +35,41 @@ def check(session: Session, request: Mapping[str, float], what: str) -> None:
     if not request or not session.extension:
         return
     cache = session.part(Feasible)
-    key = frozenset(request.items())
-    now = time.monotonic()
-    if cache.until.get(key, 0.0) > now:
+    if cache.until.get(frozenset(request.items()), 0.0) > time.monotonic():
         return
     answer = call(session.client, "fits", request=dict(request))
-    if not answer["fits"]:
-        workers = [(w["name"] + (" (simulated GPU)" if w["simulated"] else ""), w["resources"])
-                   for w in answer["workers"]]
-        err = InfeasibleResourceError(what, request, workers)
+    _judge(session, request, what, bool(answer["fits"]), answer["workers"])
+
+
+def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], str]]) -> dict[str, float] | None:
+    """:func:`check` for each ``(request, what)``, in one round trip that also says what the cluster's workers
+    have in all (their own resources, summed: ``CPU``, ``GPU``, custom ones); None where the scheduler runs no
+    extension (nothing checked: Dask then keeps an impossible task pending, as without labcluster)."""
+    if not session.extension:
+        return None
+    cache = session.part(Feasible)
+    now = time.monotonic()
+    todo = [(r, what) for r, what in requests if r and cache.until.get(frozenset(r.items()), 0.0) <= now]
+    answer = call(session.client, "fits", requests=[dict(r) for r, _ in todo])
+    for (request, what), ok in zip(todo, answer["fits"], strict=True):
+        _judge(session, request, what, bool(ok), answer["workers"])
+    total: dict[str, float] = {}
+    for worker in answer["workers"]:
+        for k, v in worker["resources"].items():
+            total[k] = total.get(k, 0.0) + float(v)
+    return total
+
+
+def _judge(session: Session, request: Mapping[str, float], what: str, ok: bool,
+           workers: Sequence[Mapping[str, Any]]) -> None:
+    """Raise (or warn) for an answer that says no worker fits; remember one that fits."""
+    if not ok:
+        shown = [(w["name"] + (" (simulated GPU)" if w["simulated"] else ""), w["resources"]) for w in workers]
+        err = InfeasibleResourceError(what, request, shown)
         if config.get("infeasible") == "warn":
-            warnings.warn(str(err), stacklevel=4)
+            warnings.warn(str(err), stacklevel=5)
             return
         raise err
+    cache = session.part(Feasible)
     with cache.lock:
-        cache.until[key] = now + config.seconds("feasibility-cache")
+        cache.until[frozenset(request.items())] = time.monotonic() + config.seconds("feasibility-cache")

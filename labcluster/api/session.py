@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..cluster import info as cluster_info
 from ..cluster.worker_process import process_worker
+from ..dask_internals import send_to_scheduler
 from ..exceptions import ClusterError
 from . import hooks
-from .calls import call
+from .calls import PREFIX, call
 
 logger = logging.getLogger("labcluster")
 
@@ -104,6 +105,15 @@ class Session:
                 f"{feature} needs labcluster's scheduler extension, which the scheduler at {self.address} does not run "
                 "and could not be added (is labcluster installed where the scheduler runs?); start the scheduler "
                 "with `labcluster scheduler`, or install labcluster there and connect again")
+
+    def send(self, op: str, **kwargs: Any) -> None:
+        """Run the extension's ``op`` with no reply: a message on the client's batched stream, which the scheduler
+        handles in order with the tasks this client submits (so a task sent after it runs after it); a blocking
+        ``call`` on a scheduler whose extension does not take ``op`` that way (an older labcluster)."""
+        if op in (self.extension or {}).get("stream_ops", ()):
+            send_to_scheduler(self.client, {"op": PREFIX + op, **kwargs})
+        else:
+            call(self.client, op, **kwargs)
 
     # -- what the cluster has -------------------------------------------------------------------------------------
     @property

@@ -89,8 +89,7 @@ class Execution:
         #: the workers' held result bytes (scheduler's count): at start, and the peak while it ran
         self.managed_start = self.managed_peak = 0
         self.first_output: float | None = None
-        self._resources = lc.cluster_resources()
-        self._check_feasible()
+        self._resources = self._check_feasible()
         self.watcher = current_watcher()
         self._watched = 0.0
         #: blocks each stage will make, where known before it runs (None: unknown, e.g. after a limit)
@@ -116,14 +115,17 @@ class Execution:
                 self.watcher(self)
 
     # -- set-up ----------------------------------------------------------------------------------------------------
-    def _check_feasible(self) -> None:
-        """Fail before anything runs when a stage asks for what the cluster cannot ever give."""
+    def _check_feasible(self) -> dict[str, float]:
+        """Fail before anything runs when a stage asks for what the cluster cannot ever give; returns what the
+        cluster's workers have (one round trip for both)."""
+        requests = []
         for run in self.runs:
             stage = run.stage
-            if stage.kind != "map":
-                continue
-            opts = (ActorOptions if stage.actors else TaskOptions)().merged(**stage.resources.options())
-            feasibility.check(self.session, opts.request(), f"dataset operator {stage.name!r}")
+            if stage.kind == "map":
+                opts = (ActorOptions if stage.actors else TaskOptions)().merged(**stage.resources.options())
+                requests.append((opts.request(), f"dataset operator {stage.name!r}"))
+        total = feasibility.check_all(self.session, requests)
+        return total if total is not None else lc.cluster_resources()
 
     def slots_for(self, stage: Stage) -> int:
         """How many blocks of ``stage`` the cluster can run at once (its scarcest resource)."""
@@ -141,11 +143,17 @@ class Execution:
             restarts = int(config.get("data.actor-max-restarts"))
             run.remote = lc.remote(**stage.resources.options(), max_restarts=restarts,
                                    max_task_retries=restarts)(cls)
-            low, _ = stage.pool_size()
-            for _ in range(low):
-                self._add_actor(run)
         elif stage.kind == "map":
             run.remote = lc.remote(**stage.resources.options())(tasks.StageTask(stage.steps, self.topic, name))
+
+    def _start_pools(self) -> None:
+        """Start each actor pool's smallest size. The loop does this after its first launch, so the first blocks
+        do not wait for actors to be created (and a pool a first block needs has one by then: ``_free_actor``)."""
+        for run in self.runs:
+            if run.stage.actors:
+                low, _ = run.stage.pool_size()
+                while len(run.actors) < low:
+                    self._add_actor(run)
 
     def _add_actor(self, run: _StageRun) -> None:
         with in_stage(run.stage.name):
@@ -175,18 +183,24 @@ class Execution:
         return self
 
     def _watch_memory(self, stop: bool = False) -> None:
-        """The workers' held bytes: the scheduler keeps the peak since the first call (no polling from here)."""
-        reply = call(self.session.client, "memory_watch", id=self.id, stop=stop)
-        self.managed_peak = max(self.managed_peak, int(reply["peak"]))
+        """The workers' held bytes: the scheduler keeps the peak since the watch began (no polling from here). It
+        begins with a message sent ahead of the first task (no round trip); the end's reply says both figures."""
         if not stop:
-            self.managed_start = int(reply["now"])
+            self.session.send("memory_watch", id=self.id)
+            return
+        reply = call(self.session.client, "memory_watch", id=self.id, stop=True)
+        self.managed_start, self.managed_peak = int(reply.get("start", reply["now"])), int(reply["peak"])
 
     def _loop(self) -> None:
         try:
             self._watch_memory()
+            pools = False
             while not self._stop.is_set():
                 self._watch()
                 self._launch()
+                if not pools:
+                    self._start_pools()
+                    pools = True
                 self._stop_finished_actors()  # after the launch: a barrier's next stage waits for no kill
                 if all(run.finished for run in self.runs):
                     break

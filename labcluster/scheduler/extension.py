@@ -30,6 +30,10 @@ stream_push, stream_next,       streaming generator tasks: the worker pushes eac
 stream_close                    caller holds it at once), the caller reads them in order, then closes
 ==============================  =====================================================================
 
+``memory_watch``'s beginning also comes as a message on a client's batched stream (``Session.send``): no reply,
+no round trip, and in order with the client's task submissions, so the watch is open before the tasks sent after
+it run. (An op whose effect a later RPC from the same client must see cannot go that way: the RPC may overtake it.)
+
 Roles are read from task annotations (``protocol.ROLE``) when graphs arrive (``update_graph``), never from keys.
 """
 
@@ -94,9 +98,13 @@ class LabclusterExtension:
         self._changed = asyncio.Event()
         #: workers removed so far, and when the last was (monotonic)
         self._removals: tuple[int, float | None] = (0, None)
-        #: per watch (a Dataset execution): the most bytes of results the workers held at once since it began
-        self.memory_peaks: dict[str, int] = {}
+        #: per watch (a Dataset execution): the bytes held when it began, and the most held at once since
+        self.memory_peaks: dict[str, tuple[int, int]] = {}
+        #: watches that ended before they began (bounded): their beginning, sent on a stream, comes late
+        self.memory_ended: dict[str, None] = {}
         scheduler.handlers.update({f"labcluster_{name}": handler for name, handler in self._handlers().items()})
+        scheduler.stream_handlers.update({f"labcluster_{name}": handler
+                                          for name, handler in self._stream_handlers().items()})
 
     def _handlers(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -115,6 +123,15 @@ class LabclusterExtension:
             "pg_lookup": self.pg_lookup,
             "stream_push": self.stream_push, "stream_next": self.stream_next, "stream_close": self.stream_close,
         }
+
+    def _stream_handlers(self) -> dict[str, Callable[..., Any]]:
+        """The ops a client may send on its batched stream (no reply). Dask passes the sender as ``client=``."""
+
+        def memory_watch(id: str, client: str | None = None) -> None:
+            if id not in self.memory_ended:  # its end (an RPC) overtook it: a run with nothing to watch
+                self.memory_watch(id)
+
+        return {"memory_watch": memory_watch}
 
     # -- what changed: wakes waits for room (placement groups) --------------------------------------------------
 
@@ -217,7 +234,8 @@ class LabclusterExtension:
     def info(self) -> dict[str, Any]:
         from .. import __version__
 
-        return {"version": __version__, "records": self.records is not None, "retries": self.retries}
+        return {"version": __version__, "records": self.records is not None, "retries": self.retries,
+                "stream_ops": sorted(self._stream_handlers())}
 
     def memory(self) -> dict[str, Any]:
         """Bytes of results the workers hold now (Dask's per-worker ``nbytes``), in all and per worker name."""
@@ -228,28 +246,32 @@ class LabclusterExtension:
         return int(sum(ws.nbytes for ws in self.scheduler.workers.values()))
 
     def memory_watch(self, id: str, stop: bool = False) -> dict[str, int]:
-        """The bytes of results the workers hold now, and the most they held at once since watch ``id`` began
+        """The bytes of results the workers hold now, when watch ``id`` began, and the most they held at once since
         (its first call begins it; ``stop`` ends it). The peak is taken at every result a task stores
         (:meth:`held_bytes_grew`), with no polling: a copy a worker fetched counts from the next stored result on
         (one freed before that is missed). Each stored result sums the workers' bytes while a watch is open: O(workers).
         Watches a driver never ended (it died) stay until :data:`MAX_MEMORY_WATCHES` newer ones push them out."""
-        now, peaks = self._held_bytes(), self.memory_peaks
-        if id not in peaks:
-            if stop:  # evicted, or never begun (its first call failed)
-                return {"now": now, "peak": now}
-            while len(peaks) >= MAX_MEMORY_WATCHES:  # watches whose driver never ended them
-                del peaks[next(iter(peaks))]
-            peaks[id] = now
-        peak = max(peaks.pop(id) if stop else peaks[id], now)
+        now, watches = self._held_bytes(), self.memory_peaks
+        if id not in watches:
+            if stop:  # evicted, never begun (its first call failed), or its beginning is still on its way
+                self.memory_ended[id] = None
+                while len(self.memory_ended) > MAX_MEMORY_WATCHES:
+                    del self.memory_ended[next(iter(self.memory_ended))]
+                return {"now": now, "start": now, "peak": now}
+            while len(watches) >= MAX_MEMORY_WATCHES:  # watches whose driver never ended them
+                del watches[next(iter(watches))]
+            watches[id] = (now, now)
+        start, peak = watches.pop(id) if stop else watches[id]
+        peak = max(peak, now)
         if not stop:
-            peaks[id] = peak
-        return {"now": now, "peak": peak}
+            watches[id] = (start, peak)
+        return {"now": now, "start": start, "peak": peak}
 
     def held_bytes_grew(self) -> None:
-        now, peaks = self._held_bytes(), self.memory_peaks
-        for id, peak in peaks.items():
+        now, watches = self._held_bytes(), self.memory_peaks
+        for id, (start, peak) in watches.items():
             if now > peak:
-                peaks[id] = now
+                watches[id] = (start, now)
 
     def key_states(self, keys: list[str]) -> dict[str, str]:
         tasks = self.scheduler.tasks
@@ -283,15 +305,24 @@ class LabclusterExtension:
                         "simulated": desc.get("gpu_mode") == "simulated"})
         return sorted(out, key=lambda w: str(w["name"]))
 
-    def fits(self, request: dict[str, float]) -> dict[str, Any]:
+    def fits(self, request: dict[str, float] | None = None, requests: Iterable[dict[str, float]] = ()
+             ) -> dict[str, Any]:
         """Whether a worker fits ``request``: one here now, one a local cluster keeps, or one that left less than
-        ``grace`` seconds ago (its Nanny may be restarting it). With what the cluster has, for the error."""
+        ``grace`` seconds ago (its Nanny may be restarting it). With what the cluster has, for the error.
+        ``requests``: many at once, answered as a list in ``fits`` (none: just what the cluster has)."""
         workers = self._workers()
-        here = any(fits(w["resources"], request) for w in workers)
         since = time.monotonic() - self.grace
-        coming = any(fits(r, request) for r in (self.kept or {}).values()) or any(
-            fits(r, request) for r, when in self.left.values() if when >= since)
-        return {"fits": here or coming, "here": here, "workers": workers}
+
+        def one(need: dict[str, float]) -> tuple[bool, bool]:
+            here = any(fits(w["resources"], need) for w in workers)
+            coming = any(fits(r, need) for r in (self.kept or {}).values()) or any(
+                fits(r, need) for r, when in self.left.values() if when >= since)
+            return here or coming, here
+
+        if request is None:
+            return {"fits": [one(r)[0] for r in requests], "workers": workers}
+        ok, here = one(request)
+        return {"fits": ok, "here": here, "workers": workers}
 
     def worker_names(self) -> dict[str, str]:
         """Address -> name of every worker this scheduler has seen (those that left too)."""
