@@ -13,7 +13,7 @@ import html
 import inspect
 import uuid
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ..exceptions import unknown_name
@@ -26,7 +26,7 @@ from .refs import ObjectRef
 from .runner import TaskRunner, task_name
 from .session import Session
 from .start import current_session
-from .submit import arguments, submit
+from .submit import arguments, submit, submit_many
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,6 +100,27 @@ class RemoteFunction(Generic[P, R]):
                 for i in range(int(opts.num_returns))]
         for part in refs:
             scopes.started(part)
+        return refs
+
+    def remote_many(self, calls: Sequence[Sequence[Any]]) -> list[ObjectRef]:
+        """``[self.remote(*args) for args in calls]`` in one message to the scheduler: for labcluster's own layers
+        (a Dataset stage's blocks), so only for a function of one return value and positional arguments."""
+        opts = self._options
+        if opts.num_returns != 1:
+            raise ValueError(f"remote_many needs a function of one return value, not num_returns={opts.num_returns!r}")
+        session = current_session()
+        what = f"task {self._name!r}"
+        if not self._pickle_checked:
+            serialization.check_function(self._fn, what)
+            _warn_retry_divergence(session, opts)
+            self._pickle_checked = True
+        wired = [({}, *arguments(session, args, {}, what)[0]) for args in calls]
+        keys = [f"{self._name}-{uuid.uuid4().hex}" for _ in calls]
+        futures = submit_many(session, self._runner, wired, options=opts, what=what, keys=keys,
+                              retries=opts.max_retries)
+        refs = [ObjectRef(future, self._name) for future in futures]
+        for ref in refs:
+            scopes.started(ref)  # a notebook cell's interrupt cancels it
         return refs
 
     def __repr__(self) -> str:

@@ -66,15 +66,10 @@ def arguments(session: Session, args: Sequence[Any], kwargs: Mapping[str, Any], 
     return [one(i, a) for i, a in enumerate(args)], {k: one(k, v) for k, v in kwargs.items()}
 
 
-def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *, options: Options, what: str,
-           key: str, retries: int | None, role: str | None = None, owner: str | None = None,
-           pin_to_bundle: bool = False) -> Future[Any]:
-    """Submit ``fn(*call_args)`` as the task ``key`` with ``options``' resources; returns its Dask future.
-
-    ``retries``: the task's limit for worker deaths (None: the cluster default); ``role``/``owner``: labcluster's
-    plumbing (actor and bundle holders); ``pin_to_bundle``: run on the bundle's worker (work in a bundle whose
-    request comes out empty runs there too).
-    """
+def _placement(session: Session, options: Options, what: str, role: str | None, owner: str | None,
+               retries: int | None, pin_to_bundle: bool) -> tuple[dict[str, float], list[str] | None, dict[str, Any]]:
+    """What a task with ``options`` is submitted with: its resource request (checked against the cluster, or made
+    one for its placement-group bundle), the workers it may run on, and labcluster's annotations."""
     request = options.request()
     workers: list[str] | None = None
     group = options.in_group()
@@ -90,6 +85,19 @@ def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *
     origin = scopes.origin(str(session.client.id)) if role is None else None  # what it prints goes there
     annotations = annotations_for(role=role, owner=owner, stage=_stage.get(), name=getattr(options, "name", None),
                                   max_retries=retries, origin=origin)
+    return request, workers, annotations
+
+
+def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *, options: Options, what: str,
+           key: str, retries: int | None, role: str | None = None, owner: str | None = None,
+           pin_to_bundle: bool = False) -> Future[Any]:
+    """Submit ``fn(*call_args)`` as the task ``key`` with ``options``' resources; returns its Dask future.
+
+    ``retries``: the task's limit for worker deaths (None: the cluster default); ``role``/``owner``: labcluster's
+    plumbing (actor and bundle holders); ``pin_to_bundle``: run on the bundle's worker (work in a bundle whose
+    request comes out empty runs there too).
+    """
+    request, workers, annotations = _placement(session, options, what, role, owner, retries, pin_to_bundle)
     with annotate(**annotations) if annotations else contextlib.nullcontext():
         # fifo_timeout=0: tasks start in the order they were submitted, as in Ray. Dask's default (100 ms) gives
         # every task submitted within 100 ms of the last the same priority, and a worker breaks that tie by key:
@@ -98,3 +106,19 @@ def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *
                                                     workers=workers, allow_other_workers=False, pure=False,
                                                     fifo_timeout=0)
     return future
+
+
+def submit_many(session: Session, fn: Callable[..., Any], calls: Sequence[Sequence[Any]], *, options: Options,
+                what: str, keys: Sequence[str], retries: int | None) -> list[Future[Any]]:
+    """:func:`submit` of ``fn(*call_args)`` for each of ``calls`` (all with the same arity), as the tasks
+    ``keys``, in one message to the scheduler (``Client.map``): they start in this order, as separate submits do.
+    A Dataset stage launches its blocks so (each submit is a wake-up of the client's event loop)."""
+    if not calls:
+        return []
+    request, workers, annotations = _placement(session, options, what, None, None, retries, False)
+    with annotate(**annotations) if annotations else contextlib.nullcontext():
+        futures: list[Future[Any]] = session.client.map(fn, *zip(*calls, strict=True), key=list(keys),
+                                                        resources=request or None, workers=workers,
+                                                        allow_other_workers=False, pure=False, fifo_timeout="0s",
+                                                        batch_size=None)
+    return futures

@@ -267,17 +267,26 @@ class Execution:
                 if run.upstream_done and not run.launched:
                     self._launch_all_to_all(run)
                 continue
-            while run.inputs and self._may_start(run):
-                self._start_block(run, run.inputs.popleft())
+            if run.stage.actors:  # a call each, to the actor with the fewest running
+                while run.inputs and self._may_start(run):
+                    self._start_call(run, run.inputs.popleft())
+            else:  # every block that may start now, in one submission
+                batch: list[Item] = []
+                while run.inputs and self._may_start(run, pending=len(batch)):
+                    batch.append(run.inputs.popleft())
+                self._start_tasks(run, batch)
 
-    def _may_start(self, run: _StageRun) -> bool:
+    def _may_start(self, run: _StageRun, pending: int = 0) -> bool:
+        """Whether one more block of ``run`` may start, ``pending`` more of its tasks being about to start. (A
+        task that goes ahead to the next stage adds one to that stage's inputs and one to ``ahead``, which cancel.)"""
         if self.mode == "bulk":
             return self._free_actor(run) is not None if run.stage.actors else True
         if run.stage.actors and self._free_actor(run) is None:
             return False
-        if run.stage.concurrency and not run.stage.actors and len(run.running) >= run.slots():
+        running = len(run.running) + pending
+        if run.stage.concurrency and not run.stage.actors and running >= run.slots():
             return False
-        if len(run.running) + self._held(run) - len(run.ahead) >= run.budget():
+        if running + self._held(run) - len(run.ahead) >= run.budget():
             return False
         return run.held_bytes < self.max_bytes
 
@@ -294,25 +303,34 @@ class Execution:
             return None
         return min(free, key=lambda a: a.running)
 
-    def _start_block(self, run: _StageRun, item: Item) -> None:
+    def _start_call(self, run: _StageRun, item: Item) -> None:
         block_id = self._block_id(run, item.index)
-        args = (item.read, item.ref, item.index, block_id)
+        actor = self._free_actor(run)
+        assert actor is not None
+        actor.running += 1
         with in_stage(run.stage.name):
-            if run.stage.actors:
-                actor = self._free_actor(run)
-                assert actor is not None
-                actor.running += 1
-                ref = actor.handle.process.remote(*args)
-                run.running_actor[ref] = actor
-            else:
-                ref = run.remote.remote(*args)
-        self._track(run, ref, item, block_id)
+            ref = actor.handle.process.remote(item.read, item.ref, item.index, block_id)
+        run.running_actor[ref] = actor
+        self._started(run, item, ref, block_id)
+
+    def _start_tasks(self, run: _StageRun, items: Sequence[Item]) -> None:
+        if not items:
+            return
+        block_ids = [self._block_id(run, item.index) for item in items]
+        with in_stage(run.stage.name):
+            refs = run.remote.remote_many([(item.read, item.ref, item.index, name)
+                                           for item, name in zip(items, block_ids, strict=True)])
         nxt = self.runs[run.position + 1] if run.position + 1 < len(self.runs) else None
-        if self.mode == "pipelined" and not run.stage.actors and nxt is not None and nxt.stage.kind == "map":
-            # a task's block can go on before it exists (not an actor's: passing a pending call waits for it)
-            ahead = Item(item.index, ref, parent=item if item.source or item.parent else None)
-            run.ahead[ref] = ahead
-            self._hand_on(run, ahead)
+        ahead = self.mode == "pipelined" and nxt is not None and nxt.stage.kind == "map"
+        for item, ref, name in zip(items, refs, block_ids, strict=True):
+            self._started(run, item, ref, name, ahead)
+
+    def _started(self, run: _StageRun, item: Item, ref: ObjectRef, block_id: str, ahead: bool = False) -> None:
+        self._track(run, ref, item, block_id)
+        if ahead:  # a task's block can go on before it exists (not an actor's: passing a pending call waits for it)
+            early = Item(item.index, ref, parent=item if item.source or item.parent else None)
+            run.ahead[ref] = early
+            self._hand_on(run, early)
         stats = run.stats
         if stats.first_start is None:
             stats.first_start = time.perf_counter() - self.started
