@@ -71,16 +71,21 @@ class RemoteFunction(Generic[P, R]):
     def task_options(self) -> TaskOptions:
         return self._options
 
-    @entry
-    def remote(self, *args: Any, **kwargs: Any) -> Any:
-        """Submit the task; returns an ObjectRef (a list of them when ``num_returns > 1``)."""
-        opts = self._options
+    def _session(self) -> tuple[Session, str]:
+        """The session to submit in and what errors call the task; the function is checked once (picklable)."""
         session = current_session()
         what = f"task {self._name!r}"
         if not self._pickle_checked:
             serialization.check_function(self._fn, what)
-            _warn_retry_divergence(session, opts)
+            _warn_retry_divergence(session, self._options)
             self._pickle_checked = True
+        return session, what
+
+    @entry
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Submit the task; returns an ObjectRef (a list of them when ``num_returns > 1``)."""
+        opts = self._options
+        session, what = self._session()
         call_args, call_kwargs = arguments(session, args, kwargs, what)
         generator = isinstance(opts.num_returns, str)
         head = ({"owner": str(session.client.id)},) if generator else ()  # who holds what a generator yields
@@ -108,12 +113,7 @@ class RemoteFunction(Generic[P, R]):
         opts = self._options
         if opts.num_returns != 1:
             raise ValueError(f"remote_many needs a function of one return value, not num_returns={opts.num_returns!r}")
-        session = current_session()
-        what = f"task {self._name!r}"
-        if not self._pickle_checked:
-            serialization.check_function(self._fn, what)
-            _warn_retry_divergence(session, opts)
-            self._pickle_checked = True
+        session, what = self._session()
         wired = [({}, *arguments(session, args, {}, what)[0]) for args in calls]
         keys = [f"{self._name}-{uuid.uuid4().hex}" for _ in calls]
         futures = submit_many(session, self._runner, wired, options=opts, what=what, keys=keys,

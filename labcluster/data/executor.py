@@ -147,8 +147,7 @@ class Execution:
             run.remote = lc.remote(**stage.resources.options())(tasks.StageTask(stage.steps, self.topic, name))
 
     def _start_pools(self) -> None:
-        """Start each actor pool's smallest size. The loop does this after its first launch, so the first blocks
-        do not wait for actors to be created (and a pool a first block needs has one by then: ``_free_actor``)."""
+        """Start each actor pool's smallest size (a pool the first launch needed has one already: ``_free_actor``)."""
         for run in self.runs:
             if run.stage.actors:
                 low, _ = run.stage.pool_size()
@@ -194,13 +193,11 @@ class Execution:
     def _loop(self) -> None:
         try:
             self._watch_memory()
-            pools = False
+            self._launch()
+            self._start_pools()  # after the first launch: the first blocks do not wait for actors to be made
             while not self._stop.is_set():
                 self._watch()
                 self._launch()
-                if not pools:
-                    self._start_pools()
-                    pools = True
                 self._stop_finished_actors()  # after the launch: a barrier's next stage waits for no kill
                 if all(run.finished for run in self.runs):
                     break
