@@ -82,6 +82,30 @@ class HostCPU:
         return "host CPU: no /proc/stat" if got is None else f"host CPU {got[0]:.0%} busy, {got[1]:.0%} stolen"
 
 
+def threads_slowdown(work: Callable[[], Any], tasks: int = 8) -> float:
+    """How much slower ``work`` runs in each of two threads of one process than alone: ~1.0 where the two run in
+    parallel (numpy releasing the GIL), ~2.0 where they take turns. It moves with the host (seen here: 1.07 on
+    2026-12-02, 1.8-2.2 on 2026-12-03 with no CPU stolen), and it sets the pace of two CPU slots that are one
+    worker's threads.
+    """
+    import threading
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            work()
+
+    t = time.perf_counter()
+    run(tasks)
+    alone = (time.perf_counter() - t) / tasks
+    threads = [threading.Thread(target=run, args=(tasks,)) for _ in range(2)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return (time.perf_counter() - t) / tasks / alone
+
+
 def noop() -> None:
     return None
 

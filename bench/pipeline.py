@@ -28,7 +28,7 @@ import numpy as np
 from labcluster.demo import _work, calibrate
 from labcluster.text import plural
 
-from .core import HostCPU, save
+from .core import HostCPU, save, threads_slowdown
 
 ITEMS, DECODE_MS, INFER_MS, POST_MS, PAYLOAD = 64, 20.0, 20.0, 10.0, 256 * 1024
 BOUND = max(ITEMS * INFER_MS, ITEMS * (DECODE_MS + POST_MS) / 2) / 1000
@@ -217,8 +217,11 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
         ray.shutdown()
 
 
-def markdown(results: dict[str, dict[str, float]], load: tuple[float, float], cpu: HostCPU | None = None) -> str:
+def markdown(results: dict[str, dict[str, float]], load: tuple[float, float], cpu: HostCPU | None = None,
+             threads: float | None = None) -> str:
     host = f"; {cpu.text()}" if cpu is not None else ""
+    if threads is not None:
+        host += f"; the decode's work in two threads of one process {threads:.2f}x its time alone"
     lines = [f"canonical pipeline, {ITEMS} items; ideal bound {BOUND:.2f} s (bulk: {BULK_BOUND:.2f} s); load average "
              f"{load[0]:.2f} before, {load[1]:.2f} after{host}", "",
              "| system | wall (s) | x bound | x bulk bound | GPU busy | peak blocks held |",
@@ -242,12 +245,14 @@ def markdown(results: dict[str, dict[str, float]], load: tuple[float, float], cp
 
 def run(repeat: int = 3, only: str = "") -> tuple[dict[str, dict[str, float]], str]:
     units = (calibrate(DECODE_MS), calibrate(POST_MS))
+    x = np.ones(1 << 15)
+    threads = threads_slowdown(lambda: _work(x, units[0]))  # 1.0: the CPU worker's two slots run in parallel
     load0, cpu = os.getloadavg()[0], HostCPU()
     results = run_labcluster(repeat, units) if only in ("", "labcluster") else {}
-    print(markdown(results, (load0, os.getloadavg()[0]), cpu), file=sys.stderr, flush=True)  # in case Ray never ends
+    print(markdown(results, (load0, os.getloadavg()[0]), cpu, threads), file=sys.stderr, flush=True)  # Ray may hang
     if importlib.util.find_spec("ray") is not None and only in ("", "ray"):
         results.update(run_ray(repeat, units))
-    md = markdown(results, (load0, os.getloadavg()[0]), cpu)
+    md = markdown(results, (load0, os.getloadavg()[0]), cpu, threads)
     return results, md
 
 
