@@ -15,12 +15,24 @@ from typing import Any
 
 from distributed import Future
 
-from ..dask_internals import desire_keys
+from ..dask_internals import desire_keys, future_finished
 from ..exceptions import ObjectLostError
 from . import fetching
 from .calls import call
 from .serialization import box
 from .session import current_worker, driver_session, worker_or_driver_session
+
+
+def _when_done(future: Future[Any], callback: Callable[[], None]) -> None:
+    """``callback()`` on the client's event loop once ``future`` is done (finished, erred, cancelled). Dask's
+    ``add_done_callback`` hands each callback to a thread of its own first: one more thread wake-up per ref, which
+    was 8% of the driver's CPU in a Dataset run of 192 small tasks (py-spy)."""
+    async def wait() -> None:
+        while future.status == "pending":  # as Dask's own done_callback: a lost key goes back to pending
+            await future_finished(future)
+        callback()
+
+    future.client.loop.add_callback(wait)
 
 
 def _rebuild(key: str, function: str | None) -> ObjectRef:
@@ -138,16 +150,16 @@ class ObjectRef:
         return _rebuild(key, function)
 
     def on_done(self, callback: Callable[[ObjectRef], None]) -> None:
-        """Call ``callback(ref)`` once the object is ready (see :meth:`done`), from Dask's callback thread or the
-        client's loop: keep it short (put the ref in a queue). Waiting for many refs without a poll per ref."""
+        """Call ``callback(ref)`` once the object is ready (see :meth:`done`), on the client's event loop: keep it
+        short (put the ref in a queue). Waiting for many refs without a poll per ref."""
         call = self._call
         if call is None:
-            self.future.add_done_callback(lambda _f: callback(self))
+            _when_done(self.future, lambda: callback(self))
             return
 
         def finished() -> None:  # a result kept on the actor's worker is ready once its key is
             if call.future is not None:
-                call.future.add_done_callback(lambda _f: callback(self))
+                _when_done(call.future, lambda: callback(self))
             else:
                 callback(self)
 
