@@ -28,7 +28,7 @@ def _when_done(future: Future[Any], callback: Callable[[], None]) -> None:
     ``add_done_callback`` hands each callback to a thread of its own first: one more thread wake-up per ref, which
     was 8% of the driver's CPU in a Dataset run of 192 small tasks (py-spy)."""
     async def wait() -> None:
-        while future.status == "pending":  # as Dask's own done_callback: a lost key goes back to pending
+        while future.status == "pending":  # as in Dask's own done_callback: a reset (retried) key is pending again
             await future_finished(future)
         callback()
 
