@@ -270,14 +270,21 @@ def test_jupyter_lists_the_prebuilt_extension_enabled_and_the_server_extension_o
 
 
 def _frame(page: Any, route: str, timeout: float = 60.0) -> Any:
-    """The (i)frame of ``page`` showing the dashboard page ``route``."""
+    """The (i)frame of ``page`` showing the dashboard page ``route``.
+
+    It waits with Playwright's own ``wait_for_timeout``: its sync API updates ``page.frames`` and their URLs only
+    while one of its calls runs, so a ``time.sleep`` loop saw a frame that had long navigated as it was (URL '')
+    whenever the navigation finished after the last call before this one (under load: the suite, a CI run)."""
     deadline = time.monotonic() + timeout
     while True:
         frame = next((f for f in page.frames if route in f.url), None)
         if frame is not None:
             return frame
-        assert time.monotonic() < deadline, f"no frame shows {route}: {[f.url for f in page.frames]}"
-        time.sleep(0.25)
+        if time.monotonic() >= deadline:  # say what the iframes were told to load, not only what they show
+            sources = page.locator("iframe").evaluate_all("els => els.map(e => e.src)")
+            raise AssertionError(f"no frame shows {route}: frames {[f.url for f in page.frames]}, iframe src "
+                                 f"{sources}")
+        page.wait_for_timeout(250)
 
 
 @pytestmark_browser
