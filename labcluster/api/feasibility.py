@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import config
+from ..cluster.info import sum_resources
 from ..exceptions import InfeasibleResourceError
 from .calls import call
 from .session import Session
@@ -53,11 +54,7 @@ def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], st
     answer = call(session.client, "fits", requests=[dict(r) for r, _ in todo])
     for (request, what), ok in zip(todo, answer["fits"], strict=True):
         _judge(session, request, what, bool(ok), answer["workers"])
-    total: dict[str, float] = {}
-    for worker in answer["workers"]:
-        for k, v in worker["resources"].items():
-            total[k] = total.get(k, 0.0) + float(v)
-    return total
+    return sum_resources(w["resources"] for w in answer["workers"])
 
 
 def _judge(session: Session, request: Mapping[str, float], what: str, ok: bool,

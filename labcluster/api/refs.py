@@ -23,10 +23,11 @@ from .serialization import box
 from .session import current_worker, driver_session, worker_or_driver_session
 
 
-def _when_done(future: Future[Any], callback: Callable[[], None]) -> None:
-    """``callback()`` on the client's event loop once ``future`` is done (finished, erred, cancelled). Dask's
-    ``add_done_callback`` hands each callback to a thread of its own first: one more thread wake-up per ref, which
-    was 8% of the driver's CPU in a Dataset run of 192 small tasks (py-spy)."""
+def _callback_when_done(future: Future[Any], callback: Callable[[], None]) -> None:
+    """``callback()`` on the client's event loop once ``future`` is done (finished, erred, cancelled); for an
+    awaitable instead (``lc.wait``), see ``fetching._when_done``. Dask's ``add_done_callback`` hands each callback
+    to a thread of its own first: one more thread wake-up per ref, which was 8% of the driver's CPU in a Dataset
+    run of 192 small tasks (py-spy)."""
     async def wait() -> None:
         while future.status == "pending":  # as in Dask's own done_callback: a reset (retried) key is pending again
             await future_finished(future)
@@ -154,12 +155,12 @@ class ObjectRef:
         short (put the ref in a queue). Waiting for many refs without a poll per ref."""
         call = self._call
         if call is None:
-            _when_done(self.future, lambda: callback(self))
+            _callback_when_done(self.future, lambda: callback(self))
             return
 
         def finished() -> None:  # a result kept on the actor's worker is ready once its key is
             if call.future is not None:
-                _when_done(call.future, lambda: callback(self))
+                _callback_when_done(call.future, lambda: callback(self))
             else:
                 callback(self)
 

@@ -66,10 +66,12 @@ def arguments(session: Session, args: Sequence[Any], kwargs: Mapping[str, Any], 
     return [one(i, a) for i, a in enumerate(args)], {k: one(k, v) for k, v in kwargs.items()}
 
 
-def _placement(session: Session, options: Options, what: str, role: str | None, owner: str | None,
-               retries: int | None, pin_to_bundle: bool) -> tuple[dict[str, float], list[str] | None, dict[str, Any]]:
-    """What a task with ``options`` is submitted with: its resource request (checked against the cluster, or made
-    one for its placement-group bundle), the workers it may run on, and labcluster's annotations."""
+@contextlib.contextmanager
+def _submitting(session: Session, options: Options, what: str, role: str | None = None, owner: str | None = None,
+                retries: int | None = None, pin_to_bundle: bool = False) -> Iterator[dict[str, Any]]:
+    """The Dask keywords a task with ``options`` is submitted with, inside labcluster's annotations for it: its
+    resource request (checked against the cluster, or made one for its placement-group bundle) and the workers it
+    may run on."""
     request = options.request()
     workers: list[str] | None = None
     group = options.in_group()
@@ -85,7 +87,12 @@ def _placement(session: Session, options: Options, what: str, role: str | None, 
     origin = scopes.origin(str(session.client.id)) if role is None else None  # what it prints goes there
     annotations = annotations_for(role=role, owner=owner, stage=_stage.get(), name=getattr(options, "name", None),
                                   max_retries=retries, origin=origin)
-    return request, workers, annotations
+    with annotate(**annotations) if annotations else contextlib.nullcontext():
+        # fifo_timeout=0: tasks start in the order they were submitted, as in Ray. Dask's default (100 ms) gives
+        # every task submitted within 100 ms of the last the same priority, and a worker breaks that tie by key:
+        # a random order for labcluster's random keys (a dataset's blocks then reach the next stage out of turn)
+        yield {"resources": request or None, "workers": workers, "allow_other_workers": False, "pure": False,
+               "fifo_timeout": 0}
 
 
 def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *, options: Options, what: str,
@@ -97,14 +104,8 @@ def submit(session: Session, fn: Callable[..., Any], call_args: Sequence[Any], *
     plumbing (actor and bundle holders); ``pin_to_bundle``: run on the bundle's worker (work in a bundle whose
     request comes out empty runs there too).
     """
-    request, workers, annotations = _placement(session, options, what, role, owner, retries, pin_to_bundle)
-    with annotate(**annotations) if annotations else contextlib.nullcontext():
-        # fifo_timeout=0: tasks start in the order they were submitted, as in Ray. Dask's default (100 ms) gives
-        # every task submitted within 100 ms of the last the same priority, and a worker breaks that tie by key:
-        # a random order for labcluster's random keys (a dataset's blocks then reach the next stage out of turn)
-        future: Future[Any] = session.client.submit(fn, *call_args, key=key, resources=request or None,
-                                                    workers=workers, allow_other_workers=False, pure=False,
-                                                    fifo_timeout=0)
+    with _submitting(session, options, what, role, owner, retries, pin_to_bundle) as dask_options:
+        future: Future[Any] = session.client.submit(fn, *call_args, key=key, **dask_options)
     return future
 
 
@@ -115,10 +116,7 @@ def submit_many(session: Session, fn: Callable[..., Any], calls: Sequence[Sequen
     A Dataset stage launches its blocks so (each submit is a wake-up of the client's event loop)."""
     if not calls:
         return []
-    request, workers, annotations = _placement(session, options, what, None, None, retries, False)
-    with annotate(**annotations) if annotations else contextlib.nullcontext():
+    with _submitting(session, options, what, retries=retries) as dask_options:
         futures: list[Future[Any]] = session.client.map(fn, *zip(*calls, strict=True), key=list(keys),
-                                                        resources=request or None, workers=workers,
-                                                        allow_other_workers=False, pure=False, fifo_timeout="0s",
-                                                        batch_size=None)
+                                                        batch_size=None, **dask_options)
     return futures

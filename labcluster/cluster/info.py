@@ -8,7 +8,7 @@ group ``"dask"`` with GPU mode ``"none"``.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,13 +74,20 @@ def _natural(name: str) -> tuple[Any, ...]:
     return (head, int(tail)) if tail.isdigit() else (name, 0)
 
 
+def sum_resources(per_worker: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Resource by resource, the sum over workers (``CPU``, ``GPU``, custom ones)."""
+    total: dict[str, float] = {}
+    for resources in per_worker:
+        for k, v in resources.items():
+            total[k] = total.get(k, 0.0) + float(v)
+    return total
+
+
 def total_resources(workers: Sequence[WorkerInfo]) -> dict[str, float]:
     """Sum of every worker's resources plus ``memory`` (bytes), Ray's ``cluster_resources()`` shape."""
-    total: dict[str, float] = {}
-    for w in workers:
-        for k, v in w.resources.items():
-            total[k] = total.get(k, 0.0) + v
-        total["memory"] = total.get("memory", 0.0) + w.memory_limit
+    total = sum_resources(w.resources for w in workers)
+    if workers:
+        total["memory"] = float(sum(w.memory_limit for w in workers))
     return total
 
 

@@ -312,17 +312,14 @@ class LabclusterExtension:
         ``requests``: many at once, answered as a list in ``fits`` (none: just what the cluster has)."""
         workers = self._workers()
         since = time.monotonic() - self.grace
+        could = [w["resources"] for w in workers] + list((self.kept or {}).values()) + [
+            r for r, when in self.left.values() if when >= since]
 
-        def one(need: dict[str, float]) -> tuple[bool, bool]:
-            here = any(fits(w["resources"], need) for w in workers)
-            coming = any(fits(r, need) for r in (self.kept or {}).values()) or any(
-                fits(r, need) for r, when in self.left.values() if when >= since)
-            return here or coming, here
+        def one(need: dict[str, float]) -> bool:
+            return any(fits(r, need) for r in could)
 
-        if request is None:
-            return {"fits": [one(r)[0] for r in requests], "workers": workers}
-        ok, here = one(request)
-        return {"fits": ok, "here": here, "workers": workers}
+        answer = one(request) if request is not None else [one(r) for r in requests]
+        return {"fits": answer, "workers": workers}
 
     def worker_names(self) -> dict[str, str]:
         """Address -> name of every worker this scheduler has seen (those that left too)."""
