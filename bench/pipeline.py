@@ -45,7 +45,7 @@ def named(system: str, grain: int) -> str:
 # -- one item at a time (chained tasks) --------------------------------------------------------------------------
 
 def decode_item(i: int, units: int) -> np.ndarray:
-    _work(np.full(1 << 15, float(i)), units)
+    _work(np.full(1, float(i)), units)
     return np.full(PAYLOAD // 8, float(i))
 
 
