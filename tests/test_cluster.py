@@ -273,6 +273,21 @@ def test_a_scheduler_that_cannot_take_the_extension_still_runs_tasks_and_says_wh
             lc.placement_group([{"CPU": 1}])
 
 
+def test_a_scheduler_with_another_labcluster_version_is_named_on_connect(
+        shutdown_after: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from labcluster.scheduler.extension import LabclusterExtension
+
+    real = LabclusterExtension.info
+    monkeypatch.setattr(LabclusterExtension, "info", lambda self: {**real(self), "version": "0.0.9"})
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None,
+                      resources={"CPU": 2}) as cluster:
+        with caplog.at_level("WARNING", logger="labcluster"):
+            lc.init(cluster=cluster)  # adds the extension, then reads its info
+            assert lc.get(whoami.remote())["mode"] == "none"  # still works: a warning, not a refusal
+        assert f"runs labcluster 0.0.9 and this process {lc.__version__}" in caplog.text
+        assert "install the same labcluster version where the scheduler runs" in caplog.text
+
+
 def test_cli_scheduler_worker_status_and_connect_by_address(shutdown_after: None) -> None:
     port = free_port()
     scheduler = CLIProcess("scheduler", "--port", str(port), "--dashboard-address", "")

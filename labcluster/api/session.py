@@ -321,6 +321,7 @@ def ensure_extension(client: Client) -> dict[str, Any] | None:
     with a warning that says what will not work, where it cannot be added."""
     info = extension_info(client)
     if info is not None:
+        _check_version(client, info)
         return info
     from ..scheduler.extension import LabclusterSchedulerPlugin
 
@@ -332,7 +333,21 @@ def ensure_extension(client: Client) -> dict[str, Any] | None:
                        "where the scheduler runs, or start it with `labcluster scheduler`",
                        getattr(client.scheduler, "address", "?"), type(e).__name__, e)
         return None
-    return extension_info(client)
+    info = extension_info(client)  # the plugin went by reference: the scheduler's own labcluster runs it
+    if info is not None:
+        _check_version(client, info)
+    return info
+
+
+def _check_version(client: Client, info: dict[str, Any]) -> None:
+    """Warn where the scheduler's labcluster is not this driver's: the two speak one protocol, which changes between
+    versions (a call the other side does not know fails where it is made, far from the cause)."""
+    from .. import __version__
+
+    if info.get("version") != __version__:
+        logger.warning("the scheduler at %s runs labcluster %s and this process %s: calls between them may fail; "
+                       "install the same labcluster version where the scheduler runs (and on its workers)",
+                       getattr(client.scheduler, "address", "?"), info.get("version", "unknown"), __version__)
 
 
 class _RefetchNoise(logging.Filter):
