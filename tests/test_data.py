@@ -142,7 +142,7 @@ def test_bulk_holds_every_block_of_a_stage_before_the_next_starts() -> None:
 def _memory_watches() -> int:
     """Watches of the workers' held bytes still open on the scheduler (each execution opens one and ends it)."""
     return int(lc.current_session().client.run_on_scheduler(
-        lambda dask_scheduler: len(dask_scheduler.extensions["labcluster"].memory_peaks)))
+        lambda dask_scheduler: len(dask_scheduler.extensions["labcluster"].memory_watches)))
 
 
 def test_a_memory_watch_begins_on_the_client_stream_and_one_ended_first_never_opens() -> None:

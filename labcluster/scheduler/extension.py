@@ -98,8 +98,8 @@ class LabclusterExtension:
         self._changed = asyncio.Event()
         #: workers removed so far, and when the last was (monotonic)
         self._removals: tuple[int, float | None] = (0, None)
-        #: per watch (a Dataset execution): the bytes held when it began, and the most held at once since
-        self.memory_peaks: dict[str, tuple[int, int]] = {}
+        #: per watch (a Dataset execution): (the bytes held when it began, the most held at once since)
+        self.memory_watches: dict[str, tuple[int, int]] = {}
         #: watches that ended before they began (bounded): their beginning, sent on a stream, comes late
         self.memory_ended: dict[str, None] = {}
         scheduler.handlers.update({f"labcluster_{name}": handler for name, handler in self._handlers().items()})
@@ -251,7 +251,7 @@ class LabclusterExtension:
         (:meth:`held_bytes_grew`), with no polling: a copy a worker fetched counts from the next stored result on
         (one freed before that is missed). Each stored result sums the workers' bytes while a watch is open: O(workers).
         Watches a driver never ended (it died) stay until :data:`MAX_MEMORY_WATCHES` newer ones push them out."""
-        now, watches = self._held_bytes(), self.memory_peaks
+        now, watches = self._held_bytes(), self.memory_watches
         if id not in watches:
             if stop:  # evicted, never begun (its first call failed), or its beginning is still on its way
                 self.memory_ended[id] = None
@@ -268,7 +268,7 @@ class LabclusterExtension:
         return {"now": now, "start": start, "peak": peak}
 
     def held_bytes_grew(self) -> None:
-        now, watches = self._held_bytes(), self.memory_peaks
+        now, watches = self._held_bytes(), self.memory_watches
         for id, (start, peak) in watches.items():
             if now > peak:
                 watches[id] = (start, now)
@@ -541,7 +541,7 @@ class LabclusterSchedulerPlugin(SchedulerPlugin):
             if ext is not None:
                 if key in ext.holders.roles:
                     ext.holder_ended(str(key), finish, kwargs)
-                if ext.memory_peaks and finish == "memory":
+                if ext.memory_watches and finish == "memory":
                     ext.held_bytes_grew()
 
     def add_worker(self, scheduler: Any, worker: str) -> None:
