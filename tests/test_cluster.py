@@ -246,6 +246,9 @@ def test_connect_to_a_cluster_object_and_leave_it_running(shutdown_after: None) 
         session = lc.init(cluster=cluster)
         assert not session.owns_cluster
         assert not session.per_task_retries  # a plain Dask scheduler: Dask's cluster-wide limit applies
+        with pytest.warns(UserWarning, match="does not run labcluster's retry plugin") as seen:
+            lc.get(whoami.options(max_retries=2).remote(), timeout=30)
+        assert [w.filename for w in seen] == [__file__]  # once, at the user's line
         assert lc.get(whoami.remote())["mode"] == "none"  # a plain Dask worker shows as group "dask"
         assert lc.nodes()[0]["Group"] == "dask"
         lc.shutdown()

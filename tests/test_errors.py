@@ -111,9 +111,16 @@ def test_infeasible_can_be_a_warning_for_autoscaling_clusters(shutdown_after: No
     with dask.config.set({"labcluster.infeasible": "warn"}), warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         ref = on_gpu.remote()
-    assert any("asks for {GPU: 1}" in str(w.message) for w in seen)
+    warned = [w for w in seen if "asks for {GPU: 1}" in str(w.message)]
+    assert warned and warned[0].filename == __file__  # the user's line, not labcluster's
     assert ref.state == "pending"
     lc.cancel(ref)
+    from labcluster.api import feasibility
+
+    with dask.config.set({"labcluster.infeasible": "warn"}), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        feasibility.check_all(lc.current_session(), [({"GPU": 2}, "dataset operator 'MapBatches(f)'")])
+    assert [w.filename for w in seen if "asks for {GPU: 2}" in str(w.message)] == [__file__]  # a Dataset's path
 
 
 @lc.remote

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import config
 from ..cluster.info import sum_resources
 from ..exceptions import InfeasibleResourceError
+from ..warn import warn_user
 from .calls import call
 from .session import Session
 
@@ -64,7 +64,7 @@ def _judge(session: Session, request: Mapping[str, float], what: str, ok: bool,
         shown = [(w["name"] + (" (simulated GPU)" if w["simulated"] else ""), w["resources"]) for w in workers]
         err = InfeasibleResourceError(what, request, shown)
         if config.get("infeasible") == "warn":
-            warnings.warn(str(err), stacklevel=5)
+            warn_user(str(err))
             return
         raise err
     cache = session.part(Feasible)

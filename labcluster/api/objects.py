@@ -9,11 +9,11 @@ line and labcluster's message (with the remote traceback), not the frames of the
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Sequence
 from typing import Any, overload
 
 from ..exceptions import ObjectLostError, TaskCancelledError
+from ..warn import warn_user
 from . import fetching, scopes, serialization
 from . import progress as progress_bar
 from .blocking import blocked
@@ -164,9 +164,9 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     if ref.state == "finished":
         return
     if force:  # Ray kills the worker process; here that would take every other task on it along
-        warnings.warn("lc.cancel(force=True) does not interrupt a task that is already running (Dask cannot stop a "
+        warn_user("lc.cancel(force=True) does not interrupt a task that is already running (Dask cannot stop a "
                       "thread): its result is dropped and it runs to its end; a long task can stop early by "
-                      "checking lc.get_runtime_context().is_canceled()", stacklevel=3)
+                      "checking lc.get_runtime_context().is_canceled()")
     session = current_session()
     session.part(fetching.Cancelled).add(ref.key)
     call = ref._call

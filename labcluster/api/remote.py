@@ -12,11 +12,11 @@ import functools
 import html
 import inspect
 import uuid
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ..exceptions import unknown_name
+from ..warn import warn_user
 from . import scopes, serialization
 from .actors import ActorClass, ActorOptions
 from .boundary import entry
@@ -153,12 +153,10 @@ def _warn_retry_divergence(session: Session, opts: TaskOptions) -> None:
     if flag.warned:
         return
     flag.warned = True
-    warnings.warn(
+    warn_user(
         f"max_retries={opts.max_retries}: this scheduler does not run labcluster's retry plugin (it was not started "
         f"by labcluster), so for worker deaths Dask applies one cluster-wide limit "
-        f"(distributed.scheduler.allowed-failures); max_retries still applies to retry_exceptions",
-        stacklevel=4,
-    )
+        f"(distributed.scheduler.allowed-failures); max_retries still applies to retry_exceptions")
 
 
 @overload
