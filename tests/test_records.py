@@ -90,6 +90,31 @@ def test_rows_hold_what_the_issue_lists_for_tasks_and_actor_calls(cluster: lc.Se
 
 
 @lc.remote
+class Skewed:
+    def call(self, delay: float) -> float:
+        from distributed import get_worker
+
+        worker = get_worker()  # as if the heartbeats had measured the scheduler's clock ``delay`` s ahead
+        worker.scheduler_delay, before = delay, worker.scheduler_delay
+        return float(before)
+
+
+def test_actor_calls_are_recorded_on_the_schedulers_clock_like_tasks(cluster: lc.Session) -> None:
+    # Dask shifts a task's compute times by the worker's scheduler_delay; a call's must move with them, or a
+    # timeline (and the bulk barrier's check) sets calls and tasks on two clocks tenths of a second apart
+    actor = Skewed.remote()
+    t0 = time.time()
+    ref = actor.call.remote(100.0)
+    before = lc.get(ref, timeout=30)
+    try:
+        row = _rows_for({ref.key})[ref.key]
+        assert t0 + 99 < row["started"] <= row["finished"] < time.time() + 101
+    finally:
+        lc.get(actor.call.remote(before), timeout=30)  # (the next heartbeat would set it back anyway)
+    lc.kill(actor)
+
+
+@lc.remote
 def slow(x: int) -> int:
     time.sleep(1.5)
     return x

@@ -318,8 +318,12 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
 
 def _record(worker: Any, key: str, function: str, payload: Any, timing: dict[str, float], nbytes: int,
             error: str | None, stage: str | None) -> None:
-    """Report a finished call to the scheduler's task records, as an event (no round trip)."""
+    """Report a finished call to the scheduler's task records, as an event (no round trip). Its times go on the
+    scheduler's clock, as Dask puts a task's (``scheduler_delay``, from the heartbeats): the records compare calls
+    with tasks, and a worker's estimate of that offset moves by tenths of a second on a loaded machine."""
     args, kwargs = payload
     deps = [a.key for a in (*args, *kwargs.values()) if isinstance(a, ObjectRef)]
+    delay = float(getattr(worker, "scheduler_delay", 0.0) or 0.0)
+    times = {k: v + delay if k in ("submitted", "started", "finished") else v for k, v in timing.items()}
     worker.log_event(ACTOR_CALL_TOPIC, {"key": key, "function": function, "deps": deps, "nbytes": nbytes,
-                                        "error": error, "stage": stage, **timing})
+                                        "error": error, "stage": stage, **times})
