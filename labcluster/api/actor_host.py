@@ -323,7 +323,7 @@ def _record(worker: Any, key: str, function: str, payload: Any, timing: dict[str
     with tasks, and a worker's estimate of that offset moves by tenths of a second on a loaded machine."""
     args, kwargs = payload
     deps = [a.key for a in (*args, *kwargs.values()) if isinstance(a, ObjectRef)]
-    delay = float(getattr(worker, "scheduler_delay", 0.0) or 0.0)
+    delay = worker.scheduler_delay
     times = {k: v + delay if k in ("submitted", "started", "finished") else v for k, v in timing.items()}
     worker.log_event(ACTOR_CALL_TOPIC, {"key": key, "function": function, "deps": deps, "nbytes": nbytes,
                                         "error": error, "stage": stage, **times})

@@ -320,9 +320,15 @@ def ensure_extension(client: Client) -> dict[str, Any] | None:
     """The extension's info, adding the extension to a scheduler that has none (``lc.init(address=...)``); None,
     with a warning that says what will not work, where it cannot be added."""
     info = extension_info(client)
+    if info is None:
+        info = _add_extension(client)
     if info is not None:
         _check_version(client, info)
-        return info
+    return info
+
+
+def _add_extension(client: Client) -> dict[str, Any] | None:
+    """Register the extension with a scheduler that runs none; its info, or None with a warning."""
     from ..scheduler.extension import LabclusterSchedulerPlugin
 
     try:
@@ -333,10 +339,7 @@ def ensure_extension(client: Client) -> dict[str, Any] | None:
                        "where the scheduler runs, or start it with `labcluster scheduler`",
                        getattr(client.scheduler, "address", "?"), type(e).__name__, e)
         return None
-    info = extension_info(client)  # the plugin went by reference: the scheduler's own labcluster runs it
-    if info is not None:
-        _check_version(client, info)
-    return info
+    return extension_info(client)  # the plugin went by reference: the scheduler's own labcluster runs it
 
 
 def _check_version(client: Client, info: dict[str, Any]) -> None:
