@@ -17,6 +17,7 @@ Medians of ``--repeat`` runs. A list measurement's first run is its warm-up; one
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -303,6 +304,22 @@ def dask_default() -> DaskClient:
 
     cluster = LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=None)
     return DaskClient(Client(cluster), "dask-default", cluster)
+
+
+def pyspark_context(name: str) -> tuple[Any, float]:
+    """PySpark's ``local[2]`` (no UI, no console progress, errors only) and the seconds its JVM and first Python
+    worker took to come up. Its Python workers run this interpreter and can import ``bench``."""
+    from pyspark import SparkConf, SparkContext
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    t = time.perf_counter()
+    conf = SparkConf().set("spark.ui.showConsoleProgress", "false").set("spark.ui.enabled", "false")
+    sc = SparkContext("local[2]", name, conf=conf)
+    sc.setLogLevel("ERROR")
+    sc.parallelize([1]).count()  # the JVM and its Python workers are up
+    return sc, time.perf_counter() - t
 
 
 class PySpark(System):

@@ -10,7 +10,7 @@ to the bound (bulk also to its own), the GPU slot's busy fraction (64 x 20 ms ov
 peak bytes of blocks held. Then 10,000 small rows through 3 operators: rows/s, labcluster against Ray Data. Runs
 alternate within each cluster (A B A B); each cluster is started once.
 
-``python -m bench.pipeline [repeats] [labcluster|ray]`` writes ``bench/results/pipeline.{json,md}``.
+``python -m bench.pipeline [repeats] [labcluster|ray|pyspark]`` writes ``bench/results/pipeline.{json,md}``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from labcluster.demo import _work, calibrate
 from labcluster.text import plural
 
-from .core import HostCPU, save, threads_slowdown
+from .core import HostCPU, pyspark_context, save, threads_slowdown
 
 ITEMS, DECODE_MS, INFER_MS, POST_MS, PAYLOAD = 64, 20.0, 20.0, 10.0, 256 * 1024
 BOUND = max(ITEMS * INFER_MS, ITEMS * (DECODE_MS + POST_MS) / 2) / 1000
@@ -74,6 +74,21 @@ def post_items(images: np.ndarray, units: int) -> list[float]:
 
 def chunks(grain: int) -> list[list[int]]:
     return [list(range(i, min(i + grain, ITEMS))) for i in range(0, ITEMS, grain)]
+
+
+def fused_items(items: list[int], units: tuple[int, int], gpu_lock: str) -> list[float]:
+    """The three stages fused in one task, as Spark runs narrow transformations; the one GPU is a file lock, held
+    by one Python worker at a time for its inference."""
+    import fcntl
+
+    images = decode_items(items, units[0])
+    with open(gpu_lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            images = infer_items(images)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+    return post_items(images, units[1])
 
 
 # -- small rows --------------------------------------------------------------------------------------------------
@@ -217,6 +232,31 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
         ray.shutdown()
 
 
+def run_pyspark(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
+    """PySpark ``local[2]``: a partition per task, the stages fused (the GPU a lock); its JVM start left out."""
+    import functools
+    import tempfile
+
+    sc, _ = pyspark_context("bench-pipeline")
+    fd, lock = tempfile.mkstemp(prefix="labcluster-bench-gpu-")
+    os.close(fd)
+    try:
+        fused = functools.partial(fused_items, units=units, gpu_lock=lock)
+        runs = {named("pyspark fused, GPU a lock", g): (lambda g=g: sc.parallelize(chunks(g), len(chunks(g)))
+                                                         .map(fused).count()) for g in GRAINS}
+        for fn in runs.values():
+            fn()  # warm-up
+        walls: dict[str, list[float]] = {name: [] for name in runs}
+        for r in range(repeat):
+            print(f"pyspark round {r + 1}/{repeat}", file=sys.stderr, flush=True)
+            for name, fn in runs.items():
+                walls[name].append(_timed(fn))
+        return {name: {"wall": statistics.median(w)} for name, w in walls.items()}
+    finally:
+        sc.stop()
+        os.unlink(lock)
+
+
 def markdown(results: dict[str, dict[str, float]], load: tuple[float, float], cpu: HostCPU | None = None,
              threads: float | None = None) -> str:
     host = f"; {cpu.text()}" if cpu is not None else ""
@@ -240,6 +280,8 @@ def markdown(results: dict[str, dict[str, float]], load: tuple[float, float], cp
             lines[-1] += f" ({a / b:.2f}x)"
     if importlib.util.find_spec("pyspark") is None:
         lines.append("PySpark: not installed (-)")
+    if importlib.util.find_spec("ray") is None:
+        lines.append("Ray: not installed (-)")
     return "\n".join(lines)
 
 
@@ -252,6 +294,8 @@ def run(repeat: int = 3, only: str = "") -> tuple[dict[str, dict[str, float]], s
     print(markdown(results, (load0, os.getloadavg()[0]), cpu, threads), file=sys.stderr, flush=True)  # Ray may hang
     if importlib.util.find_spec("ray") is not None and only in ("", "ray"):
         results.update(run_ray(repeat, units))
+    if importlib.util.find_spec("pyspark") is not None and only in ("", "pyspark"):
+        results.update(run_pyspark(repeat, units))
     md = markdown(results, (load0, os.getloadavg()[0]), cpu, threads)
     return results, md
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .core import save
+from .core import pyspark_context, save
 
 ROWS = int(os.environ.get("BENCH_SPARK_ROWS", 500_000))  # a side of the join
 
@@ -123,15 +123,7 @@ def dask_jobs(text: str, pairs: tuple[str, str]) -> dict[str, Callable[[], Any]]
 
 
 def pyspark_jobs(text: str, pairs: tuple[str, str]) -> tuple[float, dict[str, Callable[[], Any]], Any]:
-    from pyspark import SparkConf
-    from pyspark import SparkContext as RealContext
-
-    t = time.perf_counter()
-    conf = SparkConf().set("spark.ui.showConsoleProgress", "false").set("spark.ui.enabled", "false")
-    sc = RealContext("local[2]", "bench-spark", conf=conf)
-    sc.setLogLevel("ERROR")
-    sc.parallelize([1]).count()  # the JVM and its Python workers are up
-    start = time.perf_counter() - t
+    sc, start = pyspark_context("bench-spark")
     wc, join = rdd_jobs(sc, text, pairs)
     return start, {"PySpark local[2] word count": wc, "PySpark local[2] join": join}, sc
 

@@ -66,7 +66,7 @@ class Doubler:
 
 
 def _pipeline(n: int = 16) -> lc.data.Dataset:
-    return (lc.data.range(n).map_batches(slow_cpu)
+    return (lc.data.range(n, override_num_blocks=n).map_batches(slow_cpu)  # a block a row: blocks to pipeline
             .map_batches(Doubler, fn_constructor_args=(3,), num_gpus=1, concurrency=1)
             .map(lambda r: {**r, "y": r["x"] + 1}))
 

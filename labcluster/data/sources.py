@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from dask.utils import parse_bytes
 
 import labcluster.data.blocks as blocks
 
@@ -57,9 +58,32 @@ class Source:
         return len(self.tasks)
 
 
-def default_blocks(n: int) -> int:
-    """How many blocks ``n`` rows or files make when ``override_num_blocks`` is not given."""
-    return max(1, min(n, int(config.get("data.default-num-blocks"))))
+def default_blocks(n: int, nbytes: int | None = None, cpus: int | None = None) -> int:
+    """How many blocks ``n`` rows (or files) of about ``nbytes`` in memory make when ``override_num_blocks`` is not
+    given, by Ray Data's rule: up to ``data.default-num-blocks`` (200), but no block under ``data.min-block-size``
+    (1 MiB: a task per tiny block costs more than its rows), and at least twice the cluster's CPU slots so that
+    every slot has work; never more blocks than rows.
+
+    >>> default_blocks(10_000, nbytes=80_000, cpus=2), default_blocks(10**8, nbytes=8 * 10**8, cpus=2)
+    (4, 200)
+    >>> default_blocks(3, nbytes=24, cpus=2), default_blocks(500)  # no size known (files): one a block
+    (3, 200)
+    """
+    most = int(config.get("data.default-num-blocks"))
+    if nbytes is not None:
+        smallest = max(1, int(parse_bytes(config.get("data.min-block-size"))))
+        most = max(min(most, nbytes // smallest), 2 * (cpus if cpus is not None else cpu_slots()))
+    return max(1, min(n, most))
+
+
+def cpu_slots() -> int:
+    """The CPU slots work can use: the cluster's, or this machine's cores before ``lc.init`` (the local cluster it
+    starts has as many)."""
+    import labcluster as lc
+
+    if lc.is_initialized():
+        return max(1, int(lc.cluster_resources().get("CPU", 0)))
+    return os.cpu_count() or 1
 
 
 def _splits(n: int, parts: int) -> list[tuple[int, int]]:
@@ -90,13 +114,13 @@ def _range_block(start: int, stop: int) -> pa.Table:
 
 
 def range_tasks(n: int, override_num_blocks: int | None = None) -> list[ReadTask]:
-    parts = override_num_blocks or default_blocks(n)
+    parts = override_num_blocks or default_blocks(n, nbytes=8 * n)  # one int64 column
     return [ReadTask(_range_block, (a, b), f"range({a}, {b})", b - a) for a, b in _splits(n, parts)]
 
 
 def block_tasks(table: pa.Table, override_num_blocks: int | None) -> list[ReadTask]:
     """Cut one in-memory table into blocks (zero-copy slices), each shipped with its task."""
-    parts = override_num_blocks or default_blocks(table.num_rows)
+    parts = override_num_blocks or default_blocks(table.num_rows, nbytes=table.nbytes)
     return [ReadTask(_identity, (table.slice(a, b - a),), f"rows {a}-{b - 1}" if b > a else "no rows", b - a)
             for a, b in _splits(table.num_rows, parts)]
 
