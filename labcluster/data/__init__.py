@@ -3,8 +3,8 @@
 Names follow Ray Data: sources here (``range``, ``from_items``, ``read_parquet``...), operators and consumers on
 :class:`Dataset`, settings in :class:`DataContext` and ``with lc.data.execution(mode=...)``. A source's
 ``override_num_blocks=`` says how many blocks it makes; by default Ray Data's rule (``sources.default_blocks``):
-one row or file a block up to 200, but an in-memory source makes no block under 1 MiB unless that leaves CPU slots
-idle (10,000 small rows: twice the cluster's CPU slots).
+one row or file a block up to 200, but no block under 1 MiB (a file's bytes on disk count) unless that leaves CPU
+slots idle (10,000 small rows: twice the cluster's CPU slots).
 
 >>> import labcluster as lc
 >>> with lc.init(num_cpus=2, processes=False):

@@ -62,7 +62,7 @@ def default_blocks(n: int, nbytes: int | None = None, cpus: int | None = None) -
     """How many blocks ``n`` rows (or files) of about ``nbytes`` in memory make when ``override_num_blocks`` is not
     given, by Ray Data's rule: up to ``data.default-num-blocks`` (200), but no block under ``data.min-block-size``
     (1 MiB: a task per tiny block costs more than its rows), and at least twice the cluster's CPU slots so that
-    every slot has work; never more blocks than rows.
+    every slot has work; never more blocks than rows (or files: a file is never split).
 
     >>> default_blocks(10_000, nbytes=80_000, cpus=2), default_blocks(10**8, nbytes=8 * 10**8, cpus=2)
     (4, 200)
@@ -179,10 +179,21 @@ def _read_files(reader: Callable[[str], pa.Table], what: str, kind: str, paths: 
     return blocks.concat(parts)
 
 
+def files_size(paths: Sequence[str]) -> int | None:
+    """The files' bytes (their size on disk stands for their size in memory), or None where asking fails."""
+    import fsspec.core
+
+    try:
+        fs, _ = fsspec.core.url_to_fs(paths[0])
+        return int(sum(fs.sizes(list(paths))))
+    except Exception:  # a filesystem that cannot say: one file a block
+        return None
+
+
 def file_tasks(paths: list[str], reader: Callable[[str], pa.Table], what: str, kind: str,
                override_num_blocks: int | None) -> list[ReadTask]:
-    """Group the files into blocks (one file a block, up to ``data.default-num-blocks``)."""
-    parts = override_num_blocks or default_blocks(len(paths))
+    """Group the files into blocks: one file a block, fewer for small files (:func:`default_blocks`)."""
+    parts = override_num_blocks or default_blocks(len(paths), nbytes=files_size(paths))
     out = []
     for a, b in _splits(len(paths), parts):
         group = tuple(paths[a:b])
