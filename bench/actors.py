@@ -63,7 +63,7 @@ def run(repeat: int = 3) -> dict[str, dict[str, float]]:
 
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            ray_actor = ray.remote(Counter).remote()
+            ray_actor: Any = ray.remote(Counter).remote()
             results["ray"] = _measure(lambda n: ray.get([ray_actor.incr.remote() for _ in range(n)]),
                                       lambda: ray.get(ray_actor.incr.remote()), repeat)
         finally:

@@ -124,6 +124,11 @@ def _by_value(params: str = "") -> Any:
     return namespace["cell_noop"]
 
 
+def _repeat(fn: Callable[[], None], n: int) -> None:
+    for _ in range(n):
+        fn()
+
+
 def _median(fn: Callable[[], float], repeat: int) -> float:
     return statistics.median(fn() for _ in range(repeat))
 
@@ -192,7 +197,7 @@ class System:
             # warm-ups: imports, connections, function caches; the first large transfers pay for connections
             # and fresh pages, in every system
             ("tasks_per_s", lambda: self.submit_many(200), throughput(self.submit_many)),
-            ("round_trip_ms", lambda: [self.round_trip() for _ in range(20)], rtt),
+            ("round_trip_ms", lambda: _repeat(self.round_trip, 20), rtt),
             ("by_value_tasks_per_s", lambda: self.submit_many_by_value(200), throughput(self.submit_many_by_value)),
             ("put_get_GBps", lambda: [self.put_get(arr) for _ in range(2)], put_get),
             ("list_put_get_s", None, seconds(self.put_get)),

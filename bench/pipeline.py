@@ -15,6 +15,7 @@ alternate within each cluster (A B A B); each cluster is started once.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import statistics
@@ -105,6 +106,15 @@ def square(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "sq": row["v"] * row["v"]}
 
 
+def _drain(data: Any) -> int:
+    """A Ray Dataset run to its end: its rows."""
+    return sum(len(b["id"]) for b in data.iter_batches(batch_size=None))
+
+
+def _spark_count(sc: Any, grain: int, fused: Callable[[list[int]], list[float]]) -> int:
+    return int(sc.parallelize(chunks(grain), len(chunks(grain))).map(fused).count())
+
+
 def _timed(fn: Callable[[], Any]) -> float:
     t = time.perf_counter()
     fn()
@@ -152,12 +162,12 @@ def run_labcluster(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, f
             for grain, ds in datasets.items():
                 for mode in ("bulk", "pipelined"):
                     name = named(f"labcluster {mode}", grain)
-                    walls.setdefault(name, []).append(_timed(lambda mode=mode, ds=ds: ds.count(mode=mode)))
+                    walls.setdefault(name, []).append(_timed(functools.partial(ds.count, mode=mode)))
                     peaks.setdefault(name, []).append(ds.stats().peak_bytes)
                 walls.setdefault(named("dask futures chained", grain), []).append(
-                    _timed(lambda grain=grain: dask_chained(grain)))
+                    _timed(functools.partial(dask_chained, grain)))
                 walls.setdefault(named("dask futures stage by stage (bulk)", grain), []).append(
-                    _timed(lambda grain=grain: dask_stages(grain)))
+                    _timed(functools.partial(dask_stages, grain)))
             small_rates.append(SMALL_ROWS / _timed(small.count))
         out = {name: {"wall": statistics.median(w)} for name, w in walls.items()}
         for name, p in peaks.items():
@@ -183,7 +193,7 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
             ray.get([pst.remote(inf.remote(dec.remote(items, units[0])), units[1]) for items in chunks(grain)])
 
         out: dict[str, dict[str, float]] = {}
-        runs: dict[str, Callable[[], Any]] = {named("ray tasks chained", g): (lambda g=g: tasks_chained(g))
+        runs: dict[str, Callable[[], Any]] = {named("ray tasks chained", g): functools.partial(tasks_chained, g)
                                               for g in GRAINS}
         small = None
         if importlib.util.find_spec("ray.data") is not None:
@@ -211,8 +221,7 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
                 data = (ray.data.range(ITEMS, override_num_blocks=ITEMS // g).map_batches(ray_decode, batch_size=g)
                         .map_batches(RayModel, batch_size=g, num_gpus=1, num_cpus=0, concurrency=1)
                         .map_batches(ray_post, batch_size=g))
-                runs[named("ray data streaming", g)] = (
-                    lambda data=data: sum(len(b["id"]) for b in data.iter_batches(batch_size=None)))
+                runs[named("ray data streaming", g)] = functools.partial(_drain, data)
             small = ray.data.range(SMALL_ROWS).map(add_one).filter(even).map(square)
         for fn in runs.values():
             fn()  # warm-up
@@ -234,7 +243,6 @@ def run_ray(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
 
 def run_pyspark(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, float]]:
     """PySpark ``local[2]``: a partition per task, the stages fused (the GPU a lock); its JVM start left out."""
-    import functools
     import tempfile
 
     sc, _ = pyspark_context("bench-pipeline")
@@ -242,8 +250,7 @@ def run_pyspark(repeat: int, units: tuple[int, int]) -> dict[str, dict[str, floa
     os.close(fd)
     try:
         fused = functools.partial(fused_items, units=units, gpu_lock=lock)
-        runs = {named("pyspark fused, GPU a lock", g): (lambda g=g: sc.parallelize(chunks(g), len(chunks(g)))
-                                                         .map(fused).count()) for g in GRAINS}
+        runs = {named("pyspark fused, GPU a lock", g): functools.partial(_spark_count, sc, g, fused) for g in GRAINS}
         for fn in runs.values():
             fn()  # warm-up
         walls: dict[str, list[float]] = {name: [] for name in runs}
