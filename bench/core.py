@@ -318,7 +318,8 @@ def pyspark_context(name: str) -> tuple[Any, float]:
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([root, *(p for p in paths if p != root)])
     t = time.perf_counter()
     conf = SparkConf().set("spark.ui.showConsoleProgress", "false").set("spark.ui.enabled", "false")
     sc = SparkContext("local[2]", name, conf=conf)

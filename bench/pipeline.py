@@ -302,7 +302,10 @@ def run(repeat: int = 3, only: str = "") -> tuple[dict[str, dict[str, float]], s
     if importlib.util.find_spec("ray") is not None and only in ("", "ray"):
         results.update(run_ray(repeat, units))
     if importlib.util.find_spec("pyspark") is not None and only in ("", "pyspark"):
-        results.update(run_pyspark(repeat, units))
+        try:
+            results.update(run_pyspark(repeat, units))
+        except Exception as e:  # no Java, say: keep what the others measured
+            print(f"PySpark did not run: {type(e).__name__}: {str(e)[:200]}", file=sys.stderr, flush=True)
     md = markdown(results, (load0, os.getloadavg()[0]), cpu, threads)
     return results, md
 

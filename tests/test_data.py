@@ -234,20 +234,21 @@ def test_sources_read_on_the_workers(tmp_path: Any) -> None:
 
 
 def test_small_sources_make_blocks_by_ray_datas_rule(tmp_path: Any) -> None:
-    """Without override_num_blocks: no block under 1 MiB unless that leaves CPU slots idle (twice the cluster's CPU
-    slots, here 2), one row or file a block at most, 200 at most; override_num_blocks= decides when given."""
+    """Without override_num_blocks: 200 blocks, or a row (file) a block when fewer; range and in-memory tables make
+    no block under 1 MiB unless that leaves CPU slots idle (twice the cluster's CPU slots, here 2);
+    override_num_blocks= decides when given."""
     slots = int(lc.cluster_resources()["CPU"])
     assert lc.data.range(10_000).num_blocks() == 2 * slots  # 80 KB
     assert lc.data.range(3).num_blocks() == 3  # fewer rows than that
     assert lc.data.range(2_000_000).num_blocks() == 15  # 16 MB: 1 MiB blocks and more
     assert lc.data.range(10**8).num_blocks() == 200
-    assert lc.data.from_items([{"x": i} for i in range(1000)]).num_blocks() == 2 * slots
+    assert lc.data.from_numpy(np.zeros(1000)).num_blocks() == 2 * slots
+    assert lc.data.from_items([{"x": i} for i in range(1000)]).num_blocks() == 200  # work items: a row a block
     assert lc.data.range(10_000, override_num_blocks=50).num_blocks() == 50
     for i in range(30):
         (tmp_path / f"{i:02d}.txt").write_text("a line\n" * 10)
-    small = lc.data.read_text(tmp_path)
-    assert small.num_blocks() == 2 * slots and small.count() == 300  # files grouped, none split or lost
-    assert lc.data.read_text(tmp_path, override_num_blocks=30).num_blocks() == 30
+    assert lc.data.read_text(tmp_path).num_blocks() == 30  # a file a block: files of two schemas never meet
+    assert lc.data.read_text(tmp_path, override_num_blocks=3).count() == 300
 
 
 def test_images_are_read_as_arrays(tmp_path: Any) -> None:

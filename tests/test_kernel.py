@@ -143,7 +143,7 @@ def test_a_dataset_in_a_cell_shows_the_users_source_and_stops_on_interrupt(kerne
     assert "return {'n': int(row['text'])}" in out["evalue"] and "<dynamic-code>" not in out["evalue"], out
     assert "in dataset operator 'Map(parse)', block 1, row 0" in out["evalue"], out["evalue"]
     # an interrupt while a pipelined dataset streams: one line, the execution stopped, the next cell runs at once
-    kernel.run("def nap(row):\n    time.sleep(0.2)\n    return row\nds = lc.data.range(100).map(nap)")
+    kernel.run("def nap(row):\n    time.sleep(0.2)\n    return row\nds = lc.data.range(100, override_num_blocks=100).map(nap)")
     out, seconds = _interrupt(kernel, "for batch in ds.iter_batches(batch_size=4):\n    pass", after=2.0)
     print(f"KeyboardInterrupt {seconds:.2f}s after the interrupt")
     assert out["error"] == "KeyboardInterrupt" and "the dataset's execution stopped" in out["evalue"], out

@@ -3,8 +3,9 @@
 Names follow Ray Data: sources here (``range``, ``from_items``, ``read_parquet``...), operators and consumers on
 :class:`Dataset`, settings in :class:`DataContext` and ``with lc.data.execution(mode=...)``. A source's
 ``override_num_blocks=`` says how many blocks it makes; by default Ray Data's rule (``sources.default_blocks``):
-one row or file a block up to 200, but no block under 1 MiB (a file's bytes on disk count) unless that leaves CPU
-slots idle (10,000 small rows: twice the cluster's CPU slots).
+200, or a row (file) a block when fewer; ``range`` and the tables (``from_pandas``, ``from_numpy``, ``from_arrow``)
+make no block under 1 MiB or over 128 MiB; and at least twice the cluster's CPU slots (``range(10_000)``: 4 blocks
+on 2 slots, ``from_items`` of 1,000 rows: 200).
 
 >>> import labcluster as lc
 >>> with lc.init(num_cpus=2, processes=False):
@@ -74,7 +75,9 @@ def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) 
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise TypeError(f"lc.data.from_items takes a list, got {type(items).__name__}")
     sources.check_blocks(override_num_blocks, "lc.data.from_items")
-    return _from_table("FromItems", blocks.from_rows(list(items), "lc.data.from_items"), override_num_blocks)
+    # a row a block, as Ray Data's from_items: a short list is often of work items (paths, parameters), each heavy
+    return _from_table("FromItems", blocks.from_rows(list(items), "lc.data.from_items"), override_num_blocks,
+                       by_size=False)
 
 
 def from_pandas(df: Any, *, override_num_blocks: int | None = None) -> Dataset:
@@ -102,9 +105,9 @@ def from_arrow(table: pa.Table | list[pa.Table], *, override_num_blocks: int | N
     return _from_table("FromArrow", blocks.concat(tables), override_num_blocks)
 
 
-def _from_table(name: str, table: pa.Table, override_num_blocks: int | None) -> Dataset:
+def _from_table(name: str, table: pa.Table, override_num_blocks: int | None, by_size: bool = True) -> Dataset:
     sources.check_blocks(override_num_blocks, f"lc.data.{name}")
-    return Dataset(sources.Source(name, tuple(sources.block_tasks(table, override_num_blocks)),
+    return Dataset(sources.Source(name, tuple(sources.block_tasks(table, override_num_blocks, by_size)),
                                   f"({table.num_rows} rows)"))
 
 

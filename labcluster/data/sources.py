@@ -13,6 +13,7 @@ pyarrow (local paths, and any fsspec URL: ``s3://``, ``gs://``, ``memory://``...
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -59,31 +60,40 @@ class Source:
 
 
 def default_blocks(n: int, nbytes: int | None = None, cpus: int | None = None) -> int:
-    """How many blocks ``n`` rows (or files) of about ``nbytes`` in memory make when ``override_num_blocks`` is not
-    given, by Ray Data's rule: up to ``data.default-num-blocks`` (200), but no block under ``data.min-block-size``
-    (1 MiB: a task per tiny block costs more than its rows), and at least twice the cluster's CPU slots so that
-    every slot has work; never more blocks than rows (or files: a file is never split).
+    """How many blocks ``n`` rows (or files) make when ``override_num_blocks`` is not given, by Ray Data's rule
+    (``_autodetect_parallelism``): ``data.default-num-blocks`` (200); when their size in memory ``nbytes`` is known,
+    no block under ``data.min-block-size`` (1 MiB: a task per tiny block costs more than its rows) nor over
+    ``data.max-block-size`` (128 MiB); and at least twice the cluster's CPU slots, so that every slot has work.
+    Never more blocks than rows (or files).
 
     >>> default_blocks(10_000, nbytes=80_000, cpus=2), default_blocks(10**8, nbytes=8 * 10**8, cpus=2)
     (4, 200)
-    >>> default_blocks(3, nbytes=24, cpus=2), default_blocks(500)  # no size known (files): one a block
-    (3, 200)
+    >>> default_blocks(3, nbytes=24, cpus=2), default_blocks(500, cpus=2), default_blocks(500, cpus=128)
+    (3, 200, 256)
+    >>> default_blocks(10**10, nbytes=8 * 10**10, cpus=2)  # 80 GB: blocks of at most 128 MiB
+    596
     """
     most = int(config.get("data.default-num-blocks"))
     if nbytes is not None:
         smallest = max(1, int(parse_bytes(config.get("data.min-block-size"))))
-        most = max(min(most, nbytes // smallest), 2 * (cpus if cpus is not None else cpu_slots()))
-    return max(1, min(n, most))
+        largest = max(1, int(parse_bytes(config.get("data.max-block-size"))))
+        most = max(min(most, nbytes // smallest), nbytes // largest)
+    if n <= most:  # one row (or file) a block: the slots cannot matter
+        return max(1, n)
+    return max(1, min(n, max(most, 2 * (cpus if cpus is not None else cpu_slots()))))
 
 
 def cpu_slots() -> int:
-    """The CPU slots work can use: the cluster's, or this machine's cores before ``lc.init`` (the local cluster it
-    starts has as many)."""
-    import labcluster as lc
+    """The CPU slots work can use: the cluster's; before ``lc.init`` (or with its cluster gone), this machine's
+    cores, as many as the local cluster ``lc.init`` starts has."""
+    from ..api.session import is_initialized
+    from ..api.state import cluster_resources
+    from ..cluster.groups import cpu_count
 
-    if lc.is_initialized():
-        return max(1, int(lc.cluster_resources().get("CPU", 0)))
-    return os.cpu_count() or 1
+    if is_initialized():
+        with contextlib.suppress(Exception):  # a lost cluster: its own error comes when the dataset runs
+            return max(1, int(cluster_resources().get("CPU", 0)))
+    return cpu_count()
 
 
 def _splits(n: int, parts: int) -> list[tuple[int, int]]:
@@ -118,9 +128,10 @@ def range_tasks(n: int, override_num_blocks: int | None = None) -> list[ReadTask
     return [ReadTask(_range_block, (a, b), f"range({a}, {b})", b - a) for a, b in _splits(n, parts)]
 
 
-def block_tasks(table: pa.Table, override_num_blocks: int | None) -> list[ReadTask]:
-    """Cut one in-memory table into blocks (zero-copy slices), each shipped with its task."""
-    parts = override_num_blocks or default_blocks(table.num_rows, nbytes=table.nbytes)
+def block_tasks(table: pa.Table, override_num_blocks: int | None, by_size: bool = True) -> list[ReadTask]:
+    """Cut one in-memory table into blocks (zero-copy slices), each shipped with its task; ``by_size``: blocks of
+    1-128 MiB (:func:`default_blocks`), else a row a block."""
+    parts = override_num_blocks or default_blocks(table.num_rows, nbytes=table.nbytes if by_size else None)
     return [ReadTask(_identity, (table.slice(a, b - a),), f"rows {a}-{b - 1}" if b > a else "no rows", b - a)
             for a, b in _splits(table.num_rows, parts)]
 
@@ -179,21 +190,11 @@ def _read_files(reader: Callable[[str], pa.Table], what: str, kind: str, paths: 
     return blocks.concat(parts)
 
 
-def files_size(paths: Sequence[str]) -> int | None:
-    """The files' bytes (their size on disk stands for their size in memory), or None where asking fails."""
-    import fsspec.core
-
-    try:
-        fs, _ = fsspec.core.url_to_fs(paths[0])
-        return int(sum(fs.sizes(list(paths))))
-    except Exception:  # a filesystem that cannot say: one file a block
-        return None
-
-
 def file_tasks(paths: list[str], reader: Callable[[str], pa.Table], what: str, kind: str,
                override_num_blocks: int | None) -> list[ReadTask]:
-    """Group the files into blocks: one file a block, fewer for small files (:func:`default_blocks`)."""
-    parts = override_num_blocks or default_blocks(len(paths), nbytes=files_size(paths))
+    """Group the files into blocks: one file a block, up to ``data.default-num-blocks`` (:func:`default_blocks`, no
+    size: files grouped in a block are concatenated, and files of other schemas or image shapes cannot be)."""
+    parts = override_num_blocks or default_blocks(len(paths))
     out = []
     for a, b in _splits(len(paths), parts):
         group = tuple(paths[a:b])
