@@ -3,9 +3,9 @@
 Names follow Ray Data: sources here (``range``, ``from_items``, ``read_parquet``...), operators and consumers on
 :class:`Dataset`, settings in :class:`DataContext` and ``with lc.data.execution(mode=...)``. A source's
 ``override_num_blocks=`` says how many blocks it makes; by default Ray Data's rule (``sources.default_blocks``):
-200, or a row (file) a block when fewer; ``range`` and the tables (``from_pandas``, ``from_numpy``, ``from_arrow``)
-make no block under 1 MiB or over 128 MiB; and at least twice the cluster's CPU slots (``range(10_000)``: 4 blocks
-on 2 slots, ``from_items`` of 1,000 rows: 200).
+200, or a row (file) a block when fewer; ``range`` makes no block under 1 MiB or over 128 MiB, as Ray's does, and so
+do the tables (``from_pandas``, ``from_numpy``, ``from_arrow``: Ray keeps each as one block); and at least twice the
+cluster's CPU slots (``range(10_000)``: 4 blocks on 2 slots, ``from_items`` of 1,000 rows: 200).
 
 >>> import labcluster as lc
 >>> with lc.init(num_cpus=2, processes=False):
