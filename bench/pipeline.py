@@ -112,7 +112,8 @@ def _drain(data: Any) -> int:
 
 
 def _spark_count(sc: Any, grain: int, fused: Callable[[list[int]], list[float]]) -> int:
-    return int(sc.parallelize(chunks(grain), len(chunks(grain))).map(fused).count())
+    parts = chunks(grain)
+    return int(sc.parallelize(parts, len(parts)).map(fused).count())
 
 
 def _timed(fn: Callable[[], Any]) -> float:

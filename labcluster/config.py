@@ -40,3 +40,10 @@ def seconds(key: str) -> float:
     value = parse_timedelta(get(key), default="s")
     assert value is not None
     return float(value)
+
+
+def nbytes(key: str) -> int:
+    """Return a size setting such as ``data.min-block-size`` (``1 MiB``, or a plain number) in bytes."""
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(get(key)))

@@ -42,7 +42,7 @@ class DataContext:
             execution_mode=str(config.get("data.mode")),
             preserve_order=bool(config.get("data.preserve-order")),
             max_blocks_per_operator=None if blocks is None else int(blocks),
-            max_bytes_per_operator=int(parse_bytes(config.get("data.max-bytes-per-operator"))),
+            max_bytes_per_operator=config.nbytes("data.max-bytes-per-operator"),
         )
 
     @staticmethod

@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from dask.utils import parse_bytes
 
 import labcluster.data.blocks as blocks
 
@@ -75,12 +74,11 @@ def default_blocks(n: int, nbytes: int | None = None, cpus: int | None = None) -
     """
     most = int(config.get("data.default-num-blocks"))
     if nbytes is not None:
-        smallest = max(1, int(parse_bytes(config.get("data.min-block-size"))))
-        largest = max(1, int(parse_bytes(config.get("data.max-block-size"))))
+        smallest, largest = (max(1, config.nbytes(f"data.{k}-block-size")) for k in ("min", "max"))
         most = max(min(most, nbytes // smallest), nbytes // largest)
     if n <= most:  # one row (or file) a block: the slots cannot matter
         return max(1, n)
-    return max(1, min(n, max(most, 2 * (cpus if cpus is not None else cpu_slots()))))
+    return min(n, max(most, 2 * (cpus if cpus is not None else cpu_slots())))
 
 
 def cpu_slots() -> int:
