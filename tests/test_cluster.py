@@ -256,6 +256,24 @@ def test_connect_to_a_cluster_object_and_leave_it_running(shutdown_after: None) 
         assert len(cluster.scheduler_info["workers"]) == 1
 
 
+def test_a_dataset_made_before_connecting_is_cut_for_the_cluster_it_runs_on(shutdown_after: None) -> None:
+    """As Ray Data, blocks are counted when a dataset runs: made before lc.init, on this machine's cores (twice its
+    CPU slots for a small range), it runs twice the remote cluster's slots."""
+    from labcluster.cluster.groups import cpu_count
+
+    ds = lc.data.range(10_000)
+    ahead = ds.map_batches(lambda b: {"id": b["id"] * 2})
+    assert ds.num_blocks() == ahead.num_blocks() == 2 * cpu_count()
+    with LocalCluster(n_workers=2, threads_per_worker=4, processes=False, dashboard_address=None,
+                      resources={"CPU": 4}) as cluster:
+        lc.init(address=cluster.scheduler_address)
+        assert ds.num_blocks() == 16 and "16 blocks" in repr(ahead)
+        done = ahead.materialize()
+        assert done.num_blocks() == 16 and done.count() == 10_000
+        assert lc.data.range(10_000, override_num_blocks=3).num_blocks() == 3  # asked for: as asked
+        lc.shutdown()
+
+
 def test_a_scheduler_that_cannot_take_the_extension_still_runs_tasks_and_says_what_will_not_work(
         shutdown_after: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # (a scheduler where labcluster is not installed refuses the extension's pickled plugin: the same path)

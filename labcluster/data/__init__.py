@@ -5,7 +5,8 @@ Names follow Ray Data: sources here (``range``, ``from_items``, ``read_parquet``
 ``override_num_blocks=`` says how many blocks it makes; by default Ray Data's rule (``sources.default_blocks``):
 200, or a row (file) a block when fewer; ``range`` makes no block under 1 MiB or over 128 MiB, as Ray's does, and so
 do the tables (``from_pandas``, ``from_numpy``, ``from_arrow``: Ray keeps each as one block); and at least twice the
-cluster's CPU slots (``range(10_000)``: 4 blocks on 2 slots, ``from_items`` of 1,000 rows: 200).
+cluster's CPU slots (``range(10_000)``: 4 blocks on 2 slots, ``from_items`` of 1,000 rows: 200). As in Ray, the
+count is made when the dataset runs: one made before ``lc.init("tcp://...")`` is cut for the cluster it runs on.
 
 >>> import labcluster as lc
 >>> with lc.init(num_cpus=2, processes=False):
@@ -24,7 +25,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..text import plural
 from . import blocks, sources
 from .context import DataContext, execution
 from .dataset import Dataset, DatasetStats, GroupedData, Materialized
@@ -67,7 +67,7 @@ def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
         raise ValueError(f"lc.data.range needs an int >= 0, got {n!r}")
     sources.check_blocks(override_num_blocks, "lc.data.range")
-    return Dataset(sources.Source("ReadRange", tuple(sources.range_tasks(n, override_num_blocks)), f"({n})"))
+    return Dataset(sources.range_source(n, override_num_blocks))
 
 
 def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) -> Dataset:
@@ -107,8 +107,7 @@ def from_arrow(table: pa.Table | list[pa.Table], *, override_num_blocks: int | N
 
 def _from_table(name: str, table: pa.Table, override_num_blocks: int | None, by_size: bool = True) -> Dataset:
     sources.check_blocks(override_num_blocks, f"lc.data.{name}")
-    return Dataset(sources.Source(name, tuple(sources.block_tasks(table, override_num_blocks, by_size)),
-                                  f"({table.num_rows} rows)"))
+    return Dataset(sources.table_source(name, table, override_num_blocks, by_size))
 
 
 def _files(name: str, fn: str, kind: str, paths: Paths, reader: Any, suffixes: Sequence[str],
@@ -116,9 +115,7 @@ def _files(name: str, fn: str, kind: str, paths: Paths, reader: Any, suffixes: S
     what = f"lc.data.{fn}"
     sources.check_blocks(override_num_blocks, what)
     found = sources.expand_paths(paths, what, suffixes)
-    tasks = sources.file_tasks(found, reader, what, kind, override_num_blocks)
-    return Dataset(sources.Source(name, tuple(tasks), f"({plural(len(found), 'file')})",
-                                  tuple(found)))
+    return Dataset(sources.file_source(name, found, reader, what, kind, override_num_blocks))
 
 
 def read_parquet(paths: Paths, *, columns: list[str] | None = None,

@@ -264,9 +264,9 @@ class Dataset:
     def count(self, *, mode: str | None = None) -> int:
         """The number of rows; known without running when no operator changes it, else counted from the blocks'
         reports (no block is fetched)."""
-        if isinstance(self._source, Source) and not self._ops and all(t.rows is not None
-                                                                     for t in self._source.tasks):
-            return sum(t.rows or 0 for t in self._source.tasks)
+        reads = self._source.tasks if isinstance(self._source, Source) and not self._ops else ()
+        if reads and all(t.rows is not None for t in reads):
+            return sum(t.rows or 0 for t in reads)
         return sum(item.rows or 0 for item in self._execution(mode).outputs())
 
     @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")

@@ -14,6 +14,7 @@ pyarrow (local paths, and any fsspec URL: ``s3://``, ``gs://``, ``memory://``...
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ import pyarrow as pa
 import labcluster.data.blocks as blocks
 
 from .. import config
+from ..text import plural
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,38 @@ class ReadTask:
 
 @dataclass(frozen=True)
 class Source:
-    """A Dataset's first operator: a name (``ReadParquet``, ``FromItems``...) and its read tasks."""
+    """A Dataset's first operator: a name (``ReadParquet``, ``FromItems``...) and how its rows (or files) are cut
+    into read tasks.
+
+    Without ``override_num_blocks`` the blocks are counted when the dataset runs (or is shown), not when it is made,
+    as Ray Data counts them: a dataset made before ``lc.init("tcp://...")`` runs as many blocks as the cluster it
+    runs on wants (:func:`default_blocks`), not as this machine's cores would.
+    """
 
     name: str
-    tasks: tuple[ReadTask, ...]
+    #: ``cut(parts)``: the read tasks of ``parts`` blocks
+    cut: Callable[[int], Sequence[ReadTask]]
+    #: rows (or files) it holds, and their size in memory where known (sized sources: range, in-memory tables)
+    count: int
+    nbytes: int | None = None
+    override_num_blocks: int | None = None
     #: what the dataset's repr says about it (the paths, the row count)
     detail: str = ""
     files: tuple[str, ...] = field(default=(), repr=False)
+    _cuts: dict[int, tuple[ReadTask, ...]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_blocks(self) -> int:
-        return len(self.tasks)
+        return self.override_num_blocks or default_blocks(self.count, self.nbytes)
+
+    @property
+    def tasks(self) -> tuple[ReadTask, ...]:
+        """The read tasks for the cluster of now (the same tasks again while its CPU slots stay the same)."""
+        parts = self.num_blocks
+        tasks = self._cuts.get(parts)
+        if tasks is None:
+            tasks = self._cuts[parts] = tuple(self.cut(parts))
+        return tasks
 
 
 def default_blocks(n: int, nbytes: int | None = None, cpus: int | None = None) -> int:
@@ -121,17 +144,25 @@ def _range_block(start: int, stop: int) -> pa.Table:
     return pa.table({"id": np.arange(start, stop, dtype=np.int64)})
 
 
-def range_tasks(n: int, override_num_blocks: int | None = None) -> list[ReadTask]:
-    parts = override_num_blocks or default_blocks(n, nbytes=8 * n)  # one int64 column
+def range_tasks(n: int, parts: int) -> list[ReadTask]:
     return [ReadTask(_range_block, (a, b), f"range({a}, {b})", b - a) for a, b in _splits(n, parts)]
 
 
-def block_tasks(table: pa.Table, override_num_blocks: int | None, by_size: bool = True) -> list[ReadTask]:
-    """Cut one in-memory table into blocks (zero-copy slices), each shipped with its task; ``by_size``: blocks of
-    1-128 MiB (:func:`default_blocks`), else a row a block."""
-    parts = override_num_blocks or default_blocks(table.num_rows, nbytes=table.nbytes if by_size else None)
+def range_source(n: int, override_num_blocks: int | None) -> Source:
+    """``range(n)``, sized as one int64 column."""
+    return Source("ReadRange", functools.partial(range_tasks, n), n, 8 * n, override_num_blocks, f"({n})")
+
+
+def block_tasks(table: pa.Table, parts: int) -> list[ReadTask]:
+    """Cut one in-memory table into ``parts`` blocks (zero-copy slices), each shipped with its task."""
     return [ReadTask(_identity, (table.slice(a, b - a),), f"rows {a}-{b - 1}" if b > a else "no rows", b - a)
             for a, b in _splits(table.num_rows, parts)]
+
+
+def table_source(name: str, table: pa.Table, override_num_blocks: int | None, by_size: bool = True) -> Source:
+    """An in-memory table; ``by_size``: blocks of 1-128 MiB (:func:`default_blocks`), else a row a block."""
+    return Source(name, functools.partial(block_tasks, table), table.num_rows, table.nbytes if by_size else None,
+                  override_num_blocks, f"({table.num_rows} rows)")
 
 
 # -- files -------------------------------------------------------------------------------------------------------
@@ -188,11 +219,17 @@ def _read_files(reader: Callable[[str], pa.Table], what: str, kind: str, paths: 
     return blocks.concat(parts)
 
 
+def file_source(name: str, paths: list[str], reader: Callable[[str], pa.Table], what: str, kind: str,
+                override_num_blocks: int | None) -> Source:
+    """Files, one a block up to ``data.default-num-blocks`` (:func:`default_blocks`, unsized: files grouped in a
+    block are concatenated, and files of other schemas or image shapes cannot be)."""
+    cut = functools.partial(file_tasks, paths, reader, what, kind)
+    return Source(name, cut, len(paths), None, override_num_blocks, f"({plural(len(paths), 'file')})", tuple(paths))
+
+
 def file_tasks(paths: list[str], reader: Callable[[str], pa.Table], what: str, kind: str,
-               override_num_blocks: int | None) -> list[ReadTask]:
-    """Group the files into blocks: one file a block, up to ``data.default-num-blocks`` (:func:`default_blocks`, no
-    size: files grouped in a block are concatenated, and files of other schemas or image shapes cannot be)."""
-    parts = override_num_blocks or default_blocks(len(paths))
+               parts: int) -> list[ReadTask]:
+    """Group the files into ``parts`` blocks."""
     out = []
     for a, b in _splits(len(paths), parts):
         group = tuple(paths[a:b])
