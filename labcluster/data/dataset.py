@@ -338,7 +338,8 @@ class Dataset:
         return lc.lineage(refs)
 
     def num_blocks(self) -> int:
-        """Blocks it will be made of (after the last repartition; the source's blocks before that)."""
+        """Blocks it will be made of (after the last repartition; the source's blocks before that), on the cluster
+        of now: without ``override_num_blocks``, a source is cut when it runs, for the cluster it runs on."""
         for op in reversed(self._ops):
             if isinstance(op, AllToAll) and op.num_outputs:
                 return op.num_outputs
