@@ -180,6 +180,24 @@ def test_breaking_off_stops_the_execution_and_kills_its_actors() -> None:
     assert wait_until(lambda: _memory_watches() == 0, timeout=20)  # its memory watch ended with it
 
 
+def test_running_blocks_end_at_their_next_row_once_the_execution_stops() -> None:
+    """Python cannot stop a thread: a block's loop over its rows asks whether its execution still wants it, so a
+    consumer that breaks off frees the slots at once, not when the blocks would have ended (here ~30 s)."""
+    from conftest import wait_until
+
+    def slow_after_first_block(row: dict[str, Any]) -> dict[str, Any]:
+        if row["id"] >= 60:
+            time.sleep(0.5)
+        return row
+
+    ds = lc.data.range(180, override_num_blocks=3).map(slow_after_first_block)
+    for _ in ds.iter_batches(batch_size=None):
+        break  # the first block is in; the other two run on both CPU slots
+    assert wait_until(lambda: lc.available_resources().get("CPU", 0) == 2, timeout=10)
+    stats = ds.stats().stages[0]
+    assert stats.blocks == 1 and stats.rows == 60
+
+
 def _data_topics() -> list[str]:
     """The scheduler's event topics for dataset block reports (it keeps every topic it has seen)."""
     return sorted(lc.current_session().client.run_on_scheduler(
@@ -339,8 +357,12 @@ def test_bad_input_fails_fast_with_the_fix() -> None:
         ds.map_batches(lambda b: 3).take_all()
     with pytest.raises(TypeError, match="map's function must return a dict"):
         ds.map(lambda r: 3).take_all()
-    with pytest.raises(KeyError, match="no column 'nope'; the block has 'id'"):
+    with pytest.raises(KeyError, match="no column 'nope'; the block has 'id'") as missing:
         ds.select_columns(["nope"]).take_all()
+    assert "MissingColumnError: dataset operator 'SelectColumns(nope)'" in str(missing.value)  # unquoted (KeyError's
+    # own text is its repr)
+    with pytest.raises(TypeError, match="unknown Map option 'batch_size'.*a row is not a batch"):
+        ds.map(lambda r: r, batch_size=3)
     with pytest.raises(TypeError, match=r"Doubler\(\) cannot be constructed .*fn_constructor_args"):
         ds.map_batches(Doubler, num_gpus=1)
     with pytest.raises(FileNotFoundError, match="lc.data.read_parquet: no such file or directory: '/nonexistent"):

@@ -180,6 +180,31 @@ def test_a_running_task_can_see_that_it_was_cancelled(cluster: lc.Session) -> No
     assert not lc.get_runtime_context().is_canceled()  # the driver is no task
 
 
+@lc.remote
+class Looper:
+    def loop(self) -> str:
+        for _ in range(600):
+            if lc.get_runtime_context().is_canceled():
+                return "saw it"
+            time.sleep(0.05)
+        return "never told"
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_a_running_actor_call_can_see_that_it_was_cancelled(cluster: lc.Session) -> None:
+    actor = Looper.remote()
+    assert lc.get(actor.ping.remote(), timeout=30) == "pong"
+    ref = actor.loop.remote()
+    time.sleep(0.3)
+    lc.cancel(ref)
+    with pytest.raises(lc.exceptions.TaskCancelledError):
+        lc.get(ref, timeout=30)
+    assert lc.get(actor.ping.remote(), timeout=10) == "pong"  # the call ended early: the actor is free again
+    lc.kill(actor)
+
+
 def test_rays_names() -> None:
     from labcluster import exceptions
     from labcluster.actor import ActorHandle

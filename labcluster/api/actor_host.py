@@ -37,6 +37,7 @@ from distributed.protocol.serialize import to_serialize
 from .. import config
 from ..dask_internals import bind_worker, store_on_worker
 from ..diagnostics.recorder import ACTOR_CALL_TOPIC
+from ..exceptions import TaskCancelledError
 from ..scheduler.protocol import RELEASED
 from . import output
 from .blocking import wait_released
@@ -49,6 +50,9 @@ from .session import worker_session
 
 #: the actor whose method is running in this thread or coroutine (lc.get_runtime_context().get_actor_id())
 current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("labcluster_actor", default=None)
+#: the call running in this thread or coroutine: its actor and its key (``call_cancelled``)
+_current_call: contextvars.ContextVar[tuple[_Hosted, str] | None] = contextvars.ContextVar("labcluster_actor_call",
+                                                                                          default=None)
 
 
 @dataclass
@@ -237,6 +241,17 @@ def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[
             {k: get(v) if isinstance(v, ObjectRef) else unbox(v) for k, v in kwargs.items()})
 
 
+def call_cancelled() -> bool | None:
+    """Whether the actor call running here was cancelled by its caller (``lc.cancel``) or its actor was stopped
+    (killed, restarted) since it began; None outside an actor call. Python cannot stop the method's thread: a long
+    method reads this (``lc.get_runtime_context().is_canceled()``) and returns early, as with Ray."""
+    running = _current_call.get()
+    if running is None:
+        return None
+    hosted, key = running
+    return key in hosted.cancelled or _HOSTED.get(hosted.actor_id) is not hosted
+
+
 def _enter(worker: Any, hosted: _Hosted) -> None:
     """Make get_worker() (lc.get_gpu_ids, nested lc.get, .remote()) and get_runtime_context().get_actor_id() work
     in the actor's threads and event loop, which are not Dask task threads."""
@@ -259,10 +274,12 @@ def _run(hosted: _Hosted, method: str, payload: Any, timing: dict[str, float],
     _check_cancelled(hosted, key)  # its turn came after its caller cancelled it
     args, kwargs = fetched.result() if fetched is not None else _resolve_refs(*payload)
     timing["thread"], timing["started"] = threading.get_ident(), time()  # the method's own time, not the fetch
+    token = _current_call.set((hosted, key))
     try:
         with output.routed(origin, function):  # what it prints goes to the caller's cell
             return getattr(hosted.instance, method)(*args, **kwargs)
     finally:
+        _current_call.reset(token)
         timing["finished"] = time()
 
 
@@ -272,6 +289,7 @@ async def _run_async(hosted: _Hosted, method: str, payload: Any, timing: dict[st
     _check_cancelled(hosted, key)
     args, kwargs = await asyncio.wrap_future(fetched) if fetched is not None else _resolve_refs(*payload)
     timing["thread"], timing["started"] = threading.get_ident(), time()
+    _current_call.set((hosted, key))  # in this call's own task context
     try:
         with output.routed(origin, function):
             result = getattr(hosted.instance, method)(*args, **kwargs)
@@ -299,7 +317,7 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     hosted.started(caller, seq)
     try:
         result = box(await running)
-    except _Cancelled:
+    except (_Cancelled, TaskCancelledError):  # cancelled before it began, or it saw so and ended early
         return {"status": "cancelled"}
     except Exception as e:
         error = task_error(function, e, worker, format_remote(e, hosted.source))

@@ -13,7 +13,7 @@ from typing import Any
 from ..cluster.info import WorkerInfo, total_resources, workers_from_info
 from ..dask_internals import free_resources, task_cancelled, task_resources
 from ..scheduler.protocol import WORKER_INFO
-from .actor_host import current_actor
+from .actor_host import call_cancelled, current_actor
 from .blocking import current_task_key
 from .session import current_worker
 from .start import current_session
@@ -92,8 +92,6 @@ class RuntimeContext:
     assigned_resources: dict[str, float] = field(default_factory=dict)
     gpu_mode: str = "none"
     actor_id: str | None = None
-    #: the task's own Dask key (``task_id`` is its text)
-    _dask_key: Any = None
 
     def get_job_id(self) -> str | None:
         return self.job_id
@@ -108,10 +106,10 @@ class RuntimeContext:
         return self.task_id
 
     def is_canceled(self) -> bool:
-        """Whether the running task was cancelled (``lc.cancel``, or every ref to it dropped): Dask does not stop a
-        running thread, so a long task can check this and return early, as with Ray. False on the driver."""
-        worker = current_worker()
-        return bool(worker is not None and self.task_id is not None and task_cancelled(worker, self._dask_key))
+        """Whether the running task or actor call was cancelled (``lc.cancel``, every ref to it dropped, its actor
+        killed): Python does not stop a running thread, so a long task can check this and return early, as with
+        Ray. False on the driver."""
+        return canceled_here()
 
     def get_actor_id(self) -> str | None:
         """The actor whose method is running, or None (in a task or on the driver)."""
@@ -126,6 +124,17 @@ class RuntimeContext:
         return f"<code>{html.escape(repr(self))}</code>"
 
 
+def canceled_here() -> bool:
+    """Whether the task or actor call running in this thread (or coroutine) was cancelled; False elsewhere. Cheap
+    (no message): labcluster's own loops over rows read it (``data.operators``)."""
+    in_call = call_cancelled()
+    if in_call is not None:
+        return in_call
+    worker = current_worker()
+    key = current_task_key(worker) if worker is not None else None
+    return key is not None and task_cancelled(worker, key)
+
+
 def get_runtime_context() -> RuntimeContext:
     """The calling task's ids (task key, worker, node = worker address), or the driver's."""
     worker = current_worker()
@@ -135,7 +144,7 @@ def get_runtime_context() -> RuntimeContext:
         desc = _worker_description(worker)
         return RuntimeContext(job_id=None, node_id=str(worker.address), worker_id=str(worker.id),
                               task_id=None if key is None else str(key), assigned_resources=assigned,
-                              gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get(), _dask_key=key)
+                              gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get())
     session = current_session(auto_init=False)
     return RuntimeContext(job_id=str(session.client.id), node_id=f"driver@{socket.gethostname()}",
                           worker_id=str(session.client.id), task_id=None)

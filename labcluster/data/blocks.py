@@ -29,6 +29,13 @@ BATCH_FORMATS = ("numpy", "pandas", "pyarrow")
 DEFAULT_BATCH_FORMAT = "numpy"
 
 
+class MissingColumnError(KeyError):
+    """An operator names a column the block does not have (a KeyError, shown unquoted: its text is a sentence)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class BlockTypeError(TypeError):
     """A user function returned something that cannot be a block."""
 

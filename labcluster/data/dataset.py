@@ -35,9 +35,14 @@ from .progress import StageStats, size_label
 from .runs import Item
 from .sources import Source
 
-#: what map, map_batches, filter, flat_map and add_column accept besides their own arguments
+#: what map, map_batches, filter, flat_map and add_column accept besides their own arguments (the row operators take
+#: no batch options: a row is not a batch)
 _OPTIONS = frozenset({"fn_args", "fn_kwargs", "fn_constructor_args", "fn_constructor_kwargs", "num_cpus", "num_gpus",
-                      "resources", "concurrency", "batch_size", "batch_format", "columns"})
+                      "resources", "concurrency"})
+
+#: what an interrupted consumer says: Python cannot stop a thread, so a block ends at its next row or batch (a single
+#: call of a user function that runs long still runs to its end)
+STOPPED = "the dataset's execution stopped; its running blocks end at their next row or batch"
 
 
 class Plan(str):
@@ -76,11 +81,15 @@ class Dataset:
         return Dataset(self._source, (*self._ops, op))
 
     # -- transformations -------------------------------------------------------------------------------------------
-    def _one_to_one(self, kind: str, label: str, fn: Any, **options: Any) -> Dataset:
+    def _one_to_one(self, kind: str, label: str, fn: Any, options: Mapping[str, Any], **own: Any) -> Dataset:
+        """``options``: what the user passed as keywords (checked); ``own``: the operator's own arguments."""
         for key in options:
             if key not in _OPTIONS:
-                raise unknown_name(f"{label} option", key, sorted(_OPTIONS))
-        return self._operator(kind, label, fn, **options)
+                valid = sorted(_OPTIONS | own.keys() - {"columns"})
+                rows = key in ("batch_size", "batch_format") and "batch_format" not in own
+                hint = "(a row is not a batch: batch options are map_batches')" if rows else ""
+                raise unknown_name(f"{label} option", key, valid, hint)
+        return self._operator(kind, label, fn, **options, **own)
 
     def _operator(self, kind: str, label: str, fn: Any, *, fn_args: Sequence[Any] = (),
                     fn_kwargs: Mapping[str, Any] | None = None, fn_constructor_args: Sequence[Any] = (),
@@ -109,11 +118,12 @@ class Dataset:
         return self._with(OneToOne(step, Resources.of(num_cpus, num_gpus, resources), concurrency))
 
     def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]], **options: Any) -> Dataset:
-        """Apply ``fn`` to each row (a dict) and keep what it returns (a dict). Options as for ``map_batches``."""
-        return self._one_to_one("map", "Map", fn, **options)
+        """Apply ``fn`` to each row (a dict) and keep what it returns (a dict). Options as for ``map_batches``, less
+        its batch options."""
+        return self._one_to_one("map", "Map", fn, options)
 
     def map_batches(self, fn: Any, *, batch_size: int | None = None, batch_format: str = "default",
-                    **options: Any) -> Dataset:  # options: see _OPTIONS
+                    **options: Any) -> Dataset:
         """Apply ``fn`` to batches of at most ``batch_size`` rows (None: whole blocks), given as ``batch_format``
         (``"numpy"``: a dict of arrays, the default; ``"pandas"``; ``"pyarrow"``). ``fn`` returns a batch the same
         ways. A class runs in an actor pool of ``concurrency`` actors (an int, or ``(min, max)`` to grow with the
@@ -123,23 +133,23 @@ class Dataset:
 
         >>> ds.map_batches(Model, num_gpus=1, concurrency=1, batch_size=32)   # doctest: +SKIP
         """
-        return self._one_to_one("map_batches", "MapBatches", fn, batch_size=batch_size, batch_format=batch_format,
-                                **options)
+        return self._one_to_one("map_batches", "MapBatches", fn, options, batch_size=batch_size,
+                                batch_format=batch_format)
 
     def filter(self, fn: Callable[[dict[str, Any]], bool], **options: Any) -> Dataset:
         """Keep the rows for which ``fn(row)`` is true."""
-        return self._one_to_one("filter", "Filter", fn, **options)
+        return self._one_to_one("filter", "Filter", fn, options)
 
     def flat_map(self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], **options: Any) -> Dataset:
         """Replace each row by the rows ``fn(row)`` returns (a list of dicts)."""
-        return self._one_to_one("flat_map", "FlatMap", fn, **options)
+        return self._one_to_one("flat_map", "FlatMap", fn, options)
 
     def add_column(self, col: str, fn: Callable[[Any], Any], *, batch_format: str = "pandas",
                    **options: Any) -> Dataset:
         """Add (or replace) column ``col`` with ``fn(batch)``: one value per row (a batch is a pandas DataFrame by
         default, as in Ray Data)."""
-        return self._one_to_one("add_column", f"AddColumn({col})", fn, batch_format=batch_format,
-                                columns=(str(col),), **options)
+        return self._one_to_one("add_column", f"AddColumn({col})", fn, options, batch_format=batch_format,
+                                columns=(str(col),))
 
     def drop_columns(self, cols: Sequence[str]) -> Dataset:
         cols = _names(cols, "drop_columns")
@@ -216,12 +226,11 @@ class Dataset:
         try:
             yield from items
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(f"Dataset.{what} was interrupted; the dataset's execution stopped; nothing of "
-                                    f"it keeps running") from None
+            raise KeyboardInterrupt(f"Dataset.{what} was interrupted; {STOPPED}") from None
         except LabclusterError as e:
             raise e.with_traceback(None)  # noqa: B904  (the same error; only the frames go)
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "default", drop_last: bool = False,
                      mode: str | None = None) -> Iterator[Any]:
         """Batches of ``batch_size`` rows (None: a block each) as they are made: the first arrive before the dataset
@@ -229,12 +238,12 @@ class Dataset:
         fmt = blocks.check_batch_format(batch_format)
         return self._stream(_rebatch(self._blocks(mode), batch_size, fmt, drop_last), "iter_batches")
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def iter_rows(self, *, mode: str | None = None) -> Iterator[dict[str, Any]]:
         """Rows (dicts) as they are made."""
         return self._stream((row for block in self._blocks(mode) for row in blocks.rows(block)), "iter_rows")
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def take(self, limit: int = 20, *, mode: str | None = None) -> list[dict[str, Any]]:
         """The first ``limit`` rows, in the dataset's order."""
         out: list[dict[str, Any]] = []
@@ -244,11 +253,11 @@ class Dataset:
         self._last = limited._last
         return out[:limit]
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def take_all(self, *, mode: str | None = None) -> list[dict[str, Any]]:
         return [row for block in self._blocks(mode, preserve_order=True) for row in blocks.rows(block)]
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def take_batch(self, batch_size: int = 20, *, batch_format: str = "default", mode: str | None = None) -> Any:
         fmt = blocks.check_batch_format(batch_format)
         limited = self.limit(batch_size)
@@ -260,7 +269,7 @@ class Dataset:
         for row in self.take(limit):
             print(row)
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def count(self, *, mode: str | None = None) -> int:
         """The number of rows; known without running when no operator changes it, else counted from the blocks'
         reports (no block is fetched)."""
@@ -269,7 +278,7 @@ class Dataset:
             return sum(t.rows or 0 for t in reads)
         return sum(item.rows or 0 for item in self._execution(mode).outputs())
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def schema(self) -> pa.Schema:
         """The columns and their types (from the first block)."""
         for block in self.limit(1)._blocks(None, True):
@@ -279,14 +288,14 @@ class Dataset:
     def columns(self) -> list[str]:
         return list(self.schema().names)
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def to_arrow(self, *, mode: str | None = None) -> pa.Table:
         return blocks.concat(list(self._blocks(mode, preserve_order=True)))
 
     def to_pandas(self, *, mode: str | None = None) -> Any:
         return blocks.to_batch(self.to_arrow(mode=mode), "pandas")
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def to_dask(self, *, mode: str | None = None) -> Any:
         """A dask dataframe of it, a partition per block: the dataset runs and its blocks stay on the workers,
         each becoming a pandas partition there (nothing is collected in the driver)."""
@@ -294,7 +303,7 @@ class Dataset:
 
         return to_dask(self._items(mode))
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def materialize(self, *, mode: str | None = None) -> Dataset:
         """Run it and keep its blocks in the object store: a Dataset that reads them (computed once)."""
         items = self._items(mode)
@@ -309,7 +318,7 @@ class Dataset:
     def write_csv(self, path: str, *, mode: str | None = None) -> list[str]:
         return self._write(path, "csv", mode)
 
-    @entry(interrupted="the dataset's execution stopped; nothing of it keeps running")
+    @entry(interrupted=STOPPED)
     def _write(self, path: str, fmt: str, mode: str | None) -> list[str]:
         import fsspec.core
 

@@ -16,6 +16,8 @@ block and the row or batch (``add_note``), so the cell shows where in the data i
 from __future__ import annotations
 
 import inspect
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +25,9 @@ from typing import Any
 import pyarrow as pa
 
 import labcluster.data.blocks as blocks
+
+from ..api.state import canceled_here
+from ..exceptions import TaskCancelledError
 
 #: step kinds that apply a user function to rows or batches
 ROW_KINDS = ("map", "filter", "flat_map")
@@ -78,7 +83,24 @@ def _where(step: Step, block_index: int, part: str) -> str:
     return f"in dataset operator {step.name!r}, block {block_index}, {part}"
 
 
+#: how often (seconds) a block's loop over rows or batches asks whether its execution still wants it
+CANCEL_CHECK_EVERY = 0.05
+_cancel_checked = threading.local()
+
+
+def _stop_if_cancelled(block_index: int, part: str) -> None:
+    """End a block whose execution stopped (the consumer broke off, raised or was interrupted) before its next row
+    or batch: Python cannot stop a thread, so the work would otherwise run to the block's end, holding its slot."""
+    now = time.monotonic()
+    if now < getattr(_cancel_checked, "next", 0.0):
+        return
+    _cancel_checked.next = now + CANCEL_CHECK_EVERY
+    if canceled_here():
+        raise TaskCancelledError(f"block {block_index}, before its {part}")
+
+
 def _call(step: Step, value: Any, block_index: int, part: str) -> Any:
+    _stop_if_cancelled(block_index, part)
     try:
         return step.fn(value, *step.fn_args, **step.fn_kwargs)
     except Exception as e:
@@ -130,8 +152,9 @@ def _batches_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
 def _missing(block: pa.Table, names: Sequence[str], step: Step) -> None:
     missing = [n for n in names if n not in block.column_names]
     if missing:
-        raise KeyError(f"dataset operator {step.name!r}: no column {', '.join(map(repr, missing))}; the block has "
-                       f"{', '.join(map(repr, block.column_names)) or 'no columns'}")
+        names_ = ", ".join(map(repr, missing))
+        raise blocks.MissingColumnError(f"dataset operator {step.name!r}: no column {names_}; the block has "
+                                        f"{', '.join(map(repr, block.column_names)) or 'no columns'}")
 
 
 def apply(step: Step, block: pa.Table, block_index: int) -> pa.Table:

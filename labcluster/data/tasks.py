@@ -125,8 +125,8 @@ def sort(parts: list[pa.Table], n: int, keys: list[str], descending: bool) -> li
     table = blocks.concat(parts)
     missing = [k for k in keys if k not in table.column_names]
     if missing:
-        raise KeyError(f"sort: no column {', '.join(map(repr, missing))}; the dataset has "
-                       f"{', '.join(map(repr, table.column_names))}")
+        raise blocks.MissingColumnError(f"sort: no column {', '.join(map(repr, missing))}; the dataset has "
+                                        f"{', '.join(map(repr, table.column_names))}")
     order = "descending" if descending else "ascending"
     return _split_evenly(table.sort_by([(k, order) for k in keys]), n)
 
@@ -136,8 +136,8 @@ def aggregate(parts: list[pa.Table], n: int, keys: list[str], aggs: list[tuple[s
     table = blocks.concat(parts)
     missing = [c for c in [*keys, *(a[0] for a in aggs if a[0])] if c not in table.column_names]
     if missing:
-        raise KeyError(f"groupby: no column {', '.join(map(repr, missing))}; the dataset has "
-                       f"{', '.join(map(repr, table.column_names))}")
+        raise blocks.MissingColumnError(f"groupby: no column {', '.join(map(repr, missing))}; the dataset has "
+                                        f"{', '.join(map(repr, table.column_names))}")
     grouped = table.group_by(keys).aggregate([(c or [], f) for c, f, _ in aggs])  # c None: count_all
     named = {(f"{c}_{f}" if c else f): name for c, f, name in aggs}  # pyarrow's names -> ours
     out = grouped.rename_columns([named.get(n, n) for n in grouped.column_names])
