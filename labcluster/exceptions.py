@@ -249,6 +249,16 @@ class InfeasibleResourceError(LabclusterError, ValueError):
         )
 
 
+    @classmethod
+    def because(cls, message: str, request: Mapping[str, float],
+                workers: Sequence[tuple[str, Mapping[str, float]]]) -> InfeasibleResourceError:
+        """One with its own ``message`` (several requests at once: a dataset's actor pools)."""
+        err = cls.__new__(cls)
+        err.request, err.workers = dict(request), list(workers)
+        Exception.__init__(err, message)
+        return err
+
+
 def shortfall(request: Mapping[str, float], workers: Sequence[tuple[str, Mapping[str, float]]]) -> tuple[str, str]:
     """What is missing for ``request`` on ``workers``, and the fix: computed from the actual shortfall.
 

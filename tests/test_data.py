@@ -410,6 +410,25 @@ def test_a_gpu_operator_without_gpus_fails_before_anything_runs() -> None:
     assert not [r for r in lc.list_tasks(since=since) if r["stage"]]  # not even the read ran
 
 
+def test_actor_pools_the_cluster_cannot_hold_fail_before_anything_runs_and_ranges_grow_only_to_what_fits() -> None:
+    """Actors hold their resources while the execution runs: a pool of two GPU actors on one GPU would wait for an
+    actor that never starts, and CPU actors holding every slot leave the read tasks none."""
+    ds = lc.data.range(8, override_num_blocks=4).map(lambda r: {"id": r["id"], "x": r["id"]})
+    since = _since()
+    with pytest.raises(InfeasibleResourceError, match=r"actor pool of 2, each actor holding \{GPU: 1\}.* room for 1 "
+                                                      r".*concurrency=1 or \(1, 2\).*num_gpus=0.5"):
+        ds.map_batches(Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=2).take_all()
+    with pytest.raises(InfeasibleResourceError, match=r"hold 2 of the cluster's 2 CPU.*'ReadRange->Map\(<lambda>\)'"
+                                                      r".*num_cpus="):
+        ds.map_batches(Doubler, fn_constructor_args=(2,), concurrency=2).take_all()
+    assert not [r for r in lc.list_tasks(since=since) if r["stage"]]  # not even the read ran
+    before = {a["actor_id"] for a in lc.list_actors()}
+    grown = ds.map_batches(Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=(1, 2))
+    assert sorted(r["x"] for r in grown.take_all()) == [2 * i for i in range(8)]
+    made = [a for a in lc.list_actors() if a["actor_id"] not in before and a["class_name"] == "MapBatches_Doubler"]
+    assert len(made) == 1  # the range stopped at the one GPU
+
+
 # -- faults --------------------------------------------------------------------------------------------------
 
 def _kill_when(name: str, predicate: Any) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import config
-from ..cluster.info import sum_resources
 from ..exceptions import InfeasibleResourceError
 from ..warn import warn_user
 from .calls import call
@@ -42,9 +41,10 @@ def check(session: Session, request: Mapping[str, float], what: str) -> None:
     _judge(session, request, what, bool(answer["fits"]), answer["workers"])
 
 
-def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], str]]) -> dict[str, float] | None:
-    """:func:`check` for each ``(request, what)``, in one round trip that also says what the cluster's workers
-    have in all (their own resources, summed: ``CPU``, ``GPU``, custom ones); None where the scheduler runs no
+def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], str]]
+              ) -> list[tuple[str, dict[str, float]]] | None:
+    """:func:`check` for each ``(request, what)``, in one round trip that also says what each of the cluster's
+    workers has (its name and its own resources: ``CPU``, ``GPU``, custom ones); None where the scheduler runs no
     extension (nothing checked: Dask then keeps an impossible task pending, as without labcluster)."""
     if not session.extension:
         return None
@@ -54,7 +54,7 @@ def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], st
     answer = call(session.client, "fits", requests=[dict(r) for r, _ in todo])
     for (request, what), ok in zip(todo, answer["fits"], strict=True):
         _judge(session, request, what, bool(ok), answer["workers"])
-    return sum_resources(w["resources"] for w in answer["workers"])
+    return [(str(w["name"]), {str(k): float(v) for k, v in w["resources"].items()}) for w in answer["workers"]]
 
 
 def _judge(session: Session, request: Mapping[str, float], what: str, ok: bool,

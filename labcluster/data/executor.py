@@ -32,15 +32,16 @@ import labcluster.data.tasks as tasks
 
 from .. import config
 from ..api import feasibility, scopes
-from ..api.actors import ActorOptions, kill
+from ..api.actors import kill
 from ..api.calls import call
 from ..api.fetching import no_workers
-from ..api.options import TaskOptions
 from ..api.refs import ObjectRef
 from ..api.runner import task_name
 from ..api.start import current_session
 from ..api.submit import stage as in_stage
+from ..cluster.info import sum_resources
 from ..exceptions import LabclusterError
+from . import fitting
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
 from .reports import BlockReports, block_id
@@ -116,16 +117,16 @@ class Execution:
 
     # -- set-up ----------------------------------------------------------------------------------------------------
     def _check_feasible(self) -> dict[str, float]:
-        """Fail before anything runs when a stage asks for what the cluster cannot ever give; returns what the
-        cluster's workers have (one round trip for both)."""
-        requests = []
-        for run in self.runs:
-            stage = run.stage
-            if stage.kind == "map":
-                opts = (ActorOptions if stage.actors else TaskOptions)().merged(**stage.resources.options())
-                requests.append((opts.request(), f"dataset operator {stage.name!r}"))
-        total = feasibility.check_all(self.session, requests)
-        return total if total is not None else lc.cluster_resources()
+        """Fail before anything runs when a stage asks for what the cluster cannot ever give, or its actor pools
+        cannot be held (``fitting``); returns what the cluster's workers have (one round trip for all)."""
+        requests = [(fitting.request_of(run.stage), f"dataset operator {run.stage.name!r}")
+                    for run in self.runs if run.stage.kind == "map"]
+        workers = feasibility.check_all(self.session, requests)
+        if workers is None:  # no extension: Dask's own totals, and no pool is checked
+            return lc.cluster_resources()
+        for position, cap in fitting.fit_pools([run.stage for run in self.runs], workers).items():
+            self.runs[position].pool_cap = cap
+        return sum_resources(res for _, res in workers)
 
     def slots_for(self, stage: Stage) -> int:
         """How many blocks of ``stage`` the cluster can run at once (its scarcest resource)."""
@@ -293,8 +294,7 @@ class Execution:
     def _free_actor(self, run: _StageRun) -> _Actor | None:
         free = [a for a in run.actors if a.running < CALLS_PER_ACTOR]
         if not free:
-            high = run.stage.pool_size()[1]
-            if len(run.actors) < high and run.inputs:  # a backlog: one more actor, up to the range's top
+            if len(run.actors) < run.pool_cap and run.inputs:  # a backlog: one more actor, up to the range's top
                 self._add_actor(run)
                 return run.actors[-1]
             return None

@@ -57,6 +57,8 @@ class _StageRun:
         self.finished = False
         self.stats = StageStats(stage.name, stage.resources.label() if stage.kind == "map" else "driver")
         self.actors: list[_Actor] = []
+        #: the most actors its pool may have: the top of its range, or what the cluster has room for
+        self.pool_cap = stage.pool_size()[1] if stage.actors else 0
         self.remote: Any = None
         self.limit_rows = 0
         self.limit_next = 0
@@ -77,7 +79,7 @@ class _StageRun:
 
     def slots(self) -> int:
         if self.stage.actors:
-            return self.stage.pool_size()[1]
+            return self.pool_cap
         if self.stage.concurrency:
             c = self.stage.concurrency
             return int(c[1] if isinstance(c, tuple) else c)
