@@ -312,7 +312,7 @@ def test_timeline_page_renders_and_updates(browser: Any, base: str, workload: di
     assert page.get_by_text("labcluster: task timeline").first.is_visible()
     bars = wait_for(page, lambda: (d := read(page, "lane")) and {"decode", "infer"} <= set(d["group"]) and d,
                     "bars of both stages")
-    assert any(lane.startswith("gpu-0 / thread") for lane in bars["lane"])  # the simulated GPU worker's lane
+    assert any(lane.startswith("gpu-0 (simulated GPU) / thread") for lane in bars["lane"])  # a simulated GPU says so
     # bars sit at fixed times (the axis says how long before now); those kept span about the window (20 s)
     assert max(bars["right"]) - min(bars["left"]) <= 60, (min(bars["left"]), max(bars["right"]))
     changes(page, "lane", lambda d: (d["key"][-1:], d["left"][-1:]), "the newest bar")

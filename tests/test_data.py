@@ -473,7 +473,14 @@ def test_compare_reports_both_modes_with_bounds_and_pictures(tmp_path: Any) -> N
     assert bulk["bound"] > piped["bound"] > 0 and piped["ratio_to_bound"] >= 0.9  # nothing beats its bound
     assert any("bounds a pipelined run" in line for line in piped["bound_derivation"])
     text = repr(report)
-    assert "wall time" in text and "wall / ideal for this mode" in text and "GPU busy" in text
+    assert "wall time" in text and "wall / ideal for this mode" in text and "GPU (simulated) busy" in text
+    assert d["simulated_gpus"] and "GPU (simulated): " in " ".join(piped["bound_derivation"])
+    for mode in ("bulk", "pipelined"):  # a run's own blocks: the warm-up's last call is not one of them
+        run = report.median(mode)
+        assert len([r for r in run.rows if "Model" in str(r["stage"])]) == 24
+        assert any(r["worker_name"] == "gpu-0" for r in run.rows)
+    lanes = report.figure().children[0].y_range.factors
+    assert any(lane.startswith("gpu-0 (simulated GPU) / slot") for lane in lanes), lanes
     page = report.to_html(str(tmp_path / "report.html"))
     content = Path(page).read_text(encoding="utf-8")
     assert "<table" in content and "bulk vs pipelined" in content and "Bokeh" in content

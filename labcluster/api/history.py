@@ -231,6 +231,6 @@ def timeline_figure(*, color_by: str = "function", since: int = 0, width: int = 
     """
     rows, _ = fetch(since)
     session = current_session(auto_init=False)
-    names = call(session.client, "worker_names")
+    names = call(session.client, "worker_names", labelled=True)  # a simulated GPU's lane says so
     model = draw(rows, color_by=color_by, width=width, worker_names=names)
     return Figure(model, f"task timeline, {len(rows)} records")

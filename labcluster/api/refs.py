@@ -277,7 +277,7 @@ class ObjectRef:
             try:
                 client = self.future.client
                 who = client.who_has([self.future]).get(self.key, ())
-                names = call(client, "worker_names") if who else {}
+                names = call(client, "worker_names", labelled=True) if who else {}
                 workers = ", ".join(names.get(a, a) for a in who) or "-"
             except Exception:
                 pass  # a closed client or a lost key: the repr must still render

@@ -163,10 +163,12 @@ def actors(scheduler: Any) -> list[dict[str, Any]]:
 
 
 def worker_names(scheduler: Any) -> dict[str, str]:
-    """Address -> name of every worker seen (those that left too)."""
+    """Address -> name of every worker seen (those that left too), as pictures show it: a simulated GPU's worker
+    says so (``gpu-0 (simulated GPU)``)."""
     ext = extension(scheduler)
-    names = dict(ext.worker_names()) if ext is not None else {}
-    names.update({str(a): str(ws.name) for a, ws in list(scheduler.workers.items())})
+    names = dict(ext.worker_names(labelled=True)) if ext is not None else {}
+    for address, ws in list(scheduler.workers.items()):
+        names.setdefault(str(address), str(ws.name))
     return names
 
 

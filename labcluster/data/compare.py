@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +77,10 @@ def _slots(stage: Stage, capacity: dict[str, float]) -> float:
     return max(slots, 1.0)
 
 
-def bounds(stages: Sequence[Stage], work: dict[str, float], capacity: dict[str, float]) -> dict[str, Bound]:
-    """Pipelined: the busiest resource kind's work over its slots. Bulk: each stage's work over its slots, added."""
+def bounds(stages: Sequence[Stage], work: dict[str, float], capacity: dict[str, float],
+           label: Callable[[str], str] = str) -> dict[str, Bound]:
+    """Pipelined: the busiest resource kind's work over its slots. Bulk: each stage's work over its slots, added.
+    ``label``: how a resource kind is named in the derivation (a simulated GPU says so)."""
     per_kind: dict[str, float] = {}
     bulk_lines, bulk = [], 0.0
     for st in stages:
@@ -89,8 +91,8 @@ def bounds(stages: Sequence[Stage], work: dict[str, float], capacity: dict[str, 
         bulk += seconds / slots
         bulk_lines.append(f"{st.name}: {seconds:.2f} s of work / {slots:g} slot(s) = {seconds / slots:.2f} s")
     kind, seconds = max(per_kind.items(), key=lambda kv: kv[1], default=("CPU", 0.0))
-    piped_lines = [f"{k}: {v:.2f} s of work per slot" for k, v in per_kind.items()]
-    piped_lines.append(f"the busiest kind, {kind}, bounds a pipelined run: {seconds:.2f} s")
+    piped_lines = [f"{label(k)}: {v:.2f} s of work per slot" for k, v in per_kind.items()]
+    piped_lines.append(f"the busiest kind, {label(kind)}, bounds a pipelined run: {seconds:.2f} s")
     bulk_lines.append(f"stage by stage, the sum: {bulk:.2f} s")
     return {"pipelined": Bound(seconds, piped_lines), "bulk": Bound(bulk, bulk_lines)}
 
@@ -110,25 +112,32 @@ class ComparisonReport:
     """Bulk and pipelined runs of one Dataset, side by side (see the module docstring)."""
 
     def __init__(self, ds: Dataset, runs: dict[str, list[Run]], capacity: dict[str, float],
-                 worker_names: dict[str, str]) -> None:
+                 worker_names: dict[str, str], simulated_gpus: bool = False) -> None:
         self.dataset = ds
         self.runs = runs
         self.capacity = capacity
         self._names = worker_names
+        #: the cluster's GPUs are simulated: every figure of them says so
+        self.simulated_gpus = simulated_gpus
         stages = ds._stages()
         work: dict[str, list[float]] = {}
         for run in (r for rs in runs.values() for r in rs):  # median work per stage over every run
             for s in run.stats.stages:
                 work.setdefault(s.name, []).append(s.task_wall)
         self.work = {k: statistics.median(v) for k, v in work.items()}
-        self.bounds = bounds(stages, self.work, capacity)
+        self.bounds = bounds(stages, self.work, capacity, self.label)
+
+    def label(self, kind: str) -> str:
+        """A resource kind as the report names it: ``GPU (simulated)`` on simulated GPUs."""
+        return f"{kind} (simulated)" if kind == "GPU" and self.simulated_gpus else kind
 
     def median(self, mode: str) -> Run:
         runs = sorted(self.runs[mode], key=lambda r: r.wall)
         return runs[len(runs) // 2]
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"capacity": self.capacity, "work": self.work, "modes": {}}
+        out: dict[str, Any] = {"capacity": self.capacity, "work": self.work, "simulated_gpus": self.simulated_gpus,
+                               "modes": {}}
         for mode in self.runs:
             run = self.median(mode)
             bound = self.bounds[mode]
@@ -152,7 +161,7 @@ class ComparisonReport:
                                   for m in modes)],
                 ["peak blocks held", *(size_label(d[m]["peak_bytes"]) for m in modes)],
                 ["peak held by workers", *(size_label(d[m]["peak_worker_bytes"]) for m in modes)],
-                *[[f"{k} busy", *(f"{d[m]['busy'].get(k, 0.0):.0%}" for m in modes)] for k in kinds],
+                *[[f"{self.label(k)} busy", *(f"{d[m]['busy'].get(k, 0.0):.0%}" for m in modes)] for k in kinds],
                 ["ideal time for this mode", *(f"{d[m]['bound']:.2f} s" for m in modes)],
                 ["wall / ideal for this mode", *(f"{d[m]['ratio_to_bound']:.2f}x" if d[m]["ratio_to_bound"] else "-"
                                                  for m in modes)],
@@ -175,7 +184,8 @@ class ComparisonReport:
 
         from ..diagnostics.timeline import timeline_figure
 
-        longest = max(r.wall for rs in self.runs.values() for r in rs)
+        # the records' span too: they are on the scheduler's clock, the wall times on this process's
+        longest = max(max(r.wall, _span(r.rows)) for rs in self.runs.values() for r in rs)
         x_range = Range1d(start=0, end=longest * 1.02)
         parts = []
         for mode in self.runs:
@@ -207,7 +217,8 @@ class ComparisonReport:
                 xs, ys = _curve([r for r in run.rows if kinds.get(str(r.get("stage"))) == kind], asks,
                                 self.capacity.get(kind, 1.0), origin)
                 if xs:
-                    fig.step(xs, ys, mode="after", line_width=2, color=next(colours), legend_label=f"{mode}: {kind}",
+                    fig.step(xs, ys, mode="after", line_width=2, color=next(colours),
+                             legend_label=f"{mode}: {self.label(kind)}",
                              line_dash="solid" if mode == "pipelined" else "dashed")
         fig.legend.location = "top_right"
         fig.add_layout(fig.legend[0], "right")
@@ -248,6 +259,12 @@ class ComparisonReport:
         with open(path, "w", encoding="utf-8") as f:
             f.write(page)
         return path
+
+
+def _span(rows: list[dict[str, Any]]) -> float:
+    """From the first start to the last end of ``rows`` (seconds; 0 for none)."""
+    ran = [r for r in rows if r.get("started") is not None and r.get("finished") is not None]
+    return max(r["finished"] for r in ran) - min(r["started"] for r in ran) if ran else 0.0
 
 
 def _ask(stage: Stage) -> float:
@@ -301,9 +318,12 @@ def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: 
             since = next_index()
             ds.count(mode=mode)
             stats = ds.stats()
-            rows = [r for r in lc.list_tasks(since=since) if r.get("stage") in kinds]
+            assert ds._last is not None
+            keys = ds._last.keys  # its own: not a late call of the run before (a warm-up stopped at its limit)
+            rows = [r for r in lc.list_tasks(since=since) if r.get("stage") in kinds and r.get("key") in keys]
             wall = stats.wall or 0.0
             runs[mode].append(Run(mode, wall, stats.first_output, stats.peak_bytes, stats.peak_worker_bytes,
                                   _busy(rows, kinds, asks, capacity, wall), stats, rows))
-    names = call(session.client, "worker_names")
-    return ComparisonReport(ds, runs, capacity, names)
+    names = call(session.client, "worker_names", labelled=True)
+    simulated = any(node["GPUMode"] == "simulated" for node in lc.nodes())
+    return ComparisonReport(ds, runs, capacity, names, simulated)

@@ -87,6 +87,8 @@ class Execution:
         self.outcome: str | None = None
         self.peak_bytes = 0
         self.live_bytes = 0
+        #: the key of every task and actor call it started: its rows of the task records
+        self.keys: set[str] = set()
         #: the workers' held result bytes (scheduler's count): at start, and the peak while it ran
         self.managed_start = self.managed_peak = 0
         self.first_output: float | None = None
@@ -230,6 +232,7 @@ class Execution:
     def _track(self, run: _StageRun, ref: ObjectRef, item: Item, block_id: str) -> None:
         """``ref`` runs ``item`` for ``run``; it reports itself to the loop when it is done."""
         run.running[ref] = (item, block_id)
+        self.keys.add(ref.key)
         ref.on_done(lambda ref: self._done.put((run, ref)))
 
     def _next_done(self) -> list[tuple[_StageRun, ObjectRef]]:

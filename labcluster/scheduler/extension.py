@@ -321,9 +321,15 @@ class LabclusterExtension:
         answer = one(request) if request is not None else [one(r) for r in requests]
         return {"fits": answer, "workers": workers}
 
-    def worker_names(self) -> dict[str, str]:
-        """Address -> name of every worker this scheduler has seen (those that left too)."""
-        return dict(self.names)
+    def worker_names(self, labelled: bool = False) -> dict[str, str]:
+        """Address -> name of every worker this scheduler has seen (those that left too). ``labelled``: as pictures
+        show them, a simulated GPU's worker saying so (``gpu-0 (simulated GPU)``)."""
+        names = dict(self.names)
+        if labelled:
+            for w in self._workers():
+                if w["simulated"]:
+                    names[w["address"]] = f"{w['name']} (simulated GPU)"
+        return names
 
     def retiring(self, names: Iterable[str], on: bool = True) -> None:
         """These workers are being retired on purpose (a group scaled down): their leaving is no news; ``on=False``:
