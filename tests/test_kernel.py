@@ -30,12 +30,19 @@ class Kernel:
         self.client.start_channels()
         self.client.wait_for_ready(timeout=60)
 
-    def run(self, code: str, timeout: float = 120) -> dict[str, Any]:
-        """Run a cell; return its reply and what it printed (stdout, stderr, errors), once the kernel is idle."""
-        return self.collect(self.client.execute(code), timeout)
+    def run(self, code: str, timeout: float = 120, cell_id: str | None = None) -> dict[str, Any]:
+        """Run a cell; return its reply and what it printed (stdout, stderr, errors, HTML shown), once the kernel is
+        idle. ``cell_id``: sent as JupyterLab sends it, in the request's metadata."""
+        if cell_id is None:
+            return self.collect(self.client.execute(code), timeout)
+        msg = self.client.session.msg("execute_request", {"code": code, "silent": False, "store_history": True,
+                                                          "user_expressions": {}, "allow_stdin": False,
+                                                          "stop_on_error": True}, metadata={"cellId": cell_id})
+        self.client.shell_channel.send(msg)
+        return self.collect(msg["header"]["msg_id"], timeout)
 
     def collect(self, msg_id: str, timeout: float) -> dict[str, Any]:
-        out: dict[str, Any] = {"stdout": "", "stderr": "", "error": None, "evalue": "", "traceback": ""}
+        out: dict[str, Any] = {"stdout": "", "stderr": "", "error": None, "evalue": "", "traceback": "", "html": []}
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -50,6 +57,8 @@ class Kernel:
             elif kind == "error":  # the traceback as the notebook shows it, without its colours
                 out["error"], out["evalue"] = content["ename"], content["evalue"]
                 out["traceback"] = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(content["traceback"]))
+            elif kind in ("execute_result", "display_data") and "text/html" in content["data"]:
+                out["html"].append(content["data"]["text/html"])
             elif kind == "status" and content["execution_state"] == "idle":
                 out["reply"] = self.client.get_shell_msg(timeout=10)["content"]
                 return out
@@ -332,3 +341,29 @@ def test_the_cluster_a_kernel_started_is_listed_as_that_notebooks(kernel: Kernel
     (entry,) = [e for e in registry.entries() if e["address"] == address]
     assert entry["owner"] == {"kind": "kernel", "notebook": "course/intro.ipynb", "pid": int(pid)}
     assert entry["processes"] is True and entry["dashboard"] is None and entry["head_pid"] != int(pid)
+
+
+def test_bokehjs_goes_again_with_a_new_run_of_the_cell_that_carried_it() -> None:
+    """A picture carries BokehJS (4 MB) once; re-running the cell that carried it clears that output, so its next
+    picture carries it again (else a saved notebook's charts go blank); other cells' pictures wait for it."""
+    k = Kernel()
+    try:
+        setup = k.run("import labcluster as lc\nfrom bokeh.plotting import figure\n"
+                      "from labcluster.diagnostics.figures import Figure\n"
+                      "def picture():\n    fig = figure(title='t')\n    fig.line([0, 1], [0, 1])\n"
+                      "    return Figure(fig, 'a test picture')")
+        assert setup["error"] is None, setup
+
+        def carries(cell: str) -> list[bool]:
+            out = k.run("picture()", cell_id=cell)
+            assert out["error"] is None and out["html"], out
+            return [len(h) > 1_000_000 for h in out["html"]]  # BokehJS inline is ~4 MB; a picture alone ~10 kB
+
+        assert carries("cell-a") == [True]
+        assert carries("cell-b") == [False]  # it waits for the one on the page
+        assert carries("cell-a") == [True]  # cell-a ran again: its old output, and BokehJS with it, is gone
+        assert carries("cell-b") == [False]
+        out = k.run("picture()", cell_id="cell-b")
+        assert "run this cell again" in out["html"][0]  # what shows if BokehJS never comes
+    finally:
+        k.close()

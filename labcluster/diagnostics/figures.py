@@ -2,8 +2,11 @@
 
 What ``lc.timeline_figure()`` returns: as a cell's last expression it renders as the chart (not
 ``figure(id='p1007', ...)``). BokehJS (~4 MB) travels with the first picture this process shows, so a page that
-shows several loads it once; ``save(path)`` writes a standalone HTML file. Every bokeh attribute reads through
-(``fig.renderers``), and ``fig.model`` is the bokeh figure itself, for ``bokeh.io.show`` or further styling.
+shows several loads it once (each picture waits for it); when the cell whose output carried it runs again (its
+old output is gone, and with it BokehJS), its next picture carries it again. The Jupyter layer says which cell
+runs (``current_cell``). A picture that finds no BokehJS on its page says so and how to fix it, instead of staying
+blank. ``save(path)`` writes a standalone HTML file. Every bokeh attribute reads through (``fig.renderers``), and
+``fig.model`` is the bokeh figure itself, for ``bokeh.io.show`` or further styling.
 
 >>> from bokeh.plotting import figure
 >>> pic = Figure(figure(title="t"), "a test picture")
@@ -16,9 +19,28 @@ True
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Callable
 from typing import Any
 
-_bokeh_shown = threading.Event()
+#: which cell runs now and which run of it (the execute request), set by the Jupyter layer; None outside a kernel
+current_cell: Callable[[], tuple[str | None, str | None]] | None = None
+#: the (cell, run) whose output carries BokehJS, once one does
+_carrier: list[tuple[str | None, str | None]] = []
+_lock = threading.Lock()
+#: how long a picture waits for BokehJS before it says that it is missing (ms; bokeh's own wait is 1 s)
+_MISSING_AFTER_MS = 3000
+
+
+def _carries_bokehjs() -> bool:
+    """Whether the picture shown now must carry BokehJS: the first one, or the first of a new run of the cell whose
+    output carried it."""
+    where = current_cell() if current_cell is not None else (None, None)
+    with _lock:
+        if not _carrier or (where[0] is not None and where[0] == _carrier[0][0] and where[1] != _carrier[0][1]):
+            _carrier[:] = [where]
+            return True
+        return False
 
 
 class Figure:
@@ -41,9 +63,14 @@ class Figure:
         from bokeh.resources import INLINE
 
         script, div = components(self.model)
-        head = "" if _bokeh_shown.is_set() else INLINE.render_js()
-        _bokeh_shown.set()
-        return f"{head}{div}{script}"
+        head = INLINE.render_js() if _carries_bokehjs() else ""
+        box = f"labcluster-figure-{uuid.uuid4().hex[:12]}"
+        missing = ("<i>This picture needs BokehJS, which came with an output that is no longer on this page: run "
+                   "this cell again.</i>")
+        check = (f"<script>setTimeout(function () {{ if (window.Bokeh === undefined) {{ var box = document."
+                 f"getElementById('{box}'); if (box) {{ box.innerHTML = '{missing}'; }} }} }}, "
+                 f"{_MISSING_AFTER_MS});</script>")
+        return f"{head}<div id='{box}'>{div}</div>{script}{check}"
 
     def save(self, path: str) -> str:
         """Write the picture as a standalone HTML page (bokeh's inline resources); returns ``path``."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..api import output, scopes
 from ..api.hooks import on_driver_session, remove_driver_session_callback
+from ..diagnostics import figures
 
 #: cells whose late output still finds its way (older cells' output goes to the current cell, marked)
 _KEEP_CELLS = 200
@@ -50,12 +51,23 @@ class CellWork:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
         on_driver_session(self.listen)
+        figures.current_cell = self.cell_and_run
+
+    def cell_and_run(self) -> tuple[str | None, str | None]:
+        """The running cell's id (JupyterLab sends it with each request; None elsewhere) and its request's id."""
+        cell = self.current
+        if cell is None or cell.parent is None:
+            return None, None
+        return (str((cell.parent.get("metadata") or {}).get("cellId") or "") or None,
+                str((cell.parent.get("header") or {}).get("msg_id") or "") or None)
 
     def unregister(self) -> None:
         for name, fn in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
             with contextlib.suppress(ValueError):
                 self.shell.events.unregister(name, fn)
         remove_driver_session_callback(self.listen)
+        if figures.current_cell == self.cell_and_run:
+            figures.current_cell = None
         self._leave()  # unloaded inside a cell: that cell's scope ends here, not never
 
     def pre_run_cell(self, info: Any = None) -> None:
