@@ -17,6 +17,7 @@ import json
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _resources(items: Sequence[str]) -> dict[str, float]:
@@ -28,18 +29,33 @@ def _resources(items: Sequence[str]) -> dict[str, float]:
         raise SystemExit(f"labcluster worker: {e}") from None
 
 
+def _at_least(low: float, kind: type = int) -> Any:
+    """An argparse type: a number of ``kind`` that is ``low`` or more (an error that names the option otherwise)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be {low:g} or more, got {text}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labcluster", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run one CPU -> GPU -> CPU pipeline bulk and pipelined, and compare them "
                                        "(simulated GPUs when none are found)")
-    demo.add_argument("--items", type=int, default=64, help="rows (images) through the pipeline (default 64)")
-    demo.add_argument("--decode-ms", type=float, default=20, help="CPU work per item in decode (default 20)")
-    demo.add_argument("--infer-ms", type=float, default=20, help="GPU time per item in inference (default 20)")
-    demo.add_argument("--post-ms", type=float, default=10, help="CPU work per item in post-processing (default 10)")
-    demo.add_argument("--payload-kb", type=int, default=256, help="KB carried from stage to stage per item (256)")
-    demo.add_argument("--rows-per-block", type=int, default=4, help="items a block holds: a task per block and stage "
+    count, ms = _at_least(1), _at_least(0, float)
+    demo.add_argument("--items", type=count, default=64, help="rows (images) through the pipeline (default 64)")
+    demo.add_argument("--decode-ms", type=ms, default=20, help="CPU work per item in decode (default 20)")
+    demo.add_argument("--infer-ms", type=ms, default=20, help="GPU time per item in inference (default 20)")
+    demo.add_argument("--post-ms", type=ms, default=10, help="CPU work per item in post-processing (default 10)")
+    demo.add_argument("--payload-kb", type=count, default=256, help="KB carried from stage to stage per item (256)")
+    demo.add_argument("--rows-per-block", type=count, default=4, help="items a block holds: a task per block and stage "
                       "(default 4; 1 pays the per-task overhead on every item)")
     demo.add_argument("--modes", nargs="+", choices=("bulk", "pipelined"), default=["bulk", "pipelined"],
                       help="which executions to run and compare (default: both)")

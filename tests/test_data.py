@@ -497,6 +497,10 @@ def test_labcluster_demo_runs_both_modes_and_writes_its_report(tmp_path: Any) ->
     out = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--help"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "--items" in out.stdout and "--modes" in out.stdout and "--output" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--rows-per-block", "0"], capture_output=True,
+                         text=True, timeout=60)  # refused before any cluster starts
+    assert bad.returncode == 2 and "argument --rows-per-block: must be 1 or more, got 0" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
     report = tmp_path / "demo.html"
     out = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--items", "8", "--decode-ms", "2",
                           "--infer-ms", "2", "--post-ms", "1", "--payload-kb", "16", "--output", str(report)],
