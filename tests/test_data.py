@@ -300,6 +300,13 @@ def test_operators_and_consumers() -> None:
     assert grouped.count().take_all() == [{"k": 0, "count()": 7}, {"k": 1, "count()": 7}, {"k": 2, "count()": 6}]
     assert grouped.sum("v").take_all()[0] == {"k": 0, "sum(v)": 63}
     assert ds.groupby(None).mean("id").take_all() == [{"mean(id)": 9.5}]
+    # Ray Data's whole-dataset aggregates: a value for one column, a dict for several, None when there are no rows
+    assert (ds.sum("id"), ds.min("id"), ds.max("id"), ds.mean("id")) == (190, 0, 19, 9.5)
+    assert round(ds.std("id"), 4) == 5.9161 and round(ds.std("id", ddof=0), 4) == 5.7663  # the sample's, as Ray
+    assert grouped.std("v").take_all()[0] == {"k": 0, "std(v)": pytest.approx(6.4807, abs=1e-4)}
+    assert ds.map(lambda r: {"id": r["id"], "two": 2}).sum(["id", "two"]) == {"sum(id)": 190, "sum(two)": 40}
+    assert ds.map(lambda r: {"k": r["id"] % 3}).unique("k") == [0, 1, 2]
+    assert lc.data.range(0).sum("id") is None
     assert ds.limit(2).union(ds.limit(1)).take_all() == [{"id": 0}, {"id": 1}, {"id": 0}]
     sizes = [len(b["id"]) for b in ds.iter_batches(batch_size=6)]
     assert sorted(sizes) == [2, 6, 6, 6]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import html
 from typing import Any, ClassVar
 
+from ..text import html_table
+
 
 class Table(list[dict[str, Any]]):
     """Rows (dicts) that render as a table; ``to_pandas()`` gives a DataFrame with every column."""
@@ -45,11 +47,8 @@ class Table(list[dict[str, Any]]):
     def _repr_html_(self) -> str:
         columns = self._columns()
         rows = self[: self.shown]
-        head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(f"<td style='text-align:left; white-space:nowrap'>"
-                                        f"{html.escape(self.cell(r, c))}</td>"
-                                        for c in columns) + "</tr>" for r in rows)
+        table = html_table(columns, ([self.cell(r, c) for c in columns] for r in rows))
         more = (f"<p>... {len(self) - len(rows)} more rows (to_pandas() has them all)</p>"
                 if len(self) > len(rows) else "")
         title = html.escape(self.summary())
-        return f"<div><strong>{type(self).__name__}</strong>: {title}<table><tr>{head}</tr>{body}</table>{more}</div>"
+        return f"<div><strong>{type(self).__name__}</strong>: {title}{table}{more}</div>"

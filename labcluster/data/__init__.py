@@ -54,6 +54,11 @@ __all__ = [
 Paths = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
+def __dir__() -> list[str]:
+    """What ``dir(lc.data)`` and tab completion offer: the public names, not this module's imports."""
+    return sorted(__all__)
+
+
 def from_dask(df: Any) -> Dataset:
     """A dask dataframe as a Dataset, a block per partition: the partitions are computed on the cluster and become
     blocks there (nothing is collected in the driver)."""

@@ -25,6 +25,7 @@ from ..api.boundary import entry
 from ..api.calls import call
 from ..api.history import next_index
 from ..api.start import current_session
+from ..text import html_table
 from .dataset import Dataset, DatasetStats
 from .executor import MODES
 from .plan import Stage
@@ -231,14 +232,11 @@ class ComparisonReport:
         from ..diagnostics.figures import Figure
 
         rows = self.table()
-        head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
         derivation = "".join(
             f"<li><b>{html.escape(m)}</b>: {html.escape('; '.join(b.derivation))}</li>" for m, b in self.bounds.items())
         picture = Figure(self.figure(), "comparison")._repr_html_()
-        return (f"<div><strong>ComparisonReport</strong> {html.escape(repr(self.dataset))}<table><thead><tr>{head}"
-                f"</tr></thead><tbody>{body}</tbody></table><div>ideal bounds:<ul>{derivation}</ul></div>"
-                f"{picture}</div>")
+        return (f"<div><strong>ComparisonReport</strong> {html.escape(repr(self.dataset))}"
+                f"{html_table(rows[0], rows[1:])}<div>ideal bounds:<ul>{derivation}</ul></div>{picture}</div>")
 
     def to_html(self, path: str) -> str:
         """One standalone page (bokeh's resources inline: it opens with no network); returns ``path``."""

@@ -26,7 +26,7 @@ import labcluster.data.tasks as tasks
 from ..api import serialization
 from ..api.boundary import entry
 from ..exceptions import LabclusterError, unknown_name
-from ..text import plural
+from ..text import html_table, plural
 from .context import DataContext
 from .executor import Execution
 from .operators import Step, check_class_arguments, function_name
@@ -278,6 +278,40 @@ class Dataset:
             return sum(t.rows or 0 for t in reads)
         return sum(item.rows or 0 for item in self._execution(mode).outputs())
 
+    # -- whole-dataset aggregates (Ray Data's: a value for one column, a dict for several; None when empty) ------
+    def _aggregate(self, fn: str, on: str | Sequence[str], **options: Any) -> Any:
+        rows = getattr(self.groupby(None), fn)(on, **options).take_all()
+        names = [f"{fn}({c})" for c in ([on] if isinstance(on, str) else on)]
+        got = {n: rows[0].get(n) if rows else None for n in names}
+        return got[names[0]] if isinstance(on, str) else got
+
+    @entry(interrupted=STOPPED)
+    def sum(self, on: str | Sequence[str]) -> Any:
+        """The sum of column ``on`` (a dict of sums for several columns)."""
+        return self._aggregate("sum", on)
+
+    @entry(interrupted=STOPPED)
+    def min(self, on: str | Sequence[str]) -> Any:
+        return self._aggregate("min", on)
+
+    @entry(interrupted=STOPPED)
+    def max(self, on: str | Sequence[str]) -> Any:
+        return self._aggregate("max", on)
+
+    @entry(interrupted=STOPPED)
+    def mean(self, on: str | Sequence[str]) -> Any:
+        return self._aggregate("mean", on)
+
+    @entry(interrupted=STOPPED)
+    def std(self, on: str | Sequence[str], ddof: int = 1) -> Any:
+        """The standard deviation of column ``on``; ``ddof=1`` (the sample's), as Ray Data."""
+        return self._aggregate("std", on, ddof=ddof)
+
+    @entry(interrupted=STOPPED)
+    def unique(self, column: str) -> list[Any]:
+        """The distinct values of ``column`` (sorted)."""
+        return [row[column] for row in self.groupby(column).count().take_all()]
+
     @entry(interrupted=STOPPED)
     def schema(self) -> pa.Schema:
         """The columns and their types (from the first block)."""
@@ -381,13 +415,9 @@ class Dataset:
 
     def _repr_html_(self) -> str:
         first = "1" if isinstance(self._source, Source) else ""
-        rows = [f"<tr><td>{html.escape(self._source_label())}</td><td>source</td><td>{first}</td></tr>"]
-        rows += [f"<tr><td>{html.escape(op.name)}</td><td>{html.escape(_op_label(op) or '-')}</td>"
-                 f"<td>{i}</td></tr>" for op, i in _stage_numbers(self._stages(), self._ops)]
-        return ("<div>" + html.escape(repr(self)) +
-                "<table><thead><tr><th style='text-align:left'>operator</th><th style='text-align:left'>runs on"
-                "</th><th style='text-align:left'>stage</th></tr></thead><tbody>" + "".join(rows) +
-                "</tbody></table></div>")
+        rows: list[list[Any]] = [[self._source_label(), "source", first]]
+        rows += [[op.name, _op_label(op) or "-", i] for op, i in _stage_numbers(self._stages(), self._ops)]
+        return "<div>" + html.escape(repr(self)) + html_table(("operator", "runs on", "stage"), rows) + "</div>"
 
 
 class GroupedData:
@@ -407,9 +437,11 @@ class GroupedData:
     def count(self) -> Dataset:
         return self.aggregate((None, "count_all", "count()"))
 
-    def _one(self, fn: str, on: str | Sequence[str]) -> Dataset:
+    def _one(self, fn: str, on: str | Sequence[str], name: str | None = None, ddof: int | None = None) -> Dataset:
         cols = [on] if isinstance(on, str) else list(on)
-        return self.aggregate(*[(c, fn, f"{fn}({c})") for c in cols])
+        aggs = [(c, fn, f"{name or fn}({c})", *(() if ddof is None else (ddof,))) for c in cols]
+        label = f"Aggregate({', '.join(self._keys) or 'all'})"
+        return self._ds._with(AllToAll(label, tasks.aggregate, (self._keys, aggs), 1))
 
     def sum(self, on: str | Sequence[str]) -> Dataset:
         return self._one("sum", on)
@@ -423,8 +455,9 @@ class GroupedData:
     def max(self, on: str | Sequence[str]) -> Dataset:
         return self._one("max", on)
 
-    def std(self, on: str | Sequence[str]) -> Dataset:
-        return self._one("stddev", on)
+    def std(self, on: str | Sequence[str], ddof: int = 1) -> Dataset:
+        """Standard deviations, ``std(column)``; ``ddof=1`` (the sample's), as Ray Data."""
+        return self._one("stddev", on, "std", ddof)
 
 
 class DatasetStats:
@@ -453,14 +486,11 @@ class DatasetStats:
 
     def _repr_html_(self) -> str:
         cols = ("stage", "runs on", "blocks", "rows", "bytes", "task wall", "task CPU", "span", "max at once")
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                s.name, s.resources, s.blocks, s.rows, size_label(s.bytes), f"{s.task_wall:.2f} s",
-                f"{s.task_cpu:.2f} s", f"{s.wall:.2f} s", s.max_in_flight)) + "</tr>" for s in self.stages)
-        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in cols)
+        rows = [(s.name, s.resources, s.blocks, s.rows, size_label(s.bytes), f"{s.task_wall:.2f} s",
+                 f"{s.task_cpu:.2f} s", f"{s.wall:.2f} s", s.max_in_flight) for s in self.stages]
         return (f"<div><strong>DatasetStats</strong> ({html.escape(self.mode)}): {_secs(self.wall)} wall, first "
-                f"block after {_secs(self.first_output)}, peak {size_label(self.peak_bytes)} held<table><thead>"
-                f"<tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+                f"block after {_secs(self.first_output)}, peak {size_label(self.peak_bytes)} held"
+                f"{html_table(cols, rows)}</div>")
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from ..api.start import current_session
 from ..api.submit import stage as in_stage
 from ..cluster.info import sum_resources
 from ..exceptions import LabclusterError
-from . import fitting
+from .fitting import fit_pools, request_of
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
 from .reports import BlockReports, block_id
@@ -121,12 +121,12 @@ class Execution:
     def _check_feasible(self) -> dict[str, float]:
         """Fail before anything runs when a stage asks for what the cluster cannot ever give, or its actor pools
         cannot be held (``fitting``); returns what the cluster's workers have (one round trip for all)."""
-        requests = [(fitting.request_of(run.stage), f"dataset operator {run.stage.name!r}")
+        requests = [(request_of(run.stage), f"dataset operator {run.stage.name!r}")
                     for run in self.runs if run.stage.kind == "map"]
         workers = feasibility.check_all(self.session, requests)
         if workers is None:  # no extension: Dask's own totals, and no pool is checked
             return lc.cluster_resources()
-        for position, cap in fitting.fit_pools([run.stage for run in self.runs], workers).items():
+        for position, cap in fit_pools([run.stage for run in self.runs], workers).items():
             self.runs[position].pool_cap = cap
         return sum_resources(res for _, res in workers)
 

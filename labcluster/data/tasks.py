@@ -131,17 +131,21 @@ def sort(parts: list[pa.Table], n: int, keys: list[str], descending: bool) -> li
     return _split_evenly(table.sort_by([(k, order) for k in keys]), n)
 
 
-def aggregate(parts: list[pa.Table], n: int, keys: list[str], aggs: list[tuple[str, str, str]]) -> list[pa.Table]:
-    """``aggs``: (column, pyarrow function, output name); keys [] aggregates the whole dataset."""
+def aggregate(parts: list[pa.Table], n: int, keys: list[str], aggs: list[tuple[Any, ...]]) -> list[pa.Table]:
+    """``aggs``: (column, pyarrow function, output name[, ddof of a variance or stddev]); keys [] aggregates the
+    whole dataset."""
     table = blocks.concat(parts)
     missing = [c for c in [*keys, *(a[0] for a in aggs if a[0])] if c not in table.column_names]
     if missing:
         raise blocks.MissingColumnError(f"groupby: no column {', '.join(map(repr, missing))}; the dataset has "
                                         f"{', '.join(map(repr, table.column_names))}")
-    grouped = table.group_by(keys).aggregate([(c or [], f) for c, f, _ in aggs])  # c None: count_all
-    named = {(f"{c}_{f}" if c else f): name for c, f, name in aggs}  # pyarrow's names -> ours
+    import pyarrow.compute as pc
+
+    specs = [(a[0] or [], a[1], pc.VarianceOptions(ddof=a[3])) if len(a) > 3 else (a[0] or [], a[1]) for a in aggs]
+    grouped = table.group_by(keys).aggregate(specs)  # column None: count_all
+    named = {(f"{a[0]}_{a[1]}" if a[0] else a[1]): a[2] for a in aggs}  # pyarrow's names -> ours
     out = grouped.rename_columns([named.get(n, n) for n in grouped.column_names])
-    out = out.select([*keys, *(name for _, _, name in aggs)])
+    out = out.select([*keys, *(a[2] for a in aggs)])
     if keys:
         out = out.sort_by([(k, "ascending") for k in keys])
     return _split_evenly(out, max(1, min(n, out.num_rows)))
