@@ -151,6 +151,12 @@ def test_a_dataset_in_a_cell_shows_the_users_source_and_stops_on_interrupt(kerne
     assert out["error"] == "TaskError(ValueError)", out
     assert "return {'n': int(row['text'])}" in out["evalue"] and "<dynamic-code>" not in out["evalue"], out
     assert "in dataset operator 'Map(parse)', block 1, row 0" in out["evalue"], out["evalue"]
+    # a bad argument to an operator: the message under the user's line, not labcluster's frames and docstrings
+    out = kernel.run("ds = lc.data.range(4)\nds.map_batches(parse, batch_format='polars')")
+    assert out["error"] == "ValueError" and "batch_format must be one of" in out["evalue"], out
+    assert "ds.map_batches(parse, batch_format='polars')" in out["traceback"], out["traceback"]
+    assert "blocks.py" not in out["traceback"] and "dataset.py" not in out["traceback"], out["traceback"]
+    assert "noqa" not in out["traceback"], out["traceback"]
     # an interrupt while a pipelined dataset streams: one line, the execution stopped, the next cell runs at once
     kernel.run("def nap(row):\n    time.sleep(0.2)\n    return row\nds = lc.data.range(100, override_num_blocks=100).map(nap)")
     out, seconds = _interrupt(kernel, "for batch in ds.iter_batches(batch_size=4):\n    pass", after=2.0)

@@ -8,6 +8,10 @@ frames; pytest hides the public function's own frame too (``__tracebackhide__``)
 last frame (it never hides the frame that raised). Other exceptions
 (a bug of ours) keep their whole traceback.
 
+With ``inputs=True`` (what builds a Dataset: its sources and operators), the ``ValueError``, ``TypeError``,
+``KeyError`` and ``FileNotFoundError`` labcluster raises itself about a bad argument surface so too; one raised in
+other code (a user's function being pickled) keeps its frames.
+
 A blocking call that is interrupted (Jupyter's interrupt, Ctrl-C) raises a short ``KeyboardInterrupt`` that says
 what keeps running and how to stop it, instead of the frames of the thread wait it was in.
 
@@ -24,6 +28,7 @@ the problem; the fix | frames: 2
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
 
@@ -33,17 +38,23 @@ from . import scopes
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: the errors a bad argument raises (``entry(inputs=True)``)
+_INPUT_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 @overload
 def entry(fn: F) -> F: ...
 @overload
-def entry(*, interrupted: str) -> Callable[[F], F]: ...
+def entry(*, interrupted: str | None = None, inputs: bool = False) -> Callable[[F], F]: ...
 
 
-def entry(fn: F | None = None, *, interrupted: str | None = None) -> Any:
+def entry(fn: F | None = None, *, interrupted: str | None = None, inputs: bool = False) -> Any:
     """Decorate a public function or method (see the module docstring). ``interrupted``: what to say when the call
-    is interrupted, e.g. ``"the tasks keep running: lc.cancel(ref) stops one"``."""
+    is interrupted, e.g. ``"the tasks keep running: lc.cancel(ref) stops one"``; ``inputs``: labcluster's own
+    errors about bad arguments surface at the caller's line too."""
     if fn is None:
-        return functools.partial(entry, interrupted=interrupted)
+        return functools.partial(entry, interrupted=interrupted, inputs=inputs)
     wrapped = fn
 
     @functools.wraps(wrapped)
@@ -52,7 +63,11 @@ def entry(fn: F | None = None, *, interrupted: str | None = None) -> Any:
         try:
             return wrapped(*args, **kwargs)
         except LabclusterError as e:
-            raise e.with_traceback(None)  # noqa: B904  (the same error, its own cause kept; only the frames go)
+            raise e.with_traceback(None) from e.__cause__  # labcluster's error, at your line: it says what to do
+        except _INPUT_ERRORS as e:
+            if not inputs or not _raised_here(e):
+                raise
+            raise e.with_traceback(None) from e.__cause__  # labcluster's error, at your line: it says what to do
         except KeyboardInterrupt:
             if interrupted is None:
                 raise
@@ -61,6 +76,14 @@ def entry(fn: F | None = None, *, interrupted: str | None = None) -> Any:
             raise KeyboardInterrupt(f"{_public_name(name)} was interrupted; {said}") from None
 
     return cast(F, call)
+
+
+def _raised_here(e: BaseException) -> bool:
+    """Whether labcluster's own code raised ``e`` (its innermost frame is in the package), not code it called."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE + os.sep)
 
 
 def _public_name(qualname: str) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..api.boundary import entry
 from . import blocks, sources
 from .context import DataContext, execution
 from .dataset import Dataset, DatasetStats, GroupedData, Materialized
@@ -59,6 +60,7 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
+@entry(inputs=True)
 def from_dask(df: Any) -> Dataset:
     """A dask dataframe as a Dataset, a block per partition: the partitions are computed on the cluster and become
     blocks there (nothing is collected in the driver)."""
@@ -67,6 +69,7 @@ def from_dask(df: Any) -> Dataset:
     return Dataset(Materialized(tuple(convert(df)), name="FromDask"))
 
 
+@entry(inputs=True)
 def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:
     """Rows ``{"id": 0}`` ... ``{"id": n - 1}``, made on the workers."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -75,6 +78,7 @@ def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:
     return Dataset(sources.range_source(n, override_num_blocks))
 
 
+@entry(inputs=True)
 def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) -> Dataset:
     """Rows from a list: dicts are rows; any other value becomes ``{"item": value}``."""
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
@@ -85,6 +89,7 @@ def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) 
                        by_size=False)
 
 
+@entry(inputs=True)
 def from_pandas(df: Any, *, override_num_blocks: int | None = None) -> Dataset:
     import pandas as pd
 
@@ -95,6 +100,7 @@ def from_pandas(df: Any, *, override_num_blocks: int | None = None) -> Dataset:
     return _from_table("FromPandas", table, override_num_blocks or (len(frames) if isinstance(df, list) else None))
 
 
+@entry(inputs=True)
 def from_numpy(arr: np.ndarray | dict[str, np.ndarray], *, override_num_blocks: int | None = None) -> Dataset:
     """Rows of an array (column ``data``; an n-d array gives a row per first index) or of a dict of arrays."""
     columns = arr if isinstance(arr, dict) else {"data": arr}
@@ -103,6 +109,7 @@ def from_numpy(arr: np.ndarray | dict[str, np.ndarray], *, override_num_blocks: 
     return _from_table("FromNumpy", blocks.to_block(columns, "lc.data.from_numpy"), override_num_blocks)
 
 
+@entry(inputs=True)
 def from_arrow(table: pa.Table | list[pa.Table], *, override_num_blocks: int | None = None) -> Dataset:
     tables = table if isinstance(table, list) else [table]
     if not all(isinstance(t, pa.Table) for t in tables):
@@ -123,6 +130,7 @@ def _files(name: str, fn: str, kind: str, paths: Paths, reader: Any, suffixes: S
     return Dataset(sources.file_source(name, found, reader, what, kind, override_num_blocks))
 
 
+@entry(inputs=True)
 def read_parquet(paths: Paths, *, columns: list[str] | None = None,
                  override_num_blocks: int | None = None) -> Dataset:
     """Parquet files (a file, a directory, a glob or a list; local or an fsspec URL), read on the workers."""
@@ -130,22 +138,26 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
     return _files("ReadParquet", "read_parquet", "Parquet", paths, reader, (".parquet", ".pq"), override_num_blocks)
 
 
+@entry(inputs=True)
 def read_csv(paths: Paths, *, override_num_blocks: int | None = None) -> Dataset:
     return _files("ReadCSV", "read_csv", "CSV", paths, sources.read_csv_file, (".csv",), override_num_blocks)
 
 
+@entry(inputs=True)
 def read_json(paths: Paths, *, override_num_blocks: int | None = None) -> Dataset:
     """JSON lines files (one object a line), or files holding one array of objects."""
     return _files("ReadJSON", "read_json", "JSON", paths, sources.read_json_file, (".json", ".jsonl"),
                   override_num_blocks)
 
 
+@entry(inputs=True)
 def read_text(paths: Paths, *, encoding: str = "utf-8", override_num_blocks: int | None = None) -> Dataset:
     """A row ``{"text": line}`` per line."""
     reader = functools.partial(sources.read_text_file, encoding=encoding)
     return _files("ReadText", "read_text", "text", paths, reader, (), override_num_blocks)
 
 
+@entry(inputs=True)
 def read_binary_files(paths: Paths, *, include_paths: bool = True,
                       override_num_blocks: int | None = None) -> Dataset:
     """A row ``{"bytes": ..., "path": ...}`` per file."""
@@ -153,6 +165,7 @@ def read_binary_files(paths: Paths, *, include_paths: bool = True,
     return _files("ReadBinary", "read_binary_files", "binary", paths, reader, (), override_num_blocks)
 
 
+@entry(inputs=True)
 def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str | None = None,
                 include_paths: bool = False, override_num_blocks: int | None = None) -> Dataset:
     """A row ``{"image": ndarray}`` per image file (Pillow; ``size=(height, width)`` resizes, ``mode="RGB"``

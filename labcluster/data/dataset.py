@@ -117,11 +117,13 @@ class Dataset:
                     tuple(fn_constructor_args), dict(fn_constructor_kwargs or {}))
         return self._with(OneToOne(step, Resources.of(num_cpus, num_gpus, resources), concurrency))
 
+    @entry(inputs=True)
     def map(self, fn: Callable[[dict[str, Any]], dict[str, Any]], **options: Any) -> Dataset:
         """Apply ``fn`` to each row (a dict) and keep what it returns (a dict). Options as for ``map_batches``, less
         its batch options."""
         return self._one_to_one("map", "Map", fn, options)
 
+    @entry(inputs=True)
     def map_batches(self, fn: Any, *, batch_size: int | None = None, batch_format: str = "default",
                     **options: Any) -> Dataset:
         """Apply ``fn`` to batches of at most ``batch_size`` rows (None: whole blocks), given as ``batch_format``
@@ -136,14 +138,17 @@ class Dataset:
         return self._one_to_one("map_batches", "MapBatches", fn, options, batch_size=batch_size,
                                 batch_format=batch_format)
 
+    @entry(inputs=True)
     def filter(self, fn: Callable[[dict[str, Any]], bool], **options: Any) -> Dataset:
         """Keep the rows for which ``fn(row)`` is true."""
         return self._one_to_one("filter", "Filter", fn, options)
 
+    @entry(inputs=True)
     def flat_map(self, fn: Callable[[dict[str, Any]], list[dict[str, Any]]], **options: Any) -> Dataset:
         """Replace each row by the rows ``fn(row)`` returns (a list of dicts)."""
         return self._one_to_one("flat_map", "FlatMap", fn, options)
 
+    @entry(inputs=True)
     def add_column(self, col: str, fn: Callable[[Any], Any], *, batch_format: str = "pandas",
                    **options: Any) -> Dataset:
         """Add (or replace) column ``col`` with ``fn(batch)``: one value per row (a batch is a pandas DataFrame by
@@ -151,39 +156,47 @@ class Dataset:
         return self._one_to_one("add_column", f"AddColumn({col})", fn, options, batch_format=batch_format,
                                 columns=(str(col),))
 
+    @entry(inputs=True)
     def drop_columns(self, cols: Sequence[str]) -> Dataset:
         cols = _names(cols, "drop_columns")
         return self._with(OneToOne(Step(f"DropColumns({', '.join(cols)})", "drop_columns", columns=cols)))
 
+    @entry(inputs=True)
     def select_columns(self, cols: Sequence[str]) -> Dataset:
         cols = _names(cols, "select_columns")
         return self._with(OneToOne(Step(f"SelectColumns({', '.join(cols)})", "select_columns", columns=cols)))
 
+    @entry(inputs=True)
     def limit(self, n: int) -> Dataset:
         """The first ``n`` rows (the stages before stop once they are there)."""
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"limit needs an int >= 0, got {n!r}")
         return self._with(Limit(n))
 
+    @entry(inputs=True)
     def repartition(self, num_blocks: int) -> Dataset:
         """The same rows in ``num_blocks`` blocks of (nearly) equal size."""
         if not isinstance(num_blocks, int) or num_blocks < 1:
             raise ValueError(f"repartition needs an int >= 1, got {num_blocks!r}")
         return self._with(AllToAll(f"Repartition({num_blocks})", tasks.repartition, (), num_blocks))
 
+    @entry(inputs=True)
     def random_shuffle(self, *, seed: int | None = None) -> Dataset:
         return self._with(AllToAll("RandomShuffle", tasks.random_shuffle, (seed,)))
 
+    @entry(inputs=True)
     def sort(self, key: str | Sequence[str], descending: bool = False) -> Dataset:
         keys = [key] if isinstance(key, str) else list(key)
         return self._with(AllToAll(f"Sort({', '.join(keys)})", tasks.sort, (keys, descending)))
 
+    @entry(inputs=True)
     def groupby(self, key: str | Sequence[str] | None) -> GroupedData:
         """Group rows by ``key`` (None: one group); then ``.count()``, ``.sum(col)``, ``.mean(col)``, ``.min``,
         ``.max``, ``.std`` or ``.aggregate((col, fn, name), ...)`` with pyarrow's aggregate names."""
         keys = [] if key is None else [key] if isinstance(key, str) else list(key)
         return GroupedData(self, keys)
 
+    @entry(inputs=True)
     def union(self, *others: Dataset) -> Dataset:
         """This dataset's rows, then the others' (each runs as it would alone; their blocks are gathered first)."""
         for other in others:
