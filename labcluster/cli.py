@@ -36,8 +36,8 @@ def _at_least(low: float, kind: type = int) -> Any:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be {low:g} or more, got {text}")
+        if not value >= low or value == float("inf"):  # nan and inf too
+            raise argparse.ArgumentTypeError(f"must be a number {low:g} or more, got {text}")
         return value
 
     return parse

@@ -263,6 +263,15 @@ def test_small_sources_make_blocks_by_ray_datas_rule(tmp_path: Any) -> None:
     assert lc.data.from_numpy(np.zeros(1000)).num_blocks() == 2 * slots
     assert lc.data.from_items([{"x": i} for i in range(1000)]).num_blocks() == 200  # work items: a row a block
     assert lc.data.range(10_000, override_num_blocks=50).num_blocks() == 50
+    assert lc.data.range(3, override_num_blocks=10).num_blocks() == 3  # never more blocks than rows
+    import pickle
+
+    from labcluster.data.sources import table_source
+
+    table = pa.table({"x": np.arange(100_000)})  # 800 kB
+    read = table_source("FromArrow", table, 100).tasks[7]
+    assert len(pickle.dumps(read)) < 20_000 and read.read().column("x")[0].as_py() == 7_000  # its rows, not the table
+    assert lc.data.from_items([], override_num_blocks=5).num_blocks() == 1
     for i in range(30):
         (tmp_path / f"{i:02d}.txt").write_text("a line\n" * 10)
     assert lc.data.read_text(tmp_path).num_blocks() == 30  # a file a block: files of two schemas never meet
@@ -307,6 +316,9 @@ def test_operators_and_consumers() -> None:
     assert ds.map(lambda r: {"id": r["id"], "two": 2}).sum(["id", "two"]) == {"sum(id)": 190, "sum(two)": 40}
     assert ds.map(lambda r: {"k": r["id"] % 3}).unique("k") == [0, 1, 2]
     assert lc.data.range(0).sum("id") is None
+    nothing = ds.map(lambda r: {"id": r["id"]}).filter(lambda r: False)  # no rows, and no columns left
+    assert (nothing.sum("id"), nothing.mean("id")) == (None, None) and nothing.groupby(None).count().take_all() == [
+        {"count()": 0}]
     assert ds.limit(2).union(ds.limit(1)).take_all() == [{"id": 0}, {"id": 1}, {"id": 0}]
     sizes = [len(b["id"]) for b in ds.iter_batches(batch_size=6)]
     assert sorted(sizes) == [2, 6, 6, 6]
@@ -425,7 +437,7 @@ def test_actor_pools_the_cluster_cannot_hold_fail_before_anything_runs_and_range
     with pytest.raises(InfeasibleResourceError, match=r"actor pool of 2, each actor holding \{GPU: 1\}.* room for 1 "
                                                       r".*concurrency=1 or \(1, 2\).*num_gpus=0.5"):
         ds.map_batches(Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=2).take_all()
-    with pytest.raises(InfeasibleResourceError, match=r"hold 2 of the cluster's 2 CPU.*'ReadRange->Map\(<lambda>\)'"
+    with pytest.raises(InfeasibleResourceError, match=r"holds 2 of the cluster's 2 CPU.*'ReadRange->Map\(<lambda>\)'"
                                                       r".*num_cpus="):
         ds.map_batches(Doubler, fn_constructor_args=(2,), concurrency=2).take_all()
     assert not [r for r in lc.list_tasks(since=since) if r["stage"]]  # not even the read ran
@@ -434,6 +446,36 @@ def test_actor_pools_the_cluster_cannot_hold_fail_before_anything_runs_and_range
     assert sorted(r["x"] for r in grown.take_all()) == [2 * i for i in range(8)]
     made = [a for a in lc.list_actors() if a["actor_id"] not in before and a["class_name"] == "MapBatches_Doubler"]
     assert len(made) == 1  # the range stopped at the one GPU
+    # a CPU pool's range grows only as far as leaves the read tasks a slot: one actor here, and the run ends
+    cpu_pool = ds.map_batches(Doubler, fn_constructor_args=(3,), concurrency=(1, 2))
+    assert sorted(r["x"] for r in cpu_pool.take_all()) == [3 * i for i in range(8)]
+    made = [a for a in lc.list_actors() if a["actor_id"] not in before and a["class_name"] == "MapBatches_Doubler"]
+    assert len(made) == 2
+
+
+def test_pools_are_fitted_together_with_the_task_stages() -> None:
+    """fit_pools on a plan and a cluster's workers (no run): what a restarting worker will bring counts, pools are
+    held together, and warn mode (an autoscaling cluster) lets each range grow to its top."""
+    import dask
+
+    from labcluster.data.fitting import fit_pools
+
+    ds = lc.data.range(8)
+    two_gpu_pools = ds.map_batches(Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=1).map_batches(
+        NoModel, num_gpus=1, concurrency=1)
+    workers = [("cpu-0", {"CPU": 2.0}), ("gpu-0", {"GPU": 1.0})]
+    with pytest.raises(InfeasibleResourceError, match=r"pools of 'MapBatches\(Doubler\)' \(1 x \{GPU: 1\}\), "
+                                                      r"'MapBatches\(NoModel\)' .* hold 2 GPU at the smallest"):
+        fit_pools(two_gpu_pools._stages(), workers)
+    assert fit_pools(two_gpu_pools._stages(), [*workers, ("gpu-1", {"GPU": 1.0})]) == {1: 1, 2: 1}
+    growing = ds.map_batches(Doubler, fn_constructor_args=(2,), num_gpus=0.5, concurrency=(1, 8))
+    assert fit_pools(growing._stages(), workers) == {1: 2}  # two halves of the one GPU
+    cpu = ds.map_batches(Doubler, fn_constructor_args=(2,), concurrency=(1, 8))
+    assert fit_pools(cpu._stages(), [("cpu-0", {"CPU": 4.0})]) == {1: 3}  # one slot left for the reads
+    with dask.config.set({"labcluster.infeasible": "warn"}):
+        with pytest.warns(UserWarning, match="hold 2 GPU at the smallest"):
+            assert fit_pools(two_gpu_pools._stages(), workers) == {1: 1, 2: 1}
+        assert fit_pools(cpu._stages(), [("cpu-0", {"CPU": 4.0})]) == {1: 8}
 
 
 # -- faults --------------------------------------------------------------------------------------------------
@@ -506,7 +548,7 @@ def test_labcluster_demo_runs_both_modes_and_writes_its_report(tmp_path: Any) ->
     assert out.returncode == 0 and "--items" in out.stdout and "--modes" in out.stdout and "--output" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--rows-per-block", "0"], capture_output=True,
                          text=True, timeout=60)  # refused before any cluster starts
-    assert bad.returncode == 2 and "argument --rows-per-block: must be 1 or more, got 0" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "argument --rows-per-block: must be a number 1 or more, got 0" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
     report = tmp_path / "demo.html"
     out = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--items", "8", "--decode-ms", "2",

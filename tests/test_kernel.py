@@ -369,7 +369,9 @@ def test_bokehjs_goes_again_with_a_new_run_of_the_cell_that_carried_it() -> None
         assert carries("cell-b") == [False]  # it waits for the one on the page
         assert carries("cell-a") == [True]  # cell-a ran again: its old output, and BokehJS with it, is gone
         assert carries("cell-b") == [False]
-        out = k.run("picture()", cell_id="cell-b")
-        assert "run this cell again" in out["html"][0]  # what shows if BokehJS never comes
+        assert k.run("1 + 1", cell_id="cell-a")["error"] is None  # cell-a again, with no picture this time
+        assert carries("cell-b") == [True]  # so the next picture carries it
+        out = k.run("picture()", cell_id="cell-c")
+        assert "run that picture's cell again" in out["html"][0]  # what shows if BokehJS never comes
     finally:
         k.close()

@@ -241,11 +241,17 @@ def _resolve_refs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[
             {k: get(v) if isinstance(v, ObjectRef) else unbox(v) for k, v in kwargs.items()})
 
 
-def call_cancelled() -> bool | None:
-    """Whether the actor call running here was cancelled by its caller (``lc.cancel``) or its actor was stopped
-    (killed, restarted) since it began; None outside an actor call. Python cannot stop the method's thread: a long
-    method reads this (``lc.get_runtime_context().is_canceled()``) and returns early, as with Ray."""
-    running = _current_call.get()
+def running_call() -> tuple[_Hosted, str] | None:
+    """The actor call running in this thread or coroutine (its actor and key), or None."""
+    return _current_call.get()
+
+
+def call_cancelled(running: tuple[_Hosted, str] | None = None) -> bool | None:
+    """Whether the actor call ``running`` (default: the one running here) was cancelled by its caller
+    (``lc.cancel``) or its actor was stopped (killed, restarted) since it began; None outside an actor call. Python
+    cannot stop the method's thread: a long method reads this (``lc.get_runtime_context().is_canceled()``) and
+    returns early, as with Ray."""
+    running = running or _current_call.get()
     if running is None:
         return None
     hosted, key = running
@@ -317,9 +323,14 @@ async def _actor_call(worker: Any, actor: str = "", method: str = "", payload: A
     hosted.started(caller, seq)
     try:
         result = box(await running)
-    except (_Cancelled, TaskCancelledError):  # cancelled before it began, or it saw so and ended early
+    except _Cancelled:  # cancelled before it began
         return {"status": "cancelled"}
     except Exception as e:
+        if isinstance(e, TaskCancelledError):  # it saw that it was cancelled and ended early (data.operators)
+            if key in hosted.cancelled:
+                return {"status": "cancelled"}
+            if _HOSTED.get(actor) is not hosted:  # its actor was stopped: the caller's restart and resend rules
+                return {"status": "missing"}
         error = task_error(function, e, worker, format_remote(e, hosted.source))
         if hosted.recorded:
             _record(worker, key, function, payload, timing, -1, repr(error), stage)

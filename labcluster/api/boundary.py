@@ -9,8 +9,9 @@ last frame (it never hides the frame that raised). Other exceptions
 (a bug of ours) keep their whole traceback.
 
 With ``inputs=True`` (what builds a Dataset: its sources and operators), the ``ValueError``, ``TypeError``,
-``KeyError`` and ``FileNotFoundError`` labcluster raises itself about a bad argument surface so too; one raised in
-other code (a user's function being pickled) keeps its frames.
+``KeyError`` and ``FileNotFoundError`` that a ``raise`` of labcluster's raises about a bad argument surface so too;
+one raised in other code (a user's function being pickled), or by an operation of ours that failed (a bug), keeps
+its frames.
 
 A blocking call that is interrupted (Jupyter's interrupt, Ctrl-C) raises a short ``KeyboardInterrupt`` that says
 what keeps running and how to stop it, instead of the frames of the thread wait it was in.
@@ -28,6 +29,7 @@ the problem; the fix | frames: 2
 from __future__ import annotations
 
 import functools
+import linecache
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast, overload
@@ -79,11 +81,18 @@ def entry(fn: F | None = None, *, interrupted: str | None = None, inputs: bool =
 
 
 def _raised_here(e: BaseException) -> bool:
-    """Whether labcluster's own code raised ``e`` (its innermost frame is in the package), not code it called."""
+    """Whether a ``raise`` statement of labcluster's raised ``e`` (its innermost frame is in the package, at a
+    ``raise``): an error about an argument. Not one that code labcluster called raised, nor one of an operation of
+    ours failing (a bug: it keeps its frames)."""
     tb = e.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_PACKAGE + os.sep)
+    if tb is None:
+        return False
+    filename = tb.tb_frame.f_code.co_filename
+    if not os.path.abspath(filename).startswith(_PACKAGE + os.sep):
+        return False
+    return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise ")
 
 
 def _public_name(qualname: str) -> str:

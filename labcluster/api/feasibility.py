@@ -44,8 +44,9 @@ def check(session: Session, request: Mapping[str, float], what: str) -> None:
 def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], str]]
               ) -> list[tuple[str, dict[str, float]]] | None:
     """:func:`check` for each ``(request, what)``, in one round trip that also says what each of the cluster's
-    workers has (its name and its own resources: ``CPU``, ``GPU``, custom ones); None where the scheduler runs no
-    extension (nothing checked: Dask then keeps an impossible task pending, as without labcluster)."""
+    workers has (its name and its own resources: ``CPU``, ``GPU``, custom ones), counting those a local cluster
+    keeps or that may be restarting, as the check does; None where the scheduler runs no extension (nothing
+    checked: Dask then keeps an impossible task pending, as without labcluster)."""
     if not session.extension:
         return None
     cache = session.part(Feasible)
@@ -54,7 +55,8 @@ def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], st
     answer = call(session.client, "fits", requests=[dict(r) for r, _ in todo])
     for (request, what), ok in zip(todo, answer["fits"], strict=True):
         _judge(session, request, what, bool(ok), answer["workers"])
-    return [(str(w["name"]), {str(k): float(v) for k, v in w["resources"].items()}) for w in answer["workers"]]
+    judged = answer.get("capacity") or [(w["name"], w["resources"]) for w in answer["workers"]]
+    return [(str(name), {str(k): float(v) for k, v in res.items()}) for name, res in judged]
 
 
 def _judge(session: Session, request: Mapping[str, float], what: str, ok: bool,

@@ -13,7 +13,7 @@ from typing import Any
 from ..cluster.info import WorkerInfo, total_resources, workers_from_info
 from ..dask_internals import free_resources, task_cancelled, task_resources
 from ..scheduler.protocol import WORKER_INFO
-from .actor_host import call_cancelled, current_actor
+from .actor_host import call_cancelled, current_actor, running_call
 from .blocking import current_task_key
 from .session import current_worker
 from .start import current_session
@@ -92,6 +92,11 @@ class RuntimeContext:
     assigned_resources: dict[str, float] = field(default_factory=dict)
     gpu_mode: str = "none"
     actor_id: str | None = None
+    #: the task (its worker and Dask key) or the actor call it was made in: ``is_canceled`` asks about that one,
+    #: from whichever thread asks
+    _dask_key: Any = field(default=None, repr=False)
+    _worker: Any = field(default=None, repr=False, compare=False)
+    _call: Any = field(default=None, repr=False, compare=False)
 
     def get_job_id(self) -> str | None:
         return self.job_id
@@ -106,10 +111,13 @@ class RuntimeContext:
         return self.task_id
 
     def is_canceled(self) -> bool:
-        """Whether the running task or actor call was cancelled (``lc.cancel``, every ref to it dropped, its actor
-        killed): Python does not stop a running thread, so a long task can check this and return early, as with
-        Ray. False on the driver."""
-        return canceled_here()
+        """Whether the task or actor call this context was made in was cancelled (``lc.cancel``, every ref to it
+        dropped, its actor killed): Python does not stop a running thread, so a long task can check this, from any
+        of its threads, and return early, as with Ray. False on the driver."""
+        if self._call is not None:
+            return bool(call_cancelled(self._call))
+        return self._worker is not None and self._dask_key is not None and task_cancelled(self._worker,
+                                                                                          self._dask_key)
 
     def get_actor_id(self) -> str | None:
         """The actor whose method is running, or None (in a task or on the driver)."""
@@ -144,7 +152,8 @@ def get_runtime_context() -> RuntimeContext:
         desc = _worker_description(worker)
         return RuntimeContext(job_id=None, node_id=str(worker.address), worker_id=str(worker.id),
                               task_id=None if key is None else str(key), assigned_resources=assigned,
-                              gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get())
+                              gpu_mode=str(desc.get("gpu_mode", "none")), actor_id=current_actor.get(),
+                              _dask_key=key, _worker=worker, _call=running_call())
     session = current_session(auto_init=False)
     return RuntimeContext(job_id=str(session.client.id), node_id=f"driver@{socket.gethostname()}",
                           worker_id=str(session.client.id), task_id=None)

@@ -101,10 +101,15 @@ def _fmt_resources(res: Mapping[str, float]) -> str:
     return ", ".join(f"{k}: {v:g}" for k, v in sorted(shown(res).items()) if k not in ("CPU", "GPU")) or "-"
 
 
+def cpu_slots_of(w: WorkerInfo) -> float:
+    """A worker's CPU slots: its ``CPU`` resource; a plain Dask worker (no resources) runs anything on its threads;
+    a GPU worker has none (``groups.py``)."""
+    return float(w.resources.get("CPU", 0.0 if "GPU" in w.resources else float(w.nthreads)))
+
+
 def _cpu_slots(w: WorkerInfo) -> str:
-    """The CPU column: a plain Dask worker (no resources) runs anything on its threads; a GPU worker has no CPU
-    slots (``groups.py``)."""
-    slots = w.resources.get("CPU", 0.0 if "GPU" in w.resources else float(w.nthreads))
+    """The CPU column."""
+    slots = cpu_slots_of(w)
     return f"{slots:g}" if slots else "-"
 
 

@@ -1,10 +1,11 @@
 """Whether a plan's actor pools fit the cluster, decided before anything runs.
 
 A pool's actors hold their resources for the whole execution (``map_batches(Model, num_gpus=1, concurrency=2)``
-holds two GPUs), and every pool starts when the execution does. So a pool the cluster cannot hold would wait for
-an actor that never starts (``actors.start-timeout`` later, with nothing done), and pools that hold every CPU slot
-leave none for the tasks of the other stages, which then never run. Both fail at once here, naming the stage and
-the fix; a pool's ``(min, max)`` range grows only as far as the cluster has room.
+holds two GPUs), and every pool starts when the execution does. So pools the cluster cannot hold would wait for an
+actor that never starts (``actors.start-timeout`` later, with nothing done), and pools that hold every CPU slot
+leave none for the tasks of the other stages, which then never run. Both fail at once here, naming the stages and
+the fix. A pool's ``(min, max)`` range grows only into what is left when every pool has its smallest size and one
+task of each task stage can run, the pools in stage order.
 
 >>> workers = [("cpu-0", {"CPU": 2.0}), ("gpu-0", {"GPU": 1.0})]
 >>> room({"GPU": 1.0}, workers), room({"GPU": 0.5}, workers), room({"CPU": 1.0}, workers), room({}, workers)
@@ -24,6 +25,7 @@ from ..warn import warn_user
 from .plan import Stage
 
 Workers = Sequence[tuple[str, Mapping[str, float]]]
+_EPS = 1e-9
 
 
 def request_of(stage: Stage) -> dict[str, float]:
@@ -37,57 +39,11 @@ def room(request: Mapping[str, float], workers: Workers) -> int | None:
     asks = {k: v for k, v in request.items() if v > 0}
     if not asks:
         return None
-    return sum(min(math.floor(float(res.get(k, 0.0)) / v + 1e-9) for k, v in asks.items()) for _, res in workers)
+    return sum(min(math.floor(float(res.get(k, 0.0)) / v + _EPS) for k, v in asks.items()) for _, res in workers)
 
 
 def _fmt(request: Mapping[str, float]) -> str:
-    return ", ".join(f"{k}: {v:g}" for k, v in sorted(request.items()))
-
-
-def fit_pools(stages: Sequence[Stage], workers: Workers) -> dict[int, int]:
-    """The most actors each pool stage may have (by position); raises :class:`InfeasibleResourceError` when a pool's
-    smallest size cannot be held, or the pools together leave a task stage no room (a warning instead where
-    ``labcluster.infeasible`` is ``warn``: a cluster that autoscales may yet grow)."""
-    caps: dict[int, int] = {}
-    held: dict[str, float] = {}
-    holders: list[str] = []
-    for i, stage in enumerate(stages):
-        if stage.kind != "map" or not stage.actors:
-            continue
-        low, high = stage.pool_size()
-        request = request_of(stage)
-        fits = room(request, workers)
-        if fits is not None and low > fits:
-            smaller = f"concurrency={fits} or (1, {low})" if fits else "a pool"
-            _fail(f"dataset operator {stage.name!r} asks for an actor pool of {low}, each actor holding "
-                  f"{{{_fmt(request)}}} while the execution runs, but the cluster has room for {fits} (actors do not "
-                  f"share what they hold): ask for {smaller}, for less per actor ({_less(request, workers)}), or "
-                  f"add workers", request, workers)
-            continue
-        caps[i] = high if fits is None else max(low, min(high, fits))
-        for k, v in request.items():
-            held[k] = held.get(k, 0.0) + low * v
-        holders.append(f"{stage.name!r} ({low} x {{{_fmt(request)}}})")
-    if not held:
-        return caps
-    total: dict[str, float] = {}
-    for _, res in workers:
-        for k, v in res.items():
-            total[k] = total.get(k, 0.0) + float(v)
-    for stage in stages:
-        if stage.kind != "map" or stage.actors:
-            continue
-        request = request_of(stage)
-        short = [k for k, v in request.items() if held.get(k, 0.0) > 0 and held[k] + v > total.get(k, 0.0) + 1e-9]
-        if short:
-            k = short[0]
-            pools = "pools" if len(holders) > 1 else "pool"
-            less = {"GPU": "num_gpus=", "CPU": "num_cpus="}.get(k, "resources=")
-            _fail(f"the actor {pools} of {', '.join(holders)} hold {held[k]:g} of the cluster's "
-                  f"{total.get(k, 0.0):g} {k}, for the whole execution, leaving the tasks of dataset operator "
-                  f"{stage.name!r} (each asking for {{{_fmt(request)}}}) no room to ever run: ask for a smaller "
-                  f"{pools} (concurrency=), for less per actor ({less}), or add workers", request, workers)
-    return caps
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(request.items())) + "}"
 
 
 def _less(request: Mapping[str, float], workers: Workers) -> str:
@@ -95,6 +51,67 @@ def _less(request: Mapping[str, float], workers: Workers) -> str:
     k = min(request, key=lambda k: room({k: request[k]}, workers) or 0)
     half = f"{request[k] / 2:g}"
     return {"GPU": f"num_gpus={half}", "CPU": f"num_cpus={half}"}.get(k, f"resources={{{k!r}: {half}}}")
+
+
+def fit_pools(stages: Sequence[Stage], workers: Workers) -> dict[int, int]:
+    """The most actors each pool stage may have (by position); raises :class:`InfeasibleResourceError` when the
+    pools' smallest sizes cannot be held together, or leave a task stage no room (where ``labcluster.infeasible`` is
+    ``warn``, for a cluster that autoscales, it warns instead and lets each pool grow to the top of its range)."""
+    pools = [(i, s, request_of(s)) for i, s in enumerate(stages) if s.kind == "map" and s.actors]
+    if not pools:
+        return {}
+    warn = config.get("infeasible") == "warn"
+    total: dict[str, float] = {}
+    for _, res in workers:
+        for k, v in res.items():
+            total[k] = total.get(k, 0.0) + float(v)
+    held: dict[str, float] = {}  # what the pools hold at their smallest sizes
+    for _, stage, request in pools:
+        low, _ = stage.pool_size()
+        fits = room(request, workers)
+        if fits is not None and low > fits:
+            smaller = f"concurrency={fits} or (1, {low})" if fits else "a smaller pool"
+            _fail(f"dataset operator {stage.name!r} asks for an actor pool of {low}, each actor holding "
+                  f"{_fmt(request)} while the execution runs, but the cluster has room for {fits} (actors do not "
+                  f"share what they hold): ask for {smaller}, for less per actor ({_less(request, workers)}), or "
+                  f"add workers", request, workers)
+        for k, v in request.items():
+            held[k] = held.get(k, 0.0) + low * v
+    named = ", ".join(f"{s.name!r} ({s.pool_size()[0]} x {_fmt(r)})" for _, s, r in pools)
+    pronoun = ("pools", "hold") if len(pools) > 1 else ("pool", "holds")
+    for k, amount in held.items():
+        if amount > total.get(k, 0.0) + _EPS:
+            _fail(f"the actor {pronoun[0]} of {named} {pronoun[1]} {amount:g} {k} at the smallest, but the cluster "
+                  f"has {total.get(k, 0.0):g}: ask for smaller pools (concurrency=), for less per actor, or add "
+                  f"workers", {k: amount}, workers)
+    need: dict[str, float] = {}  # one task of every task stage may run at any time
+    for stage in stages:
+        if stage.kind != "map" or stage.actors:
+            continue
+        request = request_of(stage)
+        short = [k for k, v in request.items() if held.get(k, 0.0) > 0 and held[k] + v > total.get(k, 0.0) + _EPS]
+        if short:
+            k = short[0]
+            less = {"GPU": "num_gpus=", "CPU": "num_cpus="}.get(k, "resources=")
+            _fail(f"the actor {pronoun[0]} of {named} {pronoun[1]} {held[k]:g} of the cluster's "
+                  f"{total.get(k, 0.0):g} {k}, for the whole execution, leaving the tasks of dataset operator "
+                  f"{stage.name!r} (each asking for {_fmt(request)}) no room to ever run: ask for a smaller "
+                  f"{pronoun[0]} (concurrency=), for less per actor ({less}), or add workers", request, workers)
+        for k, v in request.items():
+            need[k] = max(need.get(k, 0.0), v)
+    spare = {k: total.get(k, 0.0) - held.get(k, 0.0) - need.get(k, 0.0) for k in total}
+    caps: dict[int, int] = {}
+    for position, stage, request in pools:  # the range's growth, from what is left, the pools in stage order
+        low, high = stage.pool_size()
+        if warn:
+            caps[position] = high
+            continue
+        more = min((math.floor(max(spare.get(k, 0.0), 0.0) / v + _EPS) for k, v in request.items()), default=high)
+        fits = room(request, workers)
+        caps[position] = max(low, min(high, low + more, fits if fits is not None else high))
+        for k, v in request.items():
+            spare[k] = spare.get(k, 0.0) - (caps[position] - low) * v
+    return caps
 
 
 def _fail(message: str, request: Mapping[str, float], workers: Workers) -> None:

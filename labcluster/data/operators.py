@@ -96,7 +96,7 @@ def _stop_if_cancelled(block_index: int, part: str) -> None:
         return
     _cancel_checked.next = now + CANCEL_CHECK_EVERY
     if canceled_here():
-        raise TaskCancelledError(f"block {block_index}, before its {part}")
+        raise TaskCancelledError(f"dataset block {block_index}")
 
 
 def _call(step: Step, value: Any, block_index: int, part: str) -> Any:

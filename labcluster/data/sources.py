@@ -17,6 +17,7 @@ import contextlib
 import functools
 import io
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +70,12 @@ class Source:
 
     @property
     def num_blocks(self) -> int:
-        return self.override_num_blocks or default_blocks(self.count, self.nbytes)
+        """As many as asked for, never more than rows (or files), at least one."""
+        parts = self.override_num_blocks or default_blocks(self.count, self.nbytes)
+        return max(1, min(parts, self.count))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cuts": {}}  # the read tasks are made again where it arrives
 
     @property
     def tasks(self) -> tuple[ReadTask, ...]:
@@ -104,16 +110,34 @@ def default_blocks(n: int, nbytes: int | None = None, cpus: int | None = None) -
     return min(n, max(most, 2 * (cpus if cpus is not None else cpu_slots())))
 
 
+#: how long a session's CPU slots, once asked, stand (a dataset's repr and run both ask; clusters seldom resize)
+SLOTS_FOR = 5.0
+
+
+class _Slots:
+    """A session's CPU slots, as last asked, and until when that answer stands."""
+
+    def __init__(self, session: Any) -> None:
+        self.value, self.until = 0, 0.0
+
+
 def cpu_slots() -> int:
-    """The CPU slots work can use: the cluster's; before ``lc.init`` (or with its cluster gone), this machine's
-    cores, as many as the local cluster ``lc.init`` starts has."""
+    """The CPU slots work can use: the cluster's (a plain Dask worker's threads count); before ``lc.init`` (or with
+    its cluster gone), this machine's cores, as many as the local cluster ``lc.init`` starts has."""
     from ..api.session import is_initialized
-    from ..api.state import cluster_resources
+    from ..api.start import current_session
     from ..cluster.groups import cpu_count
+    from ..cluster.info import cpu_slots_of, workers_from_info
 
     if is_initialized():
         with contextlib.suppress(Exception):  # a lost cluster: its own error comes when the dataset runs
-            return max(1, int(cluster_resources().get("CPU", 0)))
+            session = current_session(auto_init=False)
+            slots = session.part(_Slots)
+            if time.monotonic() >= slots.until:
+                workers = workers_from_info(session.client.scheduler_info(n_workers=-1))
+                slots.value = max(1, int(sum(cpu_slots_of(w) for w in workers)))
+                slots.until = time.monotonic() + SLOTS_FOR
+            return int(slots.value)
     return cpu_count()
 
 
@@ -136,8 +160,18 @@ def check_blocks(override_num_blocks: int | None, what: str) -> None:
 
 # -- in memory ---------------------------------------------------------------------------------------------------
 
-def _identity(block: pa.Table) -> pa.Table:
-    return block
+def _ipc(table: pa.Table) -> pa.Buffer:
+    """A table (a slice too) in Arrow's stream format: only its own rows. A pickled slice carries its parent's
+    whole buffers: a block cut from a 1M-row table pickled to the size of the table."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _from_ipc(data: pa.Buffer) -> pa.Table:
+    with pa.ipc.open_stream(data) as reader:
+        return reader.read_all()
 
 
 def _range_block(start: int, stop: int) -> pa.Table:
@@ -155,7 +189,7 @@ def range_source(n: int, override_num_blocks: int | None) -> Source:
 
 def block_tasks(table: pa.Table, parts: int) -> list[ReadTask]:
     """Cut one in-memory table into ``parts`` blocks (zero-copy slices), each shipped with its task."""
-    return [ReadTask(_identity, (table.slice(a, b - a),), f"rows {a}-{b - 1}" if b > a else "no rows", b - a)
+    return [ReadTask(_from_ipc, (_ipc(table.slice(a, b - a)),), f"rows {a}-{b - 1}" if b > a else "no rows", b - a)
             for a, b in _splits(table.num_rows, parts)]
 
 

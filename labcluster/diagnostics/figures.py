@@ -3,10 +3,10 @@
 What ``lc.timeline_figure()`` returns: as a cell's last expression it renders as the chart (not
 ``figure(id='p1007', ...)``). BokehJS (~4 MB) travels with the first picture this process shows, so a page that
 shows several loads it once (each picture waits for it); when the cell whose output carried it runs again (its
-old output is gone, and with it BokehJS), its next picture carries it again. The Jupyter layer says which cell
-runs (``current_cell``). A picture that finds no BokehJS on its page says so and how to fix it, instead of staying
-blank. ``save(path)`` writes a standalone HTML file. Every bokeh attribute reads through (``fig.renderers``), and
-``fig.model`` is the bokeh figure itself, for ``bokeh.io.show`` or further styling.
+old output is gone, and with it BokehJS), the next picture carries it again. The Jupyter layer says which cell
+runs (``current_cell``, ``cell_runs``). A picture that finds no BokehJS on its page says so and how to fix it,
+instead of staying blank. ``save(path)`` writes a standalone HTML file. Every bokeh attribute reads through
+(``fig.renderers``), and ``fig.model`` is the bokeh figure itself, for ``bokeh.io.show`` or further styling.
 
 >>> from bokeh.plotting import figure
 >>> pic = Figure(figure(title="t"), "a test picture")
@@ -33,14 +33,21 @@ _MISSING_AFTER_MS = 3000
 
 
 def _carries_bokehjs() -> bool:
-    """Whether the picture shown now must carry BokehJS: the first one, or the first of a new run of the cell whose
-    output carried it."""
+    """Whether the picture shown now must carry BokehJS: the first one since no output on the page carries it."""
     where = current_cell() if current_cell is not None else (None, None)
     with _lock:
-        if not _carrier or (where[0] is not None and where[0] == _carrier[0][0] and where[1] != _carrier[0][1]):
+        if not _carrier:
             _carrier[:] = [where]
             return True
         return False
+
+
+def cell_runs(cell: str | None) -> None:
+    """A cell starts to run (the Jupyter layer says so): if its output carried BokehJS, that output is cleared now,
+    so the next picture, in this cell or another, carries it again."""
+    with _lock:
+        if cell is not None and _carrier and _carrier[0][0] == cell:
+            _carrier.clear()
 
 
 class Figure:
@@ -65,8 +72,8 @@ class Figure:
         script, div = components(self.model)
         head = INLINE.render_js() if _carries_bokehjs() else ""
         box = f"labcluster-figure-{uuid.uuid4().hex[:12]}"
-        missing = ("<i>This picture needs BokehJS, which came with an output that is no longer on this page: run "
-                   "this cell again.</i>")
+        missing = ("<i>This picture needs BokehJS, which came with the first picture this kernel showed, and that "
+                   "output is gone: run that picture's cell again, then this one.</i>")
         check = (f"<script>setTimeout(function () {{ if (window.Bokeh === undefined) {{ var box = document."
                  f"getElementById('{box}'); if (box) {{ box.innerHTML = '{missing}'; }} }} }}, "
                  f"{_MISSING_AFTER_MS});</script>")

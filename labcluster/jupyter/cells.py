@@ -84,6 +84,7 @@ class CellWork:
                 self.cells.popitem(last=False)
         self.current = cell
         self.tokens = scopes.enter(scope)
+        figures.cell_runs(self.cell_and_run()[0])
 
     def _leave(self) -> _Cell | None:
         cell, tokens = self.current, self.tokens

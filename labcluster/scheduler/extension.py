@@ -308,7 +308,8 @@ class LabclusterExtension:
     def fits(self, request: dict[str, float] | None = None, requests: Iterable[dict[str, float]] = ()
              ) -> dict[str, Any]:
         """Whether a worker fits ``request``: one here now, one a local cluster keeps, or one that left less than
-        ``grace`` seconds ago (its Nanny may be restarting it). With what the cluster has, for the error.
+        ``grace`` seconds ago (its Nanny may be restarting it). With what the cluster has, for the error, and the
+        workers so judged (``capacity``: name, resources).
         ``requests``: many at once, answered as a list in ``fits`` (none: just what the cluster has)."""
         workers = self._workers()
         since = time.monotonic() - self.grace
@@ -319,7 +320,14 @@ class LabclusterExtension:
             return any(fits(r, need) for r in could)
 
         answer = one(request) if request is not None else [one(r) for r in requests]
-        return {"fits": answer, "workers": workers}
+        # what was judged, by worker: those here, those the local cluster keeps, those that may be restarting
+        live = {w["name"] for w in workers}
+        kept = self.kept or {}
+        capacity = [(w["name"], w["resources"]) for w in workers]
+        capacity += [(name, dict(r)) for name, r in kept.items() if name not in live]
+        capacity += [(name, dict(r)) for name, (r, when) in self.left.items()
+                     if when >= since and name not in live and name not in kept]
+        return {"fits": answer, "workers": workers, "capacity": capacity}
 
     def worker_names(self, labelled: bool = False) -> dict[str, str]:
         """Address -> name of every worker this scheduler has seen (those that left too). ``labelled``: as pictures
