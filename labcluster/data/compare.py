@@ -316,8 +316,8 @@ def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: 
             since = next_index()
             ds.count(mode=mode)
             stats = ds.stats()
-            assert ds._last is not None
-            keys = ds._last.keys  # its own: not a late call of the run before (a warm-up stopped at its limit)
+            keys = ds._last.keys if ds._last is not None else set()  # its own: not a late call of the run before
+            # (a warm-up stopped at its limit)
             rows = [r for r in lc.list_tasks(since=since) if r.get("stage") in kinds and r.get("key") in keys]
             wall = stats.wall or 0.0
             runs[mode].append(Run(mode, wall, stats.first_output, stats.peak_bytes, stats.peak_worker_bytes,

@@ -444,17 +444,18 @@ class GroupedData:
         for agg in aggs:
             if not (isinstance(agg, tuple) and len(agg) == 3):
                 raise TypeError(f"aggregate takes (column, function, name) triples, got {agg!r}")
+        return self._with(list(aggs))
+
+    def _with(self, aggs: list[tuple[Any, ...]]) -> Dataset:
         label = f"Aggregate({', '.join(self._keys) or 'all'})"
-        return self._ds._with(AllToAll(label, tasks.aggregate, (self._keys, list(aggs)), 1))
+        return self._ds._with(AllToAll(label, tasks.aggregate, (self._keys, aggs), 1))
 
     def count(self) -> Dataset:
         return self.aggregate((None, "count_all", "count()"))
 
     def _one(self, fn: str, on: str | Sequence[str], name: str | None = None, ddof: int | None = None) -> Dataset:
         cols = [on] if isinstance(on, str) else list(on)
-        aggs = [(c, fn, f"{name or fn}({c})", *(() if ddof is None else (ddof,))) for c in cols]
-        label = f"Aggregate({', '.join(self._keys) or 'all'})"
-        return self._ds._with(AllToAll(label, tasks.aggregate, (self._keys, aggs), 1))
+        return self._with([(c, fn, f"{name or fn}({c})", *(() if ddof is None else (ddof,))) for c in cols])
 
     def sum(self, on: str | Sequence[str]) -> Dataset:
         return self._one("sum", on)
