@@ -86,10 +86,14 @@ _MACHINERY = tuple(os.path.dirname(importlib.import_module(m).__file__ or "") + 
 
 def format_remote(e: BaseException, source: Source | None) -> str:
     """The traceback of ``e`` from the user's code on (the machinery's frames before it dropped), with source lines
-    filled in from ``source`` where the worker has no copy of the file."""
+    filled in from ``source`` where the worker has no copy of the file; just its message where labcluster raised it
+    with no user code on the way (its message says what the user's code did wrong)."""
     frames = traceback.extract_tb(e.__traceback__)
     while len(frames) > 1 and frames[0].filename.startswith(_MACHINERY):
         del frames[0]
+    if len(frames) == 1 and frames[0].filename.startswith(_MACHINERY) and (frames[0].line or "").startswith("raise "):
+        # no user code in it: labcluster's own message about what the user's code gave it (a wrong return type)
+        return "".join(traceback.format_exception_only(type(e), e))
     for filename, first, lines, names in source or ():
         for i, fs in enumerate(frames):
             offset = (fs.lineno or 0) - first
