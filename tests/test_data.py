@@ -454,6 +454,33 @@ def test_actor_pools_the_cluster_cannot_hold_fail_before_anything_runs_and_range
     assert len(made) == 2
 
 
+@lc.remote(num_gpus=1)
+class Holder:
+    def ping(self) -> str:
+        return "here"
+
+
+def test_a_pool_that_a_live_actor_leaves_no_room_for_fails_at_once_naming_it() -> None:
+    """A notebook's own GPU actor, still alive, holds the one GPU: the dataset's GPU pool would wait a minute for
+    it; it fails before anything runs, naming the actor and what to do."""
+    holder = Holder.remote()
+    assert lc.get(holder.ping.remote(), timeout=30) == "here"
+    ds = lc.data.range(8).map(lambda r: {"id": r["id"], "x": r["id"]}).map_batches(
+        Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=1)
+    try:
+        started = time.perf_counter()
+        with pytest.raises(InfeasibleResourceError, match=r"room for 0 \(other actors are alive: actor Holder "
+                                                          r"\(Holder-\w+\) holds \{GPU: 1\} on gpu-0; lc.kill"):
+            ds.take_all()
+        assert time.perf_counter() - started < 30  # not the minute an actor waits to start
+    finally:
+        lc.kill(holder)
+    from conftest import wait_until
+
+    assert wait_until(lambda: lc.available_resources().get("GPU", 0) == 1, timeout=20)
+    assert len(ds.take_all()) == 8  # its GPU back: the pool runs
+
+
 def test_pools_are_fitted_together_with_the_task_stages() -> None:
     """fit_pools on a plan and a cluster's workers (no run): what a restarting worker will bring counts, pools are
     held together, and warn mode (an autoscaling cluster) lets each range grow to its top."""

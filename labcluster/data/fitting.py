@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import config
 from ..api.actors import ActorOptions
@@ -53,53 +54,70 @@ def _less(request: Mapping[str, float], workers: Workers) -> str:
     return {"GPU": f"num_gpus={half}", "CPU": f"num_cpus={half}"}.get(k, f"resources={{{k!r}: {half}}}")
 
 
-def fit_pools(stages: Sequence[Stage], workers: Workers) -> dict[int, int]:
+def without_actors(workers: Workers, actors: Sequence[Mapping[str, Any]]) -> tuple[Workers, list[str]]:
+    """``workers`` less what the live ``actors`` (rows of the actor table) hold on them, and what each holds."""
+    left = {name: dict(res) for name, res in workers}
+    held = []
+    for actor in actors:
+        where, res = actor.get("worker"), actor.get("resources") or {}
+        if actor.get("state") != "ALIVE" or where not in left or not res:
+            continue
+        for k, v in res.items():
+            left[where][k] = left[where].get(k, 0.0) - float(v)
+        held.append(f"actor {actor.get('class')} ({actor.get('id')}) holds {_fmt(res)} on {where}")
+    return list(left.items()), held
+
+
+def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = ()) -> dict[int, int]:
     """The most actors each pool stage may have (by position); raises :class:`InfeasibleResourceError` when the
     pools' smallest sizes cannot be held together, or leave a task stage no room (where ``labcluster.infeasible`` is
-    ``warn``, for a cluster that autoscales, it warns instead and lets each pool grow to the top of its range)."""
+    ``warn``, for a cluster that autoscales, it warns instead and lets each pool grow to the top of its range).
+    ``workers``: what is left to the pools; ``held``: what other actors hold (said in the error)."""
     pools = [(i, s, request_of(s)) for i, s in enumerate(stages) if s.kind == "map" and s.actors]
     if not pools:
         return {}
+    others = (f" (other actors are alive: {'; '.join(held[:3])}{' ...' if len(held) > 3 else ''}; lc.kill them "
+              f"first)") if held else ""
     warn = config.get("infeasible") == "warn"
     total: dict[str, float] = {}
     for _, res in workers:
         for k, v in res.items():
             total[k] = total.get(k, 0.0) + float(v)
-    held: dict[str, float] = {}  # what the pools hold at their smallest sizes
+    holds: dict[str, float] = {}  # what the pools hold at their smallest sizes
     for _, stage, request in pools:
         low, _ = stage.pool_size()
         fits = room(request, workers)
         if fits is not None and low > fits:
             smaller = f"concurrency={fits} or (1, {low})" if fits else "a smaller pool"
             _fail(f"dataset operator {stage.name!r} asks for an actor pool of {low}, each actor holding "
-                  f"{_fmt(request)} while the execution runs, but the cluster has room for {fits} (actors do not "
-                  f"share what they hold): ask for {smaller}, for less per actor ({_less(request, workers)}), or "
-                  f"add workers", request, workers)
+                  f"{_fmt(request)} while the execution runs, but the cluster has room for {fits}{others} (actors "
+                  f"do not share what they hold): ask for {smaller}, for less per actor ({_less(request, workers)}), "
+                  f"or add workers", request, workers)
         for k, v in request.items():
-            held[k] = held.get(k, 0.0) + low * v
+            holds[k] = holds.get(k, 0.0) + low * v
     named = ", ".join(f"{s.name!r} ({s.pool_size()[0]} x {_fmt(r)})" for _, s, r in pools)
     pronoun = ("pools", "hold") if len(pools) > 1 else ("pool", "holds")
-    for k, amount in held.items():
+    for k, amount in holds.items():
         if amount > total.get(k, 0.0) + _EPS:
             _fail(f"the actor {pronoun[0]} of {named} {pronoun[1]} {amount:g} {k} at the smallest, but the cluster "
-                  f"has {total.get(k, 0.0):g}: ask for smaller pools (concurrency=), for less per actor, or add "
-                  f"workers", {k: amount}, workers)
+                  f"has {total.get(k, 0.0):g}{others}: ask for smaller pools (concurrency=), for less per actor, or "
+                  f"add workers", {k: amount}, workers)
     need: dict[str, float] = {}  # one task of every task stage may run at any time
     for stage in stages:
         if stage.kind != "map" or stage.actors:
             continue
         request = request_of(stage)
-        short = [k for k, v in request.items() if held.get(k, 0.0) > 0 and held[k] + v > total.get(k, 0.0) + _EPS]
+        short = [k for k, v in request.items() if holds.get(k, 0.0) > 0 and holds[k] + v > total.get(k, 0.0) + _EPS]
         if short:
             k = short[0]
             less = {"GPU": "num_gpus=", "CPU": "num_cpus="}.get(k, "resources=")
-            _fail(f"the actor {pronoun[0]} of {named} {pronoun[1]} {held[k]:g} of the cluster's "
-                  f"{total.get(k, 0.0):g} {k}, for the whole execution, leaving the tasks of dataset operator "
+            _fail(f"the actor {pronoun[0]} of {named} {pronoun[1]} {holds[k]:g} of the cluster's "
+                  f"{total.get(k, 0.0):g} {k}{others}, for the whole execution, leaving the tasks of dataset operator "
                   f"{stage.name!r} (each asking for {_fmt(request)}) no room to ever run: ask for a smaller "
                   f"{pronoun[0]} (concurrency=), for less per actor ({less}), or add workers", request, workers)
         for k, v in request.items():
             need[k] = max(need.get(k, 0.0), v)
-    spare = {k: total.get(k, 0.0) - held.get(k, 0.0) - need.get(k, 0.0) for k in total}
+    spare = {k: total.get(k, 0.0) - holds.get(k, 0.0) - need.get(k, 0.0) for k in total}
     caps: dict[int, int] = {}
     for position, stage, request in pools:  # the range's growth, from what is left, the pools in stage order
         low, high = stage.pool_size()
