@@ -179,6 +179,8 @@ def test_a_running_task_can_see_that_it_was_cancelled(cluster: lc.Session) -> No
         time.sleep(0.05)
     assert marker.read_text() == "seen"
     assert not lc.get_runtime_context().is_canceled()  # the driver is no task
+    returned = lc.get(lc.remote(lambda: lc.get_runtime_context()).remote(), timeout=30)  # travels without its worker
+    assert returned.get_task_id() and not returned.is_canceled()
 
 
 @lc.remote

@@ -98,6 +98,10 @@ class RuntimeContext:
     _worker: Any = field(default=None, repr=False, compare=False)
     _call: Any = field(default=None, repr=False, compare=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Sent elsewhere (returned by a task), it keeps its ids and leaves the worker and the call behind."""
+        return {**self.__dict__, "_worker": None, "_call": None}
+
     def get_job_id(self) -> str | None:
         return self.job_id
 
