@@ -37,7 +37,8 @@ def _at_least(low: float, kind: type = int) -> Any:
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if not value >= low or value == float("inf"):  # nan and inf too
-            raise argparse.ArgumentTypeError(f"must be a number {low:g} or more, got {text}")
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {noun} {low:g} or more, got {text}")
         return value
 
     return parse

@@ -106,6 +106,9 @@ def pipeline(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, po
     """
     if rows_per_block < 1:
         raise ValueError(f"rows_per_block must be >= 1, got {rows_per_block}")
+    for name, ms in (("decode_ms", decode_ms), ("infer_ms", infer_ms), ("post_ms", post_ms)):
+        if not 0 <= ms < float("inf"):  # nan too
+            raise ValueError(f"{name} must be a number of milliseconds >= 0, got {ms!r}")
     return (lc.data.range(items, override_num_blocks=max(1, math.ceil(items / rows_per_block)))
             .map_batches(decode, fn_kwargs={"units": calibrate(decode_ms), "payload": payload_kb * 1024})
             .map_batches(Model, fn_constructor_args=(infer_ms,), num_gpus=1, concurrency=gpus)

@@ -387,3 +387,28 @@ def test_the_timeline_draws_a_flood_of_tiny_tasks_as_the_busy_stretches_they_are
     assert data["state"][1] == "erred" and data["ms"][0].endswith(" busy in all")
     assert float(data["ms"][0].split()[0]) == pytest.approx(100.0, abs=0.1)  # ms of work in the stretch
     assert abs(data["left"][0] - 0.0) < 1e-6 and abs(data["right"][0] - (0.198 + 0.04)) < 1e-6
+
+
+def test_a_picture_whose_page_lost_bokehjs_says_how_to_get_it_back(browser: Any, tmp_path: Path) -> None:
+    """A saved notebook whose output that carried BokehJS is gone: the picture says so, instead of staying blank
+    (its note is a valid script: a quote in it once broke every picture's script)."""
+    from bokeh.plotting import figure
+
+    from labcluster.diagnostics.figures import Figure
+
+    def picture(title: str) -> str:
+        fig = figure(title=title)
+        fig.line([0, 1], [0, 1])
+        return Figure(fig, title)._repr_html_()
+
+    picture("the first, which carries BokehJS in this process")
+    page_file = tmp_path / "lost.html"
+    page_file.write_text(f"<html><body>{picture('a later one')}</body></html>", encoding="utf-8")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_file.as_uri())
+    page.wait_for_function("() => document.body.innerText.includes('needs BokehJS')", timeout=20_000)
+    assert "run that picture's cell again" in page.inner_text("body")
+    assert all("Bokeh is not defined" in e for e in errors), errors  # bokeh's own embed, and nothing of ours
+    page.close()

@@ -435,7 +435,7 @@ def test_actor_pools_the_cluster_cannot_hold_fail_before_anything_runs_and_range
     actor that never starts, and CPU actors holding every slot leave the read tasks none."""
     ds = lc.data.range(8, override_num_blocks=4).map(lambda r: {"id": r["id"], "x": r["id"]})
     since = _since()
-    with pytest.raises(InfeasibleResourceError, match=r"actor pool of 2, each actor holding \{GPU: 1\}.* room for 1 "
+    with pytest.raises(InfeasibleResourceError, match=r"actor pool of 2, each actor holding \{GPU: 1\}.* room for 1: "
                                                       r".*concurrency=1 or \(1, 2\).*num_gpus=0.5"):
         ds.map_batches(Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=2).take_all()
     with pytest.raises(InfeasibleResourceError, match=r"holds 2 of the cluster's 2 CPU.*'ReadRange->Map\(<lambda>\)'"
@@ -469,8 +469,9 @@ def test_a_pool_that_a_live_actor_leaves_no_room_for_fails_at_once_naming_it() -
         Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=1)
     try:
         started = time.perf_counter()
-        with pytest.raises(InfeasibleResourceError, match=r"room for 0 \(other actors are alive: actor Holder "
-                                                          r"\(Holder-\w+\) holds \{GPU: 1\} on gpu-0; lc.kill"):
+        with pytest.raises(InfeasibleResourceError, match=r"room for 0; other live actors hold part of it \(actor "
+                                                          r"Holder \(Holder-\w+\) holds \{GPU: 1\} on gpu-0\): "
+                                                          r"lc.kill them first"):
             ds.take_all()
         assert time.perf_counter() - started < 30  # not the minute an actor waits to start
     finally:
@@ -576,7 +577,7 @@ def test_labcluster_demo_runs_both_modes_and_writes_its_report(tmp_path: Any) ->
     assert out.returncode == 0 and "--items" in out.stdout and "--modes" in out.stdout and "--output" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--rows-per-block", "0"], capture_output=True,
                          text=True, timeout=60)  # refused before any cluster starts
-    assert bad.returncode == 2 and "argument --rows-per-block: must be a number 1 or more, got 0" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "argument --rows-per-block: must be a whole number 1 or more, got 0" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
     report = tmp_path / "demo.html"
     out = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--items", "8", "--decode-ms", "2",

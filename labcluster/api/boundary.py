@@ -65,11 +65,11 @@ def entry(fn: F | None = None, *, interrupted: str | None = None, inputs: bool =
         try:
             return wrapped(*args, **kwargs)
         except LabclusterError as e:
-            raise e.with_traceback(None) from e.__cause__  # labcluster's error, at your line: it says what to do
+            raise e.with_traceback(None) from e.__cause__  # labcluster's error, at your call: read its message
         except _INPUT_ERRORS as e:
             if not inputs or not _raised_here(e):
                 raise
-            raise e.with_traceback(None) from e.__cause__  # labcluster's error, at your line: it says what to do
+            raise e.with_traceback(None) from e.__cause__  # labcluster's error, at your call: read its message
         except KeyboardInterrupt:
             if interrupted is None:
                 raise

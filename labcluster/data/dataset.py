@@ -87,7 +87,7 @@ class Dataset:
             if key not in _OPTIONS:
                 valid = sorted(_OPTIONS | own.keys() - {"columns"})
                 rows = key in ("batch_size", "batch_format") and "batch_format" not in own
-                hint = "(a row is not a batch: batch options are map_batches')" if rows else ""
+                hint = "(a row is not a batch: batch_size and batch_format are map_batches' options)" if rows else ""
                 raise unknown_name(f"{label} option", key, valid, hint)
         return self._operator(kind, label, fn, **options, **own)
 

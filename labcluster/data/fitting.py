@@ -76,8 +76,9 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
     pools = [(i, s, request_of(s)) for i, s in enumerate(stages) if s.kind == "map" and s.actors]
     if not pools:
         return {}
-    others = (f" (other actors are alive: {'; '.join(held[:3])}{' ...' if len(held) > 3 else ''}; lc.kill them "
-              f"first)") if held else ""
+    # what other actors hold leads the fixes: no smaller pool fits where they hold it all
+    others = (f"; other live actors hold part of it ({'; '.join(held[:3])}{' ...' if len(held) > 3 else ''}): "
+              f"lc.kill them first, or") if held else ":"
     warn = config.get("infeasible") == "warn"
     total: dict[str, float] = {}
     for _, res in workers:
@@ -88,11 +89,14 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
         low, _ = stage.pool_size()
         fits = room(request, workers)
         if fits is not None and low > fits:
-            smaller = f"concurrency={fits} or (1, {low})" if fits else "a smaller pool"
+            fixes = [f"ask for concurrency={fits} or (1, {low})"] if fits else []
+            half = {k: v / 2 for k, v in request.items()}
+            if (room(half, workers) or 0) >= low:
+                fixes.append(f"ask for less per actor ({_less(request, workers)})")
+            fixes.append("add workers")
             _fail(f"dataset operator {stage.name!r} asks for an actor pool of {low}, each actor holding "
-                  f"{_fmt(request)} while the execution runs, but the cluster has room for {fits}{others} (actors "
-                  f"do not share what they hold): ask for {smaller}, for less per actor ({_less(request, workers)}), "
-                  f"or add workers", request, workers)
+                  f"{_fmt(request)} while the execution runs (actors do not share what they hold), but the cluster "
+                  f"has room for {fits}{others} {_either(fixes)}", request, workers)
         for k, v in request.items():
             holds[k] = holds.get(k, 0.0) + low * v
     named = ", ".join(f"{s.name!r} ({s.pool_size()[0]} x {_fmt(r)})" for _, s, r in pools)
@@ -100,7 +104,7 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
     for k, amount in holds.items():
         if amount > total.get(k, 0.0) + _EPS:
             _fail(f"the actor {pronoun[0]} of {named} {pronoun[1]} {amount:g} {k} at the smallest, but the cluster "
-                  f"has {total.get(k, 0.0):g}{others}: ask for smaller pools (concurrency=), for less per actor, or "
+                  f"has {total.get(k, 0.0):g}{others} ask for smaller pools (concurrency=), for less per actor, or "
                   f"add workers", {k: amount}, workers)
     need: dict[str, float] = {}  # one task of every task stage may run at any time
     for stage in stages:
@@ -110,11 +114,15 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
         short = [k for k, v in request.items() if holds.get(k, 0.0) > 0 and holds[k] + v > total.get(k, 0.0) + _EPS]
         if short:
             k = short[0]
-            less = {"GPU": "num_gpus=", "CPU": "num_cpus="}.get(k, "resources=")
+            less = _less({k: max(r.get(k, 0.0) for _, _, r in pools)}, workers)
+            smaller = "concurrency="
+            if len(pools) == 1:  # the size that leaves this stage's tasks one slot
+                most = math.floor((total.get(k, 0.0) - request[k]) / pools[0][2][k] + _EPS)
+                smaller = f"concurrency={most}" if most >= 1 else smaller
             _fail(f"the actor {pronoun[0]} of {named} {pronoun[1]} {holds[k]:g} of the cluster's "
-                  f"{total.get(k, 0.0):g} {k}{others}, for the whole execution, leaving the tasks of dataset operator "
-                  f"{stage.name!r} (each asking for {_fmt(request)}) no room to ever run: ask for a smaller "
-                  f"{pronoun[0]} (concurrency=), for less per actor ({less}), or add workers", request, workers)
+                  f"{total.get(k, 0.0):g} {k} for the whole execution, leaving the tasks of dataset operator "
+                  f"{stage.name!r} (each asking for {_fmt(request)}) no room to ever run{others} ask for a smaller "
+                  f"{pronoun[0]} ({smaller}), for less per actor ({less}), or add workers", request, workers)
         for k, v in request.items():
             need[k] = max(need.get(k, 0.0), v)
     spare = {k: total.get(k, 0.0) - holds.get(k, 0.0) - need.get(k, 0.0) for k in total}
@@ -130,6 +138,11 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
         for k, v in request.items():
             spare[k] = spare.get(k, 0.0) - (caps[position] - low) * v
     return caps
+
+
+def _either(fixes: Sequence[str]) -> str:
+    """``a, b or c``."""
+    return fixes[0] if len(fixes) == 1 else f"{', '.join(fixes[:-1])} or {fixes[-1]}"
 
 
 def _fail(message: str, request: Mapping[str, float], workers: Workers) -> None:

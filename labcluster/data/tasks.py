@@ -139,7 +139,8 @@ def aggregate(parts: list[pa.Table], n: int, keys: list[str], aggs: list[tuple[A
         return [pa.table({a[2]: pa.array([0 if a[1] == "count_all" else None]) for a in aggs})]
     missing = [c for c in [*keys, *(a[0] for a in aggs if a[0])] if c not in table.column_names]
     if missing:
-        raise blocks.MissingColumnError(f"groupby: no column {', '.join(map(repr, missing))}; the dataset has "
+        raise blocks.MissingColumnError(f"{'groupby' if keys else 'aggregate'}: no column "
+                                        f"{', '.join(map(repr, missing))}; the dataset has "
                                         f"{', '.join(map(repr, table.column_names)) or 'no columns'}")
     import pyarrow.compute as pc
 

@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -75,7 +76,7 @@ class Figure:
         missing = ("<i>This picture needs BokehJS, which came with the first picture this kernel showed, and that "
                    "output is gone: run that picture's cell again, then this one.</i>")
         check = (f"<script>setTimeout(function () {{ if (window.Bokeh === undefined) {{ var box = document."
-                 f"getElementById('{box}'); if (box) {{ box.innerHTML = '{missing}'; }} }} }}, "
+                 f"getElementById({json.dumps(box)}); if (box) {{ box.innerHTML = {json.dumps(missing)}; }} }} }}, "
                  f"{_MISSING_AFTER_MS});</script>")
         return f"{head}<div id='{box}'>{div}</div>{script}{check}"
 
