@@ -49,8 +49,15 @@ def cluster() -> Iterator[lc.Session]:
     lc.shutdown()
 
 
-def _rows_for(keys: set[str]) -> dict[str, dict[str, Any]]:
-    return {r["key"]: r for r in lc.list_tasks() if r["key"] in keys}
+def _rows_for(keys: set[str], timeout: float = 20) -> dict[str, dict[str, Any]]:
+    """The rows of ``keys``, once every one is there: an actor call reports itself as a worker event, on the
+    worker's batched stream, which may reach the scheduler a moment after the call's reply reaches the caller."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = {r["key"]: r for r in lc.list_tasks() if r["key"] in keys}
+        if keys <= rows.keys() or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
 
 
 def test_rows_hold_what_the_issue_lists_for_tasks_and_actor_calls(cluster: lc.Session) -> None:
