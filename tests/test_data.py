@@ -469,9 +469,9 @@ def test_a_pool_that_a_live_actor_leaves_no_room_for_fails_at_once_naming_it() -
         Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=1)
     try:
         started = time.perf_counter()
-        with pytest.raises(InfeasibleResourceError, match=r"room for 0; other live actors hold part of it \(actor "
+        with pytest.raises(InfeasibleResourceError, match=r"room for 0; other work holds part of it \(actor "
                                                           r"Holder \(Holder-\w+\) holds \{GPU: 1\} on gpu-0\): "
-                                                          r"lc.kill them first"):
+                                                          r"lc.kill those actors"):
             ds.take_all()
         assert time.perf_counter() - started < 30  # not the minute an actor waits to start
     finally:
@@ -479,7 +479,22 @@ def test_a_pool_that_a_live_actor_leaves_no_room_for_fails_at_once_naming_it() -
     from conftest import wait_until
 
     assert wait_until(lambda: lc.available_resources().get("GPU", 0) == 1, timeout=20)
+    pg = lc.placement_group([{"GPU": 1}])  # a placement group's bundle holds it the same way
+    lc.get(pg.ready(), timeout=30)
+    try:
+        with pytest.raises(InfeasibleResourceError, match=r"placement group \w+, bundle 0 holds \{GPU: 1\} on "
+                                                          r"gpu-0.*lc.remove_placement_group"):
+            ds.take_all()
+    finally:
+        lc.remove_placement_group(pg)
+    assert wait_until(lambda: lc.available_resources().get("GPU", 0) == 1, timeout=20)
     assert len(ds.take_all()) == 8  # its GPU back: the pool runs
+    from labcluster.data.fitting import without_holders
+
+    in_bundle = [{"state": "ALIVE", "in_group": True, "worker": "gpu-0", "resources": {"GPU": 1.0}, "class": "A"}]
+    group = {"pg1": {"state": "CREATED", "workers": ["gpu-0"], "bundles": [{"GPU": 1.0}], "name": None}}
+    left, held = without_holders([("gpu-0", {"GPU": 1.0})], in_bundle, group)
+    assert left == [("gpu-0", {"GPU": 0.0})] and len(held) == 1  # an actor in a bundle is counted once, as the bundle
 
 
 def test_pools_are_fitted_together_with_the_task_stages() -> None:

@@ -148,7 +148,8 @@ class ActorClass:
         namespace = opts.namespace if opts.namespace is not None else session.namespace
         entry = {"id": actor_id, "class": self._cls.__name__, "name": opts.name, "namespace": namespace,
                  "methods": methods, "resources": opts.request(), "max_restarts": opts.max_restarts,
-                 "max_task_retries": opts.max_task_retries, "holder": holder, "lifetime": opts.lifetime}
+                 "max_task_retries": opts.max_task_retries, "holder": holder, "lifetime": opts.lifetime,
+                 "in_group": opts.in_group() is not None}  # what it holds is its placement group's bundle
         answer = call(session.client, "actor_register", info=entry)
         if answer["status"] == "exists":
             if opts.get_if_exists:

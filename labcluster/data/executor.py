@@ -41,7 +41,7 @@ from ..api.start import current_session
 from ..api.submit import stage as in_stage
 from ..cluster.info import sum_resources
 from ..exceptions import LabclusterError
-from .fitting import Workers, fit_pools, request_of, without_actors
+from .fitting import Workers, fit_pools, request_of, without_holders
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
 from .reports import BlockReports, block_id
@@ -129,8 +129,9 @@ class Execution:
         stages = [run.stage for run in self.runs]
         left: Workers = workers
         held: list[str] = []
-        if any(stage.kind == "map" and stage.actors for stage in stages):  # what other live actors hold is not ours
-            left, held = without_actors(workers, call(self.session.client, "actor_list") or [])
+        if any(stage.kind == "map" and stage.actors for stage in stages):  # what other work holds is not ours
+            client = self.session.client
+            left, held = without_holders(workers, call(client, "actor_list") or [], call(client, "pg_table") or {})
         for position, cap in fit_pools(stages, left, held).items():
             self.runs[position].pool_cap = cap
         return sum_resources(res for _, res in workers)

@@ -54,17 +54,29 @@ def _less(request: Mapping[str, float], workers: Workers) -> str:
     return {"GPU": f"num_gpus={half}", "CPU": f"num_cpus={half}"}.get(k, f"resources={{{k!r}: {half}}}")
 
 
-def without_actors(workers: Workers, actors: Sequence[Mapping[str, Any]]) -> tuple[Workers, list[str]]:
-    """``workers`` less what the live ``actors`` (rows of the actor table) hold on them, and what each holds."""
+def without_holders(workers: Workers, actors: Sequence[Mapping[str, Any]],
+                    groups: Mapping[str, Mapping[str, Any]]) -> tuple[Workers, list[str]]:
+    """``workers`` less what the live ``actors`` (rows of the actor table) and the placed placement ``groups`` (the
+    groups' table) hold on them, and what each holds. An actor inside a group holds part of its bundle: counted
+    once, as the bundle."""
     left = {name: dict(res) for name, res in workers}
     held = []
+
+    def take(where: Any, res: Mapping[str, float], what: str) -> None:
+        if where in left and res:
+            for k, v in res.items():
+                left[where][k] = left[where].get(k, 0.0) - float(v)
+            held.append(f"{what} holds {_fmt(res)} on {where}")
+
     for actor in actors:
-        where, res = actor.get("worker"), actor.get("resources") or {}
-        if actor.get("state") != "ALIVE" or where not in left or not res:
-            continue
-        for k, v in res.items():
-            left[where][k] = left[where].get(k, 0.0) - float(v)
-        held.append(f"actor {actor.get('class')} ({actor.get('id')}) holds {_fmt(res)} on {where}")
+        if actor.get("state") == "ALIVE" and not actor.get("in_group"):
+            take(actor.get("worker"), actor.get("resources") or {}, f"actor {actor.get('class')} ({actor.get('id')})")
+    for pg_id, group in groups.items():
+        if group.get("state") == "CREATED":
+            label = f"placement group {group.get('name') or pg_id}, bundle"
+            for i, (where, bundle) in enumerate(zip(group.get("workers") or [], group.get("bundles") or [],
+                                                     strict=False)):
+                take(where, bundle, f"{label} {i}")
     return list(left.items()), held
 
 
@@ -76,9 +88,9 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
     pools = [(i, s, request_of(s)) for i, s in enumerate(stages) if s.kind == "map" and s.actors]
     if not pools:
         return {}
-    # what other actors hold leads the fixes: no smaller pool fits where they hold it all
-    others = (f"; other live actors hold part of it ({'; '.join(held[:3])}{' ...' if len(held) > 3 else ''}): "
-              f"lc.kill them first, or") if held else ":"
+    # what other actors and placement groups hold leads the fixes: no smaller pool fits where they hold it all
+    others = (f"; other work holds part of it ({'; '.join(held[:3])}{' ...' if len(held) > 3 else ''}): "
+              f"lc.kill those actors or lc.remove_placement_group those groups first, or") if held else ":"
     warn = config.get("infeasible") == "warn"
     total: dict[str, float] = {}
     for _, res in workers:
