@@ -248,7 +248,6 @@ class InfeasibleResourceError(LabclusterError, ValueError):
             f"{have}. (If your cluster autoscales, set dask.config 'labcluster.infeasible' to 'warn'.)"
         )
 
-
     @classmethod
     def because(cls, message: str, request: Mapping[str, float],
                 workers: Sequence[tuple[str, Mapping[str, float]]]) -> InfeasibleResourceError:

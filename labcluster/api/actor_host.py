@@ -50,7 +50,7 @@ from .session import worker_session
 
 #: the actor whose method is running in this thread or coroutine (lc.get_runtime_context().get_actor_id())
 current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("labcluster_actor", default=None)
-#: the call running in this thread or coroutine: its actor and its key (``call_cancelled``)
+#: the call running in this thread or coroutine: its actor and its key (``running_call``)
 _current_call: contextvars.ContextVar[tuple[_Hosted, str] | None] = contextvars.ContextVar("labcluster_actor_call",
                                                                                           default=None)
 
@@ -246,14 +246,10 @@ def running_call() -> tuple[_Hosted, str] | None:
     return _current_call.get()
 
 
-def call_cancelled(running: tuple[_Hosted, str] | None = None) -> bool | None:
-    """Whether the actor call ``running`` (default: the one running here) was cancelled by its caller
-    (``lc.cancel``) or its actor was stopped (killed, restarted) since it began; None outside an actor call. Python
-    cannot stop the method's thread: a long method reads this (``lc.get_runtime_context().is_canceled()``) and
-    returns early, as with Ray."""
-    running = running or _current_call.get()
-    if running is None:
-        return None
+def call_cancelled(running: tuple[_Hosted, str]) -> bool:
+    """Whether the actor call ``running`` (:func:`running_call`) was cancelled by its caller (``lc.cancel``) or its
+    actor was stopped (killed, restarted) since it began. Python cannot stop the method's thread: a long method
+    reads this (``lc.get_runtime_context().is_canceled()``) and returns early, as with Ray."""
     hosted, key = running
     return key in hosted.cancelled or _HOSTED.get(hosted.actor_id) is not hosted
 

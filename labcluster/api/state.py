@@ -118,10 +118,7 @@ class RuntimeContext:
         """Whether the task or actor call this context was made in was cancelled (``lc.cancel``, every ref to it
         dropped, its actor killed): Python does not stop a running thread, so a long task can check this, from any
         of its threads, and return early, as with Ray. False on the driver."""
-        if self._call is not None:
-            return bool(call_cancelled(self._call))
-        return self._worker is not None and self._dask_key is not None and task_cancelled(self._worker,
-                                                                                          self._dask_key)
+        return _cancelled(self._call, self._worker, self._dask_key)
 
     def get_actor_id(self) -> str | None:
         """The actor whose method is running, or None (in a task or on the driver)."""
@@ -136,15 +133,18 @@ class RuntimeContext:
         return f"<code>{html.escape(repr(self))}</code>"
 
 
+def _cancelled(call: Any, worker: Any, key: Any) -> bool:
+    """Whether the actor call ``call`` or, outside one, the task ``key`` on ``worker`` was cancelled."""
+    if call is not None:
+        return call_cancelled(call)
+    return worker is not None and key is not None and task_cancelled(worker, key)
+
+
 def canceled_here() -> bool:
     """Whether the task or actor call running in this thread (or coroutine) was cancelled; False elsewhere. Cheap
     (no message): labcluster's own loops over rows read it (``data.operators``)."""
-    in_call = call_cancelled()
-    if in_call is not None:
-        return in_call
     worker = current_worker()
-    key = current_task_key(worker) if worker is not None else None
-    return key is not None and task_cancelled(worker, key)
+    return _cancelled(running_call(), worker, current_task_key(worker) if worker is not None else None)
 
 
 def get_runtime_context() -> RuntimeContext:

@@ -21,6 +21,7 @@ from typing import Any
 from .. import config
 from ..api.actors import ActorOptions
 from ..api.options import TaskOptions
+from ..cluster.info import sum_resources
 from ..exceptions import InfeasibleResourceError
 from ..warn import warn_user
 from .plan import Stage
@@ -92,14 +93,12 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
     others = (f"; other work holds part of it ({'; '.join(held[:3])}{' ...' if len(held) > 3 else ''}): "
               f"lc.kill those actors or lc.remove_placement_group those groups first, or") if held else ":"
     warn = config.get("infeasible") == "warn"
-    total: dict[str, float] = {}
-    for _, res in workers:
-        for k, v in res.items():
-            total[k] = total.get(k, 0.0) + float(v)
+    total = sum_resources(res for _, res in workers)
+    rooms = {position: room(request, workers) for position, _, request in pools}
     holds: dict[str, float] = {}  # what the pools hold at their smallest sizes
-    for _, stage, request in pools:
+    for position, stage, request in pools:
         low, _ = stage.pool_size()
-        fits = room(request, workers)
+        fits = rooms[position]
         if fits is not None and low > fits:
             fixes = [f"ask for concurrency={fits} or (1, {low})"] if fits else []
             half = {k: v / 2 for k, v in request.items()}
@@ -145,7 +144,7 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
             caps[position] = high
             continue
         more = min((math.floor(max(spare.get(k, 0.0), 0.0) / v + _EPS) for k, v in request.items()), default=high)
-        fits = room(request, workers)
+        fits = rooms[position]
         caps[position] = max(low, min(high, low + more, fits if fits is not None else high))
         for k, v in request.items():
             spare[k] = spare.get(k, 0.0) - (caps[position] - low) * v

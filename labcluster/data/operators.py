@@ -149,14 +149,6 @@ def _batches_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
     return blocks.concat(outs)
 
 
-def _missing(block: pa.Table, names: Sequence[str], step: Step) -> None:
-    missing = [n for n in names if n not in block.column_names]
-    if missing:
-        names_ = ", ".join(map(repr, missing))
-        raise blocks.MissingColumnError(f"dataset operator {step.name!r}: no column {names_}; the block has "
-                                        f"{', '.join(map(repr, block.column_names)) or 'no columns'}")
-
-
 def apply(step: Step, block: pa.Table, block_index: int) -> pa.Table:
     """Run one step on one block."""
     if step.kind in ROW_KINDS:
@@ -174,13 +166,13 @@ def apply(step: Step, block: pa.Table, block_index: int) -> pa.Table:
             return block.set_column(block.column_names.index(name), name, column)
         return block.append_column(name, column)
     if step.kind == "drop_columns":
-        _missing(block, step.columns, step)
+        blocks.require_columns(block, step.columns, f"dataset operator {step.name!r}")
         return block.drop_columns(list(step.columns))
     if step.kind == "write":  # fn(block, index, *args): writes the block, returns a row naming the file
         written: pa.Table = step.fn(block, block_index, *step.fn_args)
         return written
     if step.kind == "select_columns":
-        _missing(block, step.columns, step)
+        blocks.require_columns(block, step.columns, f"dataset operator {step.name!r}")
         return block.select(list(step.columns))
     raise ValueError(f"unknown step kind {step.kind!r}")
 

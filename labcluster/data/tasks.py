@@ -123,10 +123,7 @@ def random_shuffle(parts: list[pa.Table], n: int, seed: int | None) -> list[pa.T
 
 def sort(parts: list[pa.Table], n: int, keys: list[str], descending: bool) -> list[pa.Table]:
     table = blocks.concat(parts)
-    missing = [k for k in keys if k not in table.column_names]
-    if missing:
-        raise blocks.MissingColumnError(f"sort: no column {', '.join(map(repr, missing))}; the dataset has "
-                                        f"{', '.join(map(repr, table.column_names)) or 'no columns'}")
+    blocks.require_columns(table, keys, "sort", "the dataset")
     order = "descending" if descending else "ascending"
     return _split_evenly(table.sort_by([(k, order) for k in keys]), n)
 
@@ -137,11 +134,8 @@ def aggregate(parts: list[pa.Table], n: int, keys: list[str], aggs: list[tuple[A
     table = blocks.concat(parts)
     if not table.num_rows and not keys:  # no rows (maybe no columns either): Ray's empty aggregates
         return [pa.table({a[2]: pa.array([0 if a[1] == "count_all" else None]) for a in aggs})]
-    missing = [c for c in [*keys, *(a[0] for a in aggs if a[0])] if c not in table.column_names]
-    if missing:
-        raise blocks.MissingColumnError(f"{'groupby' if keys else 'aggregate'}: no column "
-                                        f"{', '.join(map(repr, missing))}; the dataset has "
-                                        f"{', '.join(map(repr, table.column_names)) or 'no columns'}")
+    blocks.require_columns(table, [*keys, *(a[0] for a in aggs if a[0])], "groupby" if keys else "aggregate",
+                           "the dataset")
     import pyarrow.compute as pc
 
     specs = [(a[0] or [], a[1], pc.VarianceOptions(ddof=a[3])) if len(a) > 3 else (a[0] or [], a[1]) for a in aggs]

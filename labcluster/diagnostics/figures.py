@@ -24,10 +24,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-#: which cell runs now and which run of it (the execute request), set by the Jupyter layer; None outside a kernel
-current_cell: Callable[[], tuple[str | None, str | None]] | None = None
-#: the (cell, run) whose output carries BokehJS, once one does
-_carrier: list[tuple[str | None, str | None]] = []
+#: the id of the cell that runs now (None where the front end sends none), set by the Jupyter layer
+current_cell: Callable[[], str | None] | None = None
+#: the cell whose output carries BokehJS, once one does (None: a cell without an id, or no kernel)
+_carrier: list[str | None] = []
 _lock = threading.Lock()
 #: how long a picture waits for BokehJS before it says that it is missing (ms; bokeh's own wait is 1 s)
 _MISSING_AFTER_MS = 3000
@@ -35,7 +35,7 @@ _MISSING_AFTER_MS = 3000
 
 def _carries_bokehjs() -> bool:
     """Whether the picture shown now must carry BokehJS: the first one since no output on the page carries it."""
-    where = current_cell() if current_cell is not None else (None, None)
+    where = current_cell() if current_cell is not None else None
     with _lock:
         if not _carrier:
             _carrier[:] = [where]
@@ -47,7 +47,7 @@ def cell_runs(cell: str | None) -> None:
     """A cell starts to run (the Jupyter layer says so): if its output carried BokehJS, that output is cleared now,
     so the next picture, in this cell or another, carries it again."""
     with _lock:
-        if cell is not None and _carrier and _carrier[0][0] == cell:
+        if cell is not None and _carrier and _carrier[0] == cell:
             _carrier.clear()
 
 

@@ -51,22 +51,21 @@ class CellWork:
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
         self.shell.events.register("post_run_cell", self.post_run_cell)
         on_driver_session(self.listen)
-        figures.current_cell = self.cell_and_run
+        figures.current_cell = self.cell_id
 
-    def cell_and_run(self) -> tuple[str | None, str | None]:
-        """The running cell's id (JupyterLab sends it with each request; None elsewhere) and its request's id."""
+    def cell_id(self) -> str | None:
+        """The running cell's id: JupyterLab sends it with each request; None elsewhere."""
         cell = self.current
         if cell is None or cell.parent is None:
-            return None, None
-        return (str((cell.parent.get("metadata") or {}).get("cellId") or "") or None,
-                str((cell.parent.get("header") or {}).get("msg_id") or "") or None)
+            return None
+        return str((cell.parent.get("metadata") or {}).get("cellId") or "") or None
 
     def unregister(self) -> None:
         for name, fn in (("pre_run_cell", self.pre_run_cell), ("post_run_cell", self.post_run_cell)):
             with contextlib.suppress(ValueError):
                 self.shell.events.unregister(name, fn)
         remove_driver_session_callback(self.listen)
-        if figures.current_cell == self.cell_and_run:
+        if figures.current_cell == self.cell_id:
             figures.current_cell = None
         self._leave()  # unloaded inside a cell: that cell's scope ends here, not never
 
@@ -84,7 +83,7 @@ class CellWork:
                 self.cells.popitem(last=False)
         self.current = cell
         self.tokens = scopes.enter(scope)
-        figures.cell_runs(self.cell_and_run()[0])
+        figures.cell_runs(self.cell_id())
 
     def _leave(self) -> _Cell | None:
         cell, tokens = self.current, self.tokens
