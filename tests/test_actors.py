@@ -1,5 +1,6 @@
 """Actors (issue 3, first slice): creation, ordered calls, errors, named actors, kill, held resources."""
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -166,6 +167,44 @@ def test_a_gpu_actor_holds_its_gpu_slot_for_its_life(cluster: lc.Session) -> Non
     assert ready == []  # no task oversubscribes the actor's GPU
     lc.kill(model)
     assert lc.get(waiting, timeout=30) == "ran"
+
+
+@lc.remote(num_gpus=1)
+def hold_gpu(seconds: float) -> str:
+    """Holds the GPU slot until cancelled (cooperatively: it asks) or ``seconds`` pass."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not lc.get_runtime_context().is_canceled():
+        time.sleep(0.05)
+    return "let go"
+
+
+def test_an_actor_waiting_for_a_held_gpu_names_what_holds_it(cluster: lc.Session,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import dask
+
+    hog = hold_gpu.remote(60)
+    deadline = time.monotonic() + 30
+    while lc.available_resources().get("GPU", 0) > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.2)  # a heartbeat or two: the scheduler knows the task runs
+    with dask.config.set({"labcluster.actors.waiting-notice": "0.5s", "labcluster.actors.start-timeout": "3s"}):
+        model = GPUModel.remote()
+        with pytest.raises(ActorDiedError) as err:
+            lc.get(model.predict.remote(1), timeout=30)
+    told = capsys.readouterr().out
+    assert "has waited" in told and "it needs {GPU: 1}" in told, told
+    assert f"task hold_gpu ({hog.key}) holds GPU 1 on gpu-0 (simulated GPU)" in told, told
+    assert "did not start within 3s" in str(err.value) and f"task hold_gpu ({hog.key}) holds GPU 1" in str(err.value)
+    lc.cancel(hog)
+    lc.kill(model)
+    with pytest.raises(lc.exceptions.TaskCancelledError):
+        lc.get(hog, timeout=30)
+    deadline = time.monotonic() + 30
+    while lc.available_resources().get("GPU", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lc.get(gpu_task.remote(), timeout=30) == "ran"  # the slot is free again
 
 
 @lc.remote

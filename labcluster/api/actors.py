@@ -40,6 +40,7 @@ from .. import config
 from ..dask_internals import register_worker_data, worker_rpc
 from ..exceptions import ActorDiedError, TaskCancelledError
 from ..scheduler.protocol import ROLE_ACTOR
+from ..scheduler.usage import describe
 from ..text import plural
 from . import scopes, serialization
 from .actor_host import host_actor
@@ -48,7 +49,7 @@ from .calls import acall, call
 from .options import Options
 from .refs import CallOutcome, ObjectRef
 from .runner import source_of, task_name
-from .session import Session
+from .session import Session, say
 from .start import current_session
 from .submit import current_stage, submit
 from .tables import Table
@@ -333,20 +334,51 @@ async def _route(caller: Caller, actor_id: str) -> _Route:
 
 
 async def _resolve(caller: Caller, actor_id: str) -> _Route:
-    timeout = config.seconds("actors.start-timeout")
-    deadline = time.monotonic() + timeout
+    """Wait (up to ``actors.start-timeout``) for the actor to run; past ``actors.waiting-notice``, say once what
+    holds the resources it waits for, and name them again if it times out."""
+    client = caller.session.client
+    timeout, notice = config.seconds("actors.start-timeout"), config.seconds("actors.waiting-notice")
+    began = time.monotonic()
+    deadline, told = began + timeout, False
     dead = caller.dead.get(actor_id, -1)
     while True:
         left = deadline - time.monotonic()
-        state = await acall(caller.session.client, "actor_get", actor_id=actor_id, newer_than=dead,
-                            timeout=max(0.0, min(left, 5.0))) or {}
+        until_notice = began + notice - time.monotonic() if not told else left
+        state = await acall(client, "actor_get", actor_id=actor_id, newer_than=dead,
+                            timeout=max(0.0, min(left, until_notice, 5.0))) or {}
         if state.get("state") == "DEAD":
             raise ActorDiedError(actor_id, state.get("error") or "it was killed")
         if state.get("state") == "ALIVE" and int(state["incarnation"]) > dead:
             return _Route(state["address"], int(state["incarnation"]))
+        waited = time.monotonic() - began
         if time.monotonic() > deadline:
-            raise ActorDiedError(actor_id, f"it did not start within {timeout:g}s (no worker with room for it? "
-                                           f"labcluster.actors.start-timeout sets this bound)")
+            held = await _held_from(client, state)
+            raise ActorDiedError(actor_id, f"it did not start within {timeout:g}s: "
+                                           f"{held or 'no worker had room for it'} "
+                                           f"(labcluster.actors.start-timeout sets this bound)")
+        if not told and waited >= notice and state.get("state") == "PENDING":
+            told = True
+            held = await _held_from(client, state)
+            if held:
+                say(f"actor {actor_id} has waited {waited:.0f}s to start: {held}. It starts when that ends "
+                    f"(lc.cancel or lc.kill it to go on now); after labcluster.actors.start-timeout "
+                    f"({timeout:g}s) it fails")
+
+
+async def _held_from(client: Any, state: Mapping[str, Any]) -> str:
+    """Which running work holds what the actor (its table entry ``state``) asks for, in one clause ('' if none)."""
+    request = {k: float(v) for k, v in (state.get("resources") or {}).items() if v}
+    if not request:
+        return ""
+    with contextlib.suppress(Exception):  # an older extension, a lost scheduler: the wait's own words stand
+        rows = await acall(client, "holding", request=request) or []
+        if rows:
+            return f"it needs {_braces(request)}, and {describe(rows)}"
+    return ""
+
+
+def _braces(request: Mapping[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(request.items())) + "}"
 
 
 async def _call(caller: Caller, actor_id: str, method: str, payload: Any, outcome: CallOutcome,

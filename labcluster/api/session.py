@@ -361,6 +361,13 @@ class _RefetchNoise(logging.Filter):
         return not str(record.msg).startswith("Couldn't gather")
 
 
+def say(text: str) -> None:
+    """One line for the user, ``labcluster: <text>`` on stdout, from any thread (the client's event loop too). In a
+    fresh context: a notebook kernel (ipykernel 7 keeps each cell's output target in a context variable) then
+    shows it in the cell running now, not in the cell that started the client."""
+    contextvars.Context().run(print, f"labcluster: {text}", file=sys.stdout, flush=True)
+
+
 def show_notices(client: Client) -> None:
     """Print the extension's notices for a user (``protocol.NOTICES``: a worker died, what it means for the work) as
     one line each, on stdout: visible in a notebook cell, not painted as an error. Dask's own log records of a
@@ -375,9 +382,7 @@ def show_notices(client: Client) -> None:
         _, msg = event
         text = msg.get("text") if isinstance(msg, dict) else None
         if text:
-            # in a fresh context: a notebook kernel (ipykernel 7 keeps each cell's output target in a context
-            # variable) then shows it in the cell running now, not in the cell that started the client
-            contextvars.Context().run(print, f"labcluster: {text}", file=sys.stdout, flush=True)
+            say(text)
 
     client.subscribe_topic(NOTICES, show)
 
