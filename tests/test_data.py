@@ -289,6 +289,23 @@ def test_images_are_read_as_arrays(tmp_path: Any) -> None:
     assert small.shape == (2, 2)
 
 
+def test_images_of_different_sizes_are_one_array_a_row(tmp_path: Any) -> None:
+    from PIL import Image
+
+    for i in range(4):  # photos of four sizes: a variable-shaped tensor column, as Ray Data gives
+        Image.fromarray(np.full((4 + i, 5, 3), i, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    ds = lc.data.read_images(tmp_path)
+    batch = ds.take_batch(4)
+    assert batch["image"].dtype == object and [a.shape for a in batch["image"]] == [(4 + i, 5, 3) for i in range(4)]
+    assert [a.max() for a in batch["image"]] == [0, 1, 2, 3]
+    echoed = ds.map_batches(lambda b: b, batch_size=2)  # the object array back: the same column
+    assert [r["image"].shape[0] for r in echoed.repartition(1).take_all()] == [4, 5, 6, 7]
+    assert [a.shape[0] for a in ds.to_pandas()["image"]] == [4, 5, 6, 7]
+    assert sorted(r["image"].shape[0] for r in ds.random_shuffle(seed=0).take_all()) == [4, 5, 6, 7]
+    rows = lc.data.from_items([{"a": np.ones((i + 1, 2))} for i in range(3)]).take_batch(3)["a"]
+    assert [a.shape for a in rows] == [(1, 2), (2, 2), (3, 2)]
+
+
 def test_operators_and_consumers() -> None:
     ds = lc.data.range(20, override_num_blocks=4)
     assert ds.map(lambda r: {"v": r["id"] * 2}).filter(lambda r: r["v"] % 4 == 0).count() == 10

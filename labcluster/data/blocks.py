@@ -3,7 +3,8 @@
 A batch reaches a user function as ``batch_format="numpy"`` (a dict of column name -> ``numpy.ndarray``, the
 default), ``"pandas"`` (a ``DataFrame``) or ``"pyarrow"`` (a ``Table``). What a function returns becomes a block
 again: a dict of arrays or lists, a ``DataFrame`` or a ``Table``. Columns of n-dimensional arrays (images,
-embeddings) are stored as pyarrow's fixed-shape tensor columns and come back as ``ndarray`` of that shape.
+embeddings) are stored as tensor columns (``tensors``) and come back as an ``ndarray`` of that shape, or, where the
+rows' shapes differ, as an object ``ndarray`` of one array a row.
 
 >>> block = to_block({"x": np.arange(3), "img": np.zeros((3, 2, 2))}, "example")
 >>> block.num_rows, to_batch(block, "numpy")["img"].shape
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas
 import pyarrow as pa
+
+from . import tensors
 
 # pyarrow imports pandas lazily, the first time a column becomes a numpy array, and swallows what interrupts that
 # import: a Ctrl-C that landed then, in a notebook's first Dataset loop, was lost (seen: the cell ran to its end).
@@ -66,10 +69,12 @@ def _column(values: Any) -> pa.Array | pa.ChunkedArray:
         if array.strides[0] != array.itemsize * int(np.prod(array.shape[1:])):  # e.g. a size-1 axis from [None]
             array = array.copy()
         return pa.FixedShapeTensorArray.from_numpy_ndarray(array)
-    if isinstance(values, list) and values and isinstance(values[0], np.ndarray) and values[0].ndim >= 1:
-        shapes = {v.shape for v in values if isinstance(v, np.ndarray)}
-        if len(shapes) == 1 and len(values) == sum(isinstance(v, np.ndarray) for v in values):
-            return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(np.stack(values)))
+    if isinstance(values, np.ndarray) and values.dtype == object and len(values):  # a variable tensor column back
+        values = list(values)
+    if isinstance(values, list) and values and all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in values):
+        ndims = {v.ndim for v in values}
+        if len(ndims) == 1 and (len({v.shape for v in values}) == 1 or next(iter(ndims)) > 1):
+            return tensors.from_arrays(values)  # 1-d arrays of different lengths stay lists
     return pa.array(values)
 
 
@@ -112,9 +117,8 @@ def from_rows(items: Sequence[Any], where: str) -> pa.Table:
 
 
 def _numpy(column: pa.ChunkedArray) -> np.ndarray:
-    if isinstance(column.type, pa.FixedShapeTensorType):
-        chunk = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-        return np.asarray(chunk.to_numpy_ndarray())
+    if tensors.is_tensor(column.type):
+        return tensors.to_numpy(column)
     return np.asarray(column.to_numpy(zero_copy_only=False))
 
 
@@ -125,7 +129,7 @@ def to_batch(block: pa.Table, batch_format: str) -> Any:
     if batch_format == "pandas":
         frame = block.to_pandas()
         for name in block.column_names:  # tensor columns: one ndarray per row, as numpy batches give
-            if isinstance(block.schema.field(name).type, pa.FixedShapeTensorType):
+            if tensors.is_tensor(block.schema.field(name).type):
                 frame[name] = list(_numpy(block.column(name)))
         return frame
     return {name: _numpy(block.column(name)) for name in block.column_names}
@@ -133,13 +137,13 @@ def to_batch(block: pa.Table, batch_format: str) -> Any:
 
 def rows(block: pa.Table) -> list[dict[str, Any]]:
     """The block's rows as dicts (tensor columns as ndarrays)."""
-    tensors = {n: _numpy(block.column(n)) for n in block.column_names
-               if isinstance(block.schema.field(n).type, pa.FixedShapeTensorType)}
-    out: list[dict[str, Any]] = block.drop_columns(list(tensors)).to_pylist() if tensors else block.to_pylist()
-    for name, array in tensors.items():
+    arrays = {n: _numpy(block.column(n)) for n in block.column_names
+              if tensors.is_tensor(block.schema.field(n).type)}
+    out: list[dict[str, Any]] = block.drop_columns(list(arrays)).to_pylist() if arrays else block.to_pylist()
+    for name, array in arrays.items():
         for i, row in enumerate(out):
             row[name] = array[i]
-    if tensors:  # keep the schema's column order
+    if arrays:  # keep the schema's column order
         out = [{n: r[n] for n in block.column_names} for r in out]
     return out
 
@@ -161,7 +165,7 @@ def concat(blocks: Sequence[pa.Table]) -> pa.Table:
     if len(blocks) == 1:
         return blocks[0]
     try:
-        return pa.concat_tables(blocks, promote_options="permissive")
+        return pa.concat_tables(tensors.unify(blocks), promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid) as e:
         raise TypeError(f"blocks of different schemas cannot be put together ({e}); give the datasets one schema "
                         f"first (select_columns, or a map that casts)") from None
