@@ -126,7 +126,7 @@ def _files(name: str, fn: str, kind: str, paths: Paths, reader: Any, suffixes: S
            override_num_blocks: int | None) -> Dataset:
     what = f"lc.data.{fn}"
     sources.check_blocks(override_num_blocks, what)
-    found = sources.expand_paths(paths, what, suffixes)
+    found = sources.expand_files(paths, what, suffixes)
     return Dataset(sources.file_source(name, found, reader, what, kind, override_num_blocks))
 
 

@@ -205,32 +205,41 @@ def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                  suffixes: Sequence[str] = ()) -> list[str]:
     """Every file ``paths`` names: files as given, directories walked (sorted, hidden files skipped), globs
     expanded. A path that does not exist raises ``FileNotFoundError`` naming it, before anything runs."""
+    return [path for path, _ in expand_files(paths, what, suffixes)]
+
+
+def expand_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], what: str,
+                 suffixes: Sequence[str] = ()) -> list[tuple[str, int | None]]:
+    """:func:`expand_paths`, with each file's size in bytes where the listing says it (no extra request)."""
     import fsspec.core
 
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise ValueError(f"{what}: no paths given")
-    out: list[str] = []
+    out: list[tuple[str, int | None]] = []
     for item in items:
         path = os.fspath(item)
         fs, root = fsspec.core.url_to_fs(path)
         protocol = "" if "://" not in path else path.split("://", 1)[0] + "://"
+        found: dict[str, Any]
         if any(c in root for c in "*?["):
-            found = sorted(fs.glob(root))
+            found = dict(sorted(fs.glob(root, detail=True).items()))
         elif fs.isdir(root):
-            found = sorted(p for p in fs.find(root) if not any(part.startswith((".", "_"))
-                                                               for part in p[len(root):].split("/") if part))
+            found = {p: info for p, info in sorted(fs.find(root, detail=True).items())
+                     if not any(part.startswith((".", "_")) for part in p[len(root):].split("/") if part)}
             if suffixes:
-                found = [p for p in found if p.lower().endswith(tuple(suffixes))]
+                found = {p: info for p, info in found.items() if p.lower().endswith(tuple(suffixes))}
         elif fs.exists(root):
-            found = [root]
+            found = {root: fs.info(root)}
         else:
             raise FileNotFoundError(f"{what}: no such file or directory: {path!r}")
         if not found:
             raise FileNotFoundError(f"{what}: {path!r} holds no files" + (
                 f" ending in {', '.join(suffixes)}" if suffixes else ""))
-        out.extend(p if p.startswith(protocol) or not protocol or protocol == "file://" else protocol + p
-                   for p in found)
+        for p, info in found.items():
+            size = info.get("size") if isinstance(info, dict) else None
+            full = p if p.startswith(protocol) or not protocol or protocol == "file://" else protocol + p
+            out.append((full, int(size) if isinstance(size, (int, float)) else None))
     return out
 
 
@@ -253,22 +262,51 @@ def _read_files(reader: Callable[[str], pa.Table], what: str, kind: str, paths: 
     return blocks.concat(parts)
 
 
-def file_source(name: str, paths: list[str], reader: Callable[[str], pa.Table], what: str, kind: str,
-                override_num_blocks: int | None) -> Source:
-    """Files, one a block up to ``data.default-num-blocks`` (:func:`default_blocks`, unsized: files grouped in a
-    block are concatenated, and files of other schemas or image shapes cannot be)."""
-    cut = functools.partial(file_tasks, paths, reader, what, kind)
-    return Source(name, cut, len(paths), None, override_num_blocks, f"({plural(len(paths), 'file')})", tuple(paths))
+def file_source(name: str, files: Sequence[tuple[str, int | None]], reader: Callable[[str], pa.Table], what: str,
+                kind: str, override_num_blocks: int | None) -> Source:
+    """Files, sized by their bytes on disk where known (:func:`default_blocks`: small files share a block, at least
+    twice the CPU slots; a file is never split), each block's files of about equal bytes."""
+    paths = tuple(path for path, _ in files)
+    sizes = [size for _, size in files]
+    known = None if any(size is None for size in sizes) else sum(int(size or 0) for size in sizes)
+    cut = functools.partial(file_tasks, list(paths), [int(s or 0) for s in sizes], reader, what, kind)
+    return Source(name, cut, len(paths), known, override_num_blocks, f"({plural(len(paths), 'file')})", paths)
 
 
-def file_tasks(paths: list[str], reader: Callable[[str], pa.Table], what: str, kind: str,
+def file_tasks(paths: list[str], sizes: list[int], reader: Callable[[str], pa.Table], what: str, kind: str,
                parts: int) -> list[ReadTask]:
-    """Group the files into ``parts`` blocks."""
+    """Group the files, in order, into ``parts`` blocks of about equal bytes."""
     out = []
-    for a, b in _splits(len(paths), parts):
+    for a, b in _splits_by_size(sizes, parts):
         group = tuple(paths[a:b])
         label = group[0] if len(group) == 1 else f"{group[0]} and {len(group) - 1} more"
         out.append(ReadTask(_read_files, (reader, what, kind, group), label))
+    return out
+
+
+def _splits_by_size(sizes: Sequence[int], parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ranges of ``sizes``, none empty, each ending where the running total first reaches its
+    share of the whole (by count where the sizes are unknown or all zero).
+
+    >>> _splits_by_size([100, 1, 1, 1, 1, 100], 3), _splits_by_size([0, 0, 0, 0], 2)
+    ([(0, 1), (1, 5), (5, 6)], [(0, 2), (2, 4)])
+    """
+    n = len(sizes)
+    parts = max(1, min(parts, n)) if n else 1
+    total = sum(sizes)
+    if not total:
+        return _splits(n, parts)
+    out, start, running = [], 0, 0
+    for i, size in enumerate(sizes):
+        running += size
+        left_parts = parts - len(out) - 1  # ranges still to make after this one
+        if left_parts == 0:
+            break
+        # close the range here once it holds its share, or when the files left are just enough for the rest
+        if running >= total * (len(out) + 1) / parts or n - (i + 1) == left_parts:
+            out.append((start, i + 1))
+            start = i + 1
+    out.append((start, n))
     return out
 
 
