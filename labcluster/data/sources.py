@@ -296,7 +296,8 @@ def _splits_by_size(sizes: Sequence[int], parts: int) -> list[tuple[int, int]]:
     total = sum(sizes)
     if not total:
         return _splits(n, parts)
-    out, start, running = [], 0, 0
+    out: list[tuple[int, int]] = []
+    start = running = 0
     for i, size in enumerate(sizes):
         running += size
         left_parts = parts - len(out) - 1  # ranges still to make after this one
