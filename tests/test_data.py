@@ -601,6 +601,10 @@ def test_compare_reports_both_modes_with_bounds_and_pictures(tmp_path: Any) -> N
     assert "<table>" in report._repr_html_() and "ideal bounds" in report._repr_html_()
     with pytest.raises(ValueError, match="mode must be 'pipelined' or 'bulk'"):
         lc.compare(ds, modes=("spark",))
+    bare = lc.data.range(1000)  # no operator: its count is known without running, but compare runs it each way
+    bare.take_all()
+    again = lc.compare(bare).to_dict()["modes"]
+    assert [again[m]["stats"]["mode"] for m in ("bulk", "pipelined")] == ["bulk", "pipelined"], again
 
 
 def test_labcluster_demo_runs_both_modes_and_writes_its_report(tmp_path: Any) -> None:

@@ -310,14 +310,13 @@ def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: 
     runs: dict[str, list[Run]] = {m: [] for m in modes}
     if warmup:
         with watching(None):  # not a run of its own for progress bars
-            ds.limit(2).count(mode="pipelined")
+            ds.limit(2)._run("pipelined")
     for _ in range(repeats):
         for mode in modes:
             since = next_index()
-            ds.count(mode=mode)
-            stats = ds.stats()
-            keys = ds._last.keys if ds._last is not None else set()  # its own: not a late call of the run before
-            # (a warm-up stopped at its limit)
+            execution, _ = ds._run(mode)
+            stats = DatasetStats(execution)
+            keys = execution.keys  # its own: not a late call of the run before (a warm-up stopped at its limit)
             rows = [r for r in lc.list_tasks(since=since) if r.get("stage") in kinds and r.get("key") in keys]
             wall = stats.wall or 0.0
             runs[mode].append(Run(mode, wall, stats.first_output, stats.peak_bytes, stats.peak_worker_bytes,

@@ -289,7 +289,12 @@ class Dataset:
         reads = self._source.tasks if isinstance(self._source, Source) and not self._ops else ()
         if reads and all(t.rows is not None for t in reads):
             return sum(t.rows or 0 for t in reads)
-        return sum(item.rows or 0 for item in self._execution(mode).outputs())
+        return self._run(mode)[1]
+
+    def _run(self, mode: str | None = None) -> tuple[Execution, int]:
+        """Run it to the end (always: a source of known size too), fetching no block; the execution and its rows."""
+        ex = self._execution(mode)
+        return ex, sum(item.rows or 0 for item in ex.outputs())
 
     # -- whole-dataset aggregates (Ray Data's: a value for one column, a dict for several; None when empty) ------
     def _aggregate(self, fn: str, on: str | Sequence[str], **options: Any) -> Any:
