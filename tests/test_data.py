@@ -461,6 +461,9 @@ def test_actor_pools_the_cluster_cannot_hold_fail_before_anything_runs_and_range
     with pytest.raises(InfeasibleResourceError, match=r"holds 2 of the cluster's 2 CPU.*'ReadRange->Map\(<lambda>\)'"
                                                       r".*num_cpus="):
         ds.map_batches(Doubler, fn_constructor_args=(2,), concurrency=2).take_all()
+    # more than the cluster has: the size it suggests also leaves the read tasks a slot (concurrency=1, not 2)
+    with pytest.raises(InfeasibleResourceError, match=r"room for 2: ask for concurrency=1 or \(1, 8\)"):
+        ds.map_batches(Doubler, fn_constructor_args=(2,), concurrency=8).take_all()
     assert not [r for r in lc.list_tasks(since=since) if r["stage"]]  # not even the read ran
     before = {a["actor_id"] for a in lc.list_actors()}
     grown = ds.map_batches(Doubler, fn_constructor_args=(2,), num_gpus=1, concurrency=(1, 2))

@@ -95,12 +95,21 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
     warn = config.get("infeasible") == "warn"
     total = sum_resources(res for _, res in workers)
     rooms = {position: room(request, workers) for position, _, request in pools}
+    need: dict[str, float] = {}  # one task of every task stage may run at any time
+    for stage in stages:
+        if stage.kind == "map" and not stage.actors:
+            for k, v in request_of(stage).items():
+                need[k] = max(need.get(k, 0.0), v)
     holds: dict[str, float] = {}  # what the pools hold at their smallest sizes
     for position, stage, request in pools:
         low, _ = stage.pool_size()
         fits = rooms[position]
         if fits is not None and low > fits:
-            fixes = [f"ask for concurrency={fits} or (1, {low})"] if fits else []
+            # the size to suggest: one that also leaves the task stages a task's room
+            leaves = min((math.floor((total.get(k, 0.0) - need[k]) / v + _EPS) for k, v in request.items()
+                          if need.get(k)), default=fits)
+            most = min(fits, leaves)
+            fixes = [f"ask for concurrency={most} or (1, {low})"] if most >= 1 else []
             half = {k: v / 2 for k, v in request.items()}
             if (room(half, workers) or 0) >= low:
                 fixes.append(f"ask for less per actor ({_less(request, workers)})")
@@ -117,8 +126,7 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
             _fail(f"the actor {pronoun[0]} of {named} {pronoun[1]} {amount:g} {k} at the smallest, but the cluster "
                   f"has {total.get(k, 0.0):g}{others} ask for smaller pools (concurrency=), for less per actor, or "
                   f"add workers", {k: amount}, workers)
-    need: dict[str, float] = {}  # one task of every task stage may run at any time
-    for stage in stages:
+    for stage in stages:  # each task stage must have room for one task beside the pools
         if stage.kind != "map" or stage.actors:
             continue
         request = request_of(stage)
@@ -134,8 +142,6 @@ def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (
                   f"{total.get(k, 0.0):g} {k} for the whole execution, leaving the tasks of dataset operator "
                   f"{stage.name!r} (each asking for {_fmt(request)}) no room to ever run{others} ask for a smaller "
                   f"{pronoun[0]} ({smaller}), for less per actor ({less}), or add workers", request, workers)
-        for k, v in request.items():
-            need[k] = max(need.get(k, 0.0), v)
     spare = {k: total.get(k, 0.0) - holds.get(k, 0.0) - need.get(k, 0.0) for k in total}
     caps: dict[int, int] = {}
     for position, stage, request in pools:  # the range's growth, from what is left, the pools in stage order
