@@ -227,6 +227,13 @@ def test_get_of_a_ref_from_a_shut_down_session_starts_nothing(shutdown_after: No
     with pytest.raises(ObjectLostError, match="its session was shut down"):
         lc.wait([ref], timeout=5)
     assert not lc.is_initialized()
+    lc.init(num_cpus=1, processes=False)
+    kept = lc.data.range(4).map(lambda r: {"x": r["id"]}).materialize()
+    lc.shutdown()
+    with pytest.raises(ObjectLostError, match="a materialized dataset whose session was shut down.*materialize the "
+                                              "dataset again"):
+        kept.take(2)  # a dataset's kept blocks: the same, at once
+    assert not lc.is_initialized()
 
 
 def test_code_from_stdin_can_start_process_workers() -> None:

@@ -51,12 +51,17 @@ def _check_same_session(items: Sequence[ObjectRef], session: Session) -> None:
                               "get it through the client that created it")
 
 
-def _refs_session(items: Sequence[ObjectRef]) -> Session:
-    """The session to fetch ``items`` with. A ref of a session that was shut down raises at once and starts
-    nothing (the first call without ``lc.init`` would otherwise start a cluster just to say the object is gone)."""
+def check_alive(items: Sequence[ObjectRef]) -> None:
+    """Raise ``ObjectLostError`` at once for a ref whose session was shut down (and start nothing)."""
     for ref in items:
         if ref.bound and getattr(ref.client, "status", "") in ("closing", "closed"):
             raise ObjectLostError(ref.key, *ObjectLostError.SHUT_DOWN)
+
+
+def _refs_session(items: Sequence[ObjectRef]) -> Session:
+    """The session to fetch ``items`` with. A ref of a session that was shut down raises at once and starts
+    nothing (the first call without ``lc.init`` would otherwise start a cluster just to say the object is gone)."""
+    check_alive(items)
     session = current_session()
     _check_same_session(items, session)
     return session

@@ -25,6 +25,7 @@ import labcluster.data.tasks as tasks
 
 from ..api import serialization
 from ..api.boundary import entry
+from ..api.objects import check_alive
 from ..exceptions import LabclusterError, unknown_name
 from ..text import html_table, plural
 from .context import DataContext
@@ -215,8 +216,14 @@ class Dataset:
         elif isinstance(self._source, Union):
             parts = [it for child in self._source.children for it in child._items(mode)]
             source = [Item(i, it.ref, rows=it.rows, nbytes=it.nbytes) for i, it in enumerate(parts)]
-        else:
+        else:  # blocks held by a session that was shut down: say so, and start no cluster
             source = list(self._source.items)
+            try:
+                check_alive([it.ref for it in source if it.ref is not None])
+            except lc.exceptions.ObjectLostError as e:
+                raise lc.exceptions.ObjectLostError(
+                    e.key, "it is a block of a materialized dataset whose session was shut down (lc.shutdown), "
+                           "which freed its blocks", "materialize the dataset again in the new session") from None
         ex = Execution(source, self._stages(), mode=mode or ctx.execution_mode,
                        preserve_order=ctx.preserve_order if preserve_order is None else preserve_order,
                        max_blocks=ctx.max_blocks_per_operator, max_bytes=ctx.max_bytes_per_operator)
