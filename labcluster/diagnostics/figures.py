@@ -1,7 +1,8 @@
 """A bokeh picture that shows itself in a notebook, with bokeh's inline resources (no network).
 
 What ``lc.timeline_figure()`` returns: as a cell's last expression it renders as the chart (not
-``figure(id='p1007', ...)``). BokehJS (~4 MB) travels with the first picture this process shows, so a page that
+``figure(id='p1007', ...)``). BokehJS (~2 MB: its core, widgets and tables; no WebGL or MathJax, which no picture
+here uses) travels with the first picture this process shows, so a page that
 shows several loads it once (each picture waits for it); when the cell whose output carried it runs again (its
 old output is gone, and with it BokehJS), the next picture carries it again. The Jupyter layer says which cell
 runs (``current_cell``, ``cell_runs``). A picture that finds no BokehJS on its page says so and how to fix it,
@@ -51,6 +52,17 @@ def cell_runs(cell: str | None) -> None:
             _carrier.clear()
 
 
+def _bokehjs() -> str:
+    """BokehJS inline, the parts labcluster's pictures use (half of bokeh's whole inline bundle: MathJax is 1.8 MB)."""
+    from bokeh.resources import Resources
+
+    return str(Resources(mode="inline", components=list(BOKEHJS_PARTS)).render_js())
+
+
+#: the BokehJS bundles the first picture carries: every picture labcluster draws needs no more
+BOKEHJS_PARTS = ("bokeh", "bokeh-widgets", "bokeh-tables")
+
+
 class Figure:
     """A bokeh model with a notebook representation (see the module docstring)."""
 
@@ -68,10 +80,9 @@ class Figure:
 
     def _repr_html_(self) -> str:
         from bokeh.embed import components
-        from bokeh.resources import INLINE
 
         script, div = components(self.model)
-        head = INLINE.render_js() if _carries_bokehjs() else ""
+        head = _bokehjs() if _carries_bokehjs() else ""
         box = f"labcluster-figure-{uuid.uuid4().hex[:12]}"
         missing = ("<i>This picture needs BokehJS, which came with the first picture this kernel showed, and that "
                    "output is gone: run that picture's cell again, then this one.</i>")

@@ -83,7 +83,11 @@ def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function
     span = max((float(r["finished"]) - origin for r in ran), default=0.0)
     thinnest = max(span, 1e-3) * 2 / width  # two pixels of the plot's width
     lane_of = lanes(ran, worker_names)
-    groups = sorted({str(r.get(color_by) or r["function"]) for r in ran})
+    first: dict[str, float] = {}  # each group's first start: the legend lists them in that order (a pipeline's)
+    for r in ran:
+        name = str(r.get(color_by) or r["function"])
+        first[name] = min(first.get(name, float(r["started"])), float(r["started"]))
+    groups = sorted(first, key=lambda g: (first[g], g))
     color = dict(zip(groups, _palette(len(groups)), strict=False))
     data: dict[str, list[Any]] = {k: [] for k in ("left", "right", "lane", "group", "color", "key", "ms", "attempt",
                                                  "bytes", "state", "outline", "width", "hatch", "error")}
@@ -118,6 +122,8 @@ def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function
                                                         ("state", "@state"), ("error", "@error")]))
     if fig.legend:
         legend = fig.legend[0]
+        order = {g: i for i, g in enumerate(groups)}
+        legend.items = sorted(legend.items, key=lambda item: order.get(str(getattr(item.label, "value", "")), 0))
         legend.click_policy = "mute"
         legend.title = color_by
         fig.add_layout(legend, "right")  # beside the lanes, never over the last bars
