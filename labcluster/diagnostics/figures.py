@@ -23,7 +23,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 #: the id of the cell that runs now (None where the front end sends none), set by the Jupyter layer
 current_cell: Callable[[], str | None] | None = None
@@ -60,7 +60,8 @@ def _bokehjs() -> str:
 
 
 #: the BokehJS bundles the first picture carries: every picture labcluster draws needs no more
-BOKEHJS_PARTS = ("bokeh", "bokeh-widgets", "bokeh-tables")
+BOKEHJS_PARTS: tuple[Literal["bokeh", "bokeh-widgets", "bokeh-tables"], ...] = (
+    "bokeh", "bokeh-widgets", "bokeh-tables")
 
 
 class Figure:

@@ -123,7 +123,7 @@ def timeline_figure(rows: Sequence[dict[str, Any]], *, color_by: str = "function
     if fig.legend:
         legend = fig.legend[0]
         order = {g: i for i, g in enumerate(groups)}
-        legend.items = sorted(legend.items, key=lambda item: order.get(str(getattr(item.label, "value", "")), 0))
+        legend.items = sorted(legend.items, key=lambda item: order.get(str(getattr(item.label, "value", "")), 0))  # type: ignore[assignment]
         legend.click_policy = "mute"
         legend.title = color_by
         fig.add_layout(legend, "right")  # beside the lanes, never over the last bars
