@@ -44,6 +44,15 @@ def _at_least(low: float, kind: type = int) -> Any:
     return parse
 
 
+def _writable(path: str) -> str:
+    from .demo import check_output
+
+    try:
+        return check_output(path)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labcluster", description=__doc__.split("\n")[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -60,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                       "(default 4; 1 pays the per-task overhead on every item)")
     demo.add_argument("--modes", nargs="+", choices=("bulk", "pipelined"), default=["bulk", "pipelined"],
                       help="which executions to run and compare (default: both)")
-    demo.add_argument("--output", default="labcluster-demo.html", help="where the HTML report goes")
+    demo.add_argument("--output", type=_writable, default="labcluster-demo.html", help="where the HTML report goes")
 
     sch = sub.add_parser("scheduler", help="run a Dask scheduler (Ctrl-C or SIGTERM stops it)")
     sch.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")

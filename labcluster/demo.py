@@ -11,6 +11,7 @@ line per mode, the comparison table and where the HTML report is.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -154,12 +155,31 @@ class Progress:
             self.done.add(ex.id)
 
 
+def check_output(path: str) -> str:
+    """``path`` if a report can be written there, else ``ValueError`` naming why.
+
+    >>> check_output("/no/such/dir/report.html")
+    Traceback (most recent call last):
+    ...
+    ValueError: cannot write '/no/such/dir/report.html': no directory '/no/such/dir'; create it, or give another path
+    """
+    where = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"cannot write {path!r}: it is a directory; give a file name, e.g. {path}/report.html")
+    if not os.path.isdir(where):
+        raise ValueError(f"cannot write {path!r}: no directory {where!r}; create it, or give another path")
+    if not os.access(where, os.W_OK):
+        raise ValueError(f"cannot write {path!r}: the directory {where!r} is not writable; give another path")
+    return path
+
+
 def run(items: int = 64, *, decode_ms: float = 20, infer_ms: float = 20, post_ms: float = 10, payload_kb: int = 256,
         rows_per_block: int = ROWS_PER_BLOCK, modes: tuple[str, ...] = ("bulk", "pipelined"),
         output: str = "labcluster-demo.html", out: Callable[[str], Any] = print) -> Any:
     """Start a local CPU + GPU cluster, run the pipeline in each mode, print the comparison, write the report."""
     from .data import progress
 
+    check_output(output)  # before the run: a report with nowhere to go is a minute lost
     probe = nvml.probe()
     simulate = None if probe.count else 1
     started = time.perf_counter()

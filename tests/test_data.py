@@ -621,6 +621,9 @@ def test_labcluster_demo_runs_both_modes_and_writes_its_report(tmp_path: Any) ->
                          text=True, timeout=60)  # refused before any cluster starts
     assert bad.returncode == 2 and "argument --rows-per-block: must be a whole number 1 or more, got 0" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
+    nowhere = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--output", str(tmp_path / "no" / "x.html")],
+                             capture_output=True, text=True, timeout=60)  # not after a minute of running
+    assert nowhere.returncode == 2 and "argument --output: cannot write" in nowhere.stderr, nowhere.stderr
     report = tmp_path / "demo.html"
     out = subprocess.run([sys.executable, "-m", "labcluster", "demo", "--items", "8", "--decode-ms", "2",
                           "--infer-ms", "2", "--post-ms", "1", "--payload-kb", "16", "--output", str(report)],

@@ -248,8 +248,9 @@ class ComparisonReport:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
         derivation = "".join(
             f"<li><b>{html.escape(m)}</b>: {html.escape('; '.join(b.derivation))}</li>" for m, b in self.bounds.items())
-        page = file_html(self.figure(), INLINE, title="labcluster: bulk vs pipelined")
-        summary = (f"<h2>bulk vs pipelined: {html.escape(repr(self.dataset))}</h2><table border='1' "
+        modes = " vs ".join(self.runs)
+        page = file_html(self.figure(), INLINE, title=f"labcluster: {modes}")
+        summary = (f"<h2>{html.escape(modes)}: {html.escape(repr(self.dataset))}</h2><table border='1' "
                    f"cellpadding='4' style='border-collapse:collapse'><thead><tr>{head}</tr></thead><tbody>{body}"
                    f"</tbody></table><p>ideal bounds:</p><ul>{derivation}</ul>")
         before, tag, after = page.rpartition("<body>")  # the last one: bokeh's inline JS holds the string too
