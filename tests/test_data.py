@@ -233,6 +233,8 @@ def test_sources_read_on_the_workers(tmp_path: Any) -> None:
     assert ds.num_blocks() == 2 and ds.count() == 6 and ds.take(1) == [{"a": 1, "b": "x"}]
     assert lc.data.read_parquet(str(tmp_path / "one.parquet"), columns=["b"]).take_all() == [
         {"b": "x"}, {"b": "y"}, {"b": "z"}]
+    with pytest.raises(KeyError, match=r"no column 'nope'; '.*one.parquet' has 'a', 'b'"):  # at once, in the driver
+        lc.data.read_parquet(str(tmp_path / "one.parquet"), columns=["b", "nope"])
     assert lc.data.read_csv(tmp_path / "t.csv").to_pandas().equals(df)
     assert lc.data.read_json(tmp_path / "t.jsonl").take_all()[2] == {"a": 3, "b": "z"}
     assert lc.data.read_text(tmp_path / "t.txt").take_all() == [{"text": "hello"}, {"text": "world"}]

@@ -135,7 +135,10 @@ def read_parquet(paths: Paths, *, columns: list[str] | None = None,
                  override_num_blocks: int | None = None) -> Dataset:
     """Parquet files (a file, a directory, a glob or a list; local or an fsspec URL), read on the workers."""
     reader = functools.partial(sources.read_parquet_file, columns=columns) if columns else sources.read_parquet_file
-    return _files("ReadParquet", "read_parquet", "Parquet", paths, reader, (".parquet", ".pq"), override_num_blocks)
+    ds = _files("ReadParquet", "read_parquet", "Parquet", paths, reader, (".parquet", ".pq"), override_num_blocks)
+    if columns and isinstance(ds._source, sources.Source):  # from the first file's footer: a misspelt column
+        sources.check_parquet_columns(ds._source.files[0], columns)  # fails here, before anything runs
+    return ds
 
 
 @entry(inputs=True)

@@ -39,12 +39,15 @@ class MissingColumnError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def require_columns(table: pa.Table, names: Sequence[str], where: str, holder: str = "the block") -> None:
-    """Raise :class:`MissingColumnError` naming the columns of ``names`` that ``table`` lacks and what it has."""
-    missing = [n for n in names if n not in table.column_names]
+def require_columns(table: pa.Table | Sequence[str], names: Sequence[str], where: str,
+                    holder: str = "the block") -> None:
+    """Raise :class:`MissingColumnError` naming the columns of ``names`` that ``table`` (or a list of column names)
+    lacks and what it has."""
+    have = table.column_names if isinstance(table, pa.Table) else list(table)
+    missing = [n for n in names if n not in have]
     if missing:
         raise MissingColumnError(f"{where}: no column {', '.join(map(repr, missing))}; {holder} has "
-                                 f"{', '.join(map(repr, table.column_names)) or 'no columns'}")
+                                 f"{', '.join(map(repr, have)) or 'no columns'}")
 
 
 class BlockTypeError(TypeError):

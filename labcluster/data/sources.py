@@ -315,7 +315,28 @@ def read_parquet_file(path: str, columns: list[str] | None = None) -> pa.Table:
     import pyarrow.parquet as pq
 
     with _open(path) as f:
+        if columns:
+            check_parquet_columns(path, columns, f)
+            f.seek(0)
         return pq.read_table(f, columns=columns)
+
+
+def check_parquet_columns(path: str, columns: Sequence[str], f: Any = None) -> None:
+    """The Parquet file at ``path`` (open as ``f``, or opened here) has every one of ``columns``, or
+    :class:`blocks.MissingColumnError` says which it lacks and what it has (pyarrow's own error lists its internal
+    fields, and blames the file)."""
+    import pyarrow.parquet as pq
+
+    try:
+        if f is None:
+            with _open(path) as opened:
+                names = pq.ParquetFile(opened).schema_arrow.names
+        else:
+            names = pq.ParquetFile(f).schema_arrow.names
+    except (pa.ArrowInvalid, OSError) as e:
+        raise ValueError(f"lc.data.read_parquet: cannot read {path!r} ({type(e).__name__}: {e}); check that it is a "
+                         f"valid Parquet file, or leave it out of the paths") from None
+    blocks.require_columns(names, columns, "lc.data.read_parquet(columns=...)", holder=repr(path))
 
 
 def read_csv_file(path: str) -> pa.Table:
