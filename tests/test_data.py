@@ -383,7 +383,7 @@ def test_a_failing_operator_names_itself_the_block_and_the_row() -> None:
     with pytest.raises(ValueError, match="bad row") as info:
         ds.take_all()
     text = str(info.value)
-    assert "in dataset operator 'Map(_raises_row)', block 1, row 3" in text
+    assert "in dataset operator 'Map(_raises_row)', row 3 of block 1" in text
     assert 'raise ValueError("bad row")' in text  # the remote traceback, with its source line
     from conftest import wait_until
 

@@ -150,7 +150,7 @@ def test_a_dataset_in_a_cell_shows_the_users_source_and_stops_on_interrupt(kerne
                      "lc.data.from_items([{'text': '1'}, {'text': 'x'}]).map(parse).take_all()")
     assert out["error"] == "TaskError(ValueError)", out
     assert "return {'n': int(row['text'])}" in out["evalue"] and "<dynamic-code>" not in out["evalue"], out
-    assert "in dataset operator 'Map(parse)', block 1, row 0" in out["evalue"], out["evalue"]
+    assert "in dataset operator 'Map(parse)', row 0 of block 1" in out["evalue"], out["evalue"]
     # a bad argument to an operator: the message under the user's line, not labcluster's frames and docstrings
     out = kernel.run("ds = lc.data.range(4)\nds.map_batches(parse, batch_format='polars')")
     assert out["error"] == "ValueError" and "batch_format must be one of" in out["evalue"], out

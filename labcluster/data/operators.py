@@ -80,7 +80,8 @@ def check_class_arguments(cls: type, args: Sequence[Any], kwargs: Mapping[str, A
 
 
 def _where(step: Step, block_index: int, part: str) -> str:
-    return f"in dataset operator {step.name!r}, block {block_index}, {part}"
+    """Where in the data a call failed: ``row 3 of block 1`` (rows and batches count from 0 in their block)."""
+    return f"in dataset operator {step.name!r}, {part} of block {block_index}"
 
 
 #: how often (seconds) a block's loop over rows or batches asks whether its execution still wants it
@@ -113,7 +114,17 @@ def _rows_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
     if step.kind == "filter":  # a mask keeps the block's schema (tensor columns too)
         keep = [bool(_call(step, row, block_index, f"row {i}")) for i, row in enumerate(blocks.rows(block))]
         return block.filter(pa.array(keep, pa.bool_())) if block.num_rows else block
-    return blocks.from_rows(_on_rows(step, blocks.rows(block), block_index), where)
+    rows = _on_rows(step, blocks.rows(block), block_index)
+    try:
+        return blocks.from_rows(rows, where)
+    except blocks.BlockTypeError as e:
+        if "cannot be stored" not in str(e):
+            raise
+        reason = str(e).split("cannot be stored", 1)[1].split(";")[0].strip()
+        raise blocks.BlockTypeError(f"{where} returned rows of block {block_index} whose values cannot be stored "
+                                    f"{reason}; a row's values must be numbers, strings, bytes, lists, dicts or "
+                                    f"numpy arrays (an object of your own: turn it into those, or pickle it to "
+                                    f"bytes)") from None
 
 
 def _on_rows(step: Step, rows: list[dict[str, Any]], block_index: int) -> list[Any]:
@@ -145,7 +156,7 @@ def _batches_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
         try:
             outs.append(blocks.to_block(result, where))
         except blocks.BlockTypeError as e:
-            raise TypeError(f"{e} (block {block_index}, batch {i})") from None
+            raise TypeError(f"{e} (batch {i} of block {block_index})") from None
     return blocks.concat(outs)
 
 
@@ -157,7 +168,7 @@ def apply(step: Step, block: pa.Table, block_index: int) -> pa.Table:
         return _batches_step(step, block, block_index)
     if step.kind == "add_column":
         (name,) = step.columns
-        values = _call(step, blocks.to_batch(block, step.batch_format), block_index, "the whole block")
+        values = _call(step, blocks.to_batch(block, step.batch_format), block_index, "all rows")
         column = blocks.to_block({name: values}, f"dataset operator {step.name!r}").column(0)
         if len(column) != block.num_rows:
             raise ValueError(f"dataset operator {step.name!r} made {len(column)} values for a block of "
