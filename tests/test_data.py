@@ -311,6 +311,32 @@ def test_images_of_different_sizes_are_one_array_a_row(tmp_path: Any) -> None:
     assert [a.shape for a in rows] == [(1, 2), (2, 2), (3, 2)]
 
 
+def test_ray_data_habits_get_an_answer_naming_the_fix() -> None:
+    import traceback
+
+    ds = lc.data.range(12, override_num_blocks=3)
+    with pytest.raises(TypeError, match=r"lc.data.range\(\) has no keyword 'parallelism': use override_num_blocks"):
+        lc.data.range(10, parallelism=4)
+    with pytest.raises(TypeError, match=r"has no keyword 'batch_sise' \(did you mean 'batch_size'\?\); it takes "
+                                        r"Dataset.iter_batches\(\*, batch_size"):
+        ds.iter_batches(batch_sise=4)
+    assert sum(len(b["id"]) for b in ds.iter_batches(batch_size=5, prefetch_batches=2)) == 12  # Ray's: accepted
+    with pytest.raises(AttributeError, match="iter_torch_batches is Ray Data's.*torch.as_tensor"):
+        ds.iter_torch_batches()
+    assert ds.size_bytes() == 12 * 8 and ds.materialize().size_bytes() == 12 * 8
+    with lc.data.execution("bulk"):  # the mode as its first argument, as mode= too
+        mapped = ds.map(lambda r: r)
+        assert mapped.count() == 12 and mapped.stats().mode == "bulk"
+    for bad, message in [(lambda: lc.data.execution(mode="Bulk"), r"got 'Bulk' \(did you mean 'bulk'\?\)"),
+                         (lambda: ds.take(1, mode="streaming"), "streaming execution is 'pipelined' here"),
+                         (lambda: ds.take("3"), "take: limit must be an int >= 0, got '3'"),
+                         (lambda: ds.iter_batches(batch_size=0), "batch_size must be an int >= 1 or None, got 0")]:
+        with pytest.raises(ValueError, match=message) as err:
+            bad()
+        # at the caller's line: this test's frame, its lambda, and the one frame of the public call
+        assert len(traceback.extract_tb(err.value.__traceback__)) <= 3, traceback.format_tb(err.value.__traceback__)
+
+
 def test_operators_and_consumers() -> None:
     ds = lc.data.range(20, override_num_blocks=4)
     assert ds.map(lambda r: {"v": r["id"] * 2}).filter(lambda r: r["v"] % 4 == 0).count() == 10

@@ -67,17 +67,61 @@ def entry(fn: F | None = None, *, interrupted: str | None = None, inputs: bool =
         except LabclusterError as e:
             raise e.with_traceback(None) from e.__cause__  # labcluster's error, at your call: read its message
         except _INPUT_ERRORS as e:
+            bad = _bad_call(wrapped, args, kwargs, e)
+            if bad is not None:
+                raise bad from None
             if not inputs or not _raised_here(e):
                 raise
             raise e.with_traceback(None) from e.__cause__  # labcluster's error, at your call: read its message
         except KeyboardInterrupt:
             if interrupted is None:
                 raise
-            name = getattr(wrapped, "__qualname__", "the call")
             said = scopes.interrupted() or interrupted  # in a notebook cell: what the cell started is cancelled
-            raise KeyboardInterrupt(f"{_public_name(name)} was interrupted; {said}") from None
+            raise KeyboardInterrupt(f"{_public_name(wrapped)} was interrupted; {said}") from None
 
     return cast(F, call)
+
+
+#: keywords of Ray's that labcluster spells otherwise: the name to use instead
+RAY_NAMES = {"parallelism": "override_num_blocks (Ray Data's newer name for parallelism)"}
+
+
+def _bad_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], e: BaseException
+              ) -> TypeError | None:
+    """The error for a call whose arguments do not fit ``fn``'s signature (an unknown keyword: its closest valid
+    name and every valid one), raised at the caller's line; None if ``e`` came from inside ``fn``."""
+    import difflib
+    import inspect
+
+    if not isinstance(e, TypeError) or e.__traceback__ is None or e.__traceback__.tb_next is not None:
+        return None  # raised inside fn, not by the call itself
+    try:
+        signature = inspect.signature(fn)
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        pass
+    except ValueError:  # no signature to read
+        return None
+    else:
+        return None
+    name = _public_name(fn)
+    params = [p for p in signature.parameters.values() if p.name != "self"]
+    shown, star = [], False
+    for p in params:
+        if p.kind == p.KEYWORD_ONLY and not star:
+            shown.append("*")
+            star = True
+        shown.append(p.name if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) else
+                     f"{'*' if p.kind == p.VAR_POSITIONAL else '**'}{p.name}")
+    listed = f"{name}({', '.join(shown)})"
+    unknown = next((k for k in kwargs if k not in signature.parameters), None)
+    if unknown is not None and not any(p.kind == p.VAR_KEYWORD for p in params):
+        if unknown in RAY_NAMES:
+            return TypeError(f"{name}() has no keyword {unknown!r}: use {RAY_NAMES[unknown]}")
+        close = difflib.get_close_matches(unknown, [p.name for p in params], n=1, cutoff=0.6)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        return TypeError(f"{name}() has no keyword {unknown!r}{guess}; it takes {listed}")
+    return TypeError(f"{name}(): {str(e).split('() ', 1)[-1]}; it takes {listed}")
 
 
 def _raised_here(e: BaseException) -> bool:
@@ -95,6 +139,10 @@ def _raised_here(e: BaseException) -> bool:
     return linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise ")
 
 
-def _public_name(qualname: str) -> str:
-    """``get`` -> ``lc.get``; ``ObjectRefGenerator.__next__`` stays as it is."""
-    return f"lc.{qualname}" if "." not in qualname else qualname
+def _public_name(fn: Any) -> str:
+    """What the user called: ``lc.get``, ``lc.data.range``, ``Dataset.take`` (a method keeps its class)."""
+    qualname = getattr(fn, "__qualname__", "the call") if not isinstance(fn, str) else fn
+    if "." in qualname:
+        return str(qualname)
+    module = getattr(fn, "__module__", "") or ""
+    return f"lc.data.{qualname}" if module.startswith("labcluster.data") else f"lc.{qualname}"

@@ -27,7 +27,7 @@ from ..api.history import next_index
 from ..api.start import current_session
 from ..text import html_table
 from .dataset import Dataset, DatasetStats
-from .executor import MODES
+from .executor import check_mode
 from .plan import Stage
 from .progress import size_label, watching
 
@@ -290,7 +290,7 @@ def _curve(rows: list[dict[str, Any]], asks: dict[str, float], capacity: float, 
     return xs, ys
 
 
-@entry
+@entry(inputs=True)
 def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: int = 1,
             warmup: bool = True) -> ComparisonReport:
     """Run ``ds`` in each mode (``repeats`` times each, alternating: A B A B) and compare the runs. ``warmup``: first
@@ -299,8 +299,7 @@ def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: 
     if not isinstance(ds, Dataset):
         raise TypeError(f"lc.compare takes a Dataset (lc.data....), got {type(ds).__name__}")
     for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"lc.compare: mode must be 'pipelined' or 'bulk', got {mode!r}")
+        check_mode(mode, "lc.compare: mode")
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     session = current_session()

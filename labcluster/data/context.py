@@ -18,8 +18,9 @@ from typing import Any
 from dask.utils import parse_bytes
 
 from .. import config
+from ..api.boundary import entry
 from ..exceptions import unknown_name
-from .executor import MODES
+from .executor import check_mode
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,7 @@ class DataContext:
         return _current.get() or DataContext.defaults()
 
     def check(self) -> DataContext:
-        if self.execution_mode not in MODES:
-            raise ValueError(f"execution mode must be 'pipelined' or 'bulk', got {self.execution_mode!r}")
+        check_mode(self.execution_mode)
         if self.max_blocks_per_operator is not None and (
                 not isinstance(self.max_blocks_per_operator, int) or self.max_blocks_per_operator < 1):
             raise ValueError(f"max_blocks_per_operator must be an int >= 1 or None, got "
@@ -65,22 +65,31 @@ _current: contextvars.ContextVar[DataContext | None] = contextvars.ContextVar("l
 _ALIASES = {"mode": "execution_mode"}
 
 
-@contextlib.contextmanager
-def execution(**settings: Any) -> Iterator[DataContext]:
-    """Run the Datasets consumed inside the block with these settings (``mode=``, ``preserve_order=``,
-    ``max_blocks_per_operator=``, ``max_bytes_per_operator=``).
+@entry(inputs=True)
+def execution(mode: str | None = None, /, **settings: Any) -> contextlib.AbstractContextManager[DataContext]:
+    """Run the Datasets consumed inside the block with these settings (``mode``, also as ``mode=``;
+    ``preserve_order=``, ``max_blocks_per_operator=``, ``max_bytes_per_operator=``). Checked here, where it is
+    called, not when the block runs.
 
-    >>> with lc.data.execution(mode="bulk"):              # doctest: +SKIP
+    >>> with lc.data.execution("bulk"):              # doctest: +SKIP
     ...     rows = ds.take_all()
     """
     names = [f.name for f in fields(DataContext)]
+    if mode is not None:
+        if "mode" in settings:
+            raise TypeError("lc.data.execution: the mode is given twice (as its first argument and as mode=)")
+        settings["mode"] = mode
     given = {_ALIASES.get(k, k): v for k, v in settings.items()}
     for key in given:
         if key not in names:
             raise unknown_name("lc.data.execution setting", key, [*_ALIASES, *names])
     if isinstance(given.get("max_bytes_per_operator"), str):
         given["max_bytes_per_operator"] = int(parse_bytes(given["max_bytes_per_operator"]))
-    ctx = replace(DataContext.get_current(), **given).check()
+    return _using(replace(DataContext.get_current(), **given).check())
+
+
+@contextlib.contextmanager
+def _using(ctx: DataContext) -> Iterator[DataContext]:
     token = _current.set(ctx)
     try:
         yield ctx

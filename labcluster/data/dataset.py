@@ -29,7 +29,7 @@ from ..api.objects import check_alive
 from ..exceptions import LabclusterError, unknown_name
 from ..text import html_table, plural
 from .context import DataContext
-from .executor import Execution
+from .executor import Execution, check_mode
 from .operators import Step, check_class_arguments, function_name
 from .plan import AllToAll, Limit, OneToOne, Operator, Resources, Stage, stages
 from .progress import StageStats, size_label
@@ -67,6 +67,24 @@ class Union:
 
     children: tuple[Dataset, ...]
     name: str = "Union"
+
+
+#: Ray Data's methods a Dataset lacks, and what to do instead
+NOT_HERE = {
+    "iter_torch_batches": "iter_batches() gives numpy batches: torch.as_tensor(batch['col']) makes each a tensor",
+    "iter_tf_batches": "iter_batches() gives numpy batches: tf.convert_to_tensor(batch['col']) makes each a tensor",
+    "to_torch": "iter_batches() gives numpy batches: torch.as_tensor(batch['col']) makes each a tensor",
+    "to_numpy_refs": "materialize() keeps the blocks in the object store; iter_batches() or take_batch() give numpy",
+    "to_arrow_refs": "materialize() keeps the blocks in the object store; to_arrow() gives one table",
+    "split": "filter() on a column gives each part (e.g. lambda r: r['id'] % n == i), or take the rows apart "
+             "after to_pandas()",
+    "streaming_split": "filter() on a column gives each part (e.g. lambda r: r['id'] % n == i)",
+    "train_test_split": "random_shuffle(seed=...) then limit() for one part; filter() on a column splits exactly",
+    "zip": "add the columns with map_batches over one dataset, or join after to_pandas()",
+    "write_json": "write_parquet() or write_csv()",
+    "write_images": "write_parquet() keeps image arrays as tensor columns",
+    "iter_internal_ref_bundles": "materialize() keeps the blocks in the object store",
+}
 
 
 class Dataset:
@@ -210,6 +228,7 @@ class Dataset:
         return stages(self._source.name, self._ops, reads=isinstance(self._source, Source))
 
     def _execution(self, mode: str | None = None, preserve_order: bool | None = None) -> Execution:
+        _check_mode(mode)
         ctx = DataContext.get_current()
         if isinstance(self._source, Source):
             source = [Item(i, read=t, rows=t.rows) for i, t in enumerate(self._source.tasks)]
@@ -250,22 +269,28 @@ class Dataset:
         except LabclusterError as e:
             raise e.with_traceback(None)  # noqa: B904  (the same error; only the frames go)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def iter_batches(self, *, batch_size: int | None = 256, batch_format: str = "default", drop_last: bool = False,
-                     mode: str | None = None) -> Iterator[Any]:
+                     mode: str | None = None, prefetch_batches: int = 1) -> Iterator[Any]:
         """Batches of ``batch_size`` rows (None: a block each) as they are made: the first arrive before the dataset
-        is done. Breaking off, or an error, stops the execution."""
+        is done. Breaking off, or an error, stops the execution. ``prefetch_batches`` (Ray's) is accepted and has
+        no effect: a pipelined execution runs ahead of the consumer up to its bound anyway."""
         fmt = blocks.check_batch_format(batch_format)
+        _check_batch_size(batch_size)
+        _check_mode(mode)
         return self._stream(_rebatch(self._blocks(mode), batch_size, fmt, drop_last), "iter_batches")
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def iter_rows(self, *, mode: str | None = None) -> Iterator[dict[str, Any]]:
         """Rows (dicts) as they are made."""
+        _check_mode(mode)
         return self._stream((row for block in self._blocks(mode) for row in blocks.rows(block)), "iter_rows")
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def take(self, limit: int = 20, *, mode: str | None = None) -> list[dict[str, Any]]:
         """The first ``limit`` rows, in the dataset's order."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ValueError(f"take: limit must be an int >= 0, got {limit!r}")
         out: list[dict[str, Any]] = []
         limited = self.limit(limit)
         for block in limited._blocks(mode, preserve_order=True):
@@ -273,11 +298,11 @@ class Dataset:
         self._last = limited._last
         return out[:limit]
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def take_all(self, *, mode: str | None = None) -> list[dict[str, Any]]:
         return [row for block in self._blocks(mode, preserve_order=True) for row in blocks.rows(block)]
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def take_batch(self, batch_size: int = 20, *, batch_format: str = "default", mode: str | None = None) -> Any:
         fmt = blocks.check_batch_format(batch_format)
         limited = self.limit(batch_size)
@@ -289,7 +314,7 @@ class Dataset:
         for row in self.take(limit):
             print(row)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def count(self, *, mode: str | None = None) -> int:
         """The number of rows; known without running when no operator changes it, else counted from the blocks'
         reports (no block is fetched)."""
@@ -310,34 +335,34 @@ class Dataset:
         got = {n: rows[0].get(n) if rows else None for n in names}
         return got[names[0]] if isinstance(on, str) else got
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def sum(self, on: str | Sequence[str]) -> Any:
         """The sum of column ``on`` (a dict of sums for several columns)."""
         return self._aggregate("sum", on)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def min(self, on: str | Sequence[str]) -> Any:
         return self._aggregate("min", on)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def max(self, on: str | Sequence[str]) -> Any:
         return self._aggregate("max", on)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def mean(self, on: str | Sequence[str]) -> Any:
         return self._aggregate("mean", on)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def std(self, on: str | Sequence[str], ddof: int = 1) -> Any:
         """The standard deviation of column ``on``; ``ddof=1`` (the sample's), as Ray Data."""
         return self._aggregate("std", on, ddof=ddof)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def unique(self, column: str) -> list[Any]:
         """The distinct values of ``column`` (sorted)."""
         return [row[column] for row in self.groupby(column).count().take_all()]
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def schema(self) -> pa.Schema:
         """The columns and their types (from the first block)."""
         for block in self.limit(1)._blocks(None, True):
@@ -347,14 +372,14 @@ class Dataset:
     def columns(self) -> list[str]:
         return list(self.schema().names)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def to_arrow(self, *, mode: str | None = None) -> pa.Table:
         return blocks.concat(list(self._blocks(mode, preserve_order=True)))
 
     def to_pandas(self, *, mode: str | None = None) -> Any:
         return blocks.to_batch(self.to_arrow(mode=mode), "pandas")
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def to_dask(self, *, mode: str | None = None) -> Any:
         """A dask dataframe of it, a partition per block: the dataset runs and its blocks stay on the workers,
         each becoming a pandas partition there (nothing is collected in the driver)."""
@@ -362,7 +387,7 @@ class Dataset:
 
         return to_dask(self._items(mode))
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def materialize(self, *, mode: str | None = None) -> Dataset:
         """Run it and keep its blocks in the object store: a Dataset that reads them (computed once)."""
         items = self._items(mode)
@@ -377,7 +402,7 @@ class Dataset:
     def write_csv(self, path: str, *, mode: str | None = None) -> list[str]:
         return self._write(path, "csv", mode)
 
-    @entry(interrupted=STOPPED)
+    @entry(interrupted=STOPPED, inputs=True)
     def _write(self, path: str, fmt: str, mode: str | None) -> list[str]:
         import fsspec.core
 
@@ -404,6 +429,19 @@ class Dataset:
             raise TypeError("lineage() is for a materialized dataset: ds.materialize().lineage()")
         refs = [item.ref for item in self._source.items if item.ref is not None]
         return lc.lineage(refs)
+
+    @entry(interrupted=STOPPED, inputs=True)
+    def size_bytes(self, *, mode: str | None = None) -> int:
+        """The bytes its blocks hold in memory (it runs, as Ray Data's does; no block is fetched)."""
+        if isinstance(self._source, Materialized) and not self._ops:
+            return sum(item.nbytes for item in self._source.items)
+        return sum(item.nbytes for item in self._execution(mode).outputs())
+
+    def __getattr__(self, name: str) -> Any:
+        fix = NOT_HERE.get(name)
+        if fix is None:
+            raise AttributeError(f"'Dataset' object has no attribute {name!r}")
+        raise AttributeError(f"Dataset.{name} is Ray Data's, which labcluster's Dataset does not have; {fix}")
 
     def num_blocks(self) -> int:
         """Blocks it will be made of (after the last repartition; the source's blocks before that), on the cluster
@@ -521,9 +559,18 @@ class DatasetStats:
 
 # -- helpers -----------------------------------------------------------------------------------------------------
 
-def _rebatch(source: Iterator[pa.Table], batch_size: int | None, fmt: str, drop_last: bool) -> Iterator[Any]:
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+def _check_batch_size(batch_size: object) -> None:
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode is not None:
+        check_mode(mode)
+
+
+def _rebatch(source: Iterator[pa.Table], batch_size: int | None, fmt: str, drop_last: bool) -> Iterator[Any]:
+    _check_batch_size(batch_size)
     pending: list[pa.Table] = []
     rows = 0
     for block in source:

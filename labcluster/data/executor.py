@@ -57,14 +57,30 @@ _TICK = 0.05
 _STALL_CHECK = 1.0
 
 
+def check_mode(mode: object, what: str = "execution mode") -> str:
+    """``mode`` if it is one of :data:`MODES`, else ``ValueError`` naming the fix.
+
+    >>> check_mode("Bulk")
+    Traceback (most recent call last):
+    ...
+    ValueError: execution mode must be 'pipelined' or 'bulk', got 'Bulk' (did you mean 'bulk'?)
+    """
+    if mode in MODES:
+        return str(mode)
+    hint = ""
+    if mode == "streaming":
+        hint = " (Ray Data's streaming execution is 'pipelined' here)"
+    elif isinstance(mode, str) and mode.strip().lower() in MODES:
+        hint = f" (did you mean {mode.strip().lower()!r}?)"
+    raise ValueError(f"{what} must be 'pipelined' or 'bulk', got {mode!r}{hint}")
+
+
 class Execution:
     """One run of a plan's stages. Iterate :meth:`outputs` for the finished blocks of the last stage."""
 
     def __init__(self, source_items: Sequence[Item], stages: Sequence[Stage], *, mode: str, preserve_order: bool,
                  max_blocks: int | None, max_bytes: int) -> None:
-        if mode not in MODES:
-            hint = " (Ray Data's streaming execution is 'pipelined' here)" if mode == "streaming" else ""
-            raise ValueError(f"execution mode must be 'pipelined' or 'bulk', got {mode!r}{hint}")
+        check_mode(mode)
         self.session = current_session()
         self.id = uuid.uuid4().hex[:12]
         self.reports = self.session.part(BlockReports)
