@@ -319,6 +319,8 @@ def test_progress_bars_appear_for_long_waits_move_and_end_in_their_state(kernel:
     out, shown, updates = _widget_traffic(kernel, "def nap(row):\n    time.sleep(0.1)\n    return row\n\n"
                                                   "print(lc.data.range(40, override_num_blocks=8).map(nap).count())")
     assert out["stdout"].strip() == "40" and len(shown) == 1, (out, shown)  # one box: a bar per operator
+    # without widgets (nbconvert, a console) it reads as words, not as VBox(children=...)
+    assert shown[0]["text/plain"].startswith("pipelined execution of 1 stage(s): ReadRange->Map(nap)"), shown
     assert any("pipelined</b> &middot; done in" in str(u.get("value")) for u in updates), updates
     assert any(u.get("value") == "8/8 blocks, 40 rows" for u in updates), updates
 

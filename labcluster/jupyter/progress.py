@@ -25,6 +25,14 @@ _STYLES = {"done": "success", "failed": "danger", "cancelled": "warning", "stopp
            "timed out": "warning"}
 
 
+def _display(widget: Any, text: str) -> None:
+    """Show ``widget``; a front end without widgets (nbconvert, a console) shows ``text``, not ipywidgets' repr
+    (``VBox(children=(HTML(value=...``)."""
+    bundle = widget._repr_mimebundle_()
+    bundle["text/plain"] = text
+    display(bundle, raw=True)
+
+
 class RefBar:
     """One wait's bar: ``label [#####     ] 12/40``, then its final state."""
 
@@ -34,7 +42,7 @@ class RefBar:
                                  style={"description_width": "initial"}, layout=w.Layout(width="420px"))
         self.text = w.HTML(f"0/{total}")
         self.box = w.HBox([self.bar, self.text])
-        display(self.box)
+        _display(self.box, f"{label}: waiting for {total} (its progress bar needs a front end that shows ipywidgets)")
 
     def update(self, done: int, failed: int) -> None:
         self.bar.value = done
@@ -89,5 +97,7 @@ class DatasetBars:
             bars.append(bar)
             texts.append(text)
             rows.append(w.HBox([bar, text]))
-        display(w.VBox([head, *rows]))
+        stages = ", ".join(stats.name for stats in ex.stats)
+        _display(w.VBox([head, *rows]), f"{ex.mode} execution of {len(ex.stats)} stage(s): {stages} (its progress "
+                                        f"bars need a front end that shows ipywidgets)")
         return bars, texts, head
