@@ -22,7 +22,7 @@ import numpy as np
 import pandas
 import pyarrow as pa
 
-from . import tensors
+import labcluster.data.tensors as tensors
 
 # pyarrow imports pandas lazily, the first time a column becomes a numpy array, and swallows what interrupts that
 # import: a Ctrl-C that landed then, in a notebook's first Dataset loop, was lost (seen: the cell ran to its end).
