@@ -619,6 +619,7 @@ def test_compare_reports_both_modes_with_bounds_and_pictures(tmp_path: Any) -> N
     text = repr(report)
     assert "wall time" in text and "wall / ideal for this mode" in text and "GPU (simulated) busy" in text
     assert d["simulated_gpus"] and "GPU (simulated): " in " ".join(piped["bound_derivation"])
+    assert "[GPU (simulated): 1]" in repr(report.median("pipelined").stats)  # the stats say so too
     for mode in ("bulk", "pipelined"):  # a run's own blocks: the warm-up's last call is not one of them
         run = report.median(mode)
         assert len([r for r in run.rows if "Model" in str(r["stage"])]) == 24

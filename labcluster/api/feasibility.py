@@ -28,6 +28,8 @@ class Feasible:
     def __init__(self, session: Session) -> None:
         self.until: dict[frozenset[tuple[str, float]], float] = {}
         self.lock = threading.Lock()
+        #: whether the workers seen at the last check_all had simulated GPUs (pictures and tables say so)
+        self.simulated_gpus = False
 
 
 def check(session: Session, request: Mapping[str, float], what: str) -> None:
@@ -55,6 +57,7 @@ def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], st
     answer = call(session.client, "fits", requests=[dict(r) for r, _ in todo])
     for (request, what), ok in zip(todo, answer["fits"], strict=True):
         _judge(session, request, what, bool(ok), answer["workers"])
+    cache.simulated_gpus = any(w.get("simulated") for w in answer["workers"])
     judged = answer.get("capacity") or [(w["name"], w["resources"]) for w in answer["workers"]]
     return [(str(name), {str(k): float(v) for k, v in res.items()}) for name, res in judged]
 

@@ -109,6 +109,10 @@ class Execution:
         self.managed_start = self.managed_peak = 0
         self.first_output: float | None = None
         self._resources = self._check_feasible()
+        if self.session.part(feasibility.Feasible).simulated_gpus:  # what its stats say a GPU stage ran on
+            for run in self.runs:
+                if run.stage.kind == "map" and run.stage.resources.num_gpus:
+                    run.stats.resources = run.stage.resources.label(simulated_gpus=True)
         self.watcher = current_watcher()
         self._watched = 0.0
         #: blocks each stage will make, where known before it runs (None: unknown, e.g. after a limit)

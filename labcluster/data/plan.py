@@ -43,9 +43,10 @@ class Resources:
     def options(self) -> dict[str, Any]:
         return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": dict(self.resources)}
 
-    def label(self) -> str:
+    def label(self, simulated_gpus: bool = False) -> str:
+        """``CPU: 1, GPU: 1``; ``simulated_gpus``: ``GPU (simulated): 1``, where the cluster's GPUs are."""
         parts = [f"CPU: {self.num_cpus:g}"] if self.num_cpus else []
-        parts += [f"GPU: {self.num_gpus:g}"] if self.num_gpus else []
+        parts += [f"GPU{' (simulated)' if simulated_gpus else ''}: {self.num_gpus:g}"] if self.num_gpus else []
         parts += [f"{k}: {v:g}" for k, v in self.resources]
         return ", ".join(parts) or "nothing"
 
