@@ -250,6 +250,13 @@ def test_what_an_actor_method_prints_lands_in_the_calling_cell(kernel: Kernel) -
     # (the call's reply comes straight from the actor's worker, its output through the scheduler: either may be
     # first, both land in this cell)
     assert out["error"] is None and sorted(out["stdout"].splitlines()) == ["8", "hello notebook"], out
+    # what a constructor prints lands once, in the cell that made the actor (not later, in whatever cell runs,
+    # through the kernel's captured file descriptors, and again in the server's log)
+    out = kernel.run("@lc.remote\nclass Loud:\n    def __init__(self):\n        print('loading the model')\n"
+                     "    def ping(self):\n        return 'pong'\n\nloud = Loud.remote()\n"
+                     "print(lc.get(loud.ping.remote()))\ntime.sleep(0.5)")
+    assert out["error"] is None and out["stdout"].splitlines() == ["loading the model", "pong"], out
+    assert "loading the model" not in kernel.run("time.sleep(1)")["stdout"]
 
 
 def test_a_task_that_floods_its_cell_is_cut_with_a_note(kernel: Kernel) -> None:

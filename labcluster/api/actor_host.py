@@ -151,9 +151,10 @@ _CLASSES: dict[bytes, tuple[Any, Source | None]] = {}
 
 
 def host_actor(actor_id: str, holder: str, payload: bytes, args: tuple[Any, ...], kwargs: dict[str, Any],
-               max_concurrency: int, class_name: str) -> str:
+               max_concurrency: int, class_name: str, origin: str | None = None) -> str:
     """The holder task: construct, publish, hold the resources until killed (or restarted in place by
-    ``lc.kill(no_restart=False)``, or ended because its driver disconnected)."""
+    ``lc.kill(no_restart=False)``, or ended because its driver disconnected). ``origin``: where what the
+    constructor prints goes (the cell that made the actor)."""
     worker = get_worker()
     client = worker.client
     if call(client, "hold", key=holder, timeout=0) == RELEASED:
@@ -165,7 +166,8 @@ def host_actor(actor_id: str, holder: str, payload: bytes, args: tuple[Any, ...]
     args, kwargs = _resolve_refs(args, kwargs)
     secede()  # from here on the thread is not a task slot; the task's resources stay held (blocking.hold)
     while True:
-        hosted = _construct(client, worker, actor_id, cls, source, args, kwargs, max_concurrency, class_name)
+        with output.routed(origin, f"{class_name}.__init__"):
+            hosted = _construct(client, worker, actor_id, cls, source, args, kwargs, max_concurrency, class_name)
         if hosted is None:
             return "out of restarts"
         owned = wait_released(client, holder)

@@ -158,8 +158,10 @@ class ActorClass:
             raise ValueError(f"an actor named {opts.name!r} already exists in namespace {namespace!r}; use "
                              f"lc.get_actor({opts.name!r}), or pass get_if_exists=True")
         try:
+            # what the constructor prints goes to the cell that made the actor (the holder itself routes nothing)
+            origin = scopes.origin(str(session.client.id))
             future = submit(session, host_actor, (actor_id, holder, self._payload, args, kwargs,
-                                                  opts.max_concurrency, self._cls.__name__),
+                                                  opts.max_concurrency, self._cls.__name__, origin),
                             options=opts, what=what, key=holder, retries=opts.max_restarts, role=ROLE_ACTOR,
                             pin_to_bundle=True)
         except BaseException:
