@@ -312,6 +312,10 @@ def test_list_actors_shows_state_class_name_and_resources(cluster: lc.Session) -
     assert row["resources"] == {"CPU": 1.0} and row["restarts"] == 0 and row["pending_calls"] == 0
     lc.kill(named)
     assert {r["name"]: r for r in lc.list_actors() if r["name"]}["listed"]["state"] == "DEAD"
+    assert "listed" not in {r["name"] for r in lc.list_actors(state="alive")}  # the living only (any case)
+    assert all(r["state"] in ("DEAD", "PENDING") for r in lc.list_actors(state=["DEAD", "PENDING"]))
+    with pytest.raises(ValueError, match="unknown actor state.*'GONE'.*PENDING, ALIVE, RESTARTING, DEAD"):
+        lc.list_actors(state="gone")
 
 
 @lc.remote

@@ -28,7 +28,7 @@ import inspect
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -483,16 +483,28 @@ class ActorTable(Table):
         return "" if value is None else str(value)
 
 
-@entry
-def list_actors() -> ActorTable:
+_ACTOR_STATES = ("PENDING", "ALIVE", "RESTARTING", "DEAD")
+
+
+@entry(inputs=True)
+def list_actors(*, state: str | Sequence[str] | None = None) -> ActorTable:
     """Every actor the cluster knows, with Ray's field names: ``actor_id``, ``class_name``, ``name``, ``state``
     (PENDING, ALIVE, RESTARTING, DEAD), where it runs, restarts, resources, calls pending from this process, and
-    the error of a dead one. Renders as a table; ``.to_pandas()`` for analysis."""
+    the error of a dead one. Renders as a table; ``.to_pandas()`` for analysis. ``state``: only those in that
+    state (or states), e.g. ``lc.list_actors(state="ALIVE")`` without the dead ones of finished dataset runs."""
+    wanted = {state} if isinstance(state, str) else set(state) if state is not None else None
+    if wanted is not None:
+        wanted = {str(s).upper() for s in wanted}
+        unknown = wanted - set(_ACTOR_STATES)
+        if unknown:
+            raise ValueError(f"unknown actor state(s) {sorted(unknown)}; use one of {', '.join(_ACTOR_STATES)}")
     session = current_session(auto_init=False)
     session.require_extension("actors")
     pending = dict(session.part(Caller).pending)
     rows = []
     for row in call(session.client, "actor_list") or []:
+        if wanted is not None and row.get("state") not in wanted:
+            continue
         rows.append({"actor_id": row["id"], "class_name": row.get("class"), "name": row.get("name"),
                      "namespace": row.get("namespace"), "state": row.get("state"), "worker": row.get("worker"),
                      "address": row.get("address"), "pid": row.get("pid"), "restarts": row.get("restarts", 0),
