@@ -27,6 +27,8 @@ import builtins
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .text import resources as _fmt
+
 
 class LabclusterError(Exception):
     """Base class of every labcluster error.
@@ -386,8 +388,6 @@ def unknown_name(what: str, name: str, valid: Sequence[str], more: str = "", als
     return TypeError(f"unknown {what} {name!r}{guess}; valid {what}s are: {', '.join(valid)}{more and ' ' + more}")
 
 
-def _fmt(resources: Mapping[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(resources.items())) + "}"
 
 
 #: Ray's names for the same classes (``ray.exceptions``)

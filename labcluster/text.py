@@ -19,6 +19,15 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def resources(request: Any) -> str:
+    """A resource request as messages write it: ``{CPU: 1, GPU: 0.5}`` (names sorted).
+
+    >>> resources({"GPU": 0.5, "CPU": 1.0})
+    '{CPU: 1, GPU: 0.5}'
+    """
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(request.items())) + "}"
+
+
 def html_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     """A notebook table: every cell escaped and left-aligned under its left-aligned header (Jupyter's own style
     right-aligns cells, which puts names under their headers askew)."""

@@ -42,6 +42,7 @@ from ..exceptions import ActorDiedError, TaskCancelledError
 from ..scheduler.protocol import ROLE_ACTOR
 from ..scheduler.usage import describe
 from ..text import plural
+from ..text import resources as _fmt
 from . import scopes, serialization
 from .actor_host import host_actor
 from .boundary import entry
@@ -375,12 +376,10 @@ async def _held_from(client: Any, state: Mapping[str, Any]) -> str:
     with contextlib.suppress(Exception):  # an older extension, a lost scheduler: the wait's own words stand
         rows = await acall(client, "holding", request=request) or []
         if rows:
-            return f"it needs {_braces(request)}, and {describe(rows)}"
+            return f"it needs {_fmt(request)}, and {describe(rows)}"
     return ""
 
 
-def _braces(request: Mapping[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(request.items())) + "}"
 
 
 async def _call(caller: Caller, actor_id: str, method: str, payload: Any, outcome: CallOutcome,

@@ -23,6 +23,7 @@ from ..api.actors import ActorOptions
 from ..api.options import TaskOptions
 from ..cluster.info import sum_resources
 from ..exceptions import InfeasibleResourceError
+from ..text import resources as _fmt
 from ..warn import warn_user
 from .plan import Stage
 
@@ -44,8 +45,6 @@ def room(request: Mapping[str, float], workers: Workers) -> int | None:
     return sum(min(math.floor(float(res.get(k, 0.0)) / v + _EPS) for k, v in asks.items()) for _, res in workers)
 
 
-def _fmt(request: Mapping[str, float]) -> str:
-    return "{" + ", ".join(f"{k}: {v:g}" for k, v in sorted(request.items())) + "}"
 
 
 def _less(request: Mapping[str, float], workers: Workers) -> str:
