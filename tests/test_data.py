@@ -337,6 +337,39 @@ def test_ray_data_habits_get_an_answer_naming_the_fix() -> None:
         assert len(traceback.extract_tb(err.value.__traceback__)) <= 3, traceback.format_tb(err.value.__traceback__)
 
 
+def test_all_to_all_stages_straight_after_held_blocks_and_empty_blocks(tmp_path: Any) -> None:
+    import pandas as pd
+
+    held = lc.data.range(30, override_num_blocks=3).materialize()  # blocks held already: a sort first (it hung)
+    assert held.sort("id", descending=True).take(2) == [{"id": 29}, {"id": 28}] and held.sum("id") == 435
+    assert held.repartition(2).num_blocks() == 2 and held.repartition(2).count() == 30
+    assert lc.data.range(10).union(lc.data.range(5)).sum("id") == 55
+    # blocks a filter empties, then a map: no block loses the dataset's columns, no function runs on no rows
+    ds = lc.data.range(20, override_num_blocks=4).filter(lambda r: r["id"] >= 10).map(lambda r: {"x": r["id"]})
+    assert sorted(r["x"] for r in ds.select_columns(["x"]).take_all()) == list(range(10, 20))
+    assert ds.map_batches(lambda b: {"z": b["x"] + 1}).count() == 10
+    none = lc.data.range(8, override_num_blocks=2).map(lambda r: {"k": r["id"] % 3}).filter(lambda r: False)
+    assert none.groupby("k").count().take_all() == [] and none.sort("k").take_all() == [] and none.sum("k") is None
+    # sort: a flag per key, as Ray's; categorical columns sort and group by their values
+    df = pd.DataFrame({"a": [3, 1, 3, 2], "b": [0, 9, 5, 2], "c": pd.Categorical(["y", "x", "y", "z"])})
+    frame = lc.data.from_pandas(df)
+    assert [(r["a"], r["b"]) for r in frame.sort(["a", "b"], descending=[True, False]).take_all()] == [
+        (3, 0), (3, 5), (2, 2), (1, 9)]
+    assert [r["c"] for r in frame.sort("c").take_all()] == ["x", "y", "y", "z"] and frame.unique("c") == ["x", "y", "z"]
+    with pytest.raises(ValueError, match=r"descending must be a bool or one bool per key \(2\)"):
+        frame.sort(["a", "b"], descending=[True])
+    with pytest.raises(lc.exceptions.TaskError, match="a CSV file cannot hold the array column.*write_parquet"):
+        lc.data.from_numpy(np.zeros((3, 2, 2))).write_csv(str(tmp_path / "csv"))
+    # a union compared: its parts' run is its run (wall, records), and its report draws
+    union = lc.data.range(12).map(lambda r: r).union(lc.data.range(6).map(lambda r: r))
+    report = lc.compare(union, modes=("pipelined",))
+    run = report.median("pipelined")
+    assert run.wall > 0 and run.rows and [s.name for s in run.stats.stages] == ["ReadRange->Map(<lambda>)"] * 2
+    report.to_html(str(tmp_path / "union.html"))
+    with pytest.raises(ValueError, match="modes must name each mode to run once"):
+        lc.compare(union, modes=("bulk", "bulk"))
+
+
 def test_operators_and_consumers() -> None:
     ds = lc.data.range(20, override_num_blocks=4)
     assert ds.map(lambda r: {"v": r["id"] * 2}).filter(lambda r: r["v"] % 4 == 0).count() == 10

@@ -138,10 +138,14 @@ def to_batch(block: pa.Table, batch_format: str) -> Any:
     return {name: _numpy(block.column(name)) for name in block.column_names}
 
 
+def tensor_columns(block: pa.Table) -> list[str]:
+    """The block's columns of n-d arrays."""
+    return [n for n in block.column_names if tensors.is_tensor(block.schema.field(n).type)]
+
+
 def rows(block: pa.Table) -> list[dict[str, Any]]:
     """The block's rows as dicts (tensor columns as ndarrays)."""
-    arrays = {n: _numpy(block.column(n)) for n in block.column_names
-              if tensors.is_tensor(block.schema.field(n).type)}
+    arrays = {n: _numpy(block.column(n)) for n in tensor_columns(block)}
     out: list[dict[str, Any]] = block.drop_columns(list(arrays)).to_pylist() if arrays else block.to_pylist()
     for name, array in arrays.items():
         for i, row in enumerate(out):
@@ -149,6 +153,16 @@ def rows(block: pa.Table) -> list[dict[str, Any]]:
     if arrays:  # keep the schema's column order
         out = [{n: r[n] for n in block.column_names} for r in out]
     return out
+
+
+def decoded(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """``table`` with its dictionary-encoded columns among ``names`` (pandas categoricals) as plain values, which
+    pyarrow's sorts and groupings take."""
+    for name in names:
+        type_ = table.schema.field(name).type
+        if pa.types.is_dictionary(type_):
+            table = table.set_column(table.column_names.index(name), name, table.column(name).cast(type_.value_type))
+    return table
 
 
 def batches(block: pa.Table, batch_size: int | None) -> Iterator[pa.Table]:

@@ -55,6 +55,10 @@ class Bound:
     derivation: list[str]
 
 
+#: the stages whose tasks do the dataset's work (a limit only cuts)
+_MEASURED = ("map", "all_to_all")
+
+
 def _kind(stage: Stage) -> str:
     r = stage.resources
     if r.num_gpus:
@@ -67,6 +71,8 @@ def _kind(stage: Stage) -> str:
 def _slots(stage: Stage, capacity: dict[str, float]) -> float:
     """How many of the stage's blocks can run at once: its resource kind's capacity over what one asks, capped
     by its concurrency (an actor pool's size)."""
+    if stage.kind == "all_to_all":  # one task does it all
+        return 1.0
     r = stage.resources
     ask = {"GPU": r.num_gpus, "CPU": r.num_cpus, **dict(r.resources)}.get(_kind(stage)) or 1.0
     slots = capacity.get(_kind(stage), 1.0) / ask
@@ -85,7 +91,7 @@ def bounds(stages: Sequence[Stage], work: dict[str, float], capacity: dict[str, 
     per_kind: dict[str, float] = {}
     bulk_lines, bulk = [], 0.0
     for st in stages:
-        if st.kind != "map":
+        if st.kind not in _MEASURED:
             continue
         seconds, slots = work.get(st.name, 0.0), _slots(st, capacity)
         per_kind[_kind(st)] = per_kind.get(_kind(st), 0.0) + seconds / slots
@@ -120,7 +126,7 @@ class ComparisonReport:
         self._names = worker_names
         #: the cluster's GPUs are simulated: every figure of them says so
         self.simulated_gpus = simulated_gpus
-        stages = ds._stages()
+        stages = ds._every_stage()
         work: dict[str, list[float]] = {}
         for run in (r for rs in runs.values() for r in rs):  # median work per stage over every run
             for s in run.stats.stages:
@@ -190,10 +196,10 @@ class ComparisonReport:
         x_range = Range1d(start=0, end=longest * 1.02)
         parts = []
         for mode in self.runs:
-            run = self.median(mode)
+            run, bound = self.median(mode), self.bounds[mode].seconds
+            ratio = f" ({run.wall / bound:.2f}x its bound of {bound:.2f} s)" if bound > 0 else " (no measured work)"
             fig = timeline_figure(run.rows, color_by="stage", width=width, worker_names=self._names,
-                                  title=f"{mode}: {run.wall:.2f} s ({run.wall / self.bounds[mode].seconds:.2f}x its "
-                                        f"bound of {self.bounds[mode].seconds:.2f} s)")
+                                  title=f"{mode}: {run.wall:.2f} s{ratio}")
             fig.x_range = x_range
             parts.append(fig)
         parts.append(self._utilisation(width, x_range))
@@ -209,7 +215,7 @@ class ComparisonReport:
                      x_axis_label="seconds since the first task started", y_axis_label="fraction busy",
                      toolbar_location="right", tools="xpan,xwheel_zoom,reset,save")
         kinds = self._kinds()
-        asks = {st.name: _ask(st) for st in self.dataset._stages()}
+        asks = {st.name: _ask(st) for st in self.dataset._every_stage()}
         colours = iter(Category10[10])
         for mode in self.runs:
             run = self.median(mode)
@@ -221,12 +227,13 @@ class ComparisonReport:
                     fig.step(xs, ys, mode="after", line_width=2, color=next(colours),
                              legend_label=f"{mode}: {self.label(kind)}",
                              line_dash="solid" if mode == "pipelined" else "dashed")
-        fig.legend.location = "top_right"
-        fig.add_layout(fig.legend[0], "right")
+        if fig.legend:  # no curve: no legend
+            fig.legend.location = "top_right"
+            fig.add_layout(fig.legend[0], "right")
         return fig
 
     def _kinds(self) -> dict[str, str]:
-        return {st.name: _kind(st) for st in self.dataset._stages() if st.kind == "map"}
+        return {st.name: _kind(st) for st in self.dataset._every_stage() if st.kind in _MEASURED}
 
     def _repr_html_(self) -> str:
         from ..diagnostics.figures import Figure
@@ -298,14 +305,18 @@ def compare(ds: Dataset, modes: Sequence[str] = ("bulk", "pipelined"), repeats: 
     pyarrow and the stage functions) does not land on whichever mode runs first."""
     if not isinstance(ds, Dataset):
         raise TypeError(f"lc.compare takes a Dataset (lc.data....), got {type(ds).__name__}")
+    modes = tuple(modes)
+    if not modes or len(set(modes)) != len(modes):
+        raise ValueError(f"lc.compare: modes must name each mode to run once, e.g. ('bulk', 'pipelined'); got "
+                         f"{modes!r}")
     for mode in modes:
         check_mode(mode, "lc.compare: mode")
     if not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
     session = current_session()
     capacity = {k: float(v) for k, v in lc.cluster_resources().items()}
-    stages = ds._stages()
-    kinds = {st.name: _kind(st) for st in stages if st.kind == "map"}
+    stages = ds._every_stage()
+    kinds = {st.name: _kind(st) for st in stages if st.kind in _MEASURED}
     asks = {st.name: _ask(st) for st in stages}
     runs: dict[str, list[Run]] = {m: [] for m in modes}
     if warmup:

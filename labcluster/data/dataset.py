@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import inspect
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -204,9 +205,15 @@ class Dataset:
         return self._with(AllToAll("RandomShuffle", tasks.random_shuffle, (seed,)))
 
     @entry(inputs=True)
-    def sort(self, key: str | Sequence[str], descending: bool = False) -> Dataset:
+    def sort(self, key: str | Sequence[str], descending: bool | Sequence[bool] = False) -> Dataset:
+        """Rows ordered by ``key`` (a column, or several); ``descending``: one flag for all, or one per key (Ray's)."""
         keys = [key] if isinstance(key, str) else list(key)
-        return self._with(AllToAll(f"Sort({', '.join(keys)})", tasks.sort, (keys, descending)))
+        if not keys or not all(isinstance(k, str) for k in keys):
+            raise TypeError(f"sort: key must be a column name or a list of them, got {key!r}")
+        flags = [descending] * len(keys) if isinstance(descending, bool) else list(descending)
+        if len(flags) != len(keys) or not all(isinstance(f, bool) for f in flags):
+            raise ValueError(f"sort: descending must be a bool or one bool per key ({len(keys)}), got {descending!r}")
+        return self._with(AllToAll(f"Sort({', '.join(keys)})", tasks.sort, (keys, flags)))
 
     @entry(inputs=True)
     def groupby(self, key: str | Sequence[str] | None) -> GroupedData:
@@ -227,14 +234,21 @@ class Dataset:
     def _stages(self) -> list[Stage]:
         return stages(self._source.name, self._ops, reads=isinstance(self._source, Source))
 
+    def _every_stage(self) -> list[Stage]:
+        """The stages a run of it runs: a union's parts' first, then its own."""
+        parts = self._source.children if isinstance(self._source, Union) else ()
+        return [st for part in parts for st in part._every_stage()] + self._stages()
+
     def _execution(self, mode: str | None = None, preserve_order: bool | None = None) -> Execution:
         _check_mode(mode)
         ctx = DataContext.get_current()
         if isinstance(self._source, Source):
             source = [Item(i, read=t, rows=t.rows) for i, t in enumerate(self._source.tasks)]
-        elif isinstance(self._source, Union):
+        elif isinstance(self._source, Union):  # its parts run first, each as it would alone: part of its run
+            began = time.perf_counter()
             parts = [it for child in self._source.children for it in child._items(mode)]
             source = [Item(i, it.ref, rows=it.rows, nbytes=it.nbytes) for i, it in enumerate(parts)]
+            before = [child._last for child in self._source.children if child._last is not None]
         else:  # blocks held by a session that was shut down: say so, and start no cluster
             source = list(self._source.items)
             try:
@@ -247,6 +261,11 @@ class Dataset:
                        preserve_order=ctx.preserve_order if preserve_order is None else preserve_order,
                        max_blocks=ctx.max_blocks_per_operator, max_bytes=ctx.max_bytes_per_operator)
         self._last = ex
+        if isinstance(self._source, Union):
+            ex.parts = before
+            for part in before:  # the parts' tasks are its records too
+                ex.keys |= part.keys
+            return ex.start(began=began)
         return ex.start()
 
     def _items(self, mode: str | None = None) -> list[Item]:
@@ -535,7 +554,8 @@ class DatasetStats:
         self.peak_bytes = ex.peak_bytes
         #: the workers' held result bytes at the peak, over what they held when the execution started
         self.peak_worker_bytes = max(0, ex.managed_peak - ex.managed_start)
-        self.stages: list[StageStats] = ex.stats
+        #: a union's parts' stages first (they ran first), then its own
+        self.stages: list[StageStats] = [s for part in ex.parts for s in DatasetStats(part).stages] + ex.stats
 
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "wall": self.wall, "first_output": self.first_output,

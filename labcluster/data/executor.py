@@ -105,6 +105,8 @@ class Execution:
         self.live_bytes = 0
         #: the key of every task and actor call it started: its rows of the task records
         self.keys: set[str] = set()
+        #: a union's parts, run before it (their blocks are its source)
+        self.parts: list[Execution] = []
         #: the workers' held result bytes (scheduler's count): at start, and the peak while it ran
         self.managed_start = self.managed_peak = 0
         self.first_output: float | None = None
@@ -188,16 +190,21 @@ class Execution:
             run.actors.append(_Actor(run.remote.remote(run.stage.steps, self.topic)))
 
     # -- the loop ------------------------------------------------------------------------------------------------
-    def start(self) -> Execution:
+    def start(self, began: float | None = None) -> Execution:
+        """Run it (in a thread); ``began``: when its run began, if before now (a union's parts ran first)."""
         self.reports.open(self.id)
-        self.started = time.perf_counter()
+        self.started = time.perf_counter() if began is None else began
         first = self.runs[0] if self.runs else None
-        if first is None:
+        if first is None:  # no stage (a union of parts, as they are): its blocks are its output
             for item in self.source_items:
                 self._emit(item)
             self._out.put(None)
+            self.ended, self.outcome = time.perf_counter(), "done"
             return self
-        first.inputs.extend(self.source_items)
+        if first.stage.kind == "all_to_all":  # blocks held already (materialized, a union) straight into a sort
+            first.gathered.extend(self.source_items)
+        else:
+            first.inputs.extend(self.source_items)
         first.upstream_done = True
         for run in self.runs:
             self._make_remote(run)

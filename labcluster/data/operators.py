@@ -160,8 +160,17 @@ def _batches_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
     return blocks.concat(outs)
 
 
+#: steps whose output columns are the function's: an empty block gives an empty block of no columns
+_MAKE_COLUMNS = frozenset({"map", "flat_map", "map_batches", "write"})
+
+
 def apply(step: Step, block: pa.Table, block_index: int) -> pa.Table:
-    """Run one step on one block."""
+    """Run one step on one block. An empty block runs no function of the user's (as in Ray Data): a block of no
+    rows passes through (its columns, where a filter kept them), or, where the function would have made the
+    columns, becomes an empty block of no columns, which every later step passes on and putting blocks together
+    leaves out."""
+    if not block.num_rows:
+        return pa.table({}) if step.kind in _MAKE_COLUMNS else block
     if step.kind in ROW_KINDS:
         return _rows_step(step, block, block_index)
     if step.kind == "map_batches":
@@ -196,7 +205,7 @@ def run_steps(steps: Sequence[Step], block: pa.Table, block_index: int) -> pa.Ta
         j = i
         while j < len(steps) and steps[j].kind in ROW_KINDS:
             j += 1
-        if j - i >= 2:
+        if j - i >= 2 and block.num_rows:
             rows: list[Any] = blocks.rows(block)
             for step in steps[i:j]:
                 rows = _on_rows(step, rows, block_index)

@@ -55,7 +55,8 @@ class _StageRun:
         self.held_bytes = 0
         self.upstream_done = False
         self.finished = False
-        self.stats = StageStats(stage.name, stage.resources.label() if stage.kind == "map" else "driver")
+        where = {"map": stage.resources.label(), "all_to_all": "CPU: 1, one task"}.get(stage.kind, "driver")
+        self.stats = StageStats(stage.name, where)
         self.actors: list[_Actor] = []
         #: the most actors its pool may have: the top of its range, or what the cluster has room for
         self.pool_cap = stage.pool_size()[1] if stage.actors else 0

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import labcluster.data.blocks as blocks
 
@@ -25,11 +26,14 @@ from .sources import ReadTask
 os.environ.setdefault("ACERO_ALIGNMENT_HANDLING", "reallocate")
 
 
-def report(topic: str, block_id: str, block: pa.Table, wall0: float, cpu0: float) -> None:
+def report(topic: str, block_id: str, block: pa.Table, wall0: float, cpu0: float, wall: float = 0.0,
+           cpu: float = 0.0) -> None:
+    """Say what a block task made (``wall``, ``cpu``: seconds spent for it elsewhere, e.g. its all-to-all task)."""
     from distributed import get_worker
 
     get_worker().log_event(topic, {"id": block_id, "rows": block.num_rows, "bytes": blocks.size(block),
-                                   "wall": time.perf_counter() - wall0, "cpu": time.thread_time() - cpu0})
+                                   "wall": time.perf_counter() - wall0 + wall,
+                                   "cpu": time.thread_time() - cpu0 + cpu})
 
 
 def _run(steps: Sequence[Step], read: ReadTask | None, block: pa.Table | None, index: int, block_id: str,
@@ -79,15 +83,20 @@ class StageActor:
         return _run(self.steps, read, block, index, block_id, self.topic)
 
 
-def all_to_all(fn: Any, args: tuple[Any, ...], num_outputs: int, *parts: pa.Table) -> list[pa.Table]:
-    """Every block of the stage's input at once -> the output blocks (one object, split by :func:`pick`)."""
-    return list(fn(list(parts), num_outputs, *args))
-
-
-def pick(outputs: list[pa.Table], i: int, block_id: str, topic: str) -> pa.Table:
+def all_to_all(fn: Any, args: tuple[Any, ...], num_outputs: int, *parts: pa.Table
+               ) -> tuple[list[pa.Table], float, float]:
+    """Every block of the stage's input at once -> the output blocks (one object, split by :func:`pick`), with
+    the wall and CPU seconds it took (the first output's report carries them: the stage's work)."""
     wall0, cpu0 = time.perf_counter(), time.thread_time()
+    out = list(fn(list(parts), num_outputs, *args))
+    return out, time.perf_counter() - wall0, time.thread_time() - cpu0
+
+
+def pick(whole: tuple[list[pa.Table], float, float], i: int, block_id: str, topic: str) -> pa.Table:
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    outputs, wall, cpu = whole
     block = outputs[i]
-    report(topic, block_id, block, wall0, cpu0)
+    report(topic, block_id, block, wall0, cpu0, *((wall, cpu) if i == 0 else ()))
     return block
 
 
@@ -121,11 +130,15 @@ def random_shuffle(parts: list[pa.Table], n: int, seed: int | None) -> list[pa.T
     return _split_evenly(table.take(pa.array(order, pa.int64())) if order else table, n)
 
 
-def sort(parts: list[pa.Table], n: int, keys: list[str], descending: bool) -> list[pa.Table]:
+def sort(parts: list[pa.Table], n: int, keys: list[str], descending: list[bool]) -> list[pa.Table]:
     table = blocks.concat(parts)
+    if not table.num_rows:  # nothing to sort (whose columns may be unknown: every block came out empty)
+        return _split_evenly(table, n)
     blocks.require_columns(table, keys, "sort", "the dataset")
-    order = "descending" if descending else "ascending"
-    return _split_evenly(table.sort_by([(k, order) for k in keys]), n)
+    keyed = blocks.decoded(table, keys)  # categorical columns sort by their values
+    order = pc.sort_indices(keyed, sort_keys=[(k, "descending" if d else "ascending") for k, d in
+                                              zip(keys, descending, strict=True)])  # nulls last
+    return _split_evenly(table.take(order), n)
 
 
 def aggregate(parts: list[pa.Table], n: int, keys: list[str], aggs: list[tuple[Any, ...]]) -> list[pa.Table]:
@@ -134,10 +147,11 @@ def aggregate(parts: list[pa.Table], n: int, keys: list[str], aggs: list[tuple[A
     table = blocks.concat(parts)
     if not table.num_rows and not keys:  # no rows (maybe no columns either): Ray's empty aggregates
         return [pa.table({a[2]: pa.array([0 if a[1] == "count_all" else None]) for a in aggs})]
+    if not table.num_rows:  # no groups
+        return [pa.table({})]
     blocks.require_columns(table, [*keys, *(a[0] for a in aggs if a[0])], "groupby" if keys else "aggregate",
                            "the dataset")
-    import pyarrow.compute as pc
-
+    table = blocks.decoded(table, keys)  # categorical keys group by their values
     specs = [(a[0] or [], a[1], pc.VarianceOptions(ddof=a[3])) if len(a) > 3 else (a[0] or [], a[1]) for a in aggs]
     grouped = table.group_by(keys).aggregate(specs)  # column None: count_all
     named = {(f"{a[0]}_{a[1]}" if a[0] else a[1]): a[2] for a in aggs}  # pyarrow's names -> ours
@@ -163,5 +177,9 @@ def write_block(block: pa.Table, index: int, path: str, fmt: str) -> pa.Table:
         else:
             import pyarrow.csv as pcsv
 
+            arrays = blocks.tensor_columns(block)
+            if arrays:
+                raise TypeError(f"write_csv: a CSV file cannot hold the array column(s) {', '.join(map(repr, arrays))} "
+                                f"(an n-d array a row); use write_parquet, or drop_columns them first")
             pcsv.write_csv(block, f)
     return pa.table({"path": [name], "rows": [block.num_rows]})
