@@ -228,7 +228,7 @@ def test_sources_read_on_the_workers(tmp_path: Any) -> None:
     pq.write_table(pa.Table.from_pandas(df), tmp_path / "two.parquet")
     df.to_csv(tmp_path / "t.csv", index=False)
     (tmp_path / "t.jsonl").write_text("\n".join(json.dumps(r) for r in df.to_dict("records")))
-    (tmp_path / "t.txt").write_text("hello\nworld\n")
+    (tmp_path / "t.txt").write_text("hello\n\nworld\n")  # an empty line: left out, as Ray's read_text does
     ds = lc.data.read_parquet(tmp_path)
     assert ds.num_blocks() == 2 and ds.count() == 6 and ds.take(1) == [{"a": 1, "b": "x"}]
     assert lc.data.read_parquet(str(tmp_path / "one.parquet"), columns=["b"]).take_all() == [
@@ -238,8 +238,9 @@ def test_sources_read_on_the_workers(tmp_path: Any) -> None:
     assert lc.data.read_csv(tmp_path / "t.csv").to_pandas().equals(df)
     assert lc.data.read_json(tmp_path / "t.jsonl").take_all()[2] == {"a": 3, "b": "z"}
     assert lc.data.read_text(tmp_path / "t.txt").take_all() == [{"text": "hello"}, {"text": "world"}]
+    assert lc.data.read_text(tmp_path / "t.txt", drop_empty_lines=False).count() == 3
     binary = lc.data.read_binary_files(tmp_path / "t.txt").take_all()
-    assert binary == [{"bytes": b"hello\nworld\n", "path": str(tmp_path / "t.txt")}]
+    assert binary == [{"bytes": b"hello\n\nworld\n", "path": str(tmp_path / "t.txt")}]
     assert lc.data.from_pandas(df).to_pandas().equals(df)
     assert lc.data.from_arrow(pa.Table.from_pandas(df)).count() == 3
     arr = np.arange(12).reshape(3, 2, 2)
@@ -324,6 +325,9 @@ def test_ray_data_habits_get_an_answer_naming_the_fix() -> None:
     with pytest.raises(AttributeError, match="iter_torch_batches is Ray Data's.*torch.as_tensor"):
         ds.iter_torch_batches()
     assert ds.size_bytes() == 12 * 8 and ds.materialize().size_bytes() == 12 * 8
+    assert "(none: its blocks are held already)" in str(ds.materialize().explain())
+    with pytest.raises(TypeError, match="lc.data.from_items: a column's values cannot be stored.*of one type"):
+        lc.data.from_items([1, "a"])
     with lc.data.execution("bulk"):  # the mode as its first argument, as mode= too
         mapped = ds.map(lambda r: r)
         assert mapped.count() == 12 and mapped.stats().mode == "bulk"

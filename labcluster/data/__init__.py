@@ -154,9 +154,10 @@ def read_json(paths: Paths, *, override_num_blocks: int | None = None) -> Datase
 
 
 @entry(inputs=True)
-def read_text(paths: Paths, *, encoding: str = "utf-8", override_num_blocks: int | None = None) -> Dataset:
-    """A row ``{"text": line}`` per line."""
-    reader = functools.partial(sources.read_text_file, encoding=encoding)
+def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
+              override_num_blocks: int | None = None) -> Dataset:
+    """A row ``{"text": line}`` per line; empty lines left out unless ``drop_empty_lines=False`` (Ray's default)."""
+    reader = functools.partial(sources.read_text_file, encoding=encoding, drop_empty_lines=drop_empty_lines)
     return _files("ReadText", "read_text", "text", paths, reader, (), override_num_blocks)
 
 

@@ -91,8 +91,9 @@ def to_block(value: Any, where: str) -> pa.Table:
         try:
             columns = {str(k): _column(v) for k, v in value.items()}
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
-            raise BlockTypeError(f"{where} returned a dict whose columns cannot be stored ({e}); return "
-                                 f"equal-length arrays or lists of plain values") from None
+            raise BlockTypeError(f"{where}: a column's values cannot be stored ({e}); a column holds values of "
+                                 f"one type (numbers, strings, bytes, lists, dicts or numpy arrays), as equal-length "
+                                 f"arrays or lists") from None
         lengths = {len(c) for c in columns.values()}
         if len(lengths) > 1:
             sizes = ", ".join(f"{k}: {len(c)}" for k, c in columns.items())

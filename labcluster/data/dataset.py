@@ -481,6 +481,9 @@ class Dataset:
         lines.append("stages (a task or actor call per block; bulk mode finishes each before the next starts):")
         for i, st in enumerate(self._stages(), 1):
             lines.append(f"  {i}. {st.name}  [{_stage_label(st)}]")
+        if not self._stages():
+            lines.append("  (none: its blocks are held already)" if isinstance(self._source, Materialized) else
+                         "  (none of its own: its parts run first, each as it would alone)")
         return Plan("\n".join(lines))
 
     def _source_label(self) -> str:

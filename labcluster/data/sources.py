@@ -359,9 +359,11 @@ def read_json_file(path: str) -> pa.Table:
     return pjson.read_json(io.BytesIO(data))
 
 
-def read_text_file(path: str, encoding: str = "utf-8") -> pa.Table:
+def read_text_file(path: str, encoding: str = "utf-8", drop_empty_lines: bool = False) -> pa.Table:
     with _open(path) as f:
         lines = f.read().decode(encoding).splitlines()
+    if drop_empty_lines:
+        lines = [line for line in lines if line.strip()]
     return pa.table({"text": pa.array(lines, pa.string())})
 
 
