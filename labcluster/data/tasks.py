@@ -27,11 +27,13 @@ os.environ.setdefault("ACERO_ALIGNMENT_HANDLING", "reallocate")
 
 
 def report(topic: str, block_id: str, block: pa.Table, wall0: float, cpu0: float, wall: float = 0.0,
-           cpu: float = 0.0) -> None:
-    """Say what a block task made (``wall``, ``cpu``: seconds spent for it elsewhere, e.g. its all-to-all task)."""
+           cpu: float = 0.0, rows: int | None = None) -> None:
+    """Say what a block task made (``wall``, ``cpu``: seconds spent for it elsewhere, e.g. its all-to-all task;
+    ``rows``: the rows it stands for, where not the block's own: a write's rows written)."""
     from distributed import get_worker
 
-    get_worker().log_event(topic, {"id": block_id, "rows": block.num_rows, "bytes": blocks.size(block),
+    get_worker().log_event(topic, {"id": block_id, "rows": block.num_rows if rows is None else rows,
+                                   "bytes": blocks.size(block),
                                    "wall": time.perf_counter() - wall0 + wall,
                                    "cpu": time.thread_time() - cpu0 + cpu})
 
@@ -43,7 +45,9 @@ def _run(steps: Sequence[Step], read: ReadTask | None, block: pa.Table | None, i
         block = read.read()
     assert block is not None
     out = run_steps(steps, block, index)
-    report(topic, block_id, out, wall0, cpu0)
+    written = int(pc.sum(out.column("rows")).as_py() or 0) if steps and steps[-1].kind == "write" and \
+        "rows" in out.column_names else None  # a write's block names its files: its rows are those written
+    report(topic, block_id, out, wall0, cpu0, rows=written)
     return out
 
 
