@@ -5,6 +5,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dask.config
 import pytest
@@ -121,6 +122,19 @@ def test_infeasible_can_be_a_warning_for_autoscaling_clusters(shutdown_after: No
         warnings.simplefilter("always")
         feasibility.check_all(lc.current_session(), [({"GPU": 2}, "dataset operator 'MapBatches(f)'")])
     assert [w.filename for w in seen if "asks for {GPU: 2}" in str(w.message)] == [__file__]  # a Dataset's path
+
+    class Model:
+        def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+            return batch
+
+    # a GPU pool on a cluster without GPUs: one warning for the one problem (not one per check on the way)
+    settings = {"labcluster.infeasible": "warn", "labcluster.actors.start-timeout": "1s"}
+    with dask.config.set(settings), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(lc.exceptions.ActorDiedError, match="did not start within 1s"):
+            lc.data.range(4).map_batches(Model, num_gpus=3, concurrency=1).take_all()
+    said = [str(w.message) for w in seen]
+    assert len(said) == 1 and said[0].startswith("dataset operator 'MapBatches(Model)' asks for {GPU: 3}"), said
 
 
 @lc.remote

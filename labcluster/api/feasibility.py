@@ -30,6 +30,8 @@ class Feasible:
         self.lock = threading.Lock()
         #: whether the workers seen at the last check_all had simulated GPUs (pictures and tables say so)
         self.simulated_gpus = False
+        #: requests warned about (``infeasible: warn``), until when: one warning for one problem, not one per check
+        self.warned: dict[frozenset[tuple[str, float]], float] = {}
 
 
 def check(session: Session, request: Mapping[str, float], what: str) -> None:
@@ -65,13 +67,16 @@ def check_all(session: Session, requests: Sequence[tuple[Mapping[str, float], st
 def _judge(session: Session, request: Mapping[str, float], what: str, ok: bool,
            workers: Sequence[Mapping[str, Any]]) -> None:
     """Raise (or warn) for an answer that says no worker fits; remember one that fits."""
+    cache = session.part(Feasible)
     if not ok:
         shown = [(w["name"] + (" (simulated GPU)" if w["simulated"] else ""), w["resources"]) for w in workers]
         err = InfeasibleResourceError(what, request, shown)
         if config.get("infeasible") == "warn":
-            warn_user(str(err))
+            key, now = frozenset(request.items()), time.monotonic()
+            if cache.warned.get(key, 0.0) <= now:
+                cache.warned[key] = now + config.seconds("feasibility-cache")
+                warn_user(str(err))
             return
         raise err
-    cache = session.part(Feasible)
     with cache.lock:
         cache.until[frozenset(request.items())] = time.monotonic() + config.seconds("feasibility-cache")

@@ -41,7 +41,7 @@ from ..api.start import current_session
 from ..api.submit import stage as in_stage
 from ..cluster.info import sum_resources
 from ..exceptions import LabclusterError
-from .fitting import Workers, fit_pools, request_of, without_holders
+from .fitting import Workers, fit_pools, request_of, room, without_holders
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
 from .reports import BlockReports, block_id
@@ -154,7 +154,10 @@ class Execution:
         if any(stage.kind == "map" and stage.actors for stage in stages):  # what other work holds is not ours
             client = self.session.client
             left, held = without_holders(workers, call(client, "actor_list") or [], call(client, "pg_table") or {})
-        for position, cap in fit_pools(stages, left, held).items():
+        # a pool no worker could ever hold was warned about already (infeasible: warn): no second warning for it
+        never = {i for i, st in enumerate(stages)
+                 if st.kind == "map" and st.actors and room(request_of(st), workers) == 0}
+        for position, cap in fit_pools(stages, left, held, skip=never).items():
             self.runs[position].pool_cap = cap
         return sum_resources(res for _, res in workers)
 

@@ -15,7 +15,7 @@ task of each task stage can run, the pools in stage order.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from .. import config
@@ -80,12 +80,14 @@ def without_holders(workers: Workers, actors: Sequence[Mapping[str, Any]],
     return list(left.items()), held
 
 
-def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = ()) -> dict[int, int]:
+def fit_pools(stages: Sequence[Stage], workers: Workers, held: Sequence[str] = (),
+              skip: Collection[int] = ()) -> dict[int, int]:
     """The most actors each pool stage may have (by position); raises :class:`InfeasibleResourceError` when the
     pools' smallest sizes cannot be held together, or leave a task stage no room (where ``labcluster.infeasible`` is
     ``warn``, for a cluster that autoscales, it warns instead and lets each pool grow to the top of its range).
-    ``workers``: what is left to the pools; ``held``: what other actors hold (said in the error)."""
-    pools = [(i, s, request_of(s)) for i, s in enumerate(stages) if s.kind == "map" and s.actors]
+    ``workers``: what is left to the pools; ``held``: what other actors hold (said in the error); ``skip``: the
+    positions of pools not to fit (no worker could ever hold them, and the user was told so)."""
+    pools = [(i, s, request_of(s)) for i, s in enumerate(stages) if s.kind == "map" and s.actors and i not in skip]
     if not pools:
         return {}
     # what other actors and placement groups hold leads the fixes: no smaller pool fits where they hold it all
