@@ -388,8 +388,6 @@ def unknown_name(what: str, name: str, valid: Sequence[str], more: str = "", als
     return TypeError(f"unknown {what} {name!r}{guess}; valid {what}s are: {', '.join(valid)}{more and ' ' + more}")
 
 
-
-
 #: Ray's names for the same classes (``ray.exceptions``)
 RayError = LabclusterError
 RayTaskError = TaskError

@@ -235,6 +235,8 @@ def test_sources_read_on_the_workers(tmp_path: Any) -> None:
         {"b": "x"}, {"b": "y"}, {"b": "z"}]
     with pytest.raises(KeyError, match=r"no column 'nope'; '.*one.parquet' has 'a', 'b'"):  # at once, in the driver
         lc.data.read_parquet(str(tmp_path / "one.parquet"), columns=["b", "nope"])
+    pq.write_table(pa.table({"s": [{"a": 1, "b": 2}]}), tmp_path / "nested.parquet")
+    assert lc.data.read_parquet(str(tmp_path / "nested.parquet"), columns=["s.a"]).count() == 1  # a nested path
     assert lc.data.read_csv(tmp_path / "t.csv").to_pandas().equals(df)
     assert lc.data.read_json(tmp_path / "t.jsonl").take_all()[2] == {"a": 3, "b": "z"}
     assert lc.data.read_text(tmp_path / "t.txt").take_all() == [{"text": "hello"}, {"text": "world"}]
@@ -295,6 +297,21 @@ def test_images_are_read_as_arrays(tmp_path: Any) -> None:
     assert small.shape == (2, 2)
 
 
+def test_tensor_columns_keep_their_ndim_and_ragged_rows_round_trip() -> None:
+    import labcluster.data.blocks as blocks
+    from labcluster.data.tensors import VariableShapeTensorType
+
+    assert VariableShapeTensorType(pa.float64(), 2) != VariableShapeTensorType(pa.float64(), 3)
+    with pytest.raises(TypeError, match="column 'a' holds arrays of 1 and 2 dimensions"):
+        blocks.concat([blocks.to_block({"a": np.zeros((2, 2, 2))}, "x"), blocks.to_block({"a": np.zeros((2, 3))}, "y")])
+    ragged = blocks.concat([blocks.to_block({"a": np.zeros((2, 2))}, "x"), blocks.to_block({"a": np.ones((1, 3))}, "y")])
+    back = blocks.to_block(blocks.to_batch(ragged, "numpy"), "echo")  # an identity batch function
+    uniform = blocks.to_block({"a": np.zeros((1, 2))}, "z")
+    assert [a.shape for a in blocks.to_batch(blocks.concat([back, uniform]), "numpy")["a"]] == [(2,), (2,), (3,), (2,)]
+    gap = blocks.to_batch(blocks.concat([ragged, blocks.to_block({"b": [1]}, "w")]), "numpy")["a"]
+    assert gap[-1] is None  # a row without the column: None, not an empty array
+
+
 def test_images_of_different_sizes_are_one_array_a_row(tmp_path: Any) -> None:
     from PIL import Image
 
@@ -322,6 +339,8 @@ def test_ray_data_habits_get_an_answer_naming_the_fix() -> None:
                                         r"Dataset.iter_batches\(\*, batch_size"):
         ds.iter_batches(batch_sise=4)
     assert sum(len(b["id"]) for b in ds.iter_batches(batch_size=5, prefetch_batches=2)) == 12  # Ray's: accepted
+    with pytest.raises(TypeError, match=r"Dataset.take\(\) takes 1 positional argument\(s\), 2 given"):
+        ds.take(1, 2)
     with pytest.raises(AttributeError, match="iter_torch_batches is Ray Data's.*torch.as_tensor"):
         ds.iter_torch_batches()
     assert ds.size_bytes() == 12 * 8 and ds.materialize().size_bytes() == 12 * 8
@@ -354,6 +373,18 @@ def test_all_to_all_stages_straight_after_held_blocks_and_empty_blocks(tmp_path:
     assert ds.map_batches(lambda b: {"z": b["x"] + 1}).count() == 10
     none = lc.data.range(8, override_num_blocks=2).map(lambda r: {"k": r["id"] % 3}).filter(lambda r: False)
     assert none.groupby("k").count().take_all() == [] and none.sort("k").take_all() == [] and none.sum("k") is None
+    dropped = lc.data.range(8, override_num_blocks=2).add_column("w", lambda df: df["id"]).filter(
+        lambda r: r["id"] >= 4).drop_columns(["w"])  # an empty block passes select/drop as they are
+    assert dropped.to_arrow().column_names == ["id"] and dropped.select_columns(["id"]).count() == 4
+    made = lc.data.range(8, override_num_blocks=2).filter(lambda r: r["id"] >= 4).map_batches(lambda b: {"v": b["id"]})
+    assert made.schema().names == ["v"]  # not the first (empty) block's: it has no columns
+    sorted_held = held.sort("id")
+    sorted_held.count()
+    assert sorted_held.stats().peak_bytes > 0  # the held blocks count while the sort holds them
+    twice = lc.data.range(4).map(lambda r: r)
+    both = twice.union(twice)
+    both.take_all()
+    assert len(both.stats().stages) == 2 and both.stats().stages[0] is not both.stats().stages[1]
     # sort: a flag per key, as Ray's; categorical columns sort and group by their values
     df = pd.DataFrame({"a": [3, 1, 3, 2], "b": [0, 9, 5, 2], "c": pd.Categorical(["y", "x", "y", "z"])})
     frame = lc.data.from_pandas(df)

@@ -359,9 +359,9 @@ async def _resolve(caller: Caller, actor_id: str) -> _Route:
             raise ActorDiedError(actor_id, f"it did not start within {timeout:g}s: "
                                            f"{held or 'no worker had room for it'} "
                                            f"(labcluster.actors.start-timeout sets this bound)")
-        if not told and waited >= notice and state.get("state") == "PENDING":
-            told = True
-            held = await _held_from(client, state)
+        if not told and waited >= notice:
+            told = True  # once, whatever its state (a restarting actor is not held up by others' work)
+            held = await _held_from(client, state) if state.get("state") == "PENDING" else ""
             if held:
                 say(f"actor {actor_id} has waited {waited:.0f}s to start: {held}. It starts when that ends "
                     f"(lc.cancel or lc.kill it to go on now); after labcluster.actors.start-timeout "
@@ -378,8 +378,6 @@ async def _held_from(client: Any, state: Mapping[str, Any]) -> str:
         if rows:
             return f"it needs {_fmt(request)}, and {describe(rows)}"
     return ""
-
-
 
 
 async def _call(caller: Caller, actor_id: str, method: str, payload: Any, outcome: CallOutcome,

@@ -121,6 +121,11 @@ def _bad_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
         close = difflib.get_close_matches(unknown, [p.name for p in params], n=1, cutoff=0.6)
         guess = f" (did you mean {close[0]!r}?)" if close else ""
         return TypeError(f"{name}() has no keyword {unknown!r}{guess}; it takes {listed}")
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    given = len(args) - (len(signature.parameters) - len(params))  # less the self a method is given
+    if given > len(positional) and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        return TypeError(f"{name}() takes {len(positional)} positional argument(s), {given} given; it takes "
+                         f"{listed}")
     return TypeError(f"{name}(): {str(e).split('() ', 1)[-1]}; it takes {listed}")
 
 

@@ -27,9 +27,8 @@ import pyarrow as pa
 
 from ..api.boundary import entry
 from . import blocks, sources
-from .context import DataContext, execution
+from .context import MODES, DataContext, execution
 from .dataset import Dataset, DatasetStats, GroupedData, Materialized
-from .executor import MODES
 
 __all__ = [
     "MODES",

@@ -51,7 +51,11 @@ def require_columns(table: pa.Table | Sequence[str], names: Sequence[str], where
 
 
 class BlockTypeError(TypeError):
-    """A user function returned something that cannot be a block."""
+    """A user function returned something that cannot be a block (``reason``: Arrow's words, where it refused)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def check_batch_format(batch_format: str) -> str:
@@ -74,10 +78,10 @@ def _column(values: Any) -> pa.Array | pa.ChunkedArray:
         return pa.FixedShapeTensorArray.from_numpy_ndarray(array)
     if isinstance(values, np.ndarray) and values.dtype == object and len(values):  # a variable tensor column back
         values = list(values)
-    if isinstance(values, list) and values and all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in values):
-        ndims = {v.ndim for v in values}
-        if len(ndims) == 1 and (len({v.shape for v in values}) == 1 or next(iter(ndims)) > 1):
-            return tensors.from_arrays(values)  # 1-d arrays of different lengths stay lists
+    # arrays of one ndim: a tensor column (ragged ones variable-shaped)
+    if (isinstance(values, list) and values and all(isinstance(v, np.ndarray) and v.ndim >= 1 for v in values)
+            and len({v.ndim for v in values}) == 1):
+        return tensors.from_arrays(values)
     return pa.array(values)
 
 
@@ -93,7 +97,7 @@ def to_block(value: Any, where: str) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
             raise BlockTypeError(f"{where}: a column's values cannot be stored ({e}); a column holds values of "
                                  f"one type (numbers, strings, bytes, lists, dicts or numpy arrays), as equal-length "
-                                 f"arrays or lists") from None
+                                 f"arrays or lists", reason=str(e)) from None
         lengths = {len(c) for c in columns.values()}
         if len(lengths) > 1:
             sizes = ", ".join(f"{k}: {len(c)}" for k, c in columns.items())

@@ -26,8 +26,8 @@ from ..api.calls import call
 from ..api.history import next_index
 from ..api.start import current_session
 from ..text import html_table
+from .context import check_mode
 from .dataset import Dataset, DatasetStats
-from .executor import check_mode
 from .plan import Stage
 from .progress import size_label, watching
 

@@ -20,7 +20,26 @@ from dask.utils import parse_bytes
 from .. import config
 from ..api.boundary import entry
 from ..exceptions import unknown_name
-from .executor import check_mode
+
+MODES = ("pipelined", "bulk")
+
+
+def check_mode(mode: object, what: str = "execution mode") -> str:
+    """``mode`` if it is one of :data:`MODES`, else ``ValueError`` naming the fix.
+
+    >>> check_mode("Bulk")
+    Traceback (most recent call last):
+    ...
+    ValueError: execution mode must be 'pipelined' or 'bulk', got 'Bulk' (did you mean 'bulk'?)
+    """
+    if mode in MODES:
+        return str(mode)
+    hint = ""
+    if mode == "streaming":
+        hint = " (Ray Data's streaming execution is 'pipelined' here)"
+    elif isinstance(mode, str) and mode.strip().lower() in MODES:
+        hint = f" (did you mean {mode.strip().lower()!r}?)"
+    raise ValueError(f"{what} must be 'pipelined' or 'bulk', got {mode!r}{hint}")
 
 
 @dataclass(frozen=True)

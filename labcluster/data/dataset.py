@@ -29,8 +29,8 @@ from ..api.boundary import entry
 from ..api.objects import check_alive
 from ..exceptions import LabclusterError, unknown_name
 from ..text import html_table, plural
-from .context import DataContext
-from .executor import Execution, check_mode
+from .context import DataContext, check_mode
+from .executor import Execution
 from .operators import Step, check_class_arguments, function_name
 from .plan import AllToAll, Limit, OneToOne, Operator, Resources, Stage, stages
 from .progress import StageStats, size_label
@@ -246,9 +246,13 @@ class Dataset:
             source = [Item(i, read=t, rows=t.rows) for i, t in enumerate(self._source.tasks)]
         elif isinstance(self._source, Union):  # its parts run first, each as it would alone: part of its run
             began = time.perf_counter()
-            parts = [it for child in self._source.children for it in child._items(mode)]
+            parts: list[Item] = []
+            before: list[Execution] = []
+            for child in self._source.children:  # each part's own run (one dataset twice: two runs)
+                parts.extend(child._items(mode))
+                if child._last is not None:
+                    before.append(child._last)
             source = [Item(i, it.ref, rows=it.rows, nbytes=it.nbytes) for i, it in enumerate(parts)]
-            before = [child._last for child in self._source.children if child._last is not None]
         else:  # blocks held by a session that was shut down: say so, and start no cluster
             source = list(self._source.items)
             try:
@@ -383,10 +387,12 @@ class Dataset:
 
     @entry(interrupted=STOPPED, inputs=True)
     def schema(self) -> pa.Schema:
-        """The columns and their types (from the first block)."""
+        """The columns and their types (from the first block that has any: an empty one may not know them)."""
+        found = pa.schema([])
         for block in self.limit(1)._blocks(None, True):
-            return block.schema
-        return pa.schema([])
+            if block.num_columns and not found.names:
+                found = block.schema
+        return found
 
     def columns(self) -> list[str]:
         return list(self.schema().names)

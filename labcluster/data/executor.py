@@ -41,13 +41,12 @@ from ..api.start import current_session
 from ..api.submit import stage as in_stage
 from ..cluster.info import sum_resources
 from ..exceptions import LabclusterError
+from .context import check_mode
 from .fitting import Workers, fit_pools, request_of, room, without_holders
 from .plan import AllToAll, Limit, Stage
 from .progress import WATCH_EVERY, StageStats, current_watcher
 from .reports import BlockReports, block_id
 from .runs import Item, _Actor, _StageRun
-
-MODES = ("pipelined", "bulk")
 
 #: calls in flight per actor of a pool: those after the first wait at the actor, their blocks fetched already
 CALLS_PER_ACTOR = 2
@@ -55,24 +54,6 @@ CALLS_PER_ACTOR = 2
 _TICK = 0.05
 #: how long without a finished block before the loop asks whether the cluster still has workers
 _STALL_CHECK = 1.0
-
-
-def check_mode(mode: object, what: str = "execution mode") -> str:
-    """``mode`` if it is one of :data:`MODES`, else ``ValueError`` naming the fix.
-
-    >>> check_mode("Bulk")
-    Traceback (most recent call last):
-    ...
-    ValueError: execution mode must be 'pipelined' or 'bulk', got 'Bulk' (did you mean 'bulk'?)
-    """
-    if mode in MODES:
-        return str(mode)
-    hint = ""
-    if mode == "streaming":
-        hint = " (Ray Data's streaming execution is 'pipelined' here)"
-    elif isinstance(mode, str) and mode.strip().lower() in MODES:
-        hint = f" (did you mean {mode.strip().lower()!r}?)"
-    raise ValueError(f"{what} must be 'pipelined' or 'bulk', got {mode!r}{hint}")
 
 
 class Execution:
@@ -206,6 +187,8 @@ class Execution:
             return self
         if first.stage.kind == "all_to_all":  # blocks held already (materialized, a union) straight into a sort
             first.gathered.extend(self.source_items)
+            self.live_bytes += sum(item.nbytes for item in self.source_items)  # it lets go of them when it runs
+            self.peak_bytes = max(self.peak_bytes, self.live_bytes)
         else:
             first.inputs.extend(self.source_items)
         first.upstream_done = True

@@ -45,8 +45,6 @@ def room(request: Mapping[str, float], workers: Workers) -> int | None:
     return sum(min(math.floor(float(res.get(k, 0.0)) / v + _EPS) for k, v in asks.items()) for _, res in workers)
 
 
-
-
 def _less(request: Mapping[str, float], workers: Workers) -> str:
     """The option that asks for half of the resource that binds (the one with the least room)."""
     k = min(request, key=lambda k: room({k: request[k]}, workers) or 0)

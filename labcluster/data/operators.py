@@ -118,13 +118,12 @@ def _rows_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
     try:
         return blocks.from_rows(rows, where)
     except blocks.BlockTypeError as e:
-        if "cannot be stored" not in str(e):
+        if e.reason is None:
             raise
-        reason = str(e).split("cannot be stored", 1)[1].split(";")[0].strip()
         raise blocks.BlockTypeError(f"{where} returned rows of block {block_index} whose values cannot be stored "
-                                    f"{reason}; a row's values must be numbers, strings, bytes, lists, dicts or "
+                                    f"({e.reason}); a row's values must be numbers, strings, bytes, lists, dicts or "
                                     f"numpy arrays (an object of your own: turn it into those, or pickle it to "
-                                    f"bytes)") from None
+                                    f"bytes)", e.reason) from None
 
 
 def _on_rows(step: Step, rows: list[dict[str, Any]], block_index: int) -> list[Any]:
@@ -162,14 +161,15 @@ def _batches_step(step: Step, block: pa.Table, block_index: int) -> pa.Table:
 
 #: steps whose output columns are the function's: an empty block gives an empty block of no columns
 _MAKE_COLUMNS = frozenset({"map", "flat_map", "map_batches", "write"})
+#: steps that run a function of the user's
+_USER_STEPS = _MAKE_COLUMNS | {"filter", "add_column"}
 
 
 def apply(step: Step, block: pa.Table, block_index: int) -> pa.Table:
-    """Run one step on one block. An empty block runs no function of the user's (as in Ray Data): a block of no
-    rows passes through (its columns, where a filter kept them), or, where the function would have made the
-    columns, becomes an empty block of no columns, which every later step passes on and putting blocks together
-    leaves out."""
-    if not block.num_rows:
+    """Run one step on one block. An empty block runs no function of the user's (as in Ray Data): it passes a
+    filter or add_column as it is, and where the function would have made the columns it becomes an empty block of
+    no columns (its columns unknown), which every later step passes on and putting blocks together leaves out."""
+    if not block.num_rows and (step.kind in _USER_STEPS or not block.num_columns):
         return pa.table({}) if step.kind in _MAKE_COLUMNS else block
     if step.kind in ROW_KINDS:
         return _rows_step(step, block, block_index)

@@ -210,7 +210,8 @@ def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
 
 def expand_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], what: str,
                  suffixes: Sequence[str] = ()) -> list[tuple[str, int | None]]:
-    """:func:`expand_paths`, with each file's size in bytes where the listing says it (no extra request)."""
+    """:func:`expand_paths`, with each file's size in bytes where the listing says it (no request of its own: a
+    file named is one ``info``, a directory one ``find``)."""
     import fsspec.core
 
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
@@ -224,15 +225,18 @@ def expand_files(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         found: dict[str, Any]
         if any(c in root for c in "*?["):
             found = dict(sorted(fs.glob(root, detail=True).items()))
-        elif fs.isdir(root):
-            found = {p: info for p, info in sorted(fs.find(root, detail=True).items())
-                     if not any(part.startswith((".", "_")) for part in p[len(root):].split("/") if part)}
-            if suffixes:
-                found = {p: info for p, info in found.items() if p.lower().endswith(tuple(suffixes))}
-        elif fs.exists(root):
-            found = {root: fs.info(root)}
         else:
-            raise FileNotFoundError(f"{what}: no such file or directory: {path!r}")
+            try:
+                info = fs.info(root)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{what}: no such file or directory: {path!r}") from None
+            if info.get("type") == "directory":
+                found = {p: info for p, info in sorted(fs.find(root, detail=True).items())
+                         if not any(part.startswith((".", "_")) for part in p[len(root):].split("/") if part)}
+                if suffixes:
+                    found = {p: info for p, info in found.items() if p.lower().endswith(tuple(suffixes))}
+            else:
+                found = {root: info}
         if not found:
             raise FileNotFoundError(f"{what}: {path!r} holds no files" + (
                 f" ending in {', '.join(suffixes)}" if suffixes else ""))
@@ -336,7 +340,9 @@ def check_parquet_columns(path: str, columns: Sequence[str], f: Any = None) -> N
     except (pa.ArrowInvalid, OSError) as e:
         raise ValueError(f"lc.data.read_parquet: cannot read {path!r} ({type(e).__name__}: {e}); check that it is a "
                          f"valid Parquet file, or leave it out of the paths") from None
-    blocks.require_columns(names, columns, "lc.data.read_parquet(columns=...)", holder=repr(path))
+    # a nested field's path ("s.a") names its top-level column first
+    blocks.require_columns(names, [c for c in columns if c.split(".", 1)[0] not in names],
+                           "lc.data.read_parquet(columns=...)", holder=repr(path))
 
 
 def read_csv_file(path: str) -> pa.Table:

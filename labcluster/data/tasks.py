@@ -172,6 +172,10 @@ def write_block(block: pa.Table, index: int, path: str, fmt: str) -> pa.Table:
 
     import fsspec
 
+    arrays = blocks.tensor_columns(block) if fmt == "csv" else []
+    if arrays:  # before the file is opened: no empty file is left behind
+        raise TypeError(f"write_csv: a CSV file cannot hold the array column(s) {', '.join(map(repr, arrays))} "
+                        f"(an n-d array a row); use write_parquet, or drop_columns them first")
     name = f"{path.rstrip('/')}/{index:06d}-{uuid.uuid4().hex[:8]}.{fmt}"
     with fsspec.open(name, "wb") as f:
         if fmt == "parquet":
@@ -181,9 +185,5 @@ def write_block(block: pa.Table, index: int, path: str, fmt: str) -> pa.Table:
         else:
             import pyarrow.csv as pcsv
 
-            arrays = blocks.tensor_columns(block)
-            if arrays:
-                raise TypeError(f"write_csv: a CSV file cannot hold the array column(s) {', '.join(map(repr, arrays))} "
-                                f"(an n-d array a row); use write_parquet, or drop_columns them first")
             pcsv.write_csv(block, f)
     return pa.table({"path": [name], "rows": [block.num_rows]})

@@ -46,6 +46,16 @@ class VariableShapeTensorType(pa.ExtensionType):  # type: ignore[misc]
     def __reduce__(self) -> tuple[Any, ...]:
         return VariableShapeTensorType, (self.value_type, self.ndim)
 
+    def __eq__(self, other: object) -> bool:  # pyarrow's own compares the storage only: the ndim too
+        return (isinstance(other, VariableShapeTensorType) and other.ndim == self.ndim
+                and other.value_type == self.value_type)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(("labcluster.variable_shape_tensor", str(self.value_type), self.ndim))
+
     def __repr__(self) -> str:
         return f"VariableShapeTensorType({self.value_type}, ndim={self.ndim})"
 
@@ -56,6 +66,10 @@ with contextlib.suppress(pa.ArrowKeyError):  # registered already (a module relo
 
 def is_tensor(type_: pa.DataType) -> bool:
     return isinstance(type_, (pa.FixedShapeTensorType, VariableShapeTensorType))
+
+
+def _ndim(type_: pa.DataType) -> int:
+    return len(type_.shape) if isinstance(type_, pa.FixedShapeTensorType) else int(type_.ndim)
 
 
 def from_arrays(arrays: Sequence[np.ndarray], variable: bool = False) -> pa.ExtensionArray:
@@ -87,8 +101,8 @@ def to_numpy(column: pa.ChunkedArray) -> np.ndarray:
     values = data.values.to_numpy(zero_copy_only=False)
     offsets = data.offsets.to_numpy()
     out = np.empty(len(shapes), dtype=object)
-    for i, shape in enumerate(shapes):
-        out[i] = values[offsets[i]:offsets[i + 1]].reshape(shape)
+    for i, shape in enumerate(shapes):  # a null row (a block without the column, put together) stays None
+        out[i] = None if shape is None else values[offsets[i]:offsets[i + 1]].reshape(shape)
     return out
 
 
@@ -100,6 +114,10 @@ def unify(blocks: Sequence[pa.Table]) -> list[pa.Table]:
     for name in names:
         types = [b.schema.field(name).type for b in blocks if name in b.column_names]
         if any(t != types[0] for t in types) and all(is_tensor(t) for t in types):
+            ndims = {_ndim(t) for t in types}
+            if len(ndims) > 1:
+                raise TypeError(f"column {name!r} holds arrays of {' and '.join(map(str, sorted(ndims)))} "
+                                f"dimensions in different blocks; one column holds arrays of one ndim")
             widen.append(name)
     if not widen:
         return list(blocks)
