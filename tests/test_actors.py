@@ -169,6 +169,26 @@ def test_a_gpu_actor_holds_its_gpu_slot_for_its_life(cluster: lc.Session) -> Non
     assert lc.get(waiting, timeout=30) == "ran"
 
 
+def test_a_task_waiting_behind_a_gpu_actor_says_what_holds_it(cluster: lc.Session,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import dask
+
+    model = GPUModel.remote()
+    assert lc.get(model.predict.remote(1), timeout=30)[0] == 2
+    with dask.config.set({"labcluster.waiting-notice": "0.5s"}):
+        waiting = gpu_task.remote()
+        with pytest.raises(lc.exceptions.GetTimeoutError):
+            lc.get(waiting, timeout=3)
+        told = capsys.readouterr().out
+        assert f"task gpu_task ({waiting.key}) has waited" in told and "it needs {GPU: 1}" in told, told
+        assert "holds GPU 1 on gpu-0 (simulated GPU)" in told and "actor GPUModel-" in told, told
+        batch = [double.remote(i) for i in range(6)]  # CPU tasks queued behind each other: no news
+        assert lc.get(batch, timeout=30) == [0, 2, 4, 6, 8, 10]
+        assert "has waited" not in capsys.readouterr().out
+    lc.kill(model)
+    assert lc.get(waiting, timeout=30) == "ran"
+
+
 @lc.remote(num_gpus=1)
 def hold_gpu(seconds: float) -> str:
     """Holds the GPU slot until cancelled (cooperatively: it asks) or ``seconds`` pass."""
@@ -189,7 +209,7 @@ def test_an_actor_waiting_for_a_held_gpu_names_what_holds_it(cluster: lc.Session
     while lc.available_resources().get("GPU", 0) > 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.2)  # a heartbeat or two: the scheduler knows the task runs
-    with dask.config.set({"labcluster.actors.waiting-notice": "0.5s", "labcluster.actors.start-timeout": "3s"}):
+    with dask.config.set({"labcluster.waiting-notice": "0.5s", "labcluster.actors.start-timeout": "3s"}):
         model = GPUModel.remote()
         with pytest.raises(ActorDiedError) as err:
             lc.get(model.predict.remote(1), timeout=30)

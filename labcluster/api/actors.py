@@ -337,10 +337,10 @@ async def _route(caller: Caller, actor_id: str) -> _Route:
 
 
 async def _resolve(caller: Caller, actor_id: str) -> _Route:
-    """Wait (up to ``actors.start-timeout``) for the actor to run; past ``actors.waiting-notice``, say once what
+    """Wait (up to ``actors.start-timeout``) for the actor to run; past ``waiting-notice``, say once what
     holds the resources it waits for, and name them again if it times out."""
     client = caller.session.client
-    timeout, notice = config.seconds("actors.start-timeout"), config.seconds("actors.waiting-notice")
+    timeout, notice = config.seconds("actors.start-timeout"), config.seconds("waiting-notice")
     began = time.monotonic()
     deadline, told = began + timeout, False
     dead = caller.dead.get(actor_id, -1)

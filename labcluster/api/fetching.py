@@ -11,6 +11,7 @@ without an import loop; ``objects.py`` checks what users pass in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections import OrderedDict
@@ -145,8 +146,9 @@ def _fetch(session: Session, refs: Sequence[Any], deadline: float | None, timeou
     them and starts over.
     """
     client = session.client
+    notice = WaitNotice(session)
     while True:
-        outcome, value = client.sync(_gather_watched, session, [r.future for r in refs], deadline)
+        outcome, value = client.sync(_gather_watched, session, [r.future for r in refs], deadline, notice)
         if outcome == "ok":
             return list(value)
         if outcome == "lost":
@@ -158,11 +160,12 @@ def _fetch(session: Session, refs: Sequence[Any], deadline: float | None, timeou
         until_done(session, refs, len(refs), left)  # "stale": some are still running, or being rebuilt
 
 
-async def _gather_watched(session: Session, futures: list[Any], deadline: float | None) -> tuple[str, Any]:
+async def _gather_watched(session: Session, futures: list[Any], deadline: float | None,
+                          notice: WaitNotice | None = None) -> tuple[str, Any]:
     client = session.client
     gathering = asyncio.ensure_future(client.gather(futures, asynchronous=True))
     try:
-        return await _watch(session, futures, gathering, deadline)
+        return await _watch(session, futures, gathering, deadline, notice)
     finally:
         if not gathering.done():  # lost, stale, or this coroutine was cancelled (a timeout, Ctrl-C)
             # Dask's gather leaves helper tasks behind that end in its internal AllExit, which asyncio would
@@ -171,8 +174,8 @@ async def _gather_watched(session: Session, futures: list[Any], deadline: float 
             gathering.cancel()
 
 
-async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future[Any], deadline: float | None
-                 ) -> tuple[str, Any]:
+async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future[Any], deadline: float | None,
+                 notice: WaitNotice | None = None) -> tuple[str, Any]:
     step = config.seconds("wait-step")
     started = time.monotonic()
     removals: int | None = None  # workers removed so far, when first asked
@@ -186,6 +189,8 @@ async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future
         session.check()  # raises through client.sync: no scheduler to ask
         if session.extension and (gone_all := await acall(session.client, "workers_gone")):
             raise _no_workers_error(gone_all)
+        if notice is not None:
+            await notice.acheck(futures)
         # unknown to the scheduler is "gone" only for a key this client saw computed *before it asked*: a pending
         # one may simply not have reached the scheduler yet (its update-graph message is queued behind others), and
         # one that finishes while the question travels was answered "forgotten" for the same reason
@@ -239,6 +244,48 @@ def _lost_for_good(session: Session, refs: Sequence[Any]) -> list[Any]:
     return [r for r in lost if states[r.key] in GONE]
 
 
+class WaitNotice:
+    """One wait (``lc.get``, ``lc.wait``): past ``waiting-notice``, it says once, in the cell running now, which
+    of its tasks wait for resources that running work holds, and what holds them (``usage.waiting_on``): a GPU
+    task behind a GPU actor from another cell waits for good, and silently otherwise."""
+
+    def __init__(self, session: Session) -> None:
+        self.session, self.began, self.told = session, time.monotonic(), False
+
+    def due(self) -> bool:
+        if self.told or not self.session.extension:
+            return False
+        if time.monotonic() - self.began < config.seconds("waiting-notice"):
+            return False
+        self.told = True
+        return True
+
+    def tell(self, rows: Sequence[dict[str, Any]], waiting: int) -> None:
+        from ..scheduler.usage import describe
+        from ..text import resources
+        from .session import say
+
+        if not rows:
+            return
+        first = rows[0]
+        more = f" (and {waiting - 1} more of the tasks this waits on)" if waiting > 1 and len(rows) > 1 else ""
+        say(f"{first['what']} has waited {time.monotonic() - self.began:.0f}s: it needs {resources(first['needs'])}, "
+            f"and {describe(first['held'])}{more}. It runs when that ends (lc.kill the actor, or lc.cancel the task, "
+            f"to go on now)")
+
+    def check(self, refs: Sequence[Any]) -> None:
+        if self.due():
+            with contextlib.suppress(Exception):  # an older extension: the wait goes on in silence, as before
+                self.tell(call(self.session.client, "waiting_on", keys=[str(r.key) for r in refs[:1000]]) or [],
+                          len(refs))
+
+    async def acheck(self, futures: Sequence[Any]) -> None:
+        if self.due():
+            with contextlib.suppress(Exception):
+                keys = [str(f.key) for f in futures if f.status == "pending"][:1000]
+                self.tell(await acall(self.session.client, "waiting_on", keys=keys) or [], len(keys))
+
+
 def until_done(session: Session, refs: Sequence[Any], need: int, timeout: float | None) -> set[str]:
     """Block until ``need`` of ``refs`` are done (finished, failed, cancelled, or lost for good) or ``timeout``
     passes; returns the keys lost for good.
@@ -249,6 +296,7 @@ def until_done(session: Session, refs: Sequence[Any], need: int, timeout: float 
     deadline = None if timeout is None else time.monotonic() + timeout
     step = config.seconds("wait-step")
     steps = 0
+    notice = WaitNotice(session)
     while True:
         pending = [r for r in refs if not r.done()]
         gone = {r.key for r in _lost_for_good(session, pending)}
@@ -260,6 +308,7 @@ def until_done(session: Session, refs: Sequence[Any], need: int, timeout: float 
         session.check()
         if steps:  # a step passed with work still pending: is there anything left to do it?
             no_workers(session)
+            notice.check(waiting)
         steps += 1
         # our own counter, not distributed.wait: on a timeout it cancels every waiter it made; then look for
         # lost objects and wait on (or return what is ready by the deadline)

@@ -16,7 +16,8 @@ memory, memory_watch            bytes of results the workers hold; the peak sinc
 records, lineage                pages of task records; every attempt an object depends on
 worker_names                    address -> name of every worker seen, for pictures of the records
 fits                            whether a worker fits a request: live, kept by a local cluster, or away
-holding                         the running work that holds what a request asks for (a waiting actor)
+holding, waiting_on             the running work that holds what a request asks for (a waiting actor); of some
+                                keys, the tasks that wait for resources running work holds, and that work
 keep_workers, workers_gone      a local cluster says which workers it keeps (its Nannies restart them); are
                                 they all gone for good
 hold, release, release_all      holder tasks wait to be released; lc.kill / remove_placement_group
@@ -60,7 +61,7 @@ from .protocol import NOTICES, OWNER, ROLE, ROLE_ACTOR, ROLE_BUNDLE, WORKER_INFO
 from .retries import RetryLimitPlugin
 from .spill import spill
 from .streams import StreamsSchedulerPlugin
-from .usage import holding
+from .usage import holding, waiting_on
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,8 @@ class LabclusterExtension:
             "memory_watch": self.memory_watch,
             "records": self.records_page,
             "lineage": self.lineage,
-            "fits": self.fits, "holding": self.holding, "keep_workers": self.keep_workers,
+            "fits": self.fits, "holding": self.holding, "waiting_on": self.waiting_on,
+            "keep_workers": self.keep_workers,
             "workers_gone": self.workers_gone,
             "worker_names": self.worker_names,
             "hold": self.hold, "release": self.release, "release_all": self.release_all,
@@ -336,6 +338,11 @@ class LabclusterExtension:
         """What running work holds of ``request`` on the workers that could host it (``usage.holding``)."""
         return holding(self.scheduler, request, self.holders.roles, self.actors, self.groups,
                        self.worker_names(labelled=True))
+
+    def waiting_on(self, keys: list[str]) -> list[dict[str, Any]]:
+        """Of ``keys``, the tasks waiting for resources that running work holds (``usage.waiting_on``)."""
+        return waiting_on(self.scheduler, keys, self.holders.roles, self.actors, self.groups,
+                          self.worker_names(labelled=True))
 
     def worker_names(self, labelled: bool = False) -> dict[str, str]:
         """Address -> name of every worker this scheduler has seen (those that left too). ``labelled``: as pictures

@@ -44,6 +44,34 @@ def holding(scheduler: Any, request: Mapping[str, float], roles: Mapping[str, tu
     return sorted(rows, key=lambda r: -(r["seconds"] or 0.0))
 
 
+#: scheduler task states of work that waits to run (assigned to a worker but queued there, or not yet assigned)
+_WAITING = frozenset({"processing", "no-worker", "queued"})
+
+
+def waiting_on(scheduler: Any, keys: list[str], roles: Mapping[str, tuple[str, str]], actors: Actors,
+               groups: Groups, names: Mapping[str, str], most: int = 3) -> list[dict[str, Any]]:
+    """Of ``keys``, the tasks that wait to run for resources that other running work holds: per such task (at most
+    ``most``) its ``key``, what it ``needs`` and the :func:`holding` rows (``held``). A task that runs is not
+    waiting; work among ``keys`` is the wait's own (a batch queued behind itself is no news); and CPU slots count
+    only where an actor or a bundle holds them (tasks behind tasks is a queue, not a hold-up)."""
+    running = {ts for ws in scheduler.workers.values() for ts in (*ws.executing, *ws.long_running)}
+    own = set(keys)
+    out: list[dict[str, Any]] = []
+    for key in keys:
+        ts = scheduler.tasks.get(key)
+        if ts is None or ts.state not in _WAITING or not ts.resource_restrictions or ts in running:
+            continue
+        needs = {str(k): float(v) for k, v in ts.resource_restrictions.items()}
+        rows = [r for r in holding(scheduler, needs, roles, actors, groups, names) if r["key"] not in own]
+        if set(needs) <= {"CPU"}:
+            rows = [r for r in rows if roles.get(r["key"], ("", ""))[0] in (ROLE_ACTOR, ROLE_BUNDLE)]
+        if rows:
+            out.append({"key": key, "what": _what(key, roles, actors, groups), "needs": needs, "held": rows})
+            if len(out) >= most:
+                break
+    return out
+
+
 def _what(key: str, roles: Mapping[str, tuple[str, str]], actors: Actors, groups: Groups) -> str:
     """A task key in the words a user knows it by: their task, an actor, a placement group's bundle."""
     role, _ = roles.get(key, ("", ""))
