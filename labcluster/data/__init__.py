@@ -28,7 +28,9 @@ import pyarrow as pa
 from ..api.boundary import entry
 from . import blocks, sources
 from .context import MODES, DataContext, execution
-from .dataset import Dataset, DatasetStats, GroupedData, Materialized
+from .dataset import Dataset, Materialized
+from .grouped import GroupedData
+from .stats import DatasetStats
 
 __all__ = [
     "MODES",

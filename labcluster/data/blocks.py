@@ -195,3 +195,27 @@ def concat(blocks: Sequence[pa.Table]) -> pa.Table:
 
 def size(block: pa.Table) -> int:
     return int(block.nbytes)
+
+
+def check_batch_size(batch_size: object) -> None:
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
+
+
+def rebatch(source: Iterator[pa.Table], batch_size: int | None, fmt: str, drop_last: bool) -> Iterator[Any]:
+    """Batches of ``batch_size`` rows (None: a block each) as ``fmt``, cut across the blocks as they come."""
+    pending: list[pa.Table] = []
+    rows = 0
+    for block in source:
+        if batch_size is None:
+            yield to_batch(block, fmt)
+            continue
+        pending.append(block)
+        rows += block.num_rows
+        while rows >= batch_size:
+            whole = concat(pending)
+            yield to_batch(whole.slice(0, batch_size), fmt)
+            rest = whole.slice(batch_size)
+            pending, rows = [rest], rest.num_rows
+    if rows and not drop_last:
+        yield to_batch(concat(pending), fmt)

@@ -27,9 +27,10 @@ from ..api.history import next_index
 from ..api.start import current_session
 from ..text import html_table
 from .context import check_mode
-from .dataset import Dataset, DatasetStats
+from .dataset import Dataset
 from .plan import Stage
 from .progress import size_label, watching
+from .stats import DatasetStats
 
 
 @dataclass

@@ -31,11 +31,12 @@ from ..exceptions import LabclusterError, unknown_name
 from ..text import html_table, plural
 from .context import DataContext, check_mode
 from .executor import Execution
+from .grouped import GroupedData
 from .operators import Step, check_class_arguments, function_name
 from .plan import AllToAll, Limit, OneToOne, Operator, Resources, Stage, stages
-from .progress import StageStats, size_label
 from .runs import Item
 from .sources import Source
+from .stats import DatasetStats
 
 #: what map, map_batches, filter, flat_map and add_column accept besides their own arguments (the row operators take
 #: no batch options: a row is not a batch)
@@ -299,9 +300,9 @@ class Dataset:
         is done. Breaking off, or an error, stops the execution. ``prefetch_batches`` (Ray's) is accepted and has
         no effect: a pipelined execution runs ahead of the consumer up to its bound anyway."""
         fmt = blocks.check_batch_format(batch_format)
-        _check_batch_size(batch_size)
+        blocks.check_batch_size(batch_size)
         _check_mode(mode)
-        return self._stream(_rebatch(self._blocks(mode), batch_size, fmt, drop_last), "iter_batches")
+        return self._stream(blocks.rebatch(self._blocks(mode), batch_size, fmt, drop_last), "iter_batches")
 
     @entry(interrupted=STOPPED, inputs=True)
     def iter_rows(self, *, mode: str | None = None) -> Iterator[dict[str, Any]]:
@@ -511,110 +512,11 @@ class Dataset:
         return "<div>" + html.escape(repr(self)) + html_table(("operator", "runs on", "stage"), rows) + "</div>"
 
 
-class GroupedData:
-    """``ds.groupby(key)``: aggregate with ``count``, ``sum``, ``mean``, ``min``, ``max``, ``std``, ``aggregate``."""
-
-    def __init__(self, ds: Dataset, keys: list[str]) -> None:
-        self._ds, self._keys = ds, keys
-
-    def aggregate(self, *aggs: tuple[str | None, str, str]) -> Dataset:
-        """``(column, pyarrow aggregate, output name)`` triples, e.g. ``("price", "mean", "avg_price")``."""
-        for agg in aggs:
-            if not (isinstance(agg, tuple) and len(agg) == 3):
-                raise TypeError(f"aggregate takes (column, function, name) triples, got {agg!r}")
-        return self._with(list(aggs))
-
-    def _with(self, aggs: list[tuple[Any, ...]]) -> Dataset:
-        label = f"Aggregate({', '.join(self._keys) or 'all'})"
-        return self._ds._with(AllToAll(label, tasks.aggregate, (self._keys, aggs), 1))
-
-    def count(self) -> Dataset:
-        return self.aggregate((None, "count_all", "count()"))
-
-    def _one(self, fn: str, on: str | Sequence[str], name: str | None = None, ddof: int | None = None) -> Dataset:
-        cols = [on] if isinstance(on, str) else list(on)
-        return self._with([(c, fn, f"{name or fn}({c})", *(() if ddof is None else (ddof,))) for c in cols])
-
-    def sum(self, on: str | Sequence[str]) -> Dataset:
-        return self._one("sum", on)
-
-    def mean(self, on: str | Sequence[str]) -> Dataset:
-        return self._one("mean", on)
-
-    def min(self, on: str | Sequence[str]) -> Dataset:
-        return self._one("min", on)
-
-    def max(self, on: str | Sequence[str]) -> Dataset:
-        return self._one("max", on)
-
-    def std(self, on: str | Sequence[str], ddof: int = 1) -> Dataset:
-        """Standard deviations, ``std(column)``; ``ddof=1`` (the sample's), as Ray Data."""
-        return self._one("stddev", on, "std", ddof)
-
-
-class DatasetStats:
-    """Per stage of one execution: blocks, rows, bytes, the tasks' summed wall and CPU seconds, and the stage's
-    span (first start to last end, from the driver)."""
-
-    def __init__(self, ex: Execution) -> None:
-        self.mode = ex.mode
-        self.wall = ex.ended - ex.started if ex.ended else None
-        self.first_output = ex.first_output
-        self.peak_bytes = ex.peak_bytes
-        #: the workers' held result bytes at the peak, over what they held when the execution started
-        self.peak_worker_bytes = max(0, ex.managed_peak - ex.managed_start)
-        #: a union's parts' stages first (they ran first), then its own
-        self.stages: list[StageStats] = [s for part in ex.parts for s in DatasetStats(part).stages] + ex.stats
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "wall": self.wall, "first_output": self.first_output,
-                "peak_bytes": self.peak_bytes, "peak_worker_bytes": self.peak_worker_bytes,
-                "stages": [s.to_dict() for s in self.stages]}
-
-    def __repr__(self) -> str:
-        head = (f"{self.mode} execution: {_secs(self.wall)} wall, first block after {_secs(self.first_output)}, "
-                f"peak {size_label(self.peak_bytes)} of blocks held")
-        lines = [head] + [f"  {s!r}" for s in self.stages]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        cols = ("stage", "runs on", "blocks", "rows", "bytes", "task wall", "task CPU", "span", "max at once")
-        rows = [(s.name, s.resources, s.blocks, s.rows, size_label(s.bytes), f"{s.task_wall:.2f} s",
-                 f"{s.task_cpu:.2f} s", f"{s.wall:.2f} s", s.max_in_flight) for s in self.stages]
-        return (f"<div><strong>DatasetStats</strong> ({html.escape(self.mode)}): {_secs(self.wall)} wall, first "
-                f"block after {_secs(self.first_output)}, peak {size_label(self.peak_bytes)} held"
-                f"{html_table(cols, rows)}</div>")
-
-
 # -- helpers -----------------------------------------------------------------------------------------------------
-
-def _check_batch_size(batch_size: object) -> None:
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
-        raise ValueError(f"batch_size must be an int >= 1 or None, got {batch_size!r}")
-
 
 def _check_mode(mode: str | None) -> None:
     if mode is not None:
         check_mode(mode)
-
-
-def _rebatch(source: Iterator[pa.Table], batch_size: int | None, fmt: str, drop_last: bool) -> Iterator[Any]:
-    _check_batch_size(batch_size)
-    pending: list[pa.Table] = []
-    rows = 0
-    for block in source:
-        if batch_size is None:
-            yield blocks.to_batch(block, fmt)
-            continue
-        pending.append(block)
-        rows += block.num_rows
-        while rows >= batch_size:
-            whole = blocks.concat(pending)
-            yield blocks.to_batch(whole.slice(0, batch_size), fmt)
-            rest = whole.slice(batch_size)
-            pending, rows = [rest], rest.num_rows
-    if rows and not drop_last:
-        yield blocks.to_batch(blocks.concat(pending), fmt)
 
 
 def _names(cols: Sequence[str] | str, what: str) -> tuple[str, ...]:
@@ -666,7 +568,3 @@ def _stage_numbers(sts: list[Stage], ops: tuple[Operator, ...]) -> list[tuple[Op
                 out.append((op, i))
                 break
     return out
-
-
-def _secs(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f} s"
