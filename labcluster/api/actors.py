@@ -40,9 +40,8 @@ from .. import config
 from ..dask_internals import register_worker_data, worker_rpc
 from ..exceptions import ActorDiedError, TaskCancelledError
 from ..scheduler.protocol import ROLE_ACTOR
-from ..scheduler.usage import describe
+from ..scheduler.usage import held_up
 from ..text import plural
-from ..text import resources as _fmt
 from . import scopes, serialization
 from .actor_host import host_actor
 from .boundary import entry
@@ -376,7 +375,7 @@ async def _held_from(client: Any, state: Mapping[str, Any]) -> str:
     with contextlib.suppress(Exception):  # an older extension, a lost scheduler: the wait's own words stand
         rows = await acall(client, "holding", request=request) or []
         if rows:
-            return f"it needs {_fmt(request)}, and {describe(rows)}"
+            return held_up(request, rows)
     return ""
 
 

@@ -15,8 +15,9 @@ import contextlib
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from concurrent.futures import CancelledError
+from itertools import islice
 from typing import Any
 
 from distributed import KilledWorker
@@ -190,7 +191,7 @@ async def _watch(session: Session, futures: list[Any], gathering: asyncio.Future
         if session.extension and (gone_all := await acall(session.client, "workers_gone")):
             raise _no_workers_error(gone_all)
         if notice is not None:
-            await notice.acheck(futures)
+            await notice.acheck(str(f.key) for f in futures if f.status == "pending")
         # unknown to the scheduler is "gone" only for a key this client saw computed *before it asked*: a pending
         # one may simply not have reached the scheduler yet (its update-graph message is queued behind others), and
         # one that finishes while the question travels was answered "forgotten" for the same reason
@@ -249,41 +250,41 @@ class WaitNotice:
     of its tasks wait for resources that running work holds, and what holds them (``usage.waiting_on``): a GPU
     task behind a GPU actor from another cell waits for good, and silently otherwise."""
 
+    #: keys asked about at most (the scheduler looks at each)
+    MOST = 1000
+
     def __init__(self, session: Session) -> None:
         self.session, self.began, self.told = session, time.monotonic(), False
 
-    def due(self) -> bool:
-        if self.told or not self.session.extension:
-            return False
-        if time.monotonic() - self.began < config.seconds("waiting-notice"):
+    def _claim(self) -> bool:
+        """Whether to ask now: once per wait, past the notice time, where the extension can answer."""
+        if self.told or not self.session.extension or \
+                time.monotonic() - self.began < config.seconds("waiting-notice"):
             return False
         self.told = True
         return True
 
-    def tell(self, rows: Sequence[dict[str, Any]], waiting: int) -> None:
-        from ..scheduler.usage import describe
-        from ..text import resources
+    def _tell(self, rows: Sequence[dict[str, Any]]) -> None:
+        from ..scheduler.usage import held_up
         from .session import say
 
-        if not rows:
-            return
-        first = rows[0]
-        more = f" (and {waiting - 1} more of the tasks this waits on)" if waiting > 1 and len(rows) > 1 else ""
-        say(f"{first['what']} has waited {time.monotonic() - self.began:.0f}s: it needs {resources(first['needs'])}, "
-            f"and {describe(first['held'])}{more}. It runs when that ends (lc.kill the actor, or lc.cancel the task, "
-            f"to go on now)")
+        if rows:
+            first = rows[0]
+            more = f" (and {len(rows) - 1} more task(s) of this wait)" if len(rows) > 1 else ""
+            say(f"{first['what']} has waited {time.monotonic() - self.began:.0f}s: "
+                f"{held_up(first['needs'], first['held'])}{more}. It runs when that ends (lc.kill the actor, or "
+                f"lc.cancel the task, to go on now)")
 
-    def check(self, refs: Sequence[Any]) -> None:
-        if self.due():
+    def check(self, keys: Iterable[str]) -> None:
+        """``keys``: the pending ones, made only when it asks (a generator: nothing is built at the other steps)."""
+        if self._claim():
             with contextlib.suppress(Exception):  # an older extension: the wait goes on in silence, as before
-                self.tell(call(self.session.client, "waiting_on", keys=[str(r.key) for r in refs[:1000]]) or [],
-                          len(refs))
+                self._tell(call(self.session.client, "waiting_on", keys=list(islice(keys, self.MOST))) or [])
 
-    async def acheck(self, futures: Sequence[Any]) -> None:
-        if self.due():
+    async def acheck(self, keys: Iterable[str]) -> None:
+        if self._claim():
             with contextlib.suppress(Exception):
-                keys = [str(f.key) for f in futures if f.status == "pending"][:1000]
-                self.tell(await acall(self.session.client, "waiting_on", keys=keys) or [], len(keys))
+                self._tell(await acall(self.session.client, "waiting_on", keys=list(islice(keys, self.MOST))) or [])
 
 
 def until_done(session: Session, refs: Sequence[Any], need: int, timeout: float | None) -> set[str]:
@@ -308,7 +309,7 @@ def until_done(session: Session, refs: Sequence[Any], need: int, timeout: float 
         session.check()
         if steps:  # a step passed with work still pending: is there anything left to do it?
             no_workers(session)
-            notice.check(waiting)
+            notice.check(str(r.key) for r in waiting)
         steps += 1
         # our own counter, not distributed.wait: on a timeout it cancels every waiter it made; then look for
         # lost objects and wait on (or return what is ready by the deadline)

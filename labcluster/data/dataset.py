@@ -243,12 +243,13 @@ class Dataset:
     def _execution(self, mode: str | None = None, preserve_order: bool | None = None) -> Execution:
         _check_mode(mode)
         ctx = DataContext.get_current()
+        began: float | None = None  # a union's run begins with its parts'
+        before: list[Execution] = []
         if isinstance(self._source, Source):
             source = [Item(i, read=t, rows=t.rows) for i, t in enumerate(self._source.tasks)]
         elif isinstance(self._source, Union):  # its parts run first, each as it would alone: part of its run
             began = time.perf_counter()
             parts: list[Item] = []
-            before: list[Execution] = []
             for child in self._source.children:  # each part's own run (one dataset twice: two runs)
                 parts.extend(child._items(mode))
                 if child._last is not None:
@@ -266,12 +267,10 @@ class Dataset:
                        preserve_order=ctx.preserve_order if preserve_order is None else preserve_order,
                        max_blocks=ctx.max_blocks_per_operator, max_bytes=ctx.max_bytes_per_operator)
         self._last = ex
-        if isinstance(self._source, Union):
-            ex.parts = before
-            for part in before:  # the parts' tasks are its records too
-                ex.keys |= part.keys
-            return ex.start(began=began)
-        return ex.start()
+        ex.parts = before
+        for part in before:  # the parts' tasks are its records too
+            ex.keys |= part.keys
+        return ex.start(began=began)
 
     def _items(self, mode: str | None = None) -> list[Item]:
         """Run to the end and keep every output block in the object store, in order."""

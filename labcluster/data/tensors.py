@@ -109,6 +109,8 @@ def to_numpy(column: pa.ChunkedArray) -> np.ndarray:
 def unify(blocks: Sequence[pa.Table]) -> list[pa.Table]:
     """The blocks, with each tensor column whose shapes differ between blocks made variable-shaped in all of them
     (so that they concatenate)."""
+    if all(b.schema == blocks[0].schema for b in blocks[1:]):  # the common case (every batch cut): nothing to do
+        return list(blocks)
     names = {name for b in blocks for name in b.column_names}
     widen = []
     for name in names:

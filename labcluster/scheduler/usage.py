@@ -17,6 +17,7 @@ from typing import Any
 
 from dask.utils import key_split
 
+from ..text import resources
 from .actors import Actors
 from .placement import Groups, fits, is_bundle_resource
 from .protocol import ROLE_ACTOR, ROLE_BUNDLE
@@ -84,6 +85,11 @@ def _what(key: str, roles: Mapping[str, tuple[str, str]], actors: Actors, groups
         group = groups.table.get(pg_id) or {}
         return f"placement group {group['name']!r} ({pg_id})" if group.get("name") else f"placement group {pg_id}"
     return f"task {key_split(key)} ({key})"
+
+
+def held_up(needs: Mapping[str, float], rows: list[dict[str, Any]]) -> str:
+    """Why work waits, in one clause: ``it needs {GPU: 1}, and task hog (k) holds GPU 1 on gpu-0``."""
+    return f"it needs {resources(needs)}, and {describe(rows)}"
 
 
 def describe(rows: list[dict[str, Any]], most: int = 3) -> str:
